@@ -1,0 +1,41 @@
+# token.place: two commands, `make demo` and `make test`. Targets create .venv when it is missing.
+# pip's wheel cache is left on, so llama-cpp-python is compiled once per machine, not once per venv.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck pytest slow fuzz clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e '.[node,dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/tp-demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+# pytest exits 5 when it collected nothing: that is a failure here, never a silent pass.
+pytest: $(STAMP)
+	@$(BIN)/pytest -m "not slow"; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+test: lint typecheck pytest
+
+slow: $(STAMP)
+	$(BIN)/pytest -m slow
+
+fuzz: $(STAMP)
+	TP_FUZZ_EXAMPLES=200000 $(BIN)/pytest -m slow tests -k fuzz
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""Default bootstrap relays and authority keys, and relay deployment files."""

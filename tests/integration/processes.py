@@ -1,0 +1,60 @@
+"""Start and stop real OS processes for integration tests (always stopped by PID)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+import trio
+
+STARTUP_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 10.0
+
+
+class StartedProcess:
+    def __init__(self, process: trio.Process, announcement: dict[str, Any]) -> None:
+        self.process = process
+        self.announcement = announcement
+
+
+async def _read_line(stream: trio.abc.ReceiveStream) -> bytes:
+    buffer = b""
+    while b"\n" not in buffer:
+        chunk = await stream.receive_some(4096)
+        if not chunk:
+            raise RuntimeError(f"process exited before announcing itself: {buffer!r}")
+        buffer += chunk
+    return buffer.split(b"\n", 1)[0]
+
+
+@asynccontextmanager
+async def python_process(args: Sequence[str]) -> AsyncIterator[StartedProcess]:
+    """Run `python -m ARGS`; wait for its first stdout line (JSON); SIGTERM (then SIGKILL) it at the end."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    process = await trio.lowlevel.open_process([sys.executable, "-m", *args], stdout=subprocess.PIPE, env=env)
+    try:
+        assert process.stdout is not None
+        with trio.fail_after(STARTUP_TIMEOUT_S):
+            line = await _read_line(process.stdout)
+        yield StartedProcess(process, json.loads(line))
+    finally:
+        with trio.CancelScope(shield=True):
+            await _stop(process)
+
+
+async def _stop(process: trio.Process) -> None:
+    if process.returncode is None:
+        os.kill(process.pid, signal.SIGTERM)
+        with trio.move_on_after(STOP_TIMEOUT_S):
+            await process.wait()
+    if process.returncode is None:
+        os.kill(process.pid, signal.SIGKILL)
+        await process.wait()
+    if process.stdout is not None:
+        await process.stdout.aclose()

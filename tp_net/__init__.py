@@ -1,0 +1,1 @@
+"""Frames, links, circuits and transports of the token.place overlay."""

@@ -1,0 +1,167 @@
+"""The frame codec: the only module that touches msgpack.
+
+A frame is a msgpack array `[tag, field, ...]`; a batch (the plaintext of one link message) is an array of
+frames. Decoding enforces every limit before memory is spent on it: the input length is checked first, and
+msgpack itself refuses any string, bin, array or map header above our limits before allocating it. Frames hold
+only scalars and byte strings, so any container inside a frame is refused. Whatever the input, decoding
+raises only RemoteProtocolError.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Sequence
+from typing import Any
+
+import msgpack
+
+from tp_crypto.errors import LocalProtocolError, RemoteProtocolError
+from tp_net.frames import FRAME_TYPES, Frame
+
+# Noise caps one transport message at 65535 bytes, 16 of them the MAC.
+BATCH_BYTES_MAX = 65535 - 16
+FRAMES_PER_BATCH_MAX = 1024
+FRAME_FIELDS_MAX = 8
+BIN_BYTES_MAX = BATCH_BYTES_MAX
+STR_BYTES_MAX = 1024
+
+_SCALARS = (int, bytes, str, bool, type(None))
+
+
+@dataclasses.dataclass(frozen=True)
+class _FrameSpec:
+    cls: type[Frame]
+    field_types: tuple[tuple[type, ...], ...]
+
+
+def _accepted_types(annotation: Any) -> tuple[type, ...]:
+    if isinstance(annotation, types.UnionType):
+        return tuple(arg for arg in annotation.__args__)
+    return (annotation,)
+
+
+def _spec(cls: type[Frame]) -> _FrameSpec:
+    hints = typing.get_type_hints(cls)
+    fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+    return _FrameSpec(cls, tuple(_accepted_types(hints[field.name]) for field in fields))
+
+
+_SPECS: dict[int, _FrameSpec] = {cls.TAG: _spec(cls) for cls in FRAME_TYPES}
+
+
+def encode_frame(frame: Frame) -> bytes:
+    return _pack(_frame_to_list(frame))
+
+
+def pack_batches(frames: Sequence[Frame], batch_bytes_max: int = BATCH_BYTES_MAX) -> list[bytes]:
+    """Encode frames into as few batches as fit `batch_bytes_max` each, keeping their order.
+
+    Each frame is packed once; a batch is a msgpack array header followed by its packed frames.
+    """
+    batches: list[bytes] = []
+    pending: list[bytes] = []
+    pending_bytes = 0
+    for frame in frames:
+        packed = _pack(_frame_to_list(frame))
+        if len(packed) + _ARRAY_HEADER_BYTES_MAX > batch_bytes_max:
+            raise LocalProtocolError(f"{type(frame).__name__} of {len(packed)} bytes cannot fit in one batch")
+        full = len(pending) == FRAMES_PER_BATCH_MAX
+        if full or pending_bytes + len(packed) + _ARRAY_HEADER_BYTES_MAX > batch_bytes_max:
+            batches.append(_array_header(len(pending)) + b"".join(pending))
+            pending, pending_bytes = [], 0
+        pending.append(packed)
+        pending_bytes += len(packed)
+    if pending:
+        batches.append(_array_header(len(pending)) + b"".join(pending))
+    return batches
+
+
+_ARRAY_HEADER_BYTES_MAX = 3
+
+
+def _array_header(count: int) -> bytes:
+    """msgpack's header for an array of `count` items (fixarray or array16)."""
+    if count < 16:
+        return bytes([0x90 | count])
+    return b"\xdc" + count.to_bytes(2, "big")
+
+
+def decode_frame(data: bytes) -> Frame:
+    return _list_to_frame(_unpack(data))
+
+
+def decode_batch(data: bytes) -> list[Frame]:
+    """Decode one batch; anything malformed or over a limit raises RemoteProtocolError."""
+    items = _unpack(data)
+    if not isinstance(items, list):
+        raise RemoteProtocolError("a batch must be an array of frames")
+    return [_list_to_frame(item) for item in items]
+
+
+def _frame_to_list(frame: Frame) -> list[Any]:
+    values = [getattr(frame, field.name) for field in dataclasses.fields(frame)]  # type: ignore[arg-type]
+    return [frame.TAG, *values]
+
+
+def _list_to_frame(item: Any) -> Frame:
+    if not isinstance(item, list) or not item:
+        raise RemoteProtocolError("a frame must be a non-empty array")
+    tag, *values = item
+    spec = _SPECS.get(tag) if type(tag) is int else None
+    if spec is None:
+        raise RemoteProtocolError(f"unknown frame tag {tag!r:.20}")
+    if len(values) != len(spec.field_types):
+        raise RemoteProtocolError(
+            f"{spec.cls.__name__} needs {len(spec.field_types)} fields, got {len(values)}"
+        )
+    for position, (value, accepted) in enumerate(zip(values, spec.field_types, strict=True)):
+        # bool is a subclass of int; an int field must not accept True.
+        if type(value) not in accepted:
+            raise RemoteProtocolError(f"{spec.cls.__name__} field {position} has the wrong type")
+    frame = spec.cls(*values)
+    frame.check()
+    return frame
+
+
+def _pack(obj: Any) -> bytes:
+    try:
+        data: bytes = msgpack.packb(obj, use_bin_type=True)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise LocalProtocolError(f"cannot encode frame: {exc}") from exc
+    return data
+
+
+def _unpack(data: bytes) -> Any:
+    if len(data) > BATCH_BYTES_MAX:
+        raise RemoteProtocolError(f"encoded frames of {len(data)} bytes exceed {BATCH_BYTES_MAX}")
+    try:
+        obj = msgpack.unpackb(
+            data,
+            raw=False,
+            use_list=True,
+            strict_map_key=True,
+            max_bin_len=BIN_BYTES_MAX,
+            max_str_len=STR_BYTES_MAX,
+            max_array_len=FRAMES_PER_BATCH_MAX,
+            max_map_len=0,
+            max_ext_len=0,
+        )
+    except Exception as exc:  # msgpack raises a zoo of types for bad input; all mean "malformed"
+        raise RemoteProtocolError(f"malformed msgpack ({exc.__class__.__name__})") from exc
+    _check_depth(obj)
+    return obj
+
+
+def _check_depth(obj: Any) -> None:
+    """Batches nest at most two deep (batch -> frame -> scalar); anything deeper is refused."""
+    if isinstance(obj, list):
+        for item in obj:
+            if isinstance(item, list):
+                if any(not isinstance(value, _SCALARS) for value in item):
+                    raise RemoteProtocolError("frames may not contain containers")
+            elif not isinstance(item, _SCALARS):
+                raise RemoteProtocolError("unexpected value in a batch")
+    elif not isinstance(obj, _SCALARS):
+        raise RemoteProtocolError("unexpected msgpack value")

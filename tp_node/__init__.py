@@ -1,0 +1,1 @@
+"""The roles of token.place machines: relay, GPU node, directory authority."""
