@@ -13,6 +13,7 @@ from typing import NamedTuple
 
 from tp_crypto.errors import LocalProtocolError, RemoteProtocolError
 from tp_crypto.noise_primitives import (
+    CIPHER_KEY_BYTES,
     DH_BYTES,
     NOISE_MAX_MESSAGE_BYTES,
     TAG_BYTES,
@@ -179,12 +180,20 @@ class HandshakeState:
 
     def split(self) -> tuple[CipherState, CipherState]:
         """(send, receive) transport ciphers for this side; once only, so no key is used twice."""
+        send, receive = self.split_secrets()
+        return CipherState(send[:CIPHER_KEY_BYTES]), CipherState(receive[:CIPHER_KEY_BYTES])
+
+    def split_secrets(self) -> tuple[bytes, bytes]:
+        """(send, receive) 64-byte secrets of Split(), for protocols that derive their own keys from them.
+
+        Once only, shared with split(): one handshake yields one set of keys.
+        """
         if not self.complete or self._failed:
             raise LocalProtocolError("split() before the handshake completed")
         if self._split_done:
             raise LocalProtocolError("split() was already called")
         self._split_done = True
-        to_responder, to_initiator = self._symmetric.split()
+        to_responder, to_initiator = self._symmetric.split_secrets()
         return (to_responder, to_initiator) if self._initiator else (to_initiator, to_responder)
 
     # --- the state machine ---------------------------------------------------------------------

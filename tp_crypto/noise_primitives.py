@@ -199,8 +199,8 @@ class SymmetricState:
         self.mix_hash(ciphertext)
         return plaintext
 
-    def split(self) -> tuple[CipherState, CipherState]:
-        """(initiator -> responder, responder -> initiator) transport ciphers."""
-        initiator_key, responder_key = hkdf(self.ck, b"", 2)
-        to_responder = CipherState(initiator_key[:CIPHER_KEY_BYTES])
-        return to_responder, CipherState(responder_key[:CIPHER_KEY_BYTES])
+    def split_secrets(self) -> tuple[bytes, bytes]:
+        """(initiator -> responder, responder -> initiator) secrets of Split(); the cipher keys are their
+        first 32 bytes."""
+        initiator_secret, responder_secret = hkdf(self.ck, b"", 2)
+        return initiator_secret, responder_secret

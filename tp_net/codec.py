@@ -18,7 +18,8 @@ from typing import Any
 import msgpack
 
 from tp_crypto.errors import LocalProtocolError, RemoteProtocolError
-from tp_net.frames import FRAME_TYPES, Frame
+from tp_net.frames import LINK_FRAME_TYPES, Frame
+from tp_net.relay_messages import RELAY_MESSAGE_TYPES
 
 # Noise caps one transport message at 65535 bytes, 16 of them the MAC.
 BATCH_BYTES_MAX = 65535 - 16
@@ -48,7 +49,8 @@ def _spec(cls: type[Frame]) -> _FrameSpec:
     return _FrameSpec(cls, tuple(_accepted_types(hints[field.name]) for field in fields))
 
 
-_SPECS: dict[int, _FrameSpec] = {cls.TAG: _spec(cls) for cls in FRAME_TYPES}
+LINK_FRAMES: dict[int, _FrameSpec] = {cls.TAG: _spec(cls) for cls in LINK_FRAME_TYPES}
+RELAY_MESSAGES: dict[int, _FrameSpec] = {cls.TAG: _spec(cls) for cls in RELAY_MESSAGE_TYPES}
 
 
 def encode_frame(frame: Frame) -> bytes:
@@ -88,8 +90,8 @@ def _array_header(count: int) -> bytes:
     return b"\xdc" + count.to_bytes(2, "big")
 
 
-def decode_frame(data: bytes) -> Frame:
-    return _list_to_frame(_unpack(data))
+def decode_frame(data: bytes, registry: dict[int, _FrameSpec] = LINK_FRAMES) -> Frame:
+    return _list_to_frame(_unpack(data), registry)
 
 
 def decode_batch(data: bytes) -> list[Frame]:
@@ -97,7 +99,80 @@ def decode_batch(data: bytes) -> list[Frame]:
     items = _unpack(data)
     if not isinstance(items, list):
         raise RemoteProtocolError("a batch must be an array of frames")
-    return [_list_to_frame(item) for item in items]
+    return [_list_to_frame(item, LINK_FRAMES) for item in items]
+
+
+_RELAY_LENGTH_BYTES = 2
+
+
+def encode_relay_payload(message: Frame, payload_bytes: int) -> bytes:
+    """A relay message as exactly `payload_bytes` bytes: 2-byte length, msgpack, zero padding."""
+    packed = _pack(_frame_to_list(message))
+    if len(packed) + _RELAY_LENGTH_BYTES > payload_bytes:
+        raise LocalProtocolError(f"{type(message).__name__} of {len(packed)} bytes does not fit in a cell")
+    padding = bytes(payload_bytes - _RELAY_LENGTH_BYTES - len(packed))
+    return len(packed).to_bytes(_RELAY_LENGTH_BYTES, "big") + packed + padding
+
+
+def decode_relay_payload(payload: bytes) -> Frame:
+    """The relay message in a cell payload; RemoteProtocolError for anything malformed."""
+    length = int.from_bytes(payload[:_RELAY_LENGTH_BYTES], "big")
+    if len(payload) < _RELAY_LENGTH_BYTES or length > len(payload) - _RELAY_LENGTH_BYTES:
+        raise RemoteProtocolError("relay message length exceeds the cell")
+    body = payload[_RELAY_LENGTH_BYTES : _RELAY_LENGTH_BYTES + length]
+    return _list_to_frame(_unpack(body), RELAY_MESSAGES)
+
+
+def relay_message_overhead_bytes(message: Frame) -> int:
+    """Bytes a relay message takes in a payload beyond its own data (length prefix included)."""
+    return _RELAY_LENGTH_BYTES + len(_pack(_frame_to_list(message)))
+
+
+# Documents: JSON-like values carried on streams (requests, response chunks).
+DOCUMENT_BYTES_MAX = 8 * 1024 * 1024
+DOCUMENT_DEPTH_MAX = 32
+
+
+def encode_document(document: Any) -> bytes:
+    data = _pack(document)
+    if len(data) > DOCUMENT_BYTES_MAX:
+        raise LocalProtocolError(f"document of {len(data)} bytes exceeds {DOCUMENT_BYTES_MAX}")
+    return data
+
+
+def decode_document(data: bytes) -> Any:
+    """A JSON-like value (maps with string keys, lists, scalars); RemoteProtocolError otherwise."""
+    if len(data) > DOCUMENT_BYTES_MAX:
+        raise RemoteProtocolError(f"document of {len(data)} bytes exceeds {DOCUMENT_BYTES_MAX}")
+    try:
+        document = msgpack.unpackb(
+            data,
+            raw=False,
+            strict_map_key=True,
+            max_bin_len=len(data),
+            max_str_len=len(data),
+            max_array_len=len(data),
+            max_map_len=len(data),
+            max_ext_len=0,
+        )
+    except Exception as exc:  # msgpack raises many types for bad input; all mean "malformed"
+        raise RemoteProtocolError(f"malformed document ({exc.__class__.__name__})") from exc
+    _check_document_depth(document)
+    return document
+
+
+def _check_document_depth(document: Any) -> None:
+    pending = [(document, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if depth > DOCUMENT_DEPTH_MAX:
+            raise RemoteProtocolError(f"document nests deeper than {DOCUMENT_DEPTH_MAX}")
+        if isinstance(value, dict):
+            if not all(isinstance(key, str) for key in value):
+                raise RemoteProtocolError("document map keys must be strings")
+            pending.extend((item, depth + 1) for item in value.values())
+        elif isinstance(value, list):
+            pending.extend((item, depth + 1) for item in value)
 
 
 def _frame_to_list(frame: Frame) -> list[Any]:
@@ -105,11 +180,11 @@ def _frame_to_list(frame: Frame) -> list[Any]:
     return [frame.TAG, *values]
 
 
-def _list_to_frame(item: Any) -> Frame:
+def _list_to_frame(item: Any, registry: dict[int, _FrameSpec]) -> Frame:
     if not isinstance(item, list) or not item:
         raise RemoteProtocolError("a frame must be a non-empty array")
     tag, *values = item
-    spec = _SPECS.get(tag) if type(tag) is int else None
+    spec = registry.get(tag) if type(tag) is int else None
     if spec is None:
         raise RemoteProtocolError(f"unknown frame tag {tag!r:.20}")
     if len(values) != len(spec.field_types):

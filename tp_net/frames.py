@@ -14,7 +14,11 @@ from tp_crypto.errors import RemoteProtocolError
 from tp_crypto.identity import NODE_ID_BYTES
 
 LINK_PROTOCOL_VERSION = 1
+CIRCUIT_ID_MIN = 2**31
 CIRCUIT_ID_MAX = 2**32 - 1
+CELL_COMMAND_MAX = 15
+# Fixed body size of every cell, chosen by measurement (docs/PROTOCOL.md, "Cell size").
+CELL_BODY_BYTES = 1024
 PING_TOKEN_MAX = 2**64 - 1
 CLOSE_REASON_MAX = 255
 
@@ -69,14 +73,22 @@ class Pong(Frame):
 
 @dataclass(frozen=True, slots=True)
 class Cell(Frame):
-    """One circuit cell on this link; the circuit layer gives the body its meaning."""
+    """One circuit cell on this link. Every cell has the same size: ids have the top bit set (so they
+    always encode in 5 bytes) and bodies are exactly CELL_BODY_BYTES."""
 
     TAG: ClassVar[int] = 4
     circuit_id: int
+    command: int
     body: bytes
 
     def check(self) -> None:
-        _check_range("circuit id", self.circuit_id, CIRCUIT_ID_MAX)
+        if not CIRCUIT_ID_MIN <= self.circuit_id <= CIRCUIT_ID_MAX:
+            raise RemoteProtocolError(
+                f"circuit id {self.circuit_id} is outside {CIRCUIT_ID_MIN}..{CIRCUIT_ID_MAX}"
+            )
+        _check_range("cell command", self.command, CELL_COMMAND_MAX)
+        if len(self.body) != CELL_BODY_BYTES:
+            raise RemoteProtocolError(f"cell body of {len(self.body)} bytes, expected {CELL_BODY_BYTES}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,4 +102,12 @@ class LinkClose(Frame):
         _check_range("close reason", self.reason, CLOSE_REASON_MAX)
 
 
-FRAME_TYPES: tuple[type[Frame], ...] = (LinkHello, Ping, Pong, Cell, LinkClose)
+@dataclass(frozen=True, slots=True)
+class Padding(Frame):
+    """Link padding: the receiver discards it (cover traffic; the link benchmark's payloads)."""
+
+    TAG: ClassVar[int] = 6
+    data: bytes
+
+
+LINK_FRAME_TYPES: tuple[type[Frame], ...] = (LinkHello, Ping, Pong, Cell, LinkClose, Padding)

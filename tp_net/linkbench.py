@@ -4,8 +4,8 @@
     python -m tp_net.linkbench run --address URL --node-id HEX
         [--handshakes N] [--frames N] [--payload-bytes B]
 
-The server checks that cells arrive in order (cell i carries circuit id i), echoes them when asked, and
-answers a Ping with a Pong whose token is the number of cells received on that link.
+The payloads are Padding frames whose first 4 bytes number them. The server checks that they arrive in
+order, echoes them when asked, and answers a Ping with a Pong whose token is the number received so far.
 """
 
 from __future__ import annotations
@@ -21,13 +21,24 @@ import trio
 
 from tp_crypto.identity import Identity
 from tp_net.errors import LinkClosed, TokenPlaceError
-from tp_net.frames import CIRCUIT_ID_MAX, Cell, Frame, Ping, Pong
+from tp_net.frames import Frame, Padding, Ping, Pong
 from tp_net.link import CloseReason
 from tp_net.link_trio import Link, accept_link, dial_link
 from tp_net.transport import Channel
 from tp_net.transport_ws import WebSocketDialer, WebSocketListener
 
 SEND_BATCH_FRAMES = 64
+
+
+SEQUENCE_BYTES = 4
+
+
+def numbered_padding(index: int, body: bytes) -> Padding:
+    return Padding(index.to_bytes(SEQUENCE_BYTES, "big") + body)
+
+
+def sequence_number(frame: Padding) -> int:
+    return int.from_bytes(frame.data[:SEQUENCE_BYTES], "big")
 
 
 async def serve_links(link: Link, *, echo: bool) -> None:
@@ -40,8 +51,8 @@ async def serve_links(link: Link, *, echo: bool) -> None:
             return
         replies: list[Frame] = []
         for frame in frames:
-            if isinstance(frame, Cell):
-                if frame.circuit_id != received % (CIRCUIT_ID_MAX + 1):
+            if isinstance(frame, Padding):
+                if sequence_number(frame) != received:
                     await link.aclose(CloseReason.PROTOCOL_ERROR)
                     return
                 received += 1
@@ -80,11 +91,11 @@ async def measure_handshakes(dialer: WebSocketDialer, address: str, node_id: byt
 
 async def measure_frames(link: Link, count: int, payload_bytes: int) -> float:
     """One-way cells per second, up to the server's acknowledgement of the last one."""
-    body = b"\xa5" * payload_bytes
+    body = b"\xa5" * (payload_bytes - SEQUENCE_BYTES)
     start = time.perf_counter()
     for first in range(0, count, SEND_BATCH_FRAMES):
         last = min(first + SEND_BATCH_FRAMES, count)
-        await link.send([Cell(i, body) for i in range(first, last)])
+        await link.send([numbered_padding(i, body) for i in range(first, last)])
     await link.send([Ping(1)])
     while True:
         frames = await link.receive()

@@ -49,12 +49,17 @@ async def python_process(args: Sequence[str]) -> AsyncIterator[StartedProcess]:
 
 
 async def _stop(process: trio.Process) -> None:
-    if process.returncode is None:
+    """SIGTERM, then SIGKILL after STOP_TIMEOUT_S; a process that ignores SIGTERM fails the test."""
+    terminated = process.returncode is None
+    if terminated:
         os.kill(process.pid, signal.SIGTERM)
         with trio.move_on_after(STOP_TIMEOUT_S):
             await process.wait()
     if process.returncode is None:
         os.kill(process.pid, signal.SIGKILL)
         await process.wait()
+        raise AssertionError(f"process {process.pid} did not stop on SIGTERM")
     if process.stdout is not None:
         await process.stdout.aclose()
+    if terminated and process.returncode != 0:
+        raise AssertionError(f"process {process.pid} exited with {process.returncode} after SIGTERM")

@@ -6,16 +6,16 @@ import trio
 
 from tests.integration.processes import python_process
 from tp_crypto.identity import Identity
-from tp_net.frames import Cell, Frame, Ping, Pong
+from tp_net.frames import Frame, Ping, Pong
 from tp_net.link_trio import dial_link
-from tp_net.linkbench import SEND_BATCH_FRAMES
+from tp_net.linkbench import SEND_BATCH_FRAMES, numbered_padding
 from tp_net.transport_ws import WebSocketDialer
 
 FRAME_COUNT = 10_000
 
 
 def body_of(index: int) -> bytes:
-    return index.to_bytes(4, "big") * (1 + index % 64)
+    return b"%d" % index * (1 + index % 64)
 
 
 async def test_ten_thousand_frames_cross_two_processes_in_order(nursery: trio.Nursery) -> None:
@@ -29,7 +29,7 @@ async def test_ten_thousand_frames_cross_two_processes_in_order(nursery: trio.Nu
             expected_peer_id=node_id,
             identity=Identity.generate(),
         )
-        sent = [Cell(i, body_of(i)) for i in range(FRAME_COUNT)]
+        sent = [numbered_padding(i, body_of(i)) for i in range(FRAME_COUNT)]
 
         async def send_all() -> None:
             for first in range(0, FRAME_COUNT, SEND_BATCH_FRAMES):

@@ -1,0 +1,119 @@
+"""Onion layer crypto of circuits (tor1-style counter layers with an end-to-end MAC).
+
+Each hop of a circuit shares four keys with the client, derived from one Noise NK handshake against the
+hop's onion key (forward secrecy from `ee`, hop authentication from `es`). Per direction a hop has:
+
+- a ChaCha20 stream: every cell that passes the hop in that direction is XORed with the next
+  `len(body)` bytes of keystream, so cells keep their fixed size and a relay cannot tell its position;
+- a MAC key: a cell addressed to (or sent by) this hop carries `recognized = 0` and a 16-byte keyed-BLAKE2b
+  tag over (counter of such cells, payload). A hop "recognizes" a cell only when the tag verifies; every
+  other cell is forwarded. The counter makes a replayed, reordered or dropped cell fail the tag.
+
+Body layout (plaintext at the hop it is for): recognized (2 zero bytes) | tag (16) | payload.
+A bit flipped anywhere makes the tag fail at the hop the cell was meant for; the last hop, which has nowhere
+to forward an unrecognized cell, tears the circuit down.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+
+from tp_crypto.errors import RemoteProtocolError
+from tp_crypto.noise import NK, HandshakeState
+
+RECOGNIZED = b"\x00\x00"
+ONION_TAG_BYTES = 16
+ONION_HEADER_BYTES = len(RECOGNIZED) + ONION_TAG_BYTES
+HOP_PROLOGUE = b"token.place circuit hop"
+_KEY_BYTES = 32
+
+
+class OnionDirection:
+    """One direction of one hop: its keystream position and its MAC counter."""
+
+    __slots__ = ("_keystream", "_mac_count", "_mac_key")
+
+    def __init__(self, cipher_key: bytes, mac_key: bytes) -> None:
+        # A zero nonce is safe: every key is fresh from one handshake and used for one direction.
+        self._keystream = Cipher(algorithms.ChaCha20(cipher_key, bytes(16)), mode=None).encryptor()
+        self._mac_key = mac_key
+        self._mac_count = 0
+
+    def crypt(self, body: bytes) -> bytes:
+        """Add (or remove) this hop's layer: XOR with the next len(body) bytes of keystream."""
+        return self._keystream.update(body)
+
+    def seal(self, payload: bytes) -> bytes:
+        """The plaintext body of a cell this direction originates (before crypt)."""
+        tag = self._tag(payload)
+        self._mac_count += 1
+        return RECOGNIZED + tag + payload
+
+    def open(self, body: bytes) -> bytes | None:
+        """The payload when `body` (already crypted) is addressed here, else None. Counts it if so."""
+        if body[:2] != RECOGNIZED:
+            return None
+        payload = body[ONION_HEADER_BYTES:]
+        if not hmac.compare_digest(body[2:ONION_HEADER_BYTES], self._tag(payload)):
+            return None
+        self._mac_count += 1
+        return payload
+
+    def _tag(self, payload: bytes) -> bytes:
+        counter = self._mac_count.to_bytes(8, "little")
+        return hashlib.blake2b(counter + payload, key=self._mac_key, digest_size=ONION_TAG_BYTES).digest()
+
+
+def tag_of(body: bytes) -> bytes:
+    """The tag field of a plaintext body (what an authenticated SENDME echoes)."""
+    return body[len(RECOGNIZED) : ONION_HEADER_BYTES]
+
+
+@dataclass(frozen=True)
+class HopLayer:
+    """The crypto state a client and one hop share: forward is client -> hop, backward hop -> client."""
+
+    forward: OnionDirection
+    backward: OnionDirection
+
+
+def _derive(secret: bytes, label: bytes) -> bytes:
+    return hashlib.blake2b(label, key=secret, digest_size=_KEY_BYTES).digest()
+
+
+def layer_from_secrets(forward_secret: bytes, backward_secret: bytes) -> HopLayer:
+    return HopLayer(
+        OnionDirection(_derive(forward_secret, b"fwd cipher"), _derive(forward_secret, b"fwd mac")),
+        OnionDirection(_derive(backward_secret, b"bwd cipher"), _derive(backward_secret, b"bwd mac")),
+    )
+
+
+class HopHandshakeClient:
+    """The client side of one hop's NK handshake: CREATE (or EXTEND) out, CREATED (or EXTENDED) in."""
+
+    def __init__(self, onion_public: bytes) -> None:
+        self._noise = HandshakeState(NK, initiator=True, prologue=HOP_PROLOGUE, remote_static=onion_public)
+
+    def first_message(self) -> bytes:
+        return self._noise.write_message(b"")
+
+    def finish(self, reply: bytes) -> HopLayer:
+        """The hop's layer, once its reply proves it holds the onion key. RemoteProtocolError otherwise."""
+        if self._noise.read_message(reply):
+            raise RemoteProtocolError("hop handshake reply carries an unexpected payload")
+        to_hop, from_hop = self._noise.split_secrets()
+        return layer_from_secrets(to_hop, from_hop)
+
+
+def answer_hop_handshake(onion_private: bytes, message: bytes) -> tuple[bytes, HopLayer]:
+    """The hop side: (reply, layer) for a client's first message; RemoteProtocolError if it is bad."""
+    noise = HandshakeState(NK, initiator=False, prologue=HOP_PROLOGUE, static_private=onion_private)
+    if noise.read_message(message):
+        raise RemoteProtocolError("hop handshake carries an unexpected payload")
+    reply = noise.write_message(b"")
+    to_client, from_client = noise.split_secrets()
+    return reply, layer_from_secrets(from_client, to_client)

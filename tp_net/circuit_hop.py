@@ -1,0 +1,365 @@
+"""The hop side of circuits, sans-IO: what a relay (and a GPU node, the last hop) does with cells.
+
+A hop answers CREATE with CREATED (Noise NK against its onion key), peels its layer off forward cells and
+adds it to backward cells, extends a circuit when the client asks (EXTEND -> CREATE on the next link ->
+CREATED -> EXTENDED), serves streams for its own services (a GPU node's "inference"), and tears circuits down
+with DESTROY in both directions. It never sees plaintext meant for another hop.
+
+The IO layer calls the methods below and carries out the outputs: `SendCell`, `ConnectTo` (get a link to a
+node, then call `connect_result`), `ServiceEvent` (a stream event for the local service).
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import random
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from tp_crypto.errors import RemoteProtocolError
+from tp_crypto.onion import HopLayer, answer_hop_handshake
+from tp_net import codec
+from tp_net.cells import (
+    DIALER_ID_BIT,
+    RELAY_DATA_BYTES_MAX,
+    RELAY_PAYLOAD_BYTES,
+    CellCommand,
+    DestroyReason,
+    destroy_cell,
+    destroy_reason,
+    handshake_cell,
+    handshake_message,
+    new_circuit_id,
+    relay_cell,
+)
+from tp_net.frames import Cell, Frame
+from tp_net.relay_messages import (
+    RelayBegin,
+    RelayData,
+    RelayDrop,
+    RelayEnd,
+    RelayExtend,
+    RelayExtended,
+    RelaySendme,
+)
+from tp_net.streams import CircuitEdge, EndReason, StreamEvent, StreamOpened
+
+LinkId = int
+CircuitRef = tuple[LinkId, int]  # (link towards the client, circuit id on it): a circuit's name at a hop
+
+CIRCUITS_PER_LINK_MAX = 1024
+PENDING_EXTENDS_MAX = 128
+EXTEND_TIMEOUT_S = 10.0
+CIRCUIT_IDLE_TIMEOUT_S = 600.0
+
+_STREAM_MESSAGES = (RelayBegin, RelayData, RelayEnd, RelaySendme)
+
+
+class Side(enum.Enum):
+    TOWARDS_CLIENT = "prev"
+    AWAY_FROM_CLIENT = "next"
+
+
+@dataclass(frozen=True)
+class SendCell:
+    link: LinkId
+    cell: Cell
+
+
+@dataclass(frozen=True)
+class ConnectTo:
+    """The IO layer should find or dial a link to `node_id` at `address`, then call connect_result."""
+
+    request_id: int
+    node_id: bytes
+    address: str
+
+
+@dataclass(frozen=True)
+class ServiceEvent:
+    circuit: CircuitRef
+    event: StreamEvent
+
+
+HopOutput = SendCell | ConnectTo | ServiceEvent
+
+
+@dataclass(eq=False)
+class _Circuit:
+    prev: CircuitRef
+    layer: HopLayer
+    last_active: float
+    next: CircuitRef | None = None
+    extend_started: float | None = None
+    edge: CircuitEdge | None = None
+
+
+@dataclass(eq=False)
+class _Link:
+    peer_id: bytes | None
+    we_dialed: bool
+    circuits: dict[int, tuple[_Circuit, Side]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class _PendingConnect:
+    circuit: _Circuit
+    handshake: bytes
+
+
+class HopCore:
+    """All circuits through one relay or GPU node."""
+
+    def __init__(
+        self,
+        onion_keys: Sequence[bytes],
+        *,
+        rng: random.Random,
+        can_extend: bool,
+        services: Iterable[str] = (),
+    ) -> None:
+        """`onion_keys`: private onion keys, newest first (older ones still answer during rotation)."""
+        self.onion_keys = list(onion_keys)
+        self._rng = rng
+        self._can_extend = can_extend
+        self._services = frozenset(services)
+        self._links: dict[LinkId, _Link] = {}
+        self._circuits: dict[CircuitRef, _Circuit] = {}
+        self._pending: dict[int, _PendingConnect] = {}
+        self._request_ids = itertools.count(1)
+
+    # --- links --------------------------------------------------------------------------------
+
+    def link_up(self, link: LinkId, peer_id: bytes | None, *, we_dialed: bool) -> None:
+        self._links[link] = _Link(peer_id, we_dialed)
+
+    def link_down(self, link: LinkId) -> list[HopOutput]:
+        """A link closed: every circuit through it ends, and the other side hears DESTROY."""
+        info = self._links.pop(link, None)
+        if info is None:
+            return []
+        outputs: list[HopOutput] = []
+        for circuit, _side in list(info.circuits.values()):
+            outputs += self._teardown(circuit, DestroyReason.LINK_CLOSED)
+        return outputs
+
+    def link_to(self, node_id: bytes) -> LinkId | None:
+        """A link whose peer proved `node_id`, if any."""
+        for link, info in self._links.items():
+            if info.peer_id == node_id:
+                return link
+        return None
+
+    @property
+    def circuit_count(self) -> int:
+        return len(self._circuits)
+
+    def circuits_on(self, link: LinkId) -> int:
+        info = self._links.get(link)
+        return len(info.circuits) if info else 0
+
+    # --- cells --------------------------------------------------------------------------------
+
+    def receive_cell(self, link: LinkId, cell: Cell, now: float) -> list[HopOutput]:
+        info = self._links.get(link)
+        if info is None:
+            return []
+        if cell.command == CellCommand.CREATE:
+            return self._create(link, info, cell, now)
+        entry = info.circuits.get(cell.circuit_id)
+        if entry is None:
+            return []  # cells in flight for a circuit that is already gone
+        circuit, side = entry
+        circuit.last_active = now
+        try:
+            return self._receive_for(circuit, side, cell, now)
+        except RemoteProtocolError:
+            return self._teardown(circuit, DestroyReason.PROTOCOL, notify_both=True)
+
+    def connect_result(self, request_id: int, link: LinkId | None) -> list[HopOutput]:
+        """The IO layer's answer to ConnectTo: the link to use, or None when the dial failed."""
+        pending = self._pending.pop(request_id, None)
+        if pending is None or self._circuits.get(pending.circuit.prev) is not pending.circuit:
+            return []
+        if link is None or link not in self._links:
+            return self._teardown(pending.circuit, DestroyReason.CONNECT_FAILED, notify_both=True)
+        return self._send_create(pending.circuit, link, pending.handshake)
+
+    def destroy_circuit(self, link: LinkId, circuit_id: int, reason: DestroyReason) -> list[HopOutput]:
+        """Tear down the circuit that uses (link, circuit_id) on either side (e.g. a buffer limit hit)."""
+        info = self._links.get(link)
+        entry = info.circuits.get(circuit_id) if info else None
+        return self._teardown(entry[0], reason, notify_both=True) if entry else []
+
+    def expire(self, now: float) -> list[HopOutput]:
+        """Tear down circuits idle too long or stuck extending."""
+        outputs: list[HopOutput] = []
+        for circuit in list(self._circuits.values()):
+            idle = now - circuit.last_active > CIRCUIT_IDLE_TIMEOUT_S
+            stuck = circuit.extend_started is not None and now - circuit.extend_started > EXTEND_TIMEOUT_S
+            if idle or stuck:
+                outputs += self._teardown(circuit, DestroyReason.TIMEOUT, notify_both=True)
+        return outputs
+
+    # --- streams of local services (GPU node) -------------------------------------------------
+
+    def stream_send(self, ref: CircuitRef, stream_id: int, data: bytes) -> list[HopOutput]:
+        circuit = self._circuits.get(ref)
+        if circuit is None or circuit.edge is None or not circuit.edge.is_open(stream_id):
+            return []
+        circuit.edge.send(stream_id, data)
+        return self._flush_edge(circuit)
+
+    def stream_end(self, ref: CircuitRef, stream_id: int, reason: EndReason) -> list[HopOutput]:
+        circuit = self._circuits.get(ref)
+        if circuit is None or circuit.edge is None:
+            return []
+        circuit.edge.end(stream_id, reason)
+        return self._flush_edge(circuit)
+
+    def stream_consumed(self, ref: CircuitRef, stream_id: int, cells: int = 1) -> list[HopOutput]:
+        circuit = self._circuits.get(ref)
+        if circuit is None or circuit.edge is None:
+            return []
+        circuit.edge.consumed(stream_id, cells)
+        return self._flush_edge(circuit)
+
+    def stream_queued_bytes(self, ref: CircuitRef, stream_id: int) -> int | None:
+        """Bytes waiting for the window on a stream; None once the stream or circuit is gone."""
+        circuit = self._circuits.get(ref)
+        if circuit is None or circuit.edge is None or not circuit.edge.is_open(stream_id):
+            return None
+        return circuit.edge.queued_bytes(stream_id)
+
+    # --- internals ----------------------------------------------------------------------------
+
+    def _create(self, link: LinkId, info: _Link, cell: Cell, now: float) -> list[HopOutput]:
+        circuit_id = cell.circuit_id
+        if circuit_id in info.circuits:
+            return self._teardown(info.circuits[circuit_id][0], DestroyReason.PROTOCOL, notify_both=True)
+        peer_is_dialer = not info.we_dialed
+        if bool(circuit_id & DIALER_ID_BIT) != peer_is_dialer:
+            return [SendCell(link, destroy_cell(circuit_id, DestroyReason.PROTOCOL))]
+        if len(info.circuits) >= CIRCUITS_PER_LINK_MAX:
+            return [SendCell(link, destroy_cell(circuit_id, DestroyReason.RESOURCE_LIMIT))]
+        answer = self._answer_handshake(handshake_message(cell))
+        if answer is None:
+            return [SendCell(link, destroy_cell(circuit_id, DestroyReason.HANDSHAKE_FAILED))]
+        reply, layer = answer
+        circuit = _Circuit(prev=(link, circuit_id), layer=layer, last_active=now)
+        info.circuits[circuit_id] = (circuit, Side.TOWARDS_CLIENT)
+        self._circuits[circuit.prev] = circuit
+        return [SendCell(link, handshake_cell(circuit_id, CellCommand.CREATED, reply))]
+
+    def _answer_handshake(self, message: bytes) -> tuple[bytes, HopLayer] | None:
+        for onion_key in self.onion_keys:
+            try:
+                return answer_hop_handshake(onion_key, message)
+            except RemoteProtocolError:
+                continue
+        return None
+
+    def _receive_for(self, circuit: _Circuit, side: Side, cell: Cell, now: float) -> list[HopOutput]:
+        if cell.command == CellCommand.DESTROY:
+            return self._teardown(circuit, destroy_reason(cell), notify_both=False, skip=side)
+        if side is Side.AWAY_FROM_CLIENT:
+            if cell.command == CellCommand.CREATED and circuit.extend_started is not None:
+                circuit.extend_started = None
+                return self._originate(circuit, RelayExtended(handshake_message(cell)))
+            if cell.command == CellCommand.RELAY and circuit.extend_started is None:
+                body = circuit.layer.backward.crypt(cell.body)
+                return [SendCell(circuit.prev[0], relay_cell(circuit.prev[1], body))]
+            raise RemoteProtocolError(f"unexpected cell command {cell.command} from the next hop")
+        if cell.command != CellCommand.RELAY:
+            raise RemoteProtocolError(f"unexpected cell command {cell.command} from the previous hop")
+        body = circuit.layer.forward.crypt(cell.body)
+        payload = circuit.layer.forward.open(body)
+        if payload is not None:
+            return self._handle_message(circuit, codec.decode_relay_payload(payload), now)
+        if circuit.next is not None and circuit.extend_started is None:
+            return [SendCell(circuit.next[0], relay_cell(circuit.next[1], body))]
+        # The end of the circuit and nobody's cell: it was modified (or replayed) on the way.
+        return self._teardown(circuit, DestroyReason.INTEGRITY, notify_both=True)
+
+    def _handle_message(self, circuit: _Circuit, message: Frame, now: float) -> list[HopOutput]:
+        if isinstance(message, RelayDrop):
+            return []
+        if isinstance(message, RelayExtend):
+            return self._extend(circuit, message, now)
+        if isinstance(message, _STREAM_MESSAGES) and self._services and circuit.next is None:
+            return self._handle_stream_message(circuit, message)
+        raise RemoteProtocolError(f"{type(message).__name__} is not accepted at this hop")
+
+    def _handle_stream_message(self, circuit: _Circuit, message: Frame) -> list[HopOutput]:
+        if circuit.edge is None:
+            circuit.edge = CircuitEdge(accepts_streams=True, data_bytes_max=RELAY_DATA_BYTES_MAX)
+        outputs: list[HopOutput] = []
+        for event in circuit.edge.receive(message):
+            if isinstance(event, StreamOpened) and event.service not in self._services:
+                circuit.edge.end(event.stream_id, EndReason.NO_SUCH_SERVICE)
+                continue
+            outputs.append(ServiceEvent(circuit.prev, event))
+        return outputs + self._flush_edge(circuit)
+
+    def _extend(self, circuit: _Circuit, message: RelayExtend, now: float) -> list[HopOutput]:
+        if not self._can_extend or circuit.next is not None or circuit.extend_started is not None:
+            raise RemoteProtocolError("EXTEND not allowed on this circuit")
+        if message.node_id == self._links[circuit.prev[0]].peer_id:
+            raise RemoteProtocolError("EXTEND back to the previous hop")
+        if self._extending_count() >= PENDING_EXTENDS_MAX:
+            return self._teardown(circuit, DestroyReason.RESOURCE_LIMIT, notify_both=True)
+        circuit.extend_started = now
+        link = self.link_to(message.node_id)
+        if link is not None:
+            return self._send_create(circuit, link, message.handshake)
+        if message.address is None:
+            return self._teardown(circuit, DestroyReason.CONNECT_FAILED, notify_both=True)
+        request_id = next(self._request_ids)
+        self._pending[request_id] = _PendingConnect(circuit, message.handshake)
+        return [ConnectTo(request_id, message.node_id, message.address)]
+
+    def _extending_count(self) -> int:
+        return sum(1 for c in self._circuits.values() if c.extend_started is not None)
+
+    def _send_create(self, circuit: _Circuit, link: LinkId, handshake: bytes) -> list[HopOutput]:
+        info = self._links[link]
+        if len(info.circuits) >= CIRCUITS_PER_LINK_MAX:
+            return self._teardown(circuit, DestroyReason.RESOURCE_LIMIT, notify_both=True)
+        circuit_id = new_circuit_id(self._rng, link_dialer=info.we_dialed, in_use=info.circuits)
+        info.circuits[circuit_id] = (circuit, Side.AWAY_FROM_CLIENT)
+        circuit.next = (link, circuit_id)
+        return [SendCell(link, handshake_cell(circuit_id, CellCommand.CREATE, handshake))]
+
+    def _originate(self, circuit: _Circuit, message: Frame) -> list[HopOutput]:
+        """A message from this hop to the client."""
+        payload = codec.encode_relay_payload(message, RELAY_PAYLOAD_BYTES)
+        body = circuit.layer.backward.crypt(circuit.layer.backward.seal(payload))
+        return [SendCell(circuit.prev[0], relay_cell(circuit.prev[1], body))]
+
+    def _flush_edge(self, circuit: _Circuit) -> list[HopOutput]:
+        if circuit.edge is None:
+            return []
+        outputs: list[HopOutput] = []
+        for message in circuit.edge.pending_messages():
+            outputs += self._originate(circuit, message)
+        return outputs
+
+    def _teardown(
+        self, circuit: _Circuit, reason: DestroyReason, *, notify_both: bool = True, skip: Side | None = None
+    ) -> list[HopOutput]:
+        """Forget the circuit; DESTROY goes to each side except `skip`; local streams end."""
+        if self._circuits.pop(circuit.prev, None) is None:
+            return []
+        outputs: list[HopOutput] = []
+        for side, ref in ((Side.TOWARDS_CLIENT, circuit.prev), (Side.AWAY_FROM_CLIENT, circuit.next)):
+            if ref is None:
+                continue
+            link = self._links.get(ref[0])
+            if link is not None:
+                link.circuits.pop(ref[1], None)
+                if notify_both or side is not skip:
+                    outputs.append(SendCell(ref[0], destroy_cell(ref[1], reason)))
+        if circuit.edge is not None:
+            outputs += [ServiceEvent(circuit.prev, event) for event in circuit.edge.close_all()]
+        return outputs

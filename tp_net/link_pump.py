@@ -1,0 +1,97 @@
+"""Moves frames between a Link and the code that owns it.
+
+A writer task sends everything queued in one `Link.send` call, so cells that pile up while a send is in
+flight leave together in one WebSocket message (batching under load, no added latency when idle). Cells
+queued per circuit are counted: the owner refuses to queue beyond its bound and tears that circuit down.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, deque
+from collections.abc import Callable
+
+import trio
+
+from tp_net.errors import LinkClosed, RemoteProtocolError
+from tp_net.frames import Cell, Frame, Ping, Pong
+from tp_net.link_trio import Link
+
+# Largest number of frames handed to one Link.send (one or a few WebSocket messages).
+SEND_BATCH_FRAMES_MAX = 512
+
+
+class LinkPump:
+    def __init__(self, link: Link, link_id: int) -> None:
+        self.link = link
+        self.link_id = link_id
+        self._queue: deque[Frame] = deque()
+        self._queued_cells: Counter[int] = Counter()
+        self._has_work = trio.Event()
+        self.closed = trio.Event()
+
+    def queued_cells(self, circuit_id: int) -> int:
+        return self._queued_cells[circuit_id]
+
+    def largest_circuit(self) -> int | None:
+        """The circuit with the most cells queued here."""
+        most = self._queued_cells.most_common(1)
+        return most[0][0] if most else None
+
+    @property
+    def queued_frames(self) -> int:
+        return len(self._queue)
+
+    def enqueue(self, frame: Frame) -> None:
+        if self.closed.is_set():
+            return
+        self._queue.append(frame)
+        if isinstance(frame, Cell):
+            self._queued_cells[frame.circuit_id] += 1
+        self._has_work.set()
+
+    async def run_writer(self) -> None:
+        """Send queued frames until the link closes."""
+        try:
+            while True:
+                await self._has_work.wait()
+                batch = self._take_batch()
+                if not batch:
+                    self._has_work = trio.Event()
+                    continue
+                await self.link.send(batch)
+                self._uncount(batch)
+        except LinkClosed:
+            pass
+        finally:
+            self.closed.set()
+
+    async def run_reader(self, on_frames: Callable[[list[Frame]], None]) -> None:
+        """Hand received frames to `on_frames` (answering Pings here) until the link closes."""
+        try:
+            while True:
+                frames = await self.link.receive()
+                pings = [frame for frame in frames if isinstance(frame, Ping)]
+                for ping in pings:
+                    self.enqueue(Pong(ping.token))
+                on_frames(frames)
+        except (LinkClosed, RemoteProtocolError):
+            pass
+        finally:
+            self.closed.set()
+
+    async def aclose(self) -> None:
+        self.closed.set()
+        await self.link.aclose()
+
+    def _take_batch(self) -> list[Frame]:
+        count = min(len(self._queue), SEND_BATCH_FRAMES_MAX)
+        return [self._queue.popleft() for _ in range(count)]
+
+    def _uncount(self, batch: list[Frame]) -> None:
+        for frame in batch:
+            if isinstance(frame, Cell):
+                remaining = self._queued_cells[frame.circuit_id] - 1
+                if remaining:
+                    self._queued_cells[frame.circuit_id] = remaining
+                else:
+                    del self._queued_cells[frame.circuit_id]

@@ -1,0 +1,124 @@
+"""The trio side of a hop (relay or GPU node): runs links and carries out HopCore's outputs.
+
+All protocol decisions are in tp_net.circuit_hop.HopCore; this module moves cells between links and the
+core, enforces the per-circuit and per-link buffer bounds, and expires idle circuits.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from functools import partial
+
+import trio
+
+from tp_crypto.identity import Identity, short_id
+from tp_net.cells import CellCommand, DestroyReason
+from tp_net.circuit_hop import ConnectTo, HopCore, HopOutput, SendCell, ServiceEvent
+from tp_net.frames import CELL_BODY_BYTES, Cell, Frame
+from tp_net.link_pump import LinkPump
+from tp_net.link_trio import Link
+from tp_net.streams import CIRCUIT_WINDOW_CELLS
+
+log = logging.getLogger(__name__)
+
+# A circuit's cells waiting to go out on one link. Honest edges never have more than a window of DATA in
+# flight, plus a few control cells; anything beyond this is a peer ignoring flow control.
+CIRCUIT_QUEUE_CELLS_MAX = 2 * CIRCUIT_WINDOW_CELLS
+CIRCUIT_QUEUE_BYTES_MAX = CIRCUIT_QUEUE_CELLS_MAX * CELL_BODY_BYTES
+# All circuits' cells waiting on one link; past it the circuit with the most queued cells is torn down.
+LINK_QUEUE_CELLS_MAX = 16 * CIRCUIT_QUEUE_CELLS_MAX
+EXPIRE_INTERVAL_S = 5.0
+
+
+class HopRuntime:
+    """Links and circuits of one hop. Subclasses handle ConnectTo and ServiceEvent."""
+
+    def __init__(self, identity: Identity, core: HopCore) -> None:
+        self.identity = identity
+        self.core = core
+        self._pumps: dict[int, LinkPump] = {}
+        self._link_ids = itertools.count(1)
+        self._progress = trio.Event()
+
+    @property
+    def link_count(self) -> int:
+        return len(self._pumps)
+
+    def queued_cells(self) -> int:
+        return sum(pump.queued_frames for pump in self._pumps.values())
+
+    async def run_link(
+        self, link: Link, *, we_dialed: bool, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Serve one established link until it closes; reports its link id once registered."""
+        link_id = next(self._link_ids)
+        pump = LinkPump(link, link_id)
+        self._pumps[link_id] = pump
+        self.core.link_up(link_id, link.peer_id, we_dialed=we_dialed)
+        log.debug("link %d up (peer %s)", link_id, short_id(link.peer_id) if link.peer_id else "anonymous")
+        try:
+            task_status.started(link_id)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(pump.run_writer)
+                await pump.run_reader(partial(self._on_frames, link_id))
+                nursery.cancel_scope.cancel()
+        finally:
+            del self._pumps[link_id]
+            self.apply(self.core.link_down(link_id))
+            with trio.CancelScope(shield=True):
+                await pump.aclose()
+            log.debug("link %d down", link_id)
+
+    async def expire_forever(self) -> None:
+        while True:
+            await trio.sleep(EXPIRE_INTERVAL_S)
+            self.apply(self.core.expire(trio.current_time()))
+
+    def apply(self, outputs: list[HopOutput]) -> None:
+        for output in outputs:
+            if isinstance(output, SendCell):
+                self._send(output)
+            elif isinstance(output, ConnectTo):
+                self.on_connect_to(output)
+            else:
+                self.on_service_event(output)
+
+    def on_connect_to(self, request: ConnectTo) -> None:
+        self.apply(self.core.connect_result(request.request_id, None))
+
+    def on_service_event(self, event: ServiceEvent) -> None:
+        """Hops without services never get these (HopCore refuses their streams)."""
+
+    async def wait_for_progress(self) -> None:
+        """Return after the next batch of received cells was processed (windows may have opened)."""
+        await self._progress.wait()
+
+    def _on_frames(self, link_id: int, frames: list[Frame]) -> None:
+        now = trio.current_time()
+        for frame in frames:
+            if isinstance(frame, Cell):
+                self.apply(self.core.receive_cell(link_id, frame, now))
+        self._progress.set()
+        self._progress = trio.Event()
+
+    def _send(self, output: SendCell) -> None:
+        pump = self._pumps.get(output.link)
+        if pump is None:
+            return
+        circuit_id = output.cell.circuit_id
+        # DESTROY always goes out: it is what frees the buffers.
+        over_bound = pump.queued_cells(circuit_id) >= CIRCUIT_QUEUE_CELLS_MAX
+        if over_bound and output.cell.command != CellCommand.DESTROY:
+            log.info("circuit over its buffer bound on link %d: destroying it", output.link)
+            self.apply(self.core.destroy_circuit(output.link, circuit_id, DestroyReason.RESOURCE_LIMIT))
+            return
+        pump.enqueue(output.cell)
+        if pump.queued_frames > LINK_QUEUE_CELLS_MAX:
+            self._shed_largest_circuit(pump)
+
+    def _shed_largest_circuit(self, pump: LinkPump) -> None:
+        largest = pump.largest_circuit()
+        if largest is not None:
+            log.info("link %d over its buffer bound: destroying its largest circuit", pump.link_id)
+            self.apply(self.core.destroy_circuit(pump.link_id, largest, DestroyReason.RESOURCE_LIMIT))

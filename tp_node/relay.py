@@ -1,0 +1,72 @@
+"""The relay role: accepts links, creates and extends circuits, forwards cells.
+
+GPU nodes dial their home relays and keep those links up; a circuit is extended to a node over the node's
+own link (HopCore finds a link by the peer's proven node id), so nodes never accept connections. Links to
+other relays are dialed on demand when a client asks to extend there, and concurrent requests for the same
+relay share one dial.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from functools import partial
+
+import trio
+
+from tp_crypto.identity import Identity, short_id
+from tp_net.circuit_hop import ConnectTo, HopCore
+from tp_net.errors import TokenPlaceError
+from tp_net.link_trio import accept_link, dial_link
+from tp_net.transport import Channel, Dialer, Listener
+from tp_node.hop_runtime import HopRuntime
+
+log = logging.getLogger(__name__)
+
+
+class Relay(HopRuntime):
+    def __init__(
+        self, identity: Identity, onion_keys: list[bytes], *, dialer: Dialer, rng: random.Random
+    ) -> None:
+        super().__init__(identity, HopCore(onion_keys, rng=rng, can_extend=True))
+        self._dialer = dialer
+        self._dials: dict[bytes, list[int]] = {}  # node id -> requests waiting for that dial
+        self._nursery: trio.Nursery | None = None
+
+    async def serve(
+        self, listener: Listener, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Accept links on `listener` until cancelled; reports the listening address."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self.expire_forever)
+            address = await nursery.start(listener.serve, self._accept)
+            log.info("relay %s listening on %s", short_id(self.identity.node_id), address)
+            task_status.started(address)
+
+    async def _accept(self, channel: Channel) -> None:
+        link = await accept_link(channel, identity=self.identity)
+        await self.run_link(link, we_dialed=False)
+
+    def on_connect_to(self, request: ConnectTo) -> None:
+        waiting = self._dials.get(request.node_id)
+        if waiting is not None:
+            waiting.append(request.request_id)
+            return
+        self._dials[request.node_id] = [request.request_id]
+        assert self._nursery is not None
+        self._nursery.start_soon(self._dial, request)
+
+    async def _dial(self, request: ConnectTo) -> None:
+        link_id: int | None = None
+        try:
+            link = await dial_link(
+                self._dialer, request.address, expected_peer_id=request.node_id, identity=self.identity
+            )
+        except TokenPlaceError as exc:
+            log.info("extend to %s failed: %s", short_id(request.node_id), exc.__class__.__name__)
+        else:
+            assert self._nursery is not None
+            link_id = await self._nursery.start(partial(self.run_link, link, we_dialed=True))
+        for request_id in self._dials.pop(request.node_id, []):
+            self.apply(self.core.connect_result(request_id, link_id))
