@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from tp_crypto.errors import RemoteProtocolError
 from tp_net import codec
-from tp_net.frames import Cell, Frame, LinkClose, LinkHello, Ping, Pong
+from tp_net.frames import CELL_BODY_BYTES, Cell, Frame, LinkClose, LinkHello, Padding, Ping, Pong
 
 EXAMPLES = int(os.environ.get("TP_FUZZ_EXAMPLES", "1000"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -17,7 +17,13 @@ frames = st.one_of(
     st.builds(LinkHello, st.integers(0, 2**16 - 1), st.none() | st.binary(min_size=32, max_size=32)),
     st.builds(Ping, st.integers(0, 2**64 - 1)),
     st.builds(Pong, st.integers(0, 2**64 - 1)),
-    st.builds(Cell, st.integers(0, 2**32 - 1), st.binary(max_size=600)),
+    st.builds(
+        Cell,
+        st.integers(2**31, 2**32 - 1),
+        st.integers(0, 15),
+        st.binary(min_size=CELL_BODY_BYTES, max_size=CELL_BODY_BYTES),
+    ),
+    st.builds(Padding, st.binary(max_size=600)),
     st.builds(LinkClose, st.integers(0, 255)),
 )
 

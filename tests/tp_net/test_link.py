@@ -4,7 +4,7 @@ import pytest
 
 from tp_crypto.errors import LocalProtocolError, RemoteProtocolError
 from tp_crypto.identity import Identity
-from tp_net.frames import Cell, Ping
+from tp_net.frames import Padding, Ping
 from tp_net.link import HandshakeStep, LinkHandshake, LinkSession
 
 RELAY = Identity.generate()
@@ -41,7 +41,7 @@ def test_anonymous_dialer_stays_anonymous() -> None:
 
 def test_frames_flow_both_ways_in_order() -> None:
     dialer, listener = handshake(NODE)
-    frames = [Cell(i, b"payload %d" % i) for i in range(500)]
+    frames = [Padding(b"%d:" % i + b"payload %d" % i) for i in range(500)]
     received = [f for m in dialer.seal(frames) for f in listener.open(m)]
     assert received == frames
     back = [f for m in listener.seal([Ping(1)]) for f in dialer.open(m)]
@@ -50,7 +50,7 @@ def test_frames_flow_both_ways_in_order() -> None:
 
 def test_many_frames_are_packed_into_few_messages() -> None:
     dialer, _ = handshake(NODE)
-    messages = dialer.seal([Cell(1, b"x" * 509)] * 100)
+    messages = dialer.seal([Padding(b"x" * 509)] * 100)
     assert len(messages) == 1
 
 
@@ -141,17 +141,17 @@ def test_out_of_turn_calls_are_local_errors() -> None:
 
 def test_tampered_transport_message_breaks_the_session() -> None:
     dialer, listener = handshake(NODE)
-    message = bytearray(dialer.seal([Cell(1, b"secret")])[0])
+    message = bytearray(dialer.seal([Padding(b"1:secret")])[0])
     message[3] ^= 0x80
     with pytest.raises(RemoteProtocolError):
         listener.open(bytes(message))
     with pytest.raises(LocalProtocolError, match="broken"):
-        listener.open(dialer.seal([Cell(2, b"more")])[0])
+        listener.open(dialer.seal([Padding(b"2:more")])[0])
 
 
 def test_replayed_message_is_rejected() -> None:
     dialer, listener = handshake(NODE)
-    message = dialer.seal([Cell(1, b"once")])[0]
+    message = dialer.seal([Padding(b"1:once")])[0]
     listener.open(message)
     with pytest.raises(RemoteProtocolError):
         listener.open(message)
@@ -159,8 +159,8 @@ def test_replayed_message_is_rejected() -> None:
 
 def test_reordered_messages_are_rejected() -> None:
     dialer, listener = handshake(NODE)
-    first = dialer.seal([Cell(1, b"a")])[0]
-    second = dialer.seal([Cell(2, b"b")])[0]
+    first = dialer.seal([Padding(b"1:a")])[0]
+    second = dialer.seal([Padding(b"2:b")])[0]
     with pytest.raises(RemoteProtocolError):
         listener.open(second)
     del first
@@ -170,14 +170,14 @@ def test_messages_from_another_link_are_rejected() -> None:
     dialer, _ = handshake(NODE)
     _, other_listener = handshake(NODE)
     with pytest.raises(RemoteProtocolError):
-        other_listener.open(dialer.seal([Cell(1, b"a")])[0])
+        other_listener.open(dialer.seal([Padding(b"1:a")])[0])
 
 
 def test_sessions_rekey_in_step_and_keep_working() -> None:
     dialer, listener = handshake(NODE, rekey=3)
     for i in range(20):
-        (message,) = dialer.seal([Cell(i, b"x")])
-        assert listener.open(message) == [Cell(i, b"x")]
+        (message,) = dialer.seal([Padding(b"%d:" % i + b"x")])
+        assert listener.open(message) == [Padding(b"%d:" % i + b"x")]
 
 
 def test_rekeying_changes_the_keys() -> None:
@@ -189,11 +189,11 @@ def test_rekeying_changes_the_keys() -> None:
     assert message3 is not None
     listener.receive(message3)
     sender, receiver = dialer.session(), listener.session()
-    receiver.open(sender.seal([Cell(1, b"x")])[0])
-    receiver.open(sender.seal([Cell(2, b"x")])[0])
+    receiver.open(sender.seal([Padding(b"1:x")])[0])
+    receiver.open(sender.seal([Padding(b"2:x")])[0])
     # The sender rekeyed after message 2; a receiver that did not cannot read message 3.
     with pytest.raises(RemoteProtocolError):
-        receiver.open(sender.seal([Cell(3, b"x")])[0])
+        receiver.open(sender.seal([Padding(b"3:x")])[0])
 
 
 def test_oversized_message_is_rejected_before_decrypting() -> None:

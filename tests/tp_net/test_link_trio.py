@@ -8,7 +8,7 @@ import trio
 from tp_crypto.errors import RemoteProtocolError
 from tp_crypto.identity import Identity
 from tp_net.errors import ChannelClosed, HandshakeTimeout, LinkClosed
-from tp_net.frames import Cell, Ping
+from tp_net.frames import Padding, Ping
 from tp_net.link import CloseReason
 from tp_net.link_trio import LINK_HANDSHAKE_TIMEOUT_S, Link, accept_link, dial_link
 from tp_net.transport import Channel
@@ -34,7 +34,7 @@ async def test_link_over_memory_carries_frames_both_ways(nursery: trio.Nursery) 
     address = await nursery.start(network.listener("mem://relay").serve, echo_links)
     link = await dial_link(network.dialer(), address, expected_peer_id=RELAY.node_id, identity=NODE)
     assert link.peer_id == RELAY.node_id
-    frames = [Cell(i, b"%d" % i) for i in range(1000)]
+    frames = [Padding(b"%d:" % i + b"%d" % i) for i in range(1000)]
     nursery.start_soon(link.send, frames)
     received: list[object] = []
     while len(received) < len(frames):
