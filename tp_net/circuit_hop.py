@@ -151,6 +151,15 @@ class HopCore:
                 return link
         return None
 
+    def peer_of(self, link: LinkId) -> bytes | None:
+        """The node id the peer on `link` proved (None for an anonymous client or an unknown link)."""
+        info = self._links.get(link)
+        return info.peer_id if info else None
+
+    def peers(self) -> list[bytes | None]:
+        """The proven node id of the peer on each link (None: an anonymous client)."""
+        return [info.peer_id for info in self._links.values()]
+
     @property
     def circuit_count(self) -> int:
         return len(self._circuits)

@@ -25,6 +25,7 @@ from tp_net.link_trio import dial_link
 from tp_net.messages import MessageReader, encode_message
 from tp_net.streams import EndReason, StreamData, StreamEnded
 from tp_net.transport import Dialer
+from tp_net.trio_util import background_nursery
 
 CIRCUIT_BUILD_TIMEOUT_S = 10.0
 # Bytes a stream may queue beyond its flow-control window before send() waits.
@@ -67,11 +68,10 @@ class ClientLink:
         link = await dial_link(dialer, guard.address, expected_peer_id=guard.node_id)
         client_link = cls(LinkPump(link, 0), guard, rng or random.Random())
         try:
-            async with trio.open_nursery() as nursery:
+            async with background_nursery() as nursery:
                 nursery.start_soon(client_link._pump.run_writer)
                 nursery.start_soon(client_link._read)
                 yield client_link
-                nursery.cancel_scope.cancel()
         finally:
             client_link._lost()
             with trio.CancelScope(shield=True):

@@ -76,7 +76,6 @@ class LinkSession:
 
     def seal(self, frames: Sequence[Frame]) -> list[bytes]:
         """Encrypt frames into as few link messages as they fit in, in order."""
-        self._require_usable()
         messages = []
         for batch in codec.pack_batches(frames, LINK_MESSAGE_BYTES_MAX - _MAC_BYTES):
             messages.append(self._send_cipher.encrypt_with_ad(b"", batch))
@@ -86,7 +85,8 @@ class LinkSession:
         return messages
 
     def open(self, message: bytes) -> list[Frame]:
-        """Decrypt one link message; a forged, replayed or malformed one breaks the link for good."""
+        """Decrypt one link message; a forged, replayed or malformed one breaks the receiving direction
+        for good (sending still works, so the reason can be told to the peer)."""
         self._require_usable()
         if len(message) > LINK_MESSAGE_BYTES_MAX:
             self._broken = True
@@ -104,7 +104,7 @@ class LinkSession:
 
     def _require_usable(self) -> None:
         if self._broken:
-            raise LocalProtocolError("link session is broken after a protocol error")
+            raise LocalProtocolError("link session stopped receiving after a protocol error")
 
 
 class LinkHandshake:

@@ -5,6 +5,7 @@ This layer only moves bytes and applies timeouts; every decision is in tp_net.li
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
@@ -17,6 +18,7 @@ from tp_net.link import REKEY_AFTER_MESSAGES, CloseReason, LinkHandshake, LinkSe
 from tp_net.transport import Channel, Dialer
 
 LINK_HANDSHAKE_TIMEOUT_S = 10.0
+LINK_CLOSE_TIMEOUT_S = 1.0
 
 
 class Link:
@@ -28,6 +30,7 @@ class Link:
         # Sealing assigns nonces: messages must reach the channel in the order they were sealed.
         self._send_lock = trio.StrictFIFOLock()
         self._closed = False
+        self._send_broken = False
 
     @property
     def peer_id(self) -> bytes | None:
@@ -39,11 +42,20 @@ class Link:
         if self._closed:
             raise LinkClosed("link is closed")
         async with self._send_lock:
-            for message in self._session.seal(frames):
-                try:
+            if self._send_broken:
+                raise LinkClosed("link is closed: an earlier send was interrupted")
+            messages = self._session.seal(frames)
+            try:
+                for message in messages:
                     await self._channel.send_message(message)
-                except ChannelClosed as exc:
-                    raise LinkClosed("link is closed") from exc
+            except ChannelClosed as exc:
+                self._send_broken = True
+                raise LinkClosed("link is closed") from exc
+            except BaseException:
+                # Cancelled mid-send: the peer may never see messages whose nonces are used up, so
+                # nothing sealed later could be decrypted. The link can only be closed now.
+                self._send_broken = True
+                raise
 
     async def receive(self) -> list[Frame]:
         """The frames of the next message. Raises LinkClosed when the link ends.
@@ -71,14 +83,13 @@ class Link:
         if self._closed:
             return
         self._closed = True
-        with trio.move_on_after(1.0) as scope:
+        with trio.move_on_after(LINK_CLOSE_TIMEOUT_S) as scope:
             scope.shield = True
-            try:
-                async with self._send_lock:
-                    for message in self._session.seal([LinkClose(int(reason))]):
-                        await self._channel.send_message(message)
-            except (ChannelClosed, RemoteProtocolError):
-                pass
+            async with self._send_lock:
+                if not self._send_broken:
+                    with contextlib.suppress(ChannelClosed):
+                        for message in self._session.seal([LinkClose(int(reason))]):
+                            await self._channel.send_message(message)
         await self._close_channel()
 
     async def _close_channel(self) -> None:
