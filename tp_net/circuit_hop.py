@@ -252,7 +252,7 @@ class HopCore:
             return [SendCell(link, destroy_cell(circuit_id, DestroyReason.PROTOCOL))]
         if len(info.circuits) >= CIRCUITS_PER_LINK_MAX:
             return [SendCell(link, destroy_cell(circuit_id, DestroyReason.RESOURCE_LIMIT))]
-        answer = self._answer_handshake(handshake_message(cell))
+        answer = self._answer_handshake(cell)
         if answer is None:
             return [SendCell(link, destroy_cell(circuit_id, DestroyReason.HANDSHAKE_FAILED))]
         reply, layer = answer
@@ -261,7 +261,11 @@ class HopCore:
         self._circuits[circuit.prev] = circuit
         return [SendCell(link, handshake_cell(circuit_id, CellCommand.CREATED, reply))]
 
-    def _answer_handshake(self, message: bytes) -> tuple[bytes, HopLayer] | None:
+    def _answer_handshake(self, cell: Cell) -> tuple[bytes, HopLayer] | None:
+        try:
+            message = handshake_message(cell)
+        except RemoteProtocolError:
+            return None
         for onion_key in self.onion_keys:
             try:
                 return answer_hop_handshake(onion_key, message)
@@ -274,8 +278,10 @@ class HopCore:
             return self._teardown(circuit, destroy_reason(cell), notify_both=False, skip=side)
         if side is Side.AWAY_FROM_CLIENT:
             if cell.command == CellCommand.CREATED and circuit.extend_started is not None:
+                extended = RelayExtended(handshake_message(cell))
+                extended.check()  # a reply too long for a relay message is the next hop's fault
                 circuit.extend_started = None
-                return self._originate(circuit, RelayExtended(handshake_message(cell)))
+                return self._originate(circuit, extended)
             if cell.command == CellCommand.RELAY and circuit.extend_started is None:
                 body = circuit.layer.backward.crypt(cell.body)
                 return [SendCell(circuit.prev[0], relay_cell(circuit.prev[1], body))]

@@ -74,8 +74,7 @@ class ClientLink:
                 yield client_link
         finally:
             client_link._lost()
-            with trio.CancelScope(shield=True):
-                await client_link._pump.aclose()
+            await client_link._pump.aclose()
 
     @property
     def circuit_count(self) -> int:

@@ -16,6 +16,7 @@ from tp_net.errors import ChannelClosed, HandshakeTimeout, LinkClosed, RemotePro
 from tp_net.frames import Frame, LinkClose
 from tp_net.link import REKEY_AFTER_MESSAGES, CloseReason, LinkHandshake, LinkSession
 from tp_net.transport import Channel, Dialer
+from tp_net.trio_util import is_cancelled
 
 LINK_HANDSHAKE_TIMEOUT_S = 10.0
 LINK_CLOSE_TIMEOUT_S = 1.0
@@ -83,14 +84,17 @@ class Link:
         if self._closed:
             return
         self._closed = True
-        with trio.move_on_after(LINK_CLOSE_TIMEOUT_S) as scope:
-            scope.shield = True
+        if not is_cancelled():
+            await self._say_goodbye(reason)
+        await self._close_channel()
+
+    async def _say_goodbye(self, reason: CloseReason) -> None:
+        with trio.move_on_after(LINK_CLOSE_TIMEOUT_S):
             async with self._send_lock:
                 if not self._send_broken:
                     with contextlib.suppress(ChannelClosed):
                         for message in self._session.seal([LinkClose(int(reason))]):
                             await self._channel.send_message(message)
-        await self._close_channel()
 
     async def _close_channel(self) -> None:
         self._closed = True
@@ -157,5 +161,5 @@ async def _closing_on_failure(channel: Channel, timeout_s: float) -> AsyncIterat
 
 
 async def _abort(channel: Channel) -> None:
-    with trio.CancelScope(shield=True):
-        await channel.aclose()
+    # Channels close even when the caller is cancelled (they close first, then checkpoint).
+    await channel.aclose()

@@ -25,6 +25,7 @@ from tp_net.frames import Frame
 from tp_net.relay_messages import (
     CIRCUIT_STREAM_ID,
     SENDME_DIGEST_BYTES,
+    SERVICE_NAME_BYTES_MAX,
     STREAM_ID_MAX,
     RelayBegin,
     RelayData,
@@ -124,6 +125,8 @@ class CircuitEdge:
 
     def open_stream(self, service: str) -> int:
         """Open a stream to `service` at the other edge; data may be sent at once."""
+        if not 0 < len(service) <= SERVICE_NAME_BYTES_MAX:
+            raise LocalProtocolError("a service name is 1..64 characters")
         if len(self._streams) >= STREAMS_PER_CIRCUIT_MAX:
             raise LocalProtocolError(f"circuit already has {STREAMS_PER_CIRCUIT_MAX} streams")
         stream_id = self._free_stream_id()
@@ -136,11 +139,12 @@ class CircuitEdge:
         stream.outbound += data
 
     def end(self, stream_id: int, reason: EndReason = EndReason.DONE) -> None:
-        """DONE: send END after the data already queued. Any other reason aborts the stream now."""
+        """DONE: send END after the data already queued. Any other reason aborts the stream now (also after
+        DONE: the peer may still be sending)."""
         stream = self._streams.get(stream_id)
-        if stream is None or stream.end_pending:
+        if stream is None:
             return
-        if reason is EndReason.DONE:
+        if reason == EndReason.DONE:
             stream.end_pending = True
             return
         del self._streams[stream_id]
@@ -290,6 +294,8 @@ class CircuitEdge:
         if message.reason != EndReason.DONE:
             del self._streams[message.stream_id]
             return [StreamEnded(message.stream_id, message.reason)]
+        if stream.peer_done:
+            raise RemoteProtocolError(f"second END on stream {message.stream_id}")
         stream.peer_done = True
         self._forget_if_finished(stream)
         return [StreamEnded(message.stream_id, message.reason)]

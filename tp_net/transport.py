@@ -27,7 +27,8 @@ class Channel(Protocol):
         """The next message; raises ChannelClosed once the channel is closed or broken."""
 
     async def aclose(self) -> None:
-        """Close the channel; idempotent."""
+        """Close the channel; idempotent. Closes it even when the caller is cancelled (then skipping
+        any polite goodbye with the peer)."""
 
 
 ChannelHandler = Callable[[Channel], Awaitable[None]]

@@ -45,8 +45,10 @@ class MemoryChannel:
             raise ChannelClosed("in-memory channel is closed") from exc
 
     async def aclose(self) -> None:
-        await self._outbound.aclose()
-        await self._inbound.aclose()
+        # Close both ends before the checkpoint, so a cancelled caller still closes the channel.
+        self._outbound.close()
+        self._inbound.close()
+        await trio.lowlevel.checkpoint()
 
 
 def memory_channel_pair(

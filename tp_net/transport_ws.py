@@ -23,6 +23,7 @@ from tp_net.errors import (
     TokenPlaceError,
 )
 from tp_net.transport import CHANNEL_MESSAGE_BYTES_MAX, DIAL_TIMEOUT_S, Channel, ChannelHandler
+from tp_net.trio_util import is_cancelled
 
 log = logging.getLogger(__name__)
 
@@ -66,13 +67,20 @@ class WebSocketChannel:
         return message
 
     async def aclose(self) -> None:
+        # While shutting down (our scope is cancelled) the library's reader task may be cancelled too, so
+        # nobody would read the peer's answer to a closing handshake: just close the socket.
+        if not is_cancelled():
+            await self._close_politely()
+        if self._stream is not None:
+            with trio.CancelScope(shield=True):
+                await self._stream.aclose()
+
+    async def _close_politely(self) -> None:
         with trio.move_on_after(WS_CLOSE_TIMEOUT_S) as scope:
             scope.shield = True
             # The peer may be gone already; then there is nothing left to close politely.
             with contextlib.suppress(trio_websocket.HandshakeError, trio.BrokenResourceError, OSError):
                 await self._connection.aclose()
-        if self._stream is not None:
-            await self._stream.aclose()
 
 
 class WebSocketDialer:

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import trio
+
+
+def is_cancelled() -> bool:
+    """True when the current task is inside a cancelled scope (shutting down): skip polite goodbyes."""
+    return trio.current_effective_deadline() == -math.inf
 
 
 def sole_exception(group: BaseExceptionGroup[BaseException]) -> BaseException:

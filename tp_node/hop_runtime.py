@@ -66,8 +66,7 @@ class HopRuntime:
         finally:
             del self._pumps[link_id]
             self.apply(self.core.link_down(link_id))
-            with trio.CancelScope(shield=True):
-                await pump.aclose()
+            await pump.aclose()
             log.debug("link %d down", link_id)
 
     async def expire_forever(self) -> None:

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import trio
 
-from tests.integration.processes import python_process
 from tp_crypto.identity import Identity
 from tp_net.frames import Frame, Ping, Pong
 from tp_net.link_trio import dial_link
 from tp_net.linkbench import SEND_BATCH_FRAMES, numbered_padding
 from tp_net.transport_ws import WebSocketDialer
+from tp_node.processes import python_process
 
 FRAME_COUNT = 10_000
 

@@ -1,4 +1,5 @@
-"""Start and stop real OS processes for integration tests (always stopped by PID)."""
+"""Start and stop token.place processes (tests, benchmarks, the demo): each announces itself with one JSON
+line on stdout and is always stopped by its PID."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -22,6 +24,12 @@ class StartedProcess:
         self.process = process
         self.announcement = announcement
 
+    @property
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the process has used so far (Linux /proc)."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
 
 async def _read_line(stream: trio.abc.ReceiveStream) -> bytes:
     buffer = b""
@@ -34,10 +42,15 @@ async def _read_line(stream: trio.abc.ReceiveStream) -> bytes:
 
 
 @asynccontextmanager
-async def python_process(args: Sequence[str]) -> AsyncIterator[StartedProcess]:
-    """Run `python -m ARGS`; wait for its first stdout line (JSON); SIGTERM (then SIGKILL) it at the end."""
+async def python_process(
+    args: Sequence[str], *, prefix: Sequence[str] = (), stderr: int | None = None
+) -> AsyncIterator[StartedProcess]:
+    """Run `python -m ARGS` (after `prefix`, e.g. taskset); wait for its first stdout line (JSON);
+    SIGTERM (then SIGKILL) it at the end."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    process = await trio.lowlevel.open_process([sys.executable, "-m", *args], stdout=subprocess.PIPE, env=env)
+    process = await trio.lowlevel.open_process(
+        [*prefix, sys.executable, "-m", *args], stdout=subprocess.PIPE, stderr=stderr, env=env
+    )
     try:
         assert process.stdout is not None
         with trio.fail_after(STARTUP_TIMEOUT_S):

@@ -1,14 +1,14 @@
-"""A small token.place network of real processes on 127.0.0.1 for integration tests."""
+"""A small token.place network of real processes on 127.0.0.1 (integration tests, benchmarks, the demo)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.integration.processes import StartedProcess, python_process
 from tp_net.circuit_client import HopInfo
+from tp_node.processes import StartedProcess, python_process
 
 
 @dataclass
@@ -39,7 +39,11 @@ def home_relay_argument(relay: StartedProcess) -> str:
 
 @asynccontextmanager
 async def local_network(
-    data_dir: Path, *, relay_count: int = 3, node_args: tuple[str, ...] = ()
+    data_dir: Path,
+    *,
+    relay_count: int = 3,
+    node_args: Sequence[str] = (),
+    relay_prefix: Sequence[str] = (),
 ) -> AsyncIterator[LocalNetwork]:
     """`relay_count` tp-relay processes and one tp-node (fake engine) homed on the last relay."""
     async with AsyncExitStack() as stack:
@@ -52,7 +56,7 @@ async def local_network(
                 "--data-dir",
                 str(data_dir / f"relay{index}"),
             ]
-            relays.append(await stack.enter_async_context(python_process(relay_args)))
+            relays.append(await stack.enter_async_context(python_process(relay_args, prefix=relay_prefix)))
         node = await stack.enter_async_context(
             python_process(
                 [
