@@ -90,7 +90,7 @@ async def measure_forwarding(megabytes: int) -> dict[str, Any]:
     os.sched_setaffinity(0, {0})
     total_bytes = megabytes * 1_000_000 // PARALLEL_DOWNLOADS
     with tempfile.TemporaryDirectory() as data_dir:
-        relay_args = ["tp_node.relay_main", "--listen", "127.0.0.1:0", "--data-dir", data_dir]
+        relay_args = ["tp_node.relay_cli", "--listen", "127.0.0.1:0", "--data-dir", data_dir]
         async with (
             python_process(relay_args, prefix=["taskset", "-c", "1"]) as relay,
             trio.open_nursery() as nursery,

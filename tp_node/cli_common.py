@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+
+import trio
+
+from tp_crypto.errors import TokenPlaceError
+from tp_node.launch import default_data_dir, run_until_signalled, setup_logging
 
 EXIT_NOT_IMPLEMENTED = 2
 
@@ -15,3 +21,39 @@ def pending_command(prog: str, description: str, pending_work: str, argv: Sequen
     parser.parse_args(argv)
     print(f"{prog}: not implemented yet ({pending_work})", file=sys.stderr)
     return EXIT_NOT_IMPLEMENTED
+
+
+EXIT_FAILURE = 1
+Role = Callable[[argparse.Namespace, trio.Nursery], Awaitable[None]]
+
+
+def host_port(text: str) -> tuple[str, int]:
+    host, separator, port = text.rpartition(":")
+    if not separator or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not HOST:PORT (port 0..65535)")
+    return host.strip("[]"), int(port)
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, role: str) -> None:
+    parser.add_argument(
+        "--data-dir", type=Path, default=default_data_dir(role), help="where keys live (default: %(default)s)"
+    )
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+
+
+def run_role(role: Role, args: argparse.Namespace) -> int:
+    """Run a role until SIGINT/SIGTERM; expected failures print one line and exit 1."""
+
+    async def main(nursery: trio.Nursery) -> None:
+        await role(args, nursery)
+
+    setup_logging(args.log_level)
+    try:
+        trio.run(run_until_signalled, main)
+    except TokenPlaceError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    except OSError as exc:
+        print(f"error: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    return 0

@@ -50,7 +50,7 @@ async def local_network(
         relays = []
         for index in range(relay_count):
             relay_args = [
-                "tp_node.relay_main",
+                "tp_node.relay_cli",
                 "--listen",
                 "127.0.0.1:0",
                 "--data-dir",
@@ -60,7 +60,7 @@ async def local_network(
         node = await stack.enter_async_context(
             python_process(
                 [
-                    "tp_node.node_main",
+                    "tp_node.node_cli",
                     "--home-relay",
                     home_relay_argument(relays[-1]),
                     "--data-dir",
