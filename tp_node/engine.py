@@ -13,6 +13,8 @@ from typing import Any, Protocol
 
 import trio
 
+from tp_node.services import ServiceError
+
 FAKE_VOCABULARY = (
     "the", "a", "private", "token", "place", "relay", "node", "circuit", "onion", "layer",
     "model", "answer", "stream", "cell", "hop", "key",
@@ -21,12 +23,8 @@ FAKE_MAX_TOKENS_DEFAULT = 16
 FAKE_MAX_TOKENS_LIMIT = 100_000
 
 
-class EngineError(Exception):
+class EngineError(ServiceError):
     """A request the engine cannot serve; `code` is machine-readable, the message safe to show."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 class Engine(Protocol):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Mapping
 from functools import partial
 
 import trio
@@ -19,6 +20,7 @@ from tp_net.frames import CELL_BODY_BYTES, Cell, Frame
 from tp_net.link_pump import LinkPump
 from tp_net.link_trio import Link
 from tp_net.streams import CIRCUIT_WINDOW_CELLS
+from tp_node.services import ServiceHandler, ServiceHost, StreamPort
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +36,22 @@ EXPIRE_INTERVAL_S = 5.0
 class HopRuntime:
     """Links and circuits of one hop. Subclasses handle ConnectTo and ServiceEvent."""
 
-    def __init__(self, identity: Identity, core: HopCore) -> None:
+    def __init__(
+        self, identity: Identity, core: HopCore, services: Mapping[str, ServiceHandler] | None = None
+    ) -> None:
         self.identity = identity
         self.core = core
         self._pumps: dict[int, LinkPump] = {}
         self._link_ids = itertools.count(1)
         self._progress = trio.Event()
+        port = StreamPort(
+            send=lambda ref, stream_id, data: self.apply(core.stream_send(ref, stream_id, data)),
+            end=lambda ref, stream_id, reason: self.apply(core.stream_end(ref, stream_id, reason)),
+            consumed=lambda ref, stream_id: self.apply(core.stream_consumed(ref, stream_id)),
+            queued_bytes=core.stream_queued_bytes,
+            wait_for_progress=self.wait_for_progress,
+        )
+        self.services = ServiceHost(services or {}, port)
 
     @property
     def link_count(self) -> int:
@@ -69,7 +81,13 @@ class HopRuntime:
             await pump.aclose()
             log.debug("link %d down", link_id)
 
-    async def expire_forever(self) -> None:
+    async def run_background(self) -> None:
+        """The hop's own tasks (service handlers, circuit expiry) until cancelled."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self.services.run)
+            nursery.start_soon(self._expire_forever)
+
+    async def _expire_forever(self) -> None:
         while True:
             await trio.sleep(EXPIRE_INTERVAL_S)
             self.apply(self.core.expire(trio.current_time()))
@@ -87,7 +105,7 @@ class HopRuntime:
         self.apply(self.core.connect_result(request.request_id, None))
 
     def on_service_event(self, event: ServiceEvent) -> None:
-        """Hops without services never get these (HopCore refuses their streams)."""
+        self.services.on_event(event)
 
     async def wait_for_progress(self) -> None:
         """Return after the next batch of received cells was processed (windows may have opened)."""

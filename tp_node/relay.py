@@ -39,7 +39,7 @@ class Relay(HopRuntime):
         """Accept links on `listener` until cancelled; reports the listening address."""
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
-            nursery.start_soon(self.expire_forever)
+            nursery.start_soon(self.run_background)
             address = await nursery.start(listener.serve, self._accept)
             log.info("relay %s listening on %s", short_id(self.identity.node_id), address)
             task_status.started(address)

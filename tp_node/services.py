@@ -1,0 +1,153 @@
+"""Request/response services at the end of a circuit (a GPU node's "inference", a relay's "directory").
+
+A stream to a service carries one request message from the client, then END(DONE). The host collects it
+(bounded), runs the service's handler, and streams the handler's response messages back, pausing while the
+stream's window is full; then END(DONE). An aborted stream or a dead circuit cancels the handler at its next
+checkpoint. A handler raises ServiceError for a request it refuses: the client gets an error message.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncGenerator, Callable, Mapping
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Any
+
+import trio
+
+from tp_net.circuit_hop import CircuitRef, ServiceEvent
+from tp_net.errors import RemoteProtocolError
+from tp_net.messages import MessageReader, encode_message
+from tp_net.streams import EndReason, StreamData, StreamEnded, StreamOpened
+
+log = logging.getLogger(__name__)
+
+REQUEST_BYTES_MAX = 1024 * 1024
+# Response bytes a stream may queue beyond its flow-control window before the handler is paused.
+STREAM_SEND_BUFFER_BYTES = 32 * 1024
+
+ServiceHandler = Callable[[Mapping[str, Any]], AsyncGenerator[Mapping[str, Any], None]]
+StreamKey = tuple[CircuitRef, int]
+
+
+class ServiceError(Exception):
+    """A request the service refuses; `code` is machine-readable, the message safe to show the client."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class StreamPort:
+    """What the host needs from the circuit layer (HopCore plus the runtime that applies outputs)."""
+
+    def __init__(
+        self,
+        send: Callable[[CircuitRef, int, bytes], None],
+        end: Callable[[CircuitRef, int, EndReason], None],
+        consumed: Callable[[CircuitRef, int], None],
+        queued_bytes: Callable[[CircuitRef, int], int | None],
+        wait_for_progress: Callable[[], Any],
+    ) -> None:
+        self.send = send
+        self.end = end
+        self.consumed = consumed
+        self.queued_bytes = queued_bytes
+        self.wait_for_progress = wait_for_progress
+
+
+@dataclass(eq=False)
+class _Request:
+    service: str
+    reader: MessageReader = field(default_factory=lambda: MessageReader(REQUEST_BYTES_MAX))
+    documents: list[Any] = field(default_factory=list)
+    scope: trio.CancelScope | None = None
+
+
+class ServiceHost:
+    def __init__(self, services: Mapping[str, ServiceHandler], port: StreamPort) -> None:
+        self.services = dict(services)
+        self._port = port
+        self._requests: dict[StreamKey, _Request] = {}
+        self._nursery: trio.Nursery | None = None
+
+    @property
+    def active_requests(self) -> int:
+        return sum(1 for request in self._requests.values() if request.scope is not None)
+
+    async def run(self) -> None:
+        """Hosts handler tasks until cancelled."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            await trio.sleep_forever()
+
+    def on_event(self, event: ServiceEvent) -> None:
+        key = (event.circuit, event.event.stream_id)
+        stream_event = event.event
+        if isinstance(stream_event, StreamOpened):
+            self._requests[key] = _Request(stream_event.service)
+        elif isinstance(stream_event, StreamData):
+            self._request_data(key, stream_event.data)
+        elif isinstance(stream_event, StreamEnded):
+            self._request_ended(key, stream_event.reason)
+
+    def _request_data(self, key: StreamKey, data: bytes) -> None:
+        request = self._requests.get(key)
+        if request is None or request.scope is not None:
+            return
+        try:
+            request.documents += request.reader.feed(data)
+        except RemoteProtocolError:
+            self._abort(key, EndReason.BAD_REQUEST)
+            return
+        self._port.consumed(*key)
+
+    def _request_ended(self, key: StreamKey, reason: int) -> None:
+        request = self._requests.get(key)
+        if request is None:
+            return
+        if reason != EndReason.DONE:
+            if request.scope is not None:
+                request.scope.cancel()
+            del self._requests[key]
+            return
+        if len(request.documents) != 1 or request.reader.pending_bytes or self._nursery is None:
+            self._abort(key, EndReason.BAD_REQUEST)
+            return
+        request.scope = trio.CancelScope()
+        self._nursery.start_soon(self._serve, key, request, request.documents[0])
+
+    def _abort(self, key: StreamKey, reason: EndReason) -> None:
+        self._requests.pop(key, None)
+        self._port.end(key[0], key[1], reason)
+
+    async def _serve(self, key: StreamKey, request: _Request, document: Any) -> None:
+        assert request.scope is not None
+        with request.scope:
+            try:
+                await self._respond(key, self.services[request.service], document)
+            except ServiceError as exc:
+                error = {"error": {"code": exc.code, "message": str(exc)}}
+                self._port.send(key[0], key[1], encode_message(error))
+            self._port.end(key[0], key[1], EndReason.DONE)
+        self._requests.pop(key, None)
+
+    async def _respond(self, key: StreamKey, handler: ServiceHandler, document: Any) -> None:
+        if not isinstance(document, dict):
+            raise ServiceError("invalid_request", "a request must be a map")
+        async with aclosing(handler(document)) as messages:
+            async for message in messages:
+                self._port.send(key[0], key[1], encode_message(message))
+                if not await self._wait_for_window(key):
+                    return
+
+    async def _wait_for_window(self, key: StreamKey) -> bool:
+        """Wait until the stream's queue is below its bound; False when the stream is gone."""
+        while True:
+            queued = self._port.queued_bytes(*key)
+            if queued is None:
+                return False
+            if queued <= STREAM_SEND_BUFFER_BYTES:
+                return True
+            await self._port.wait_for_progress()
