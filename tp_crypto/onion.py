@@ -16,6 +16,7 @@ to forward an unrecognized cell, tears the circuit down.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import hmac
 from dataclasses import dataclass
@@ -92,14 +93,22 @@ def layer_from_secrets(forward_secret: bytes, backward_secret: bytes) -> HopLaye
     )
 
 
+class HopKey(enum.IntEnum):
+    """Which of its keys a hop answers a handshake with (the first byte of the client's message)."""
+
+    ONION = 0  # the rotating onion key from the directory: the normal case
+    IDENTITY = 1  # the X25519 form of the node id: for bootstrapping, before any directory is known
+
+
 class HopHandshakeClient:
     """The client side of one hop's NK handshake: CREATE (or EXTEND) out, CREATED (or EXTENDED) in."""
 
-    def __init__(self, onion_public: bytes) -> None:
-        self._noise = HandshakeState(NK, initiator=True, prologue=HOP_PROLOGUE, remote_static=onion_public)
+    def __init__(self, hop_public: bytes, *, key: HopKey = HopKey.ONION) -> None:
+        self._key = key
+        self._noise = HandshakeState(NK, initiator=True, prologue=HOP_PROLOGUE, remote_static=hop_public)
 
     def first_message(self) -> bytes:
-        return self._noise.write_message(b"")
+        return bytes([self._key]) + self._noise.write_message(b"")
 
     def finish(self, reply: bytes) -> HopLayer:
         """The hop's layer, once its reply proves it holds the onion key. RemoteProtocolError otherwise."""
@@ -109,10 +118,19 @@ class HopHandshakeClient:
         return layer_from_secrets(to_hop, from_hop)
 
 
-def answer_hop_handshake(onion_private: bytes, message: bytes) -> tuple[bytes, HopLayer]:
+def requested_hop_key(message: bytes) -> HopKey:
+    """Which key the client's first message is for; RemoteProtocolError for an unknown one."""
+    try:
+        return HopKey(message[0])
+    except (IndexError, ValueError):
+        raise RemoteProtocolError("hop handshake names no known key") from None
+
+
+def answer_hop_handshake(private_key: bytes, message: bytes) -> tuple[bytes, HopLayer]:
     """The hop side: (reply, layer) for a client's first message; RemoteProtocolError if it is bad."""
-    noise = HandshakeState(NK, initiator=False, prologue=HOP_PROLOGUE, static_private=onion_private)
-    if noise.read_message(message):
+    requested_hop_key(message)
+    noise = HandshakeState(NK, initiator=False, prologue=HOP_PROLOGUE, static_private=private_key)
+    if noise.read_message(message[1:]):
         raise RemoteProtocolError("hop handshake carries an unexpected payload")
     reply = noise.write_message(b"")
     to_client, from_client = noise.split_secrets()

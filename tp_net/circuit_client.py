@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tp_crypto.errors import LocalProtocolError, RemoteProtocolError
-from tp_crypto.onion import HopHandshakeClient, HopLayer
+from tp_crypto.identity import node_id_to_x25519
+from tp_crypto.onion import HopHandshakeClient, HopKey, HopLayer
 from tp_net import codec
 from tp_net.cells import (
     RELAY_DATA_BYTES_MAX,
@@ -39,8 +40,13 @@ class HopInfo:
     """What a client must know of a hop: its id, its onion key, and (for relays) its address."""
 
     node_id: bytes
-    onion_key: bytes
+    onion_key: bytes | None  # None: use the identity key (bootstrapping, before a directory is known)
     address: str | None = None
+
+    def handshake(self) -> HopHandshakeClient:
+        if self.onion_key is None:
+            return HopHandshakeClient(node_id_to_x25519(self.node_id), key=HopKey.IDENTITY)
+        return HopHandshakeClient(self.onion_key)
 
 
 class CircuitState(enum.Enum):
@@ -72,7 +78,7 @@ class ClientCircuit:
         self.close_reason: DestroyReason | None = None
         self.edge = CircuitEdge(accepts_streams=False, data_bytes_max=RELAY_DATA_BYTES_MAX)
         self._layers: list[HopLayer] = []
-        self._pending_hop = HopHandshakeClient(path[0].onion_key)
+        self._pending_hop = path[0].handshake()
         self._outbox: list[Cell] = [
             handshake_cell(circuit_id, CellCommand.CREATE, self._pending_hop.first_message())
         ]
@@ -146,7 +152,7 @@ class ClientCircuit:
             self.state = CircuitState.OPEN
             return [CircuitBuilt()]
         hop = self.path[len(self._layers)]
-        self._pending_hop = HopHandshakeClient(hop.onion_key)
+        self._pending_hop = hop.handshake()
         extend = RelayExtend(hop.node_id, hop.address, self._pending_hop.first_message())
         self._outbox.append(self._relay_to(len(self._layers) - 1, extend))
         return []

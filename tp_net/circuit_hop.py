@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from tp_crypto.errors import RemoteProtocolError
-from tp_crypto.onion import HopLayer, answer_hop_handshake
+from tp_crypto.onion import HopKey, HopLayer, answer_hop_handshake, requested_hop_key
 from tp_net import codec
 from tp_net.cells import (
     DIALER_ID_BIT,
@@ -118,9 +118,13 @@ class HopCore:
         rng: random.Random,
         can_extend: bool,
         services: Iterable[str] = (),
+        identity_key: bytes | None = None,
     ) -> None:
-        """`onion_keys`: private onion keys, newest first (older ones still answer during rotation)."""
+        """`onion_keys`: private onion keys, newest first (older ones still answer during rotation).
+        `identity_key`: the X25519 private key of the node's identity, which answers bootstrap
+        handshakes (HopKey.IDENTITY) from clients that have no directory yet."""
         self.onion_keys = list(onion_keys)
+        self._identity_key = identity_key
         self._rng = rng
         self._can_extend = can_extend
         self._services = frozenset(services)
@@ -266,9 +270,14 @@ class HopCore:
             message = handshake_message(cell)
         except RemoteProtocolError:
             return None
-        for onion_key in self.onion_keys:
+        try:
+            kind = requested_hop_key(message)
+        except RemoteProtocolError:
+            return None
+        keys = self.onion_keys if kind is HopKey.ONION else [self._identity_key] if self._identity_key else []
+        for key in keys:
             try:
-                return answer_hop_handshake(onion_key, message)
+                return answer_hop_handshake(key, message)
             except RemoteProtocolError:
                 continue
         return None

@@ -47,7 +47,13 @@ class GpuNode(HopRuntime):
         dialer: Dialer,
         rng: random.Random,
     ) -> None:
-        core = HopCore(onion_keys, rng=rng, can_extend=False, services=(INFERENCE_SERVICE,))
+        core = HopCore(
+            onion_keys,
+            rng=rng,
+            can_extend=False,
+            services=(INFERENCE_SERVICE,),
+            identity_key=identity.x25519_private,
+        )
         super().__init__(identity, core, {INFERENCE_SERVICE: engine.generate})
         self.home_relays = list(home_relays)
         self._engine = engine

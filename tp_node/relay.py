@@ -28,7 +28,10 @@ class Relay(HopRuntime):
     def __init__(
         self, identity: Identity, onion_keys: list[bytes], *, dialer: Dialer, rng: random.Random
     ) -> None:
-        super().__init__(identity, HopCore(onion_keys, rng=rng, can_extend=True))
+        super().__init__(
+            identity,
+            HopCore(onion_keys, rng=rng, can_extend=True, identity_key=identity.x25519_private),
+        )
         self._dialer = dialer
         self._dials: dict[bytes, list[int]] = {}  # node id -> requests waiting for that dial
         self._nursery: trio.Nursery | None = None

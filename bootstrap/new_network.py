@@ -1,0 +1,79 @@
+r"""Create a new token.place network: authority identity keys and the bootstrap file that trusts them.
+
+    python -m bootstrap.new_network --name my-net --threshold 2 \
+        --authority ws://a1.example:7000/ --authority ws://a2.example:7000/ \
+        --authority ws://a3.example:7000/ --out ./my-net
+
+writes ./my-net/authority-1/identity.key ... (mode 0600: give each to its operator, who runs
+`tp-relay --authority --data-dir DIR --bootstrap bootstrap.json`) and ./my-net/bootstrap.json (public:
+give it to every relay, node and gateway of the network).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bootstrap.config import PERIOD_S_DEFAULT, PERIOD_S_MIN, Bootstrap, BootstrapAuthority, write_bootstrap
+from tp_crypto.errors import TokenPlaceError
+from tp_crypto.identity import create_key_file
+
+BOOTSTRAP_FILE_NAME = "bootstrap.json"
+
+
+def create_network(
+    out: Path, name: str, addresses: Sequence[str], threshold: int, *, period_s: int, local: bool
+) -> Bootstrap:
+    if not 1 <= threshold <= len(addresses):
+        raise ValueError(f"threshold must be in 1..{len(addresses)}")
+    authorities = []
+    for index, address in enumerate(addresses, start=1):
+        identity = create_key_file(out / f"authority-{index}" / "identity.key")
+        authorities.append(BootstrapAuthority(identity.node_id, address))
+    bootstrap = Bootstrap(name, threshold, period_s, tuple(authorities), local)
+    write_bootstrap(out / BOOTSTRAP_FILE_NAME, bootstrap)
+    return bootstrap
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bootstrap.new_network",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--name", required=True, help="the network's name (clients refuse other networks)")
+    parser.add_argument(
+        "--authority",
+        action="append",
+        required=True,
+        metavar="ws://HOST:PORT/",
+        help="address of an authority (repeat for each)",
+    )
+    parser.add_argument("--threshold", type=int, required=True, help="signatures a document needs")
+    parser.add_argument("--period-s", type=int, default=PERIOD_S_DEFAULT, help="seconds per directory period")
+    parser.add_argument("--local", action="store_true", help="all relays on one host (tests, demos)")
+    parser.add_argument(
+        "--out", type=Path, required=True, help="directory to write keys and bootstrap.json to"
+    )
+    args = parser.parse_args(argv)
+    if args.period_s < PERIOD_S_MIN:
+        parser.error(f"--period-s must be at least {PERIOD_S_MIN}")
+    if not all(address.startswith("ws://") for address in args.authority):
+        parser.error("every --authority must be a ws:// URL")
+    try:
+        bootstrap = create_network(
+            args.out, args.name, args.authority, args.threshold, period_s=args.period_s, local=args.local
+        )
+    except (ValueError, TokenPlaceError) as exc:
+        parser.error(str(exc))
+    print(
+        f"created network {bootstrap.network!r}: {len(bootstrap.authorities)} authorities, "
+        f"threshold {bootstrap.threshold}; bootstrap file {args.out / BOOTSTRAP_FILE_NAME}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""A directory authority's decisions, sans-IO: admission, votes, the document, signature collection.
+
+Schedule of the period that starts at P (every `period_s` seconds): at P - period_s/2 each authority signs
+a vote of the descriptors it accepted and sends it to the others; at P - period_s/4 it builds the document
+for P from the votes it holds (tp_net.directory.build_document), signs it and sends the signature (with the
+document body) to the others; from then on it serves the newest document that carries `threshold`
+signatures. Accepted descriptors are also forwarded to the other authorities as they arrive, so their votes
+agree.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+from dataclasses import dataclass, field
+
+from tp_crypto.errors import RemoteProtocolError
+from tp_crypto.identity import Identity, short_id
+from tp_crypto.signed import verify
+from tp_net.descriptors import Descriptor, SignedDescriptor
+from tp_net.directory import (
+    DOCUMENT_DOMAIN,
+    DirectoryError,
+    SignedDocument,
+    Trust,
+    Vote,
+    build_document,
+    check_invitation,
+    digest,
+    open_vote,
+    sign_document,
+    sign_vote,
+)
+
+log = logging.getLogger(__name__)
+
+ACCEPTED_DESCRIPTORS_MAX = 20_000
+PERIODS_KEPT = 3
+
+
+class Admission(enum.Enum):
+    OPEN = "open"  # any well-formed, correctly signed, fresh descriptor
+    INVITE = "invite"  # only with an invitation token signed by one of the network's authorities
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When the authorities act for the period that starts at `period`."""
+
+    period: int
+    vote_at: float
+    sign_at: float
+
+    @classmethod
+    def next_after(cls, now: float, period_s: int) -> Schedule:
+        """The first period whose vote time is still ahead of `now`."""
+        period = (int(now) // period_s + 1) * period_s
+        if now >= period - period_s / 2:
+            period += period_s
+        return cls(period, period - period_s / 2, period - period_s / 4)
+
+
+@dataclass
+class _Candidate:
+    body: bytes
+    signatures: dict[bytes, bytes] = field(default_factory=dict)
+
+
+class AuthorityCore:
+    def __init__(self, identity: Identity, trust: Trust, *, period_s: int, admission: Admission) -> None:
+        if identity.node_id not in trust.authorities:
+            raise ValueError("this identity is not one of the network's authorities")
+        self.identity = identity
+        self.trust = trust
+        self.period_s = period_s
+        self.admission = admission
+        self._accepted: dict[bytes, tuple[Descriptor, SignedDescriptor]] = {}
+        self._votes: dict[int, dict[bytes, Vote]] = {}
+        self._candidates: dict[int, dict[bytes, _Candidate]] = {}
+
+    # --- descriptors --------------------------------------------------------------------------
+
+    def accept(self, signed: SignedDescriptor, invitation: bytes | None, now: float) -> Descriptor | None:
+        """Validate a published descriptor. Returns it when it is new (to be forwarded to the other
+        authorities), None when we already have it or a newer one; DirectoryError says why it was refused."""
+        try:
+            descriptor = signed.open(now)
+        except RemoteProtocolError as exc:
+            raise DirectoryError(f"descriptor refused: {exc}") from exc
+        if self.admission is Admission.INVITE:
+            if invitation is None:
+                raise DirectoryError("descriptor refused: this authority admits invited nodes only")
+            check_invitation(invitation, descriptor.node_id, self.trust, now)
+        known = self._accepted.get(descriptor.node_id)
+        if known is not None and known[0].published >= descriptor.published:
+            return None
+        if known is None and len(self._accepted) >= ACCEPTED_DESCRIPTORS_MAX:
+            raise DirectoryError("descriptor refused: the authority is full")
+        self._accepted[descriptor.node_id] = (descriptor, signed)
+        log.info("accepted descriptor of %s", short_id(descriptor.node_id))
+        return descriptor
+
+    @property
+    def accepted_count(self) -> int:
+        return len(self._accepted)
+
+    # --- votes --------------------------------------------------------------------------------
+
+    def make_vote(self, period: int) -> bytes:
+        """Our signed vote for `period`: every accepted descriptor still valid when it starts."""
+        fresh = [
+            signed
+            for node_id, (descriptor, signed) in sorted(self._accepted.items())
+            if descriptor.expires > period
+        ]
+        vote = Vote(self.trust.network, period, self.identity.node_id, tuple(fresh))
+        self._votes.setdefault(period, {})[vote.authority] = vote
+        return sign_vote(self.identity, vote)
+
+    def add_vote(self, data: bytes, now: float) -> None:
+        vote = open_vote(data, self.trust)
+        if not self._is_open(vote.period, now):
+            raise DirectoryError(f"vote for period {vote.period}, which is not being decided")
+        self._votes.setdefault(vote.period, {})[vote.authority] = vote
+
+    def votes_for(self, period: int) -> int:
+        return len(self._votes.get(period, {}))
+
+    # --- documents ----------------------------------------------------------------------------
+
+    def make_signature(self, period: int) -> tuple[bytes, bytes] | None:
+        """(document body, our signature) for `period`, or None with fewer votes than the threshold
+        (then no document could ever gather enough signatures)."""
+        votes = self._votes.get(period, {})
+        if len(votes) < self.trust.threshold:
+            log.warning(
+                "period %d: %d votes, fewer than the threshold %d", period, len(votes), self.trust.threshold
+            )
+            return None
+        body = build_document(self.trust.network, period, self.period_s, votes.values(), self.trust.threshold)
+        encoded = body.encode()
+        signature = sign_document(self.identity, encoded)
+        self._add_candidate(period, encoded, self.identity.node_id, signature)
+        return encoded, signature
+
+    def add_signature(self, period: int, body: bytes, authority: bytes, signature: bytes, now: float) -> None:
+        if authority not in self.trust.authorities:
+            raise DirectoryError("signature from an authority we do not trust")
+        if not self._is_open(period, now):
+            raise DirectoryError(f"signature for period {period}, which is not being decided")
+        if not verify(authority, DOCUMENT_DOMAIN, body, signature):
+            raise DirectoryError("document signature does not verify")
+        self._add_candidate(period, body, authority, signature)
+
+    def latest_document(self) -> SignedDocument | None:
+        """The newest document with at least `threshold` signatures (the one with the most, if several)."""
+        for period in sorted(self._candidates, reverse=True):
+            candidates = self._candidates[period].values()
+            best = max(candidates, key=lambda c: (len(c.signatures), digest(c.body)))
+            if len(best.signatures) >= self.trust.threshold:
+                return SignedDocument(best.body, tuple(sorted(best.signatures.items())))
+        return None
+
+    def forget_before(self, now: float) -> None:
+        """Drop expired descriptors and the state of periods long past."""
+        self._accepted = {k: v for k, v in self._accepted.items() if v[0].expires > now}
+        oldest = int(now) - PERIODS_KEPT * self.period_s
+        self._votes = {p: v for p, v in self._votes.items() if p >= oldest}
+        self._candidates = {p: c for p, c in self._candidates.items() if p >= oldest}
+
+    def _is_open(self, period: int, now: float) -> bool:
+        """Periods being decided around `now` (allowing for clock skew between authorities)."""
+        return period % self.period_s == 0 and now - self.period_s <= period <= now + 2 * self.period_s
+
+    def _add_candidate(self, period: int, body: bytes, authority: bytes, signature: bytes) -> None:
+        candidates = self._candidates.setdefault(period, {})
+        candidate = candidates.setdefault(digest(body), _Candidate(body))
+        candidate.signatures[authority] = signature

@@ -1,0 +1,110 @@
+"""The "directory" service every relay offers: it serves the newest verified directory document. On an
+authority it also takes published descriptors, votes and signatures (tp_node.authority_core decides)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncGenerator, Callable, Mapping
+from typing import Any
+
+import trio
+
+from tp_crypto.errors import TokenPlaceError
+from tp_net.descriptors import SignedDescriptor
+from tp_net.directory import DirectoryError, SignedDocument, Trust, verify_document
+from tp_node.authority_core import AuthorityCore
+from tp_node.services import ServiceError
+
+log = logging.getLogger(__name__)
+
+Forward = Callable[[SignedDescriptor, bytes | None], None]
+WallClock = Callable[[], float]
+
+
+class DirectoryService:
+    def __init__(
+        self,
+        trust: Trust,
+        *,
+        authority: AuthorityCore | None = None,
+        forward: Forward | None = None,
+        wall_clock: WallClock = time.time,
+    ) -> None:
+        self.trust = trust
+        self.authority = authority
+        self._forward = forward
+        self._clock = wall_clock
+        self._cached: SignedDocument | None = None
+        self._cached_valid_after = 0
+
+    def current_document(self) -> SignedDocument | None:
+        if self.authority is not None:
+            latest = self.authority.latest_document()
+            if latest is not None:
+                return latest
+        return self._cached
+
+    def offer_document(self, document: SignedDocument) -> bool:
+        """Cache a document fetched elsewhere if it verifies and is newer than ours."""
+        try:
+            directory = verify_document(document, self.trust, self._clock())
+        except TokenPlaceError as exc:
+            log.warning("refused a directory document: %s", exc)
+            return False
+        if directory.valid_after <= self._cached_valid_after:
+            return False
+        self._cached, self._cached_valid_after = document, directory.valid_after
+        return True
+
+    async def handle(self, request: Mapping[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
+        await trio.lowlevel.checkpoint()
+        op = request.get("op")
+        if op == "get":
+            document = self.current_document()
+            if document is None:
+                raise ServiceError("no_document", "no directory document yet")
+            yield {"document": document.encode()}
+            return
+        core = self.authority
+        if core is None:
+            raise ServiceError("not_an_authority", f"operation {op!r} needs an authority")
+        try:
+            self._authority_op(core, op, request)
+        except DirectoryError as exc:
+            log.info("refused %s: %s", op, exc)
+            raise ServiceError("refused", str(exc)) from None
+        yield {"ok": True}
+
+    def _authority_op(self, core: AuthorityCore, op: Any, request: Mapping[str, Any]) -> None:
+        now = self._clock()
+        if op == "publish":
+            signed = SignedDescriptor(_bytes(request, "descriptor"), _bytes(request, "signature"))
+            invitation = request.get("invitation")
+            if invitation is not None and not isinstance(invitation, bytes):
+                raise DirectoryError("'invitation' must be bytes")
+            accepted = core.accept(signed, invitation, now)
+            if accepted is not None and not request.get("forwarded") and self._forward is not None:
+                self._forward(signed, invitation)
+        elif op == "vote":
+            core.add_vote(_bytes(request, "vote"), now)
+        elif op == "signature":
+            period = request.get("period")
+            if type(period) is not int:
+                raise DirectoryError("'period' must be an integer")
+            core.add_signature(
+                period,
+                _bytes(request, "body"),
+                _bytes(request, "authority"),
+                _bytes(request, "signature"),
+                now,
+            )
+        else:
+            raise DirectoryError(f"unknown operation {op!r}")
+
+
+def _bytes(request: Mapping[str, Any], key: str) -> bytes:
+    value = request.get(key)
+    if not isinstance(value, bytes):
+        raise DirectoryError(f"{key!r} must be bytes")
+    return value
