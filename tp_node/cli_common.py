@@ -10,6 +10,7 @@ from pathlib import Path
 import trio
 
 from tp_crypto.errors import TokenPlaceError
+from tp_net.trio_util import sole_exception
 from tp_node.launch import default_data_dir, run_until_signalled, setup_logging
 
 EXIT_NOT_IMPLEMENTED = 2
@@ -41,6 +42,15 @@ def add_common_arguments(parser: argparse.ArgumentParser, role: str) -> None:
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
 
 
+def add_bootstrap_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--bootstrap",
+        type=Path,
+        default=None,
+        help="bootstrap file of the network to join (default: $TP_BOOTSTRAP, else the built-in network)",
+    )
+
+
 def run_role(role: Role, args: argparse.Namespace) -> int:
     """Run a role until SIGINT/SIGTERM; expected failures print one line and exit 1."""
 
@@ -50,10 +60,17 @@ def run_role(role: Role, args: argparse.Namespace) -> int:
     setup_logging(args.log_level)
     try:
         trio.run(run_until_signalled, main)
-    except TokenPlaceError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_FAILURE
-    except OSError as exc:
-        print(f"error: {exc.strerror or exc}", file=sys.stderr)
-        return EXIT_FAILURE
+    except BaseExceptionGroup as group:
+        error = sole_exception(group)
+        if not isinstance(error, TokenPlaceError | OSError):
+            raise
+        return _report(error)
+    except (TokenPlaceError, OSError) as error:
+        return _report(error)
     return 0
+
+
+def _report(error: TokenPlaceError | OSError) -> int:
+    message = (error.strerror or str(error)) if isinstance(error, OSError) else str(error)
+    print(f"error: {message}", file=sys.stderr)
+    return EXIT_FAILURE

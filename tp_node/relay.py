@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Mapping
 from functools import partial
 
 import trio
@@ -20,18 +21,30 @@ from tp_net.errors import TokenPlaceError
 from tp_net.link_trio import accept_link, dial_link
 from tp_net.transport import Channel, Dialer, Listener
 from tp_node.hop_runtime import HopRuntime
+from tp_node.services import ServiceHandler
 
 log = logging.getLogger(__name__)
 
 
 class Relay(HopRuntime):
     def __init__(
-        self, identity: Identity, onion_keys: list[bytes], *, dialer: Dialer, rng: random.Random
+        self,
+        identity: Identity,
+        onion_keys: list[bytes],
+        *,
+        dialer: Dialer,
+        rng: random.Random,
+        services: Mapping[str, ServiceHandler] | None = None,
     ) -> None:
-        super().__init__(
-            identity,
-            HopCore(onion_keys, rng=rng, can_extend=True, identity_key=identity.x25519_private),
+        """`services`: streams a circuit ending here may open (every relay serves "directory")."""
+        core = HopCore(
+            onion_keys,
+            rng=rng,
+            can_extend=True,
+            services=tuple(services or ()),
+            identity_key=identity.x25519_private,
         )
+        super().__init__(identity, core, services)
         self._dialer = dialer
         self._dials: dict[bytes, list[int]] = {}  # node id -> requests waiting for that dial
         self._nursery: trio.Nursery | None = None

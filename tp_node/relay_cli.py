@@ -1,18 +1,46 @@
-"""tp-relay: run a relay (`python -m tp_node.relay_cli` works too)."""
+"""tp-relay: run a relay, optionally as a directory authority (`python -m tp_node.relay_cli` works too)."""
 
 from __future__ import annotations
 
 import argparse
+import logging
 import random
 import sys
+import time
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
 
 import trio
 
+from bootstrap.config import Bootstrap, BootstrapError, load_bootstrap
+from tp_crypto.identity import Identity
+from tp_net.descriptors import RelayDescriptor
+from tp_net.directory_client import DIRECTORY_SERVICE
 from tp_net.transport_ws import WebSocketDialer, WebSocketListener
-from tp_node.cli_common import add_common_arguments, host_port, run_role
-from tp_node.launch import announce, load_identity, new_onion_keys
+from tp_node.authority_core import Admission, AuthorityCore
+from tp_node.cli_common import add_bootstrap_argument, add_common_arguments, host_port, run_role
+from tp_node.directory_duties import (
+    AuthorityRunner,
+    DescriptorPublisher,
+    descriptor_expiry,
+    refresh_documents,
+)
+from tp_node.directory_service import DirectoryService
+from tp_node.launch import announce, load_identity
+from tp_node.onion_keys import OnionKeyRing
 from tp_node.relay import Relay
+
+log = logging.getLogger(__name__)
+
+CAPACITY_DEFAULT = 1000
+KEY_ROTATION_CHECK_S = 600.0
+
+
+def software_version() -> str:
+    try:
+        return version("token-place")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -26,23 +54,96 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=("127.0.0.1", 7000),
         help="HOST:PORT to accept links on (default 127.0.0.1:7000; port 0 picks a free one)",
     )
+    parser.add_argument(
+        "--advertise", help="ws:// address published in the descriptor (default: the listen address)"
+    )
+    parser.add_argument("--capacity", type=int, default=CAPACITY_DEFAULT, help="bandwidth weight in KB/s")
+    parser.add_argument(
+        "--family", default="", help="operator family: relays of one family never share a circuit"
+    )
+    parser.add_argument(
+        "--authority", action="store_true", help="act as a directory authority of the network"
+    )
+    parser.add_argument("--admission", choices=[a.value for a in Admission], default=Admission.OPEN.value)
+    add_bootstrap_argument(parser)
     add_common_arguments(parser, "relay")
-    return run_role(_relay, parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    if args.advertise is not None and not args.advertise.startswith("ws://"):
+        parser.error("--advertise must be a ws:// URL")
+    return run_role(_relay, args)
 
 
 async def _relay(args: argparse.Namespace, nursery: trio.Nursery) -> None:
     identity = load_identity(args.data_dir)
-    onion_keys, onion_public = new_onion_keys()
-    relay = Relay(identity, onion_keys, dialer=WebSocketDialer(nursery), rng=random.Random())
+    bootstrap = load_bootstrap(args.bootstrap)
+    ring = OnionKeyRing(time.time())
+    dialer = WebSocketDialer(nursery)
+    authority = _authority_core(args, identity, bootstrap)
+    runner = AuthorityRunner(authority, bootstrap, dialer) if authority else None
+    service = DirectoryService(
+        bootstrap.trust(), authority=authority, forward=runner.forward if runner else None
+    )
+    relay = Relay(
+        identity,
+        ring.private_keys(),
+        dialer=dialer,
+        rng=random.Random(),
+        services={DIRECTORY_SERVICE: service.handle},
+    )
     address = await nursery.start(relay.serve, WebSocketListener(*args.listen))
+    advertised = args.advertise or address
+
+    def describe(now: float) -> RelayDescriptor:
+        return RelayDescriptor(
+            identity.node_id,
+            advertised,
+            ring.public_keys(),
+            args.capacity,
+            args.family,
+            software_version(),
+            int(now),
+            descriptor_expiry(now, bootstrap),
+        )
+
+    publisher = DescriptorPublisher(identity, bootstrap, dialer, describe, lambda a: [a.hop()])
+    nursery.start_soon(publisher.run)
+    if runner is not None:
+        nursery.start_soon(runner.run)
+    else:
+        nursery.start_soon(refresh_documents, service, bootstrap, dialer)
+    nursery.start_soon(_rotate_onion_keys, ring, relay, publisher)
     announce(
         {
-            "role": "relay",
+            "role": "authority" if authority else "relay",
             "address": address,
             "node_id": identity.node_id.hex(),
-            "onion_key": onion_public.hex(),
+            "onion_key": ring.public_keys()[0].hex(),
         }
     )
+
+
+def _authority_core(
+    args: argparse.Namespace, identity: Identity, bootstrap: Bootstrap
+) -> AuthorityCore | None:
+    if not args.authority:
+        return None
+    if identity.node_id not in bootstrap.trust().authorities:
+        raise BootstrapError(
+            f"--authority: this relay's node id {identity.node_id.hex()} is not an authority "
+            f"of network {bootstrap.network!r} in the bootstrap file"
+        )
+    return AuthorityCore(
+        identity, bootstrap.trust(), period_s=bootstrap.period_s, admission=Admission(args.admission)
+    )
+
+
+async def _rotate_onion_keys(ring: OnionKeyRing, relay: Relay, publisher: DescriptorPublisher) -> None:
+    while True:
+        await trio.sleep(KEY_ROTATION_CHECK_S)
+        if ring.rotate_if_due(time.time()):
+            log.info("rotated the onion key")
+            publisher.publish_soon()
+        relay.core.onion_keys = ring.private_keys()
 
 
 if __name__ == "__main__":
