@@ -7,6 +7,13 @@ import pathlib
 import tempfile
 
 import pytest
+from hypothesis import settings
+
+# CI runs must be reproducible: `make test` derandomizes hypothesis; `make fuzz` (TP_FUZZ_RANDOM=1)
+# explores new inputs on every run.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("fuzz", derandomize=False, print_blob=True)
+settings.load_profile("fuzz" if os.environ.get("TP_FUZZ_RANDOM") else "ci")
 
 
 def _tiny_model_cache_dir(request: pytest.FixtureRequest) -> pathlib.Path:
