@@ -14,7 +14,14 @@ from bootstrap.config import Bootstrap, BootstrapAuthority
 from tp_crypto.errors import TokenPlaceError
 from tp_crypto.identity import Identity, short_id
 from tp_net.circuit_client import HopInfo
-from tp_net.descriptors import DESCRIPTOR_LIFETIME_S, Descriptor, SignedDescriptor, sign_descriptor
+from tp_net.descriptors import (
+    DESCRIPTOR_LIFETIME_S,
+    Descriptor,
+    ModelOffer,
+    NodeDescriptor,
+    SignedDescriptor,
+    sign_descriptor,
+)
 from tp_net.directory_client import directory_request, fetch_document, publish_descriptor
 from tp_net.transport import Dialer
 from tp_node.authority_core import AuthorityCore, Schedule
@@ -157,3 +164,37 @@ class AuthorityRunner:
 
     async def _sleep_until(self, wall_time: float) -> None:
         await trio.sleep(max(0.0, wall_time - self.wall_clock()))
+
+
+def node_publisher(
+    identity: Identity,
+    bootstrap: Bootstrap,
+    dialer: Dialer,
+    *,
+    home_relays: Sequence[HopInfo],
+    onion_public_keys: Callable[[], tuple[bytes, ...]],
+    offers: Callable[[], tuple[ModelOffer, ...]],
+    version: str,
+    invitation: bytes | None = None,
+) -> DescriptorPublisher:
+    """A GPU node's publisher: its descriptor goes to each authority through a home relay, so no
+    authority learns the node's address (the home relay already knows it)."""
+
+    def describe(now: float) -> NodeDescriptor:
+        return NodeDescriptor(
+            identity.node_id,
+            onion_public_keys(),
+            tuple(relay.node_id for relay in home_relays),
+            offers(),
+            version,
+            int(now),
+            descriptor_expiry(now, bootstrap),
+        )
+
+    def path_to(authority: BootstrapAuthority) -> list[HopInfo]:
+        home = home_relays[0]
+        if home.node_id == authority.node_id:
+            return [authority.hop()]
+        return [HopInfo(home.node_id, None, home.address), authority.hop()]
+
+    return DescriptorPublisher(identity, bootstrap, dialer, describe, path_to, invitation)
