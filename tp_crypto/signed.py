@@ -8,9 +8,16 @@ from tp_crypto.identity import Identity, verify_signature
 DOMAIN_PREFIX = b"token.place signed v1\x00"
 
 
+def _message(domain: bytes, body: bytes) -> bytes:
+    # The NUL after the domain ends it: a domain holding a NUL could collide with another domain's message.
+    if not domain or b"\x00" in domain:
+        raise ValueError("a signature domain must be non-empty and free of NUL bytes")
+    return DOMAIN_PREFIX + domain + b"\x00" + body
+
+
 def sign(identity: Identity, domain: bytes, body: bytes) -> bytes:
-    return identity.sign(DOMAIN_PREFIX + domain + b"\x00" + body)
+    return identity.sign(_message(domain, body))
 
 
 def verify(node_id: bytes, domain: bytes, body: bytes, signature: bytes) -> bool:
-    return verify_signature(node_id, DOMAIN_PREFIX + domain + b"\x00" + body, signature)
+    return verify_signature(node_id, _message(domain, body), signature)

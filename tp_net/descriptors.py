@@ -7,6 +7,7 @@ else and every field's range after; whatever the input, it raises only RemotePro
 
 from __future__ import annotations
 
+import urllib.parse
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -41,6 +42,17 @@ def _check_name(field: str, value: str, *, allow_empty: bool = False) -> None:
     _require(value.isprintable(), f"{field} has unprintable characters")
 
 
+def _check_address(address: str) -> None:
+    """A dialable `ws://HOST:PORT/...` URL (what tp_net.transport_ws accepts), printable and bounded."""
+    ok = len(address) <= ADDRESS_LENGTH_MAX and address.isprintable() and " " not in address
+    try:
+        parts = urllib.parse.urlsplit(address)
+        ok = ok and parts.scheme == "ws" and bool(parts.hostname) and bool(parts.port)
+    except ValueError:  # an unclosed "[", a port that is not a number or out of range
+        ok = False
+    _require(ok, "bad address: not a ws://HOST:PORT/ URL")
+
+
 def _check_keys(field: str, keys: tuple[bytes, ...]) -> None:
     _require(1 <= len(keys) <= ONION_KEYS_MAX, f"{field} must list 1..{ONION_KEYS_MAX} keys")
     _require(all(len(key) == KEY_BYTES for key in keys), f"{field} has a key of the wrong length")
@@ -59,7 +71,7 @@ class RelayDescriptor:
 
     def check(self) -> None:
         _require(len(self.node_id) == NODE_ID_BYTES, "node id has the wrong length")
-        _require(self.address.startswith("ws://") and len(self.address) <= ADDRESS_LENGTH_MAX, "bad address")
+        _check_address(self.address)
         _check_keys("onion keys", self.onion_keys)
         _require(1 <= self.capacity <= 10**7, "capacity out of range 1..10^7")
         _check_name("family", self.family, allow_empty=True)

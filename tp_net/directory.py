@@ -31,6 +31,8 @@ DOCUMENT_DOMAIN = b"directory"
 INVITATION_DOMAIN = b"invitation"
 DOCUMENT_BYTES_MAX = 8 * 1024 * 1024
 DESCRIPTORS_PER_DOCUMENT_MAX = 20_000
+# Far more than any network has authorities; bounds the signature checks one document can cost a client.
+SIGNATURES_PER_DOCUMENT_MAX = 64
 # A document is fresh for one period and still usable for this many periods.
 DOCUMENT_VALID_PERIODS = 3
 
@@ -114,8 +116,10 @@ class _Tally:
     descriptor: Descriptor
     votes: int = 0
 
-    def rank(self, key: bytes) -> tuple[int, int, bytes]:
-        return (self.votes, self.descriptor.published, key)
+    def order(self) -> tuple[int, int, bytes, bytes]:
+        """Best first: the most votes, then the newest, then the lowest digest (then the lowest signature,
+        for one body carrying two valid signatures)."""
+        return (-self.votes, -self.descriptor.published, digest(self.signed.body), self.signed.signature)
 
 
 def build_document(
@@ -125,25 +129,37 @@ def build_document(
 
     A descriptor is in when at least `threshold` votes carry it; per node id the one with the most votes
     wins (ties: the newest, then the lowest digest), so every authority with the same votes signs the same
-    bytes. Descriptors that are not valid at the start of the period are left out.
+    bytes, whatever order it holds them in. Descriptors that are not valid at the start of the period are
+    left out; a vote listing one descriptor twice counts once.
     """
-    tallies: dict[bytes, _Tally] = {}
+    # Keyed by body *and* signature: a node may sign one body twice (Ed25519 allows other valid signatures),
+    # and which copy a document carries must not depend on the order the votes arrived in.
+    tallies: dict[tuple[bytes, bytes], _Tally | None] = {}
+    authorities: set[bytes] = set()
     for vote in votes:
-        for signed in {digest(d.body): d for d in vote.descriptors}.values():
-            key = digest(signed.body)
-            tally = tallies.get(key)
-            if tally is None:
+        if vote.network != network or vote.period != period:
+            raise ValueError(f"a vote for {vote.network!r} period {vote.period} is not for this document")
+        if vote.authority in authorities:
+            raise ValueError("two votes from one authority")
+        authorities.add(vote.authority)
+        for key in {(d.body, d.signature) for d in vote.descriptors}:
+            if key not in tallies:
+                signed = SignedDescriptor(*key)
                 try:
-                    tally = tallies[key] = _Tally(signed, signed.open(period))
+                    tallies[key] = _Tally(signed, signed.open(period))
                 except RemoteProtocolError:
-                    continue
-            tally.votes += 1
-    best: dict[bytes, tuple[tuple[int, int, bytes], _Tally]] = {}
-    for key, tally in tallies.items():
+                    tallies[key] = None  # invalid: never counted, never checked again
+            tally = tallies[key]
+            if tally is not None:
+                tally.votes += 1
+    best: dict[bytes, _Tally] = {}
+    for tally in tallies.values():
+        if tally is None or tally.votes < threshold:
+            continue
         node_id = tally.descriptor.node_id
-        if tally.votes >= threshold and (node_id not in best or tally.rank(key) > best[node_id][0]):
-            best[node_id] = (tally.rank(key), tally)
-    chosen = tuple(best[node_id][1].signed for node_id in sorted(best))
+        if node_id not in best or tally.order() < best[node_id].order():
+            best[node_id] = tally
+    chosen = tuple(best[node_id].signed for node_id in sorted(best))
     return DocumentBody(
         network, period, period + period_s, period + DOCUMENT_VALID_PERIODS * period_s, chosen
     )
@@ -166,9 +182,11 @@ class SignedDocument:
         if len(data) > DOCUMENT_BYTES_MAX + 64 * 1024:
             raise DirectoryError("directory document is too large")
         fields = _fields(decode_document(data), 2, "signed document", check_kind=False)
+        items = _list(fields[1])
+        if len(items) > SIGNATURES_PER_DOCUMENT_MAX:
+            raise DirectoryError(f"directory document has over {SIGNATURES_PER_DOCUMENT_MAX} signatures")
         pairs = tuple(
-            (_bytes(p[0]), _bytes(p[1]))
-            for p in (_fields(item, 2, "signature", False) for item in _list(fields[1]))
+            (_bytes(p[0]), _bytes(p[1])) for p in (_fields(item, 2, "signature", False) for item in items)
         )
         return cls(_bytes(fields[0]), pairs)
 
@@ -196,11 +214,12 @@ def verify_document(document: SignedDocument, trust: Trust, now: float) -> Direc
     """Check a document as a client: size, enough trusted signatures, network, validity window."""
     if len(document.body) > DOCUMENT_BYTES_MAX:
         raise DirectoryError(f"directory document is larger than {DOCUMENT_BYTES_MAX} bytes")
-    signers = {
-        authority
-        for authority, signature in document.signatures
-        if authority in trust.authorities and verify(authority, DOCUMENT_DOMAIN, document.body, signature)
-    }
+    signers: set[bytes] = set()
+    for authority, signature in document.signatures:
+        # Each trusted authority counts once; repeats of one already counted cost no more checks.
+        trusted = authority in trust.authorities and authority not in signers
+        if trusted and verify(authority, DOCUMENT_DOMAIN, document.body, signature):
+            signers.add(authority)
     if len(signers) < trust.threshold:
         raise DirectoryError(
             f"directory document has {len(signers)} valid signatures from trusted authorities, "

@@ -17,15 +17,17 @@ from dataclasses import dataclass, field
 from tp_crypto.errors import RemoteProtocolError
 from tp_crypto.identity import Identity, short_id
 from tp_crypto.signed import verify
-from tp_net.descriptors import Descriptor, SignedDescriptor
+from tp_net.descriptors import CLOCK_SKEW_ALLOWED_S, Descriptor, SignedDescriptor
 from tp_net.directory import (
     DOCUMENT_DOMAIN,
+    DOCUMENT_VALID_PERIODS,
     DirectoryError,
     SignedDocument,
     Trust,
     Vote,
     build_document,
     check_invitation,
+    decode_body,
     digest,
     open_vote,
     sign_document,
@@ -150,11 +152,26 @@ class AuthorityCore:
             raise DirectoryError(f"signature for period {period}, which is not being decided")
         if not verify(authority, DOCUMENT_DOMAIN, body, signature):
             raise DirectoryError("document signature does not verify")
+        # The period is the body's own: a (replayed) signature of another period's document must not be
+        # served as this period's.
+        try:
+            document = decode_body(body)
+        except RemoteProtocolError as exc:
+            raise DirectoryError(f"signed document is malformed: {exc}") from exc
+        if document.network != self.trust.network or document.valid_after != period:
+            raise DirectoryError(f"signed document is not {self.trust.network!r} period {period}")
         self._add_candidate(period, body, authority, signature)
 
-    def latest_document(self) -> SignedDocument | None:
-        """The newest document with at least `threshold` signatures (the one with the most, if several)."""
+    def latest_document(self, now: float | None = None) -> SignedDocument | None:
+        """The newest document with at least `threshold` signatures (the one with the most, if several).
+
+        With `now`, only documents a client would accept at `now`: not one signed ahead of its period (a
+        client refuses it until `CLOCK_SKEW_ALLOWED_S` before the period starts), nor an expired one."""
         for period in sorted(self._candidates, reverse=True):
+            if now is not None and not (
+                now + CLOCK_SKEW_ALLOWED_S >= period >= now - DOCUMENT_VALID_PERIODS * self.period_s
+            ):
+                continue
             candidates = self._candidates[period].values()
             best = max(candidates, key=lambda c: (len(c.signatures), digest(c.body)))
             if len(best.signatures) >= self.trust.threshold:
