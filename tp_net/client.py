@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -57,6 +57,7 @@ class ClientLink:
         self._rng = rng
         self._circuits: dict[int, Circuit] = {}
         self.closed = False
+        self.lost = trio.Event()
 
     @classmethod
     @asynccontextmanager
@@ -118,6 +119,7 @@ class ClientLink:
 
     def _lost(self) -> None:
         self.closed = True
+        self.lost.set()
         for circuit in list(self._circuits.values()):
             circuit.link_lost()
 
@@ -158,7 +160,7 @@ class Circuit:
         self.flush()
         return stream
 
-    async def request(self, service: str, document: Any) -> AsyncIterator[Any]:
+    async def request(self, service: str, document: Any) -> AsyncGenerator[Any, None]:
         """Send one request message on a new stream and yield the response messages."""
         stream = await self.open_stream(service)
         finished = False
@@ -262,7 +264,7 @@ class Stream:
         self.circuit.forget_stream(self.stream_id)
         return b""
 
-    async def messages(self) -> AsyncIterator[Any]:
+    async def messages(self) -> AsyncGenerator[Any, None]:
         """Messages until the other side ends; StreamError if it aborts or stops mid-message."""
         reader = MessageReader()
         while data := await self.receive_data():

@@ -94,7 +94,8 @@ class AuthorityCore:
                 raise DirectoryError("descriptor refused: this authority admits invited nodes only")
             check_invitation(invitation, descriptor.node_id, self.trust, now)
         known = self._accepted.get(descriptor.node_id)
-        if known is not None and known[0].published >= descriptor.published:
+        # Same second, other body: a republish right after a key rotation; the later one wins.
+        if known is not None and (known[0].published > descriptor.published or known[1].body == signed.body):
             return None
         if known is None and len(self._accepted) >= ACCEPTED_DESCRIPTORS_MAX:
             raise DirectoryError("descriptor refused: the authority is full")

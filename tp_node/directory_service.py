@@ -40,7 +40,7 @@ class DirectoryService:
 
     def current_document(self) -> SignedDocument | None:
         if self.authority is not None:
-            latest = self.authority.latest_document()
+            latest = self.authority.latest_document(self._clock())
             if latest is not None:
                 return latest
         return self._cached

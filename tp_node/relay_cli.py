@@ -16,7 +16,8 @@ from bootstrap.config import Bootstrap, BootstrapError, load_bootstrap
 from tp_crypto.identity import Identity
 from tp_net.descriptors import RelayDescriptor
 from tp_net.directory_client import DIRECTORY_SERVICE
-from tp_net.transport_ws import WebSocketDialer, WebSocketListener
+from tp_net.errors import DialError
+from tp_net.transport_ws import WebSocketDialer, WebSocketListener, parse_ws_address
 from tp_node.authority_core import Admission, AuthorityCore
 from tp_node.cli_common import add_bootstrap_argument, add_common_arguments, host_port, run_role
 from tp_node.directory_duties import (
@@ -43,6 +44,16 @@ def software_version() -> str:
         return "unknown"
 
 
+def ws_address(text: str) -> str:
+    try:
+        _, port, _ = parse_ws_address(text)
+    except DialError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    if port == 0:
+        raise argparse.ArgumentTypeError(f"address {text!r} needs a non-zero port")
+    return text
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="tp-relay",
@@ -55,7 +66,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="HOST:PORT to accept links on (default 127.0.0.1:7000; port 0 picks a free one)",
     )
     parser.add_argument(
-        "--advertise", help="ws:// address published in the descriptor (default: the listen address)"
+        "--advertise",
+        type=ws_address,
+        help="ws://HOST:PORT/ published in the descriptor (default: the listen address)",
     )
     parser.add_argument("--capacity", type=int, default=CAPACITY_DEFAULT, help="bandwidth weight in KB/s")
     parser.add_argument(
@@ -67,10 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--admission", choices=[a.value for a in Admission], default=Admission.OPEN.value)
     add_bootstrap_argument(parser)
     add_common_arguments(parser, "relay")
-    args = parser.parse_args(argv)
-    if args.advertise is not None and not args.advertise.startswith("ws://"):
-        parser.error("--advertise must be a ws:// URL")
-    return run_role(_relay, args)
+    return run_role(_relay, parser.parse_args(argv))
 
 
 async def _relay(args: argparse.Namespace, nursery: trio.Nursery) -> None:
