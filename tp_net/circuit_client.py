@@ -78,6 +78,8 @@ class ClientCircuit:
         self.close_reason: DestroyReason | None = None
         self.edge = CircuitEdge(accepts_streams=False, data_bytes_max=RELAY_DATA_BYTES_MAX)
         self._layers: list[HopLayer] = []
+        for hop in self.path[1:]:
+            hop.handshake()  # a malformed key fails here, not as an exception out of receive_cell mid-build
         self._pending_hop = path[0].handshake()
         self._outbox: list[Cell] = [
             handshake_cell(circuit_id, CellCommand.CREATE, self._pending_hop.first_message())
