@@ -1,0 +1,248 @@
+"""What runs on a slot thread: a metered Llama, the request runners, and llama.cpp's log kept quiet.
+
+A request runs llama-cpp-python's own streaming API (so chat templates, tool calls, JSON grammars and stop
+sequences behave exactly as they do when llama-cpp-python is used directly) and puts its pieces into a
+BatchPipe, which never makes this thread wait for trio. `MeteredLlama` counts tokens and checks the request's
+cancel flag after every sampled token, so a cancelled request stops within one token.
+
+Privacy: nothing here logs a prompt or an output, and neither may llama.cpp: its log is discarded except
+while a model loads (when it can only be about the model file); llama-cpp-python runs with verbose=False.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import secrets
+import threading
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from contextlib import closing
+from dataclasses import dataclass
+from typing import Any, cast
+
+import llama_cpp
+
+from tp_node.gguf_header import ModelError
+from tp_node.handoff import BatchPipe, PipeClosed
+from tp_node.inference import (
+    EngineError,
+    InferenceRequest,
+    embedding_chunk,
+    final_chunk,
+    tool_call_arguments,
+    tool_call_start,
+)
+
+log = logging.getLogger(__name__)
+
+SEED_MODULUS = 2**32
+ERROR_MESSAGE_CHARS_MAX = 200
+_LLAMA_WARN, _LLAMA_ERROR = 3, 4  # ggml_log_level (llama-cpp-python's _logger.py has the old numbering)
+
+# llama-cpp-python swaps the process's stdout/stderr file descriptors while it creates or frees a model;
+# two threads doing so at once can leave them pointing at /dev/null for good. One at a time.
+_LIFECYCLE_LOCK = threading.Lock()
+_forward_llama_log = threading.Event()
+
+
+@llama_cpp.llama_log_callback  # type: ignore[untyped-decorator]
+def _llama_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+    # While requests run, llama.cpp may log request-derived text (a grammar from a JSON schema, for one).
+    if _forward_llama_log.is_set() and level in (_LLAMA_WARN, _LLAMA_ERROR):
+        log.warning("llama.cpp: %s", text.decode("utf-8", errors="replace").rstrip())
+
+
+llama_cpp.llama_log_set(_llama_log, ctypes.c_void_p(0))
+
+
+class MeteredLlama(llama_cpp.Llama):
+    """A Llama that counts the tokens of a request and stops within one token once `cancel` is set.
+
+    Every llama-cpp-python completion path (chat templates, tool-call handlers, raw completions) samples
+    through `generate`, so this is the one place to count and to stop.
+    """
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.cancel = threading.Event()
+        self.prompt_tokens = 0
+        self.completion_tokens = 0
+
+    def start_request(self, cancel: threading.Event) -> None:
+        self.cancel = cancel
+        self.prompt_tokens = self.completion_tokens = 0
+        # No KV-cache reuse across requests: another user's prefix hit would show in time to first token.
+        self.reset()  # type: ignore[no-untyped-call]
+
+    # llama-cpp-python calls generate(tokens, keyword=...) only; any keyword passes through.
+    def generate(self, tokens: Sequence[int], **kwargs: Any) -> Iterator[int]:  # type: ignore[override]
+        self.prompt_tokens += len(tokens)
+        for token in super().generate(tokens, **kwargs):
+            if self.cancel.is_set():
+                return
+            # Counted as llama-cpp-python's own usage counts: the end-of-generation token is not output.
+            if not llama_cpp.llama_vocab_is_eog(self._model.vocab, token):
+                self.completion_tokens += 1
+            yield token
+
+
+class ChatDeltaTranslator:
+    """llama-cpp-python chat deltas -> our chunks; tool calls in OpenAI's shape (id and name once)."""
+
+    def __init__(self) -> None:
+        self._started: set[int] = set()
+
+    def feed(self, delta: Mapping[str, Any]) -> list[dict[str, Any]]:
+        chunks: list[dict[str, Any]] = []
+        if delta.get("content"):
+            chunks.append({"text": delta["content"]})
+        for call in delta.get("tool_calls") or ():
+            index, function = int(call.get("index", 0)), call.get("function") or {}
+            arguments = str(function.get("arguments") or "")
+            if index in self._started:
+                if arguments:
+                    chunks.append(tool_call_arguments(index, arguments))
+                continue
+            self._started.add(index)
+            chunks.append(
+                tool_call_start(index, "call_" + secrets.token_hex(12), function["name"], arguments)
+            )
+        return chunks
+
+
+def _seed(request: InferenceRequest) -> int:
+    # Without a seed every request gets fresh randomness, never a sequence shared with other users.
+    return request.seed % SEED_MODULUS if request.seed is not None else secrets.randbelow(SEED_MODULUS)
+
+
+def _sampling(request: InferenceRequest) -> dict[str, Any]:
+    return {
+        "max_tokens": request.max_tokens,
+        "temperature": request.temperature,
+        "top_p": request.top_p,
+        "stop": list(request.stop),
+        "seed": _seed(request),
+        "presence_penalty": request.presence_penalty,
+        "frequency_penalty": request.frequency_penalty,
+        "stream": True,
+    }
+
+
+def _chat_arguments(request: InferenceRequest) -> dict[str, Any]:
+    arguments = {"messages": [dict(m) for m in request.messages], **_sampling(request)}
+    if request.response_format is not None:
+        arguments["response_format"] = dict(request.response_format)
+    if request.tools:
+        arguments["tools"] = [dict(tool) for tool in request.tools]
+        arguments["tool_choice"] = request.tool_choice
+    return arguments
+
+
+Output = BatchPipe[dict[str, Any]]
+
+
+def _chunks(result: object) -> closing[Generator[dict[str, Any], None, None]]:
+    """llama-cpp-python's stream=True result: a generator of OpenAI-style chunk dicts."""
+    return closing(cast("Generator[dict[str, Any], None, None]", result))
+
+
+def _run_chat(llm: MeteredLlama, request: InferenceRequest, output: Output) -> None:
+    translator, finish = ChatDeltaTranslator(), "length"
+    with _chunks(llm.create_chat_completion(**_chat_arguments(request))) as stream:
+        for chunk in stream:
+            if llm.cancel.is_set():
+                return
+            choice = chunk["choices"][0]
+            for piece in translator.feed(choice.get("delta") or {}):
+                output.put(piece)
+            finish = choice.get("finish_reason") or finish
+    output.put(final_chunk(finish, llm.prompt_tokens, llm.completion_tokens))
+
+
+def _run_completion(llm: MeteredLlama, request: InferenceRequest, output: Output) -> None:
+    finish = "length"
+    with _chunks(llm.create_completion(prompt=request.prompt, **_sampling(request))) as stream:
+        for chunk in stream:
+            if llm.cancel.is_set():
+                return
+            choice = chunk["choices"][0]
+            if choice.get("text"):
+                output.put({"text": choice["text"]})
+            finish = choice.get("finish_reason") or finish
+    output.put(final_chunk(finish, llm.prompt_tokens, llm.completion_tokens))
+
+
+def _run_embedding(llm: MeteredLlama, request: InferenceRequest, output: Output) -> None:
+    prompt_tokens = 0
+    for index, text in enumerate(request.inputs):
+        if llm.cancel.is_set():
+            return
+        result = llm.create_embedding(text)
+        output.put(embedding_chunk(index, cast("list[float]", result["data"][0]["embedding"])))
+        prompt_tokens += int(result["usage"]["prompt_tokens"])
+    output.put(final_chunk("stop", prompt_tokens, 0))
+
+
+_RUNNERS: dict[str, Callable[[MeteredLlama, InferenceRequest, Output], None]] = {
+    "chat": _run_chat,
+    "completion": _run_completion,
+    "embedding": _run_embedding,
+}
+
+
+@dataclass
+class Job:
+    request: InferenceRequest
+    output: Output
+    cancel: threading.Event
+    release: Callable[[], None]
+
+
+def _translate_error(exc: Exception, n_ctx: int) -> EngineError:
+    """What the requester is told. Messages go back to the requester only, never to a log."""
+    if isinstance(exc, EngineError):
+        return exc
+    message = str(exc)
+    if isinstance(exc, ValueError) and "exceed context window" in message:
+        return EngineError(
+            "context_length_exceeded", f"the request needs more than the {n_ctx}-token context"
+        )
+    if isinstance(exc, ValueError):  # a chat template's raise_exception, a bad schema, ...
+        return EngineError(
+            "invalid_request", f"the model refused the request: {message[:ERROR_MESSAGE_CHARS_MAX]}"
+        )
+    log.error("inference failed (%s)", exc.__class__.__name__)
+    return EngineError("internal_error", "the model failed on this request")
+
+
+def run_job(job: Job, llm: MeteredLlama) -> None:
+    """Runs on the slot's thread; always finishes the output and hands the slot back."""
+    error: EngineError | None = None
+    try:
+        if not job.cancel.is_set():
+            llm.start_request(job.cancel)
+            _RUNNERS[job.request.kind](llm, job.request, job.output)
+    except PipeClosed:
+        pass
+    except Exception as exc:
+        error = _translate_error(exc, llm.n_ctx())
+    finally:
+        # In this order: the slot is back in its pool before the requester sees the stream end.
+        job.release()
+        job.output.finish(error)
+
+
+def create_llama(arguments: dict[str, Any]) -> MeteredLlama:
+    with _LIFECYCLE_LOCK:
+        _forward_llama_log.set()
+        try:
+            return MeteredLlama(**arguments)
+        except ValueError as exc:
+            raise ModelError(f"llama.cpp could not load {arguments['model_path']}: {exc}") from exc
+        finally:
+            _forward_llama_log.clear()
+
+
+def destroy_llama(llm: MeteredLlama) -> None:
+    with _LIFECYCLE_LOCK:
+        llm.close()
