@@ -12,7 +12,8 @@ import trio
 from tp_crypto.identity import NODE_ID_BYTES
 from tp_net.transport_ws import WebSocketDialer
 from tp_node.cli_common import add_common_arguments, run_role
-from tp_node.engine import FakeEngine
+from tp_node.engine import ServingEngine
+from tp_node.engine_cli import add_engine_arguments, open_engine
 from tp_node.gpu_node import GpuNode, HomeRelay
 from tp_node.launch import announce, load_identity, new_onion_keys
 
@@ -31,9 +32,15 @@ def home_relay(text: str) -> HomeRelay:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["models"]:
+        from tp_node.models_cli import main as models_main
+
+        return models_main(argv[1:])
     parser = argparse.ArgumentParser(
         prog="tp-node",
         description="Run a token.place GPU node: keep links to home relays, serve inference over circuits.",
+        epilog="Models: `tp-node models --help` (pull, list).",
     )
     parser.add_argument(
         "--home-relay",
@@ -43,10 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="NODE_ID@ws://HOST:PORT/",
         help="a relay to keep a link to (repeat for several)",
     )
-    parser.add_argument("--engine", choices=["fake"], default="fake", help="inference engine (default: fake)")
-    parser.add_argument(
-        "--fake-token-delay-ms", type=float, default=0.0, help="fake engine: delay before each token"
-    )
+    add_engine_arguments(parser)
     add_common_arguments(parser, "node")
     return run_role(_node, parser.parse_args(argv))
 
@@ -54,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 async def _node(args: argparse.Namespace, nursery: trio.Nursery) -> None:
     identity = load_identity(args.data_dir)
     onion_keys, onion_public = new_onion_keys()
-    engine = FakeEngine(token_delay_s=args.fake_token_delay_ms / 1000)
+    engine = await nursery.start(_serve_engine, args)
     node = GpuNode(
         identity,
         onion_keys,
@@ -66,6 +70,15 @@ async def _node(args: argparse.Namespace, nursery: trio.Nursery) -> None:
     nursery.start_soon(node.run)
     await node.linked.wait()
     announce({"role": "node", "node_id": identity.node_id.hex(), "onion_key": onion_public.hex()})
+
+
+async def _serve_engine(
+    args: argparse.Namespace, *, task_status: trio.TaskStatus[ServingEngine] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Keeps the engine (its model slots) open until the node stops."""
+    async with open_engine(args) as engine:
+        task_status.started(engine)
+        await trio.sleep_forever()
 
 
 if __name__ == "__main__":
