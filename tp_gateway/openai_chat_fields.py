@@ -1,0 +1,186 @@
+"""Chat request fields (messages, tools, tool_choice, response_format), checked and normalised to the
+node's document shapes: only the fields a node reads survive, so an SDK's echoed `refusal: null` or
+`annotations: []` on an earlier assistant message does not trip the node's strict field check.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from tp_gateway.openai_fields import (
+    array,
+    invalid,
+    json_value,
+    mapping,
+    missing,
+    one_of,
+    string,
+    unsupported,
+)
+
+ROLES = ("system", "developer", "user", "assistant", "tool")
+MESSAGES_MAX = 1024
+CONTENT_PARTS_MAX = 1024
+TOOLS_MAX = 128
+TOOL_CALLS_MAX = 128
+NAME_CHARS_MAX = 64
+TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# Content part types OpenAI defines; any other type is reported without echoing it.
+KNOWN_PART_TYPES = ("text", "image_url", "input_audio", "file", "refusal")
+TOOL_CHOICE_MODES = ("none", "auto", "required")
+RESPONSE_FORMAT_TYPES = ("text", "json_object", "json_schema")
+
+
+def _text_part(value: object, param: str) -> str:
+    part = mapping(value, param)
+    kind = part.get("type")
+    if kind != "text":
+        shown = f"'{kind}' parts are" if kind in KNOWN_PART_TYPES else "this part type is"
+        raise unsupported(f"{param}.type", f"token.place models read text only; {shown} not supported.")
+    return string(required_in(part, "text", param), f"{param}.text")
+
+
+def required_in(fields: Mapping[str, Any], name: str, parent: str) -> Any:
+    value = fields.get(name)
+    if value is None:
+        raise missing(f"{parent}.{name}")
+    return value
+
+
+def content(value: object, param: str) -> str:
+    """A message's content: a string, or a list of text parts joined as the node joins them."""
+    if isinstance(value, list):
+        parts = array(value, param, "an array of content parts", CONTENT_PARTS_MAX)
+        return "".join(_text_part(part, f"{param}[{index}]") for index, part in enumerate(parts))
+    return string(value, param)
+
+
+def _tool_call(value: object, param: str) -> dict[str, Any]:
+    call = mapping(value, param)
+    if call.get("type", "function") != "function":
+        raise unsupported(f"{param}.type", "only 'function' tool calls are supported.")
+    function = mapping(required_in(call, "function", param), f"{param}.function")
+    return {
+        "id": string(required_in(call, "id", param), f"{param}.id"),
+        "type": "function",
+        "function": {
+            "name": string(required_in(function, "name", f"{param}.function"), f"{param}.function.name"),
+            "arguments": string(
+                required_in(function, "arguments", f"{param}.function"), f"{param}.function.arguments"
+            ),
+        },
+    }
+
+
+def _assistant_fields(message: Mapping[str, Any], param: str) -> dict[str, Any]:
+    calls = message.get("tool_calls")
+    if calls is None:
+        if message.get("content") is None:
+            raise missing(f"{param}.content")
+        return {}
+    calls = array(calls, f"{param}.tool_calls", "an array of tool calls", TOOL_CALLS_MAX)
+    return {
+        "tool_calls": [_tool_call(call, f"{param}.tool_calls[{index}]") for index, call in enumerate(calls)]
+    }
+
+
+def message(value: object, param: str) -> dict[str, Any]:
+    fields = mapping(value, param)
+    role = one_of(required_in(fields, "role", param), f"{param}.role", ROLES)
+    if role != "assistant" and fields.get("content") is None:
+        raise missing(f"{param}.content")
+    raw_content = fields.get("content")
+    checked: dict[str, Any] = {
+        "role": role,
+        "content": None if raw_content is None else content(raw_content, f"{param}.content"),
+    }
+    if fields.get("name") is not None:
+        checked["name"] = string(fields["name"], f"{param}.name", NAME_CHARS_MAX)
+    if role == "assistant":
+        checked.update(_assistant_fields(fields, param))
+    if role == "tool":
+        checked["tool_call_id"] = string(required_in(fields, "tool_call_id", param), f"{param}.tool_call_id")
+    return checked
+
+
+def messages(value: object) -> list[dict[str, Any]]:
+    listed = array(value, "messages", "an array of messages", MESSAGES_MAX)
+    return [message(item, f"messages[{index}]") for index, item in enumerate(listed)]
+
+
+def _tool(value: object, param: str) -> dict[str, Any]:
+    tool = mapping(value, param)
+    if tool.get("type") != "function":
+        raise unsupported(f"{param}.type", "only tools of type 'function' are supported.")
+    function = mapping(required_in(tool, "function", param), f"{param}.function")
+    name = string(required_in(function, "name", f"{param}.function"), f"{param}.function.name")
+    if not TOOL_NAME.fullmatch(name):
+        raise invalid(f"{param}.function.name", "expected 1 to 64 of the characters a-z, A-Z, 0-9, _ and -.")
+    checked: dict[str, Any] = {"name": name}
+    if function.get("description") is not None:
+        checked["description"] = string(function["description"], f"{param}.function.description")
+    if function.get("parameters") is not None:
+        parameters = mapping(function["parameters"], f"{param}.function.parameters")
+        checked["parameters"] = json_value(parameters, f"{param}.function.parameters")
+    return {"type": "function", "function": checked}
+
+
+def tools(value: object) -> list[dict[str, Any]]:
+    """The tools; an empty list means none (some clients always send one)."""
+    if value is None or value == []:
+        return []
+    listed = array(value, "tools", "an array of tools", TOOLS_MAX)
+    return [_tool(tool, f"tools[{index}]") for index, tool in enumerate(listed)]
+
+
+def tool_choice(value: object, tool_list: list[dict[str, Any]]) -> str | dict[str, Any] | None:
+    if value is None or (value == "none" and not tool_list):
+        return None
+    if not tool_list:
+        raise invalid("tool_choice", "'tool_choice' is only allowed when 'tools' are specified.")
+    if isinstance(value, str):
+        return one_of(value, "tool_choice", TOOL_CHOICE_MODES)
+    choice = mapping(value, "tool_choice")
+    if choice.get("type") != "function":
+        raise unsupported(
+            "tool_choice.type", "expected 'function' (or the strings 'none', 'auto', 'required')."
+        )
+    function = mapping(required_in(choice, "function", "tool_choice"), "tool_choice.function")
+    name = string(required_in(function, "name", "tool_choice.function"), "tool_choice.function.name")
+    if name not in {tool["function"]["name"] for tool in tool_list}:
+        raise invalid("tool_choice.function.name", "expected the name of one of the tools.")
+    return {"type": "function", "function": {"name": name}}
+
+
+def _json_schema_format(value: Mapping[str, Any]) -> dict[str, Any]:
+    spec = mapping(required_in(value, "json_schema", "response_format"), "response_format.json_schema")
+    name = string(
+        required_in(spec, "name", "response_format.json_schema"), "response_format.json_schema.name"
+    )
+    if not TOOL_NAME.fullmatch(name):
+        raise invalid(
+            "response_format.json_schema.name", "expected 1 to 64 of the characters a-z, A-Z, 0-9, _ and -."
+        )
+    if spec.get("schema") is None:
+        return {"type": "json_object"}  # no schema to follow: any JSON object will do
+    schema = mapping(spec["schema"], "response_format.json_schema.schema")
+    return {
+        "type": "json_schema",
+        "json_schema": {"name": name, "schema": json_value(schema, "response_format.json_schema.schema")},
+    }
+
+
+def response_format(value: object) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    fields = mapping(value, "response_format")
+    kind = one_of(
+        required_in(fields, "type", "response_format"), "response_format.type", RESPONSE_FORMAT_TYPES
+    )
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return {"type": "json_object"}
+    return _json_schema_format(fields)

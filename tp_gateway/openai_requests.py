@@ -1,0 +1,253 @@
+"""OpenAI request bodies -> checked calls carrying the node's inference request document.
+
+`parse_chat`, `parse_completion` and `parse_embedding` take the parsed JSON body (any value) and raise
+only ApiError(400) naming the bad field. Fields OpenAI defines that token.place cannot honour (n > 1,
+logprobs, audio...) are refused rather than silently dropped; the rest it does not need (user, metadata,
+store...) are type-checked and dropped: `user` in particular never leaves the gateway.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from tp_gateway import openai_chat_fields as chat_fields
+from tp_gateway.openai_fields import (
+    INT_MAX,
+    INT_MIN,
+    array,
+    body_object,
+    boolean,
+    ignored,
+    integer,
+    invalid,
+    mapping,
+    number,
+    one_of,
+    required,
+    string,
+    unsupported,
+)
+
+MODEL_ID_CHARS_MAX = 128
+MAX_TOKENS_LIMIT = 100_000
+# OpenAI's legacy /completions default; chat has none (the node stops at end of text or context).
+COMPLETION_MAX_TOKENS_DEFAULT = 16
+STOP_SEQUENCES_MAX = 4
+STOP_SEQUENCE_CHARS_MAX = 256
+EMBEDDING_INPUTS_MAX = 256
+ENCODING_FORMATS = ("float", "base64")
+SAMPLING_RANGES = {
+    "temperature": (0.0, 2.0),
+    "top_p": (0.0, 1.0),
+    "presence_penalty": (-2.0, 2.0),
+    "frequency_penalty": (-2.0, 2.0),
+}
+CHAT_IGNORED = {
+    "user": "string",
+    "metadata": "object",
+    "store": "boolean",
+    "parallel_tool_calls": "boolean",
+    "service_tier": "string",
+    "top_logprobs": "integer",
+    "reasoning_effort": "string",
+    "verbosity": "string",
+    "prediction": "object",
+    "safety_identifier": "string",
+    "prompt_cache_key": "string",
+}
+OTHER_IGNORED = {"user": "string"}
+
+
+@dataclass(frozen=True)
+class ApiCall:
+    model: str
+    stream: bool
+    include_usage: bool
+    # Not in repr: it holds the prompt, and reprs end up in logs and tracebacks.
+    node_document: Mapping[str, Any] = field(repr=False)
+
+    def document(self) -> dict[str, Any]:
+        """The node's request document (a fresh copy the caller may change)."""
+        return copy.deepcopy(dict(self.node_document))
+
+
+class ChatCall(ApiCall):
+    pass
+
+
+class CompletionCall(ApiCall):
+    pass
+
+
+@dataclass(frozen=True)
+class EmbeddingCall(ApiCall):
+    encoding_format: str = "float"
+    input_count: int = 1
+
+
+def _model(body: Mapping[str, Any]) -> str:
+    return string(required(body, "model"), "model", MODEL_ID_CHARS_MAX, empty_ok=False)
+
+
+def _streaming(body: Mapping[str, Any]) -> tuple[bool, bool]:
+    """(stream, include_usage)."""
+    stream = body.get("stream") is not None and boolean(body["stream"], "stream")
+    options = body.get("stream_options")
+    if options is None:
+        return stream, False
+    if not stream:
+        raise invalid("stream_options", "'stream_options' is only allowed when 'stream' is true.")
+    include = mapping(options, "stream_options").get("include_usage")
+    return True, include is not None and boolean(include, "stream_options.include_usage")
+
+
+def _single_choice(body: Mapping[str, Any], name: str = "n") -> None:
+    if body.get(name) is not None and integer(body[name], name, 1, INT_MAX) != 1:
+        raise unsupported(name, f"token.place returns one choice per request, so '{name}' must be 1.")
+
+
+def _no_logit_bias(body: Mapping[str, Any]) -> None:
+    if body.get("logit_bias") is not None and mapping(body["logit_bias"], "logit_bias"):
+        raise unsupported(
+            "logit_bias", "token.place does not support logit bias; send an empty object or null."
+        )
+
+
+def _max_tokens(body: Mapping[str, Any], names: tuple[str, ...]) -> int | None:
+    """The first of `names` that is set (max_completion_tokens supersedes max_tokens), each checked."""
+    values = [integer(body[name], name, 1, MAX_TOKENS_LIMIT) for name in names if body.get(name) is not None]
+    return values[0] if values else None
+
+
+def _stop(value: object) -> list[str]:
+    stops = [value] if isinstance(value, str) else value
+    if stops == []:
+        return []
+    listed = array(stops, "stop", "a string or an array of strings", STOP_SEQUENCES_MAX)
+    return [
+        string(
+            stop,
+            "stop" if isinstance(value, str) else f"stop[{index}]",
+            STOP_SEQUENCE_CHARS_MAX,
+            empty_ok=False,
+        )
+        for index, stop in enumerate(listed)
+    ]
+
+
+def _generation(body: Mapping[str, Any], max_tokens: int | None) -> dict[str, Any]:
+    """The sampling fields shared by chat and completions; only those set go to the node."""
+    _single_choice(body)
+    _no_logit_bias(body)
+    fields: dict[str, Any] = {"max_tokens": max_tokens}
+    for name, (low, high) in SAMPLING_RANGES.items():
+        if body.get(name) is not None:
+            fields[name] = number(body[name], name, low, high)
+    if body.get("stop") is not None:
+        fields["stop"] = _stop(body["stop"]) or None
+    if body.get("seed") is not None:
+        fields["seed"] = integer(body["seed"], "seed", INT_MIN, INT_MAX)
+    return {name: value for name, value in fields.items() if value is not None}
+
+
+def _refuse_chat_extras(body: Mapping[str, Any]) -> None:
+    if body.get("logprobs") is not None and boolean(body["logprobs"], "logprobs"):
+        raise unsupported("logprobs", "token.place does not return log probabilities.")
+    for name in ("functions", "function_call"):
+        if body.get(name) is not None:
+            raise unsupported(name, "this deprecated field is not supported; use 'tools' and 'tool_choice'.")
+    for name in ("audio", "web_search_options"):
+        if body.get(name) is not None:
+            raise unsupported(name, "token.place models produce text only and have no web search.")
+    if body.get("modalities") is not None:
+        modalities = array(body["modalities"], "modalities", "an array of strings", 4)
+        for index, modality in enumerate(modalities):
+            one_of(modality, f"modalities[{index}]", ("text",))
+
+
+def parse_chat(body: object) -> ChatCall:
+    fields = body_object(body)
+    model = _model(fields)
+    messages = chat_fields.messages(required(fields, "messages"))
+    stream, include_usage = _streaming(fields)
+    _refuse_chat_extras(fields)
+    ignored(fields, CHAT_IGNORED)
+    tools = chat_fields.tools(fields.get("tools"))
+    extras = {
+        "tools": tools or None,
+        "tool_choice": chat_fields.tool_choice(fields.get("tool_choice"), tools),
+        "response_format": chat_fields.response_format(fields.get("response_format")),
+    }
+    document = {
+        "kind": "chat",
+        "model": model,
+        "messages": messages,
+        **_generation(fields, _max_tokens(fields, ("max_completion_tokens", "max_tokens"))),
+        **{name: value for name, value in extras.items() if value is not None},
+    }
+    return ChatCall(model, stream, include_usage, document)
+
+
+def _prompt(value: object) -> str:
+    if not isinstance(value, list):
+        return string(value, "prompt")
+    if value and not isinstance(value[0], str):
+        raise unsupported("prompt", "token ids are not supported; send the prompt as text.")
+    if len(value) > 1:
+        raise unsupported(
+            "prompt", "token.place returns one choice per request; send one prompt per request."
+        )
+    return string(array(value, "prompt", "a string or an array of strings", 1)[0], "prompt[0]")
+
+
+def _refuse_completion_extras(body: Mapping[str, Any]) -> None:
+    if body.get("echo") is not None and boolean(body["echo"], "echo"):
+        raise unsupported("echo", "token.place does not echo the prompt.")
+    if body.get("suffix") is not None and string(body["suffix"], "suffix"):
+        raise unsupported("suffix", "token.place does not support insertion with a suffix.")
+    if body.get("logprobs") is not None:
+        integer(body["logprobs"], "logprobs", 0, 5)
+        raise unsupported("logprobs", "token.place does not return log probabilities.")
+    _single_choice(body, "best_of")
+
+
+def parse_completion(body: object) -> CompletionCall:
+    fields = body_object(body)
+    model = _model(fields)
+    prompt = _prompt(required(fields, "prompt"))
+    stream, include_usage = _streaming(fields)
+    _refuse_completion_extras(fields)
+    ignored(fields, OTHER_IGNORED)
+    max_tokens = _max_tokens(fields, ("max_tokens",)) or COMPLETION_MAX_TOKENS_DEFAULT
+    document = {"kind": "completion", "model": model, "prompt": prompt, **_generation(fields, max_tokens)}
+    return CompletionCall(model, stream, include_usage, document)
+
+
+def _input_text(value: object, param: str) -> str:
+    if isinstance(value, int | list) and not isinstance(value, bool):
+        raise unsupported(param, "token ids are not supported; send text.")
+    return string(value, param, empty_ok=False)
+
+
+def _inputs(value: object) -> list[str]:
+    if not isinstance(value, list):
+        return [_input_text(value, "input")]
+    listed = array(value, "input", "a string or an array of strings", EMBEDDING_INPUTS_MAX)
+    return [_input_text(text, f"input[{index}]") for index, text in enumerate(listed)]
+
+
+def parse_embedding(body: object) -> EmbeddingCall:
+    fields = body_object(body)
+    model = _model(fields)
+    inputs = _inputs(required(fields, "input"))
+    encoding = fields.get("encoding_format")
+    encoding_format = "float" if encoding is None else one_of(encoding, "encoding_format", ENCODING_FORMATS)
+    if fields.get("dimensions") is not None:
+        integer(fields["dimensions"], "dimensions", 1, MAX_TOKENS_LIMIT)
+        raise unsupported("dimensions", "token.place returns each model's embeddings at their full size.")
+    ignored(fields, OTHER_IGNORED)
+    document = {"kind": "embedding", "model": model, "input": inputs}
+    return EmbeddingCall(model, False, False, document, encoding_format, len(inputs))
