@@ -1,16 +1,81 @@
-"""Console script tp-gateway."""
+"""tp-gateway: the local OpenAI-compatible gateway (`python -m tp_gateway.cli` works too)."""
 
 from __future__ import annotations
 
+import argparse
+import logging
+import os
+import random
+import sys
 from collections.abc import Sequence
 
-from tp_node.cli_common import pending_command
+import hypercorn.config
+import hypercorn.trio
+import trio
+
+from bootstrap.config import load_bootstrap
+from tp_gateway.app import create_app
+from tp_gateway.overlay import Overlay
+from tp_net.transport_ws import WebSocketDialer
+from tp_node.cli_common import add_bootstrap_argument, add_common_arguments, host_port, run_role
+from tp_node.launch import announce
+
+API_KEY_ENV = "TP_API_KEY"
+GUARD_FILE = "guards.json"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return pending_command(
-        "tp-gateway",
-        "Run the local OpenAI-compatible gateway into the token.place overlay.",
-        "the gateway lands with the gateway issue",
-        argv,
+    parser = argparse.ArgumentParser(
+        prog="tp-gateway",
+        description="Run the local OpenAI-compatible gateway into the token.place overlay.",
     )
+    parser.add_argument(
+        "--listen",
+        type=host_port,
+        default=("127.0.0.1", 8000),
+        help="HOST:PORT of the HTTP API (default 127.0.0.1:8000; beyond this host only with --api-key)",
+    )
+    parser.add_argument(
+        "--api-key",
+        default=os.environ.get(API_KEY_ENV),
+        help=f"require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV}; none)",
+    )
+    add_bootstrap_argument(parser)
+    add_common_arguments(parser, "gateway")
+    return run_role(_gateway, parser.parse_args(argv))
+
+
+async def serve_gateway(
+    app: object, host: str, port: int, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Serve the app with hypercorn; reports the base URL of the API."""
+    config = hypercorn.config.Config()
+    config.bind = [f"{host}:{port}"]
+    config.accesslog = None  # request lines could carry model names; nothing about content ever
+    config.errorlog = logging.getLogger("hypercorn.error")  # through our logging, at our level
+    config.graceful_timeout = 1.0
+
+    async def started(*, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED) -> None:
+        await hypercorn.trio.serve(app, config, task_status=task_status)  # type: ignore[arg-type]
+
+    async with trio.open_nursery() as nursery:
+        urls = await nursery.start(started)
+        task_status.started(urls[0].rstrip("/") + "/v1")
+
+
+async def _gateway(args: argparse.Namespace, nursery: trio.Nursery) -> None:
+    bootstrap = load_bootstrap(args.bootstrap)
+    args.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    overlay = Overlay(
+        bootstrap, WebSocketDialer(nursery), rng=random.Random(), guard_file=args.data_dir / GUARD_FILE
+    )
+    nursery.start_soon(overlay.run)
+    app = create_app(overlay, api_key=args.api_key)
+    base_url = await nursery.start(serve_gateway, app, *args.listen)
+    with trio.move_on_after(30):
+        await overlay.ready.wait()
+    announce({"role": "gateway", "base_url": base_url, "ready": overlay.ready.is_set()})
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -29,6 +29,8 @@ MODELS_PER_NODE_MAX = 16
 ONION_KEYS_MAX = 2  # the current key and the previous one, during its grace period
 KEY_BYTES = 32
 SHA256_BYTES = 32
+MAX_CONCURRENT_MAX = 1024
+LOAD_MAX = 10**6
 
 
 def _require(condition: bool, message: str) -> None:
@@ -95,7 +97,10 @@ class ModelOffer:
         _require(0 <= self.parameters <= 10**13, "parameter count out of range")
         _check_name("quantisation", self.quantisation)
         _require(1 <= self.context_length <= 10**7, "context length out of range")
-        _require(1 <= self.max_concurrent <= 1024, "max concurrent requests out of range 1..1024")
+        _require(
+            1 <= self.max_concurrent <= MAX_CONCURRENT_MAX,
+            f"max concurrent requests out of range 1..{MAX_CONCURRENT_MAX}",
+        )
         _require(0 <= self.load <= 10**6, "load out of range")
 
     @property

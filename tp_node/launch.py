@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,13 @@ from tp_crypto.noise import generate_keypair
 
 IDENTITY_FILE = "identity.key"
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def software_version() -> str:
+    try:
+        return version("token-place")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def default_data_dir(role: str) -> Path:

@@ -66,6 +66,7 @@ async def local_network(
     period_s: int = LOCAL_PERIOD_S,
     node_args: Sequence[str] = (),
     relay_prefix: Sequence[str] = (),
+    log_level: str = "info",
 ) -> AsyncIterator[LocalNetwork]:
     """`relay_count` tp-relay processes, the first `authority_count` of them the authorities of a new
     local network (threshold-of-authority_count), and one tp-node homed on the last relay."""
@@ -85,7 +86,14 @@ async def local_network(
                 place += ["--data-dir", str(network_dir / f"authority-{index + 1}")]
             else:
                 place = ["--listen", "127.0.0.1:0", "--data-dir", str(data_dir / f"relay{index}")]
-            relay_args = ["tp_node.relay_cli", *place, "--bootstrap", str(bootstrap_file)]
+            relay_args = [
+                "tp_node.relay_cli",
+                *place,
+                "--bootstrap",
+                str(bootstrap_file),
+                "--log-level",
+                log_level,
+            ]
             relays.append(await stack.enter_async_context(python_process(relay_args, prefix=relay_prefix)))
         node = await stack.enter_async_context(
             python_process(
@@ -95,6 +103,10 @@ async def local_network(
                     home_relay_argument(relays[-1]),
                     "--data-dir",
                     str(data_dir / "node"),
+                    "--bootstrap",
+                    str(bootstrap_file),
+                    "--log-level",
+                    log_level,
                     *node_args,
                 ]
             )

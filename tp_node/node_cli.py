@@ -6,16 +6,21 @@ import argparse
 import random
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import trio
 
+from bootstrap.config import load_bootstrap
 from tp_crypto.identity import NODE_ID_BYTES
+from tp_net.circuit_client import HopInfo
+from tp_net.descriptors import LOAD_MAX, MAX_CONCURRENT_MAX, ModelOffer
 from tp_net.transport_ws import WebSocketDialer
-from tp_node.cli_common import add_common_arguments, run_role
-from tp_node.engine import ServingEngine
+from tp_node.cli_common import add_bootstrap_argument, add_common_arguments, run_role
+from tp_node.directory_duties import node_publisher
+from tp_node.engine import ModelInfo, ServingEngine
 from tp_node.engine_cli import add_engine_arguments, open_engine
 from tp_node.gpu_node import GpuNode, HomeRelay
-from tp_node.launch import announce, load_identity, new_onion_keys
+from tp_node.launch import announce, load_identity, new_onion_keys, software_version
 
 
 def home_relay(text: str) -> HomeRelay:
@@ -50,26 +55,59 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="NODE_ID@ws://HOST:PORT/",
         help="a relay to keep a link to (repeat for several)",
     )
+    parser.add_argument(
+        "--invitation", type=Path, help="file holding an invitation token (networks whose authorities invite)"
+    )
     add_engine_arguments(parser)
+    add_bootstrap_argument(parser)
     add_common_arguments(parser, "node")
     return run_role(_node, parser.parse_args(argv))
 
 
 async def _node(args: argparse.Namespace, nursery: trio.Nursery) -> None:
     identity = load_identity(args.data_dir)
+    bootstrap = load_bootstrap(args.bootstrap)
     onion_keys, onion_public = new_onion_keys()
     engine = await nursery.start(_serve_engine, args)
+    dialer = WebSocketDialer(nursery)
     node = GpuNode(
         identity,
         onion_keys,
         home_relays=args.home_relay,
         engine=engine,
-        dialer=WebSocketDialer(nursery),
+        dialer=dialer,
         rng=random.Random(),
     )
     nursery.start_soon(node.run)
     await node.linked.wait()
+    publisher = node_publisher(
+        identity,
+        bootstrap,
+        dialer,
+        home_relays=[HopInfo(relay.node_id, None, relay.address) for relay in args.home_relay],
+        onion_public_keys=lambda: (onion_public,),
+        offers=lambda: model_offers(engine.models()),
+        version=software_version(),
+        invitation=args.invitation.read_bytes() if args.invitation else None,
+    )
+    nursery.start_soon(publisher.run)
     announce({"role": "node", "node_id": identity.node_id.hex(), "onion_key": onion_public.hex()})
+
+
+def model_offers(models: Sequence[ModelInfo]) -> tuple[ModelOffer, ...]:
+    """What the descriptor advertises: each model and its current load (requests running or waiting)."""
+    return tuple(
+        ModelOffer(
+            model.model_id,
+            bytes.fromhex(model.sha256),
+            model.parameter_count,
+            model.quantisation,
+            model.context_length,
+            min(model.max_concurrent, MAX_CONCURRENT_MAX),  # an unlimited fake engine still fits the field
+            min(model.active_requests + model.queued_requests, LOAD_MAX),
+        )
+        for model in models
+    )
 
 
 async def _serve_engine(

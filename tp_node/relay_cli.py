@@ -8,7 +8,6 @@ import random
 import sys
 import time
 from collections.abc import Sequence
-from importlib.metadata import PackageNotFoundError, version
 
 import trio
 
@@ -27,7 +26,7 @@ from tp_node.directory_duties import (
     refresh_documents,
 )
 from tp_node.directory_service import DirectoryService
-from tp_node.launch import announce, load_identity
+from tp_node.launch import announce, load_identity, software_version
 from tp_node.onion_keys import OnionKeyRing
 from tp_node.relay import Relay
 
@@ -35,13 +34,6 @@ log = logging.getLogger(__name__)
 
 CAPACITY_DEFAULT = 1000
 KEY_ROTATION_CHECK_S = 600.0
-
-
-def software_version() -> str:
-    try:
-        return version("token-place")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def ws_address(text: str) -> str:

@@ -1,0 +1,255 @@
+"""The OpenAI-compatible HTTP API (QuartTrio), under /v1 and /api/v1.
+
+Requests are validated and translated by tp_gateway.openai_* (sans-IO); this module reads bodies, checks
+the API key, calls the overlay, and writes JSON or server-sent events. Errors before the first token get a
+proper status code; a failure after it ends the event stream with an error event. A client that goes away
+closes the response generator, which cancels the stream on the circuit, which stops the node.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import secrets
+import time
+from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
+from typing import Any
+
+from quart import Blueprint, Response, request
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+from tp_gateway import metrics as metrics_text
+from tp_gateway.metrics import Metrics
+from tp_gateway.openai_api import (
+    SSE_DONE,
+    ApiCall,
+    ApiError,
+    ChatCompletionCollector,
+    ChatCompletionStream,
+    CompletionCollector,
+    CompletionStream,
+    EmbeddingCall,
+    body_too_large,
+    embeddings_response,
+    invalid_api_key,
+    invalid_json,
+    json_bytes,
+    model_list,
+    model_not_found,
+    model_object,
+    no_capacity,
+    node_error_to_api,
+    parse_chat,
+    parse_completion,
+    parse_embedding,
+    sse_error,
+    sse_event,
+    unknown_route,
+    upstream_failure,
+)
+from tp_gateway.overlay import Overlay, OverlayError
+
+log = logging.getLogger(__name__)
+
+# The node refuses requests over 1 MiB; refusing them here gives the client a 413 instead of a 400.
+REQUEST_BODY_BYTES_MAX = 1024 * 1024
+Stream = ChatCompletionStream | CompletionStream
+Collector = ChatCompletionCollector | CompletionCollector
+
+
+def api_error(error: OverlayError, model: str) -> ApiError:
+    if error.code == "model_not_found":
+        return model_not_found(model)
+    if error.code == "unavailable":
+        return no_capacity()
+    if error.code == "upstream":
+        return upstream_failure(str(error))
+    return node_error_to_api(error.code, str(error))
+
+
+def create_app(overlay: Overlay, *, api_key: str | None = None, metrics: Metrics | None = None) -> QuartTrio:
+    app = QuartTrio(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = REQUEST_BODY_BYTES_MAX
+    counters = metrics or Metrics()
+    routes = _Routes(overlay, counters)
+    api = Blueprint("v1", __name__)
+    api.add_url_rule("/models", view_func=routes.models, methods=["GET"])
+    api.add_url_rule("/models/<path:model_id>", view_func=routes.model, methods=["GET"])
+    api.add_url_rule("/chat/completions", view_func=routes.chat, methods=["POST"])
+    api.add_url_rule("/completions", view_func=routes.completions, methods=["POST"])
+    api.add_url_rule("/embeddings", view_func=routes.embeddings, methods=["POST"])
+    api.add_url_rule("/health", view_func=routes.health, methods=["GET"])
+    api.add_url_rule("/metrics", view_func=routes.metrics, methods=["GET"])
+    app.register_blueprint(api, url_prefix="/v1")
+    app.register_blueprint(api, url_prefix="/api/v1", name="api_v1")
+
+    @app.before_request
+    async def check_api_key() -> Response | None:
+        if api_key is None or request.path.endswith(("/health", "/metrics")):
+            return None
+        offered = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if hmac.compare_digest(offered.encode(), api_key.encode()):
+            return None
+        return _error_response(invalid_api_key())
+
+    @app.errorhandler(ApiError)
+    async def on_api_error(error: ApiError) -> Response:
+        return _error_response(error)
+
+    @app.errorhandler(HTTPException)
+    async def on_http_error(error: HTTPException) -> Response:
+        if isinstance(error, RequestEntityTooLarge):
+            return _error_response(body_too_large(REQUEST_BODY_BYTES_MAX))
+        if error.code == 404:
+            return _error_response(unknown_route(request.method, request.path))
+        status = error.code or 500
+        return _error_response(ApiError(status, error.description or "HTTP error"))
+
+    @app.after_request
+    async def count(response: Response) -> Response:
+        counters.count_request(request.url_rule.rule if request.url_rule else "unknown", response.status_code)
+        return response
+
+    return app
+
+
+def _error_response(error: ApiError) -> Response:
+    return Response(json_bytes(error.to_json()), status=error.status, mimetype="application/json")
+
+
+def _json_response(obj: dict[str, Any]) -> Response:
+    return Response(json_bytes(obj), mimetype="application/json")
+
+
+async def _body() -> object:
+    data = await request.get_data(cache=False)
+    try:
+        return json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise invalid_json() from None
+
+
+class _Routes:
+    def __init__(self, overlay: Overlay, metrics: Metrics) -> None:
+        self._overlay = overlay
+        self._metrics = metrics
+
+    async def models(self) -> Response:
+        ids = self._overlay.model_ids()
+        return _json_response(model_list({m: self._overlay.model_created(m) for m in ids}))
+
+    async def model(self, model_id: str) -> Response:
+        if model_id not in self._overlay.model_ids():
+            raise model_not_found(model_id)
+        return _json_response(model_object(model_id, self._overlay.model_created(model_id)))
+
+    async def health(self) -> Response:
+        ready = self._overlay.ready.is_set()
+        body = {"status": "ok" if ready else "starting", "models": len(self._overlay.model_ids())}
+        body["pooled_circuits"] = self._overlay.pooled_circuits
+        return Response(json_bytes(body), status=200 if ready else 503, mimetype="application/json")
+
+    async def metrics(self) -> Response:
+        stats = self._overlay.stats
+        gauges = [
+            (
+                "tp_gateway_pooled_circuits",
+                "Warm circuits in the pool.",
+                float(self._overlay.pooled_circuits),
+            ),
+            ("tp_gateway_circuits_built", "Circuits built so far.", float(stats.circuits_built)),
+            (
+                "tp_gateway_circuit_build_failures",
+                "Circuit builds that failed.",
+                float(stats.circuit_build_failures),
+            ),
+            ("tp_gateway_models", "Models in the current directory.", float(len(self._overlay.model_ids()))),
+        ]
+        return Response(metrics_text.render(self._metrics, gauges), mimetype="text/plain; version=0.0.4")
+
+    async def chat(self) -> Response:
+        call = parse_chat(await _body())
+        return await self._generate(call, ChatCompletionStream, ChatCompletionCollector, "chatcmpl-")
+
+    async def completions(self) -> Response:
+        call = parse_completion(await _body())
+        return await self._generate(call, CompletionStream, CompletionCollector, "cmpl-")
+
+    async def embeddings(self) -> Response:
+        call = parse_embedding(await _body())
+        return _json_response(await self._embed(call))
+
+    async def _embed(self, call: EmbeddingCall) -> dict[str, Any]:
+        chunks: list[object] = []
+        try:
+            async with aclosing(self._overlay.generate(call.model, call.document())) as stream:
+                async for chunk in stream:
+                    chunks.append(chunk)
+        except OverlayError as exc:
+            raise api_error(exc, call.model) from None
+        return embeddings_response(
+            call.model, chunks, encoding_format=call.encoding_format, input_count=call.input_count
+        )
+
+    async def _generate(
+        self,
+        call: ApiCall,
+        make_stream: Callable[[str, str, int, bool], Stream],
+        make_collector: Callable[[str, str, int], Collector],
+        id_prefix: str,
+    ) -> Response:
+        completion_id, created = id_prefix + secrets.token_hex(12), int(time.time())
+        started = time.monotonic()
+        chunks = self._overlay.generate(call.model, call.document())
+        try:
+            first = await chunks.__anext__()
+        except OverlayError as exc:
+            await chunks.aclose()
+            raise api_error(exc, call.model) from None
+        except StopAsyncIteration:
+            raise upstream_failure("the node sent no answer") from None
+        self._metrics.observe_first_token(time.monotonic() - started)
+        if call.stream:
+            events = _events(
+                make_stream(call.model, completion_id, created, call.include_usage), first, chunks, call
+            )
+            response = Response(events, mimetype="text/event-stream")
+            response.timeout = None  # answers can take minutes
+            return response
+        collector = make_collector(call.model, completion_id, created)
+        await _collect(collector, first, chunks, call)
+        return _json_response(collector.result())
+
+
+async def _collect(
+    collector: Collector, first: object, chunks: AsyncGenerator[dict[str, Any], None], call: ApiCall
+) -> None:
+    async with aclosing(chunks):
+        collector.feed(first)
+        try:
+            async for chunk in chunks:
+                collector.feed(chunk)
+        except OverlayError as exc:
+            raise api_error(exc, call.model) from None
+
+
+async def _events(
+    builder: Stream, first: object, chunks: AsyncGenerator[dict[str, Any], None], call: ApiCall
+) -> AsyncGenerator[bytes, None]:
+    async with aclosing(chunks):
+        try:
+            for obj in builder.feed(first):
+                yield sse_event(obj)
+            async for chunk in chunks:
+                for obj in builder.feed(chunk):
+                    yield sse_event(obj)
+        except OverlayError as exc:
+            yield sse_error(api_error(exc, call.model))
+            return
+        except ApiError as exc:
+            yield sse_error(exc)
+            return
+    yield SSE_DONE

@@ -1,0 +1,338 @@
+"""The gateway's way into the overlay: the directory, links to guards, a pool of warm circuits, and
+requests with failover.
+
+A request must not wait for a circuit build, so the pool keeps POOL_CIRCUITS_PER_NODE built circuits to
+each node likely to be asked (nodes of recently requested models first, then the others, up to
+POOL_NODES_MAX), replaces circuits that die or grow old, and keeps idle ones alive with padding. A request
+picks a node by free capacity and uses a pooled circuit to it; if the circuit or node fails before the first
+chunk, it tries another node (at most REQUEST_ATTEMPTS_MAX). After the first chunk, failure is reported.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import AsyncGenerator, Mapping
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from bootstrap.config import Bootstrap
+from tp_crypto.errors import TokenPlaceError
+from tp_crypto.identity import short_id
+from tp_gateway.openai_errors import node_error_to_api
+from tp_net.circuit_client import HopInfo
+from tp_net.client import Circuit, ClientLink
+from tp_net.descriptors import NodeDescriptor
+from tp_net.directory import Directory
+from tp_net.directory_client import fetch_directory
+from tp_net.path_selection import (
+    LOCAL_NETWORK_RULES,
+    STRICT_RULES,
+    GuardStore,
+    choose_guards,
+    choose_node,
+    choose_path,
+    circuit_hops,
+)
+from tp_net.transport import Dialer
+
+log = logging.getLogger(__name__)
+
+INFERENCE_SERVICE = "inference"
+POOL_CIRCUITS_PER_NODE = 2
+POOL_NODES_MAX = 8
+POOL_TICK_S = 1.0
+CIRCUIT_MAX_AGE_S = 600.0
+CIRCUIT_KEEPALIVE_S = 60.0
+REQUEST_ATTEMPTS_MAX = 3
+CIRCUIT_WAIT_TIMEOUT_S = 10.0
+DIRECTORY_RETRY_S = 2.0
+
+
+class OverlayError(TokenPlaceError):
+    """A request could not be served; `code` says why (model_not_found, unavailable, overloaded, upstream,
+    or the node's own error code)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(eq=False)
+class _Pooled:
+    circuit: Circuit
+    built_at: float
+    last_used: float
+
+    def usable(self, now: float) -> bool:
+        return self.circuit.is_open and now - self.built_at < CIRCUIT_MAX_AGE_S
+
+
+@dataclass
+class _Stats:
+    circuits_built: int = 0
+    circuit_build_failures: int = 0
+    circuit_build_seconds: float = 0.0
+    requests: dict[str, int] = field(default_factory=dict)
+
+    def count(self, outcome: str) -> None:
+        self.requests[outcome] = self.requests.get(outcome, 0) + 1
+
+
+class Overlay:
+    def __init__(
+        self, bootstrap: Bootstrap, dialer: Dialer, *, rng: random.Random, guard_file: Path | None = None
+    ) -> None:
+        self.bootstrap = bootstrap
+        self._dialer = dialer
+        self._rng = rng
+        self._guard_store = GuardStore(guard_file) if guard_file else None
+        self._rules = LOCAL_NETWORK_RULES if bootstrap.local else STRICT_RULES
+        self.directory: Directory | None = None
+        self._guards: list[bytes] = []
+        self._links: dict[bytes, ClientLink] = {}
+        self._linking: dict[bytes, trio.Event] = {}
+        self._pool: dict[bytes, list[_Pooled]] = {}
+        self._building: set[bytes] = set()
+        self._wanted: dict[str, float] = {}  # model id -> when last requested
+        self._pool_changed = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        self.stats = _Stats()
+        self.ready = trio.Event()
+
+    # --- running ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Fetch and refresh the directory and keep the pool warm, until cancelled."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            nursery.start_soon(self._refresh_directory)
+            await self.ready.wait()
+            nursery.start_soon(self._maintain_pool)
+
+    async def _refresh_directory(self) -> None:
+        sources = [authority.hop() for authority in self.bootstrap.authorities]
+        while True:
+            try:
+                directory, _ = await fetch_directory(
+                    self._dialer, sources, self.bootstrap.trust(), self._rng, time.time()
+                )
+            except TokenPlaceError as exc:
+                log.warning("no directory yet: %s", exc)
+                await trio.sleep(DIRECTORY_RETRY_S)
+                continue
+            self._use_directory(directory)
+            await trio.sleep(self.bootstrap.period_s / 2)
+
+    def _use_directory(self, directory: Directory) -> None:
+        self.directory = directory
+        relays = list(directory.relays.values())
+        if self._guard_store is not None:
+            self._guards = self._guard_store.guards_for(relays, self._rng, self._rules)
+        elif not self._guards or not all(g in directory.relays for g in self._guards):
+            self._guards = choose_guards(relays, self._rng, rules=self._rules)
+        log.info("directory: %d relays, %d nodes", len(directory.relays), len(directory.nodes))
+        self.ready.set()
+        self._pool_changed.set()
+
+    # --- models -------------------------------------------------------------------------------
+
+    def model_ids(self) -> list[str]:
+        return self.directory.model_ids() if self.directory else []
+
+    def model_created(self, model_id: str) -> int:
+        """When the model first appears among the nodes of the current directory (its oldest descriptor)."""
+        nodes = self.directory.nodes_for(model_id) if self.directory else []
+        return min((node.published for node in nodes), default=int(time.time()))
+
+    # --- requests -----------------------------------------------------------------------------
+
+    async def generate(
+        self, model_id: str, document: Mapping[str, Any]
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """The node's chunk documents for `document`, with failover before the first chunk."""
+        self._wanted[model_id] = time.monotonic()
+        candidates = self.directory.nodes_for(model_id) if self.directory else []
+        if not candidates:
+            raise OverlayError("model_not_found", f"no node in the directory serves model {model_id!r}")
+        failure = OverlayError("unavailable", "no node serving the model could be reached")
+        tried: set[bytes] = set()
+        for _ in range(REQUEST_ATTEMPTS_MAX):
+            node = choose_node([n for n in candidates if n.node_id not in tried], model_id, self._rng)
+            if node is None:
+                break
+            tried.add(node.node_id)
+            async with aclosing(self._attempt(node, document)) as chunks:
+                try:
+                    first = await chunks.__anext__()
+                except _RetryableFailure as exc:
+                    failure = exc.error
+                    continue
+                except StopAsyncIteration:
+                    failure = OverlayError("upstream", "the node ended the answer without a word")
+                    continue
+                self.stats.count("ok")
+                yield first
+                try:
+                    async for chunk in chunks:
+                        yield chunk
+                except _RetryableFailure as exc:
+                    self.stats.count("failed_mid_stream")
+                    raise exc.error from None
+                return
+        self.stats.count(failure.code)
+        raise failure
+
+    async def _attempt(
+        self, node: NodeDescriptor, document: Mapping[str, Any]
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        try:
+            with trio.fail_after(CIRCUIT_WAIT_TIMEOUT_S):
+                circuit = await self._circuit_to(node)
+            async with aclosing(circuit.request(INFERENCE_SERVICE, dict(document))) as chunks:
+                async for chunk in chunks:
+                    error = chunk.get("error") if isinstance(chunk, dict) else None
+                    if isinstance(error, dict):
+                        raise _node_error(error)
+                    yield chunk
+        except (TokenPlaceError, trio.TooSlowError) as exc:
+            if isinstance(exc, OverlayError) and not node_error_to_api(exc.code, str(exc)).retry_elsewhere:
+                raise
+            code = exc.code if isinstance(exc, OverlayError) else "unavailable"
+            log.info("node %s failed: %s", short_id(node.node_id), exc.__class__.__name__)
+            raise _RetryableFailure(OverlayError(code, f"node failed ({exc.__class__.__name__})")) from exc
+
+    # --- the circuit pool ---------------------------------------------------------------------
+
+    async def _circuit_to(self, node: NodeDescriptor) -> Circuit:
+        now = time.monotonic()
+        pooled = [p for p in self._pool.get(node.node_id, []) if p.usable(now)]
+        if pooled:
+            choice = min(pooled, key=lambda p: p.circuit.core.edge.stream_count)
+            choice.last_used = now
+            return choice.circuit
+        self._pool_changed.set()
+        return (await self._build(node)).circuit
+
+    async def _build(self, node: NodeDescriptor) -> _Pooled:
+        directory = self.directory
+        if directory is None:
+            raise OverlayError("unavailable", "no directory yet")
+        started = time.monotonic()
+        try:
+            path = choose_path(
+                list(directory.relays.values()), node, self._guards, self._rng, rules=self._rules
+            )
+            link = await self._link_to(path[0])
+            circuit = await link.build_circuit(circuit_hops(path, node))
+        except TokenPlaceError:
+            self.stats.circuit_build_failures += 1
+            raise
+        self.stats.circuits_built += 1
+        self.stats.circuit_build_seconds += time.monotonic() - started
+        pooled = _Pooled(circuit, time.monotonic(), time.monotonic())
+        self._pool.setdefault(node.node_id, []).append(pooled)
+        return pooled
+
+    async def _link_to(self, guard: Any) -> ClientLink:
+        link = self._links.get(guard.node_id)
+        if link is not None and not link.closed:
+            return link
+        waiting = self._linking.get(guard.node_id)
+        if waiting is None:
+            assert self._nursery is not None
+            waiting = self._linking[guard.node_id] = trio.Event()
+            self._nursery.start_soon(
+                self._hold_link, HopInfo(guard.node_id, guard.onion_keys[0], guard.address)
+            )
+        await waiting.wait()
+        link = self._links.get(guard.node_id)
+        if link is None or link.closed:
+            raise OverlayError("unavailable", f"guard {short_id(guard.node_id)} is unreachable")
+        return link
+
+    async def _hold_link(self, guard: HopInfo) -> None:
+        try:
+            async with ClientLink.connect(self._dialer, guard, rng=self._rng) as link:
+                self._links[guard.node_id] = link
+                self._linking.pop(guard.node_id).set()
+                await link.lost.wait()
+        except TokenPlaceError as exc:
+            log.info("link to guard %s failed: %s", short_id(guard.node_id), exc.__class__.__name__)
+        finally:
+            self._links.pop(guard.node_id, None)
+            event = self._linking.pop(guard.node_id, None)
+            if event is not None:
+                event.set()
+            self._pool_changed.set()
+
+    @property
+    def pooled_circuits(self) -> int:
+        now = time.monotonic()
+        return sum(1 for entries in self._pool.values() for p in entries if p.usable(now))
+
+    async def _maintain_pool(self) -> None:
+        while True:
+            with trio.move_on_after(POOL_TICK_S):
+                await self._pool_changed.wait()
+            self._pool_changed = trio.Event()
+            self._tend_pool()
+
+    def _tend_pool(self) -> None:
+        now = time.monotonic()
+        for node_id, entries in list(self._pool.items()):
+            for pooled in list(entries):
+                if not pooled.usable(now) and pooled.circuit.core.edge.stream_count == 0:
+                    if pooled.circuit.is_open:
+                        pooled.circuit.destroy()
+                    entries.remove(pooled)
+                elif pooled.circuit.is_open and now - pooled.last_used > CIRCUIT_KEEPALIVE_S:
+                    pooled.circuit.send_drop()
+                    pooled.last_used = now
+            if not entries:
+                del self._pool[node_id]
+        for node in self._pool_targets():
+            usable = sum(1 for p in self._pool.get(node.node_id, []) if p.usable(now))
+            if usable < POOL_CIRCUITS_PER_NODE and node.node_id not in self._building:
+                assert self._nursery is not None
+                self._building.add(node.node_id)
+                self._nursery.start_soon(self._warm, node)
+
+    def _pool_targets(self) -> list[NodeDescriptor]:
+        if self.directory is None:
+            return []
+
+        def priority(node: NodeDescriptor) -> tuple[float, int]:
+            recent = max((self._wanted.get(m.model_id, 0.0) for m in node.models), default=0.0)
+            return (-recent, -sum(m.free_slots for m in node.models))
+
+        return sorted(self.directory.nodes.values(), key=priority)[:POOL_NODES_MAX]
+
+    async def _warm(self, node: NodeDescriptor) -> None:
+        try:
+            await self._build(node)
+        except TokenPlaceError as exc:
+            log.info("warming a circuit to %s failed: %s", short_id(node.node_id), exc)
+            await trio.sleep(POOL_TICK_S)
+        finally:
+            self._building.discard(node.node_id)
+            self._pool_changed.set()
+
+
+class _RetryableFailure(Exception):
+    def __init__(self, error: OverlayError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _node_error(error: Mapping[str, Any]) -> OverlayError:
+    code = error.get("code")
+    message = error.get("message")
+    return OverlayError(
+        code if isinstance(code, str) else "upstream", message if isinstance(message, str) else ""
+    )
