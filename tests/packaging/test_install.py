@@ -50,7 +50,8 @@ def test_console_script_help_exits_zero(name: str) -> None:
 def test_relay_modules_import_without_llama() -> None:
     """Importing the relay-side packages must not import llama_cpp, gguf or numpy."""
     code = (
-        "import sys, tp_crypto.noise, tp_crypto.identity, tp_net.link_trio, tp_net.transport_ws, tp_node.relay_cli;"
+        "import sys, tp_crypto.noise, tp_net.link_trio, tp_net.transport_ws;"
+        "import tp_node.relay_cli, tp_gateway.cli;"
         "bad = [m for m in ('llama_cpp', 'gguf', 'numpy') if m in sys.modules];"
         "print(bad); sys.exit(1 if bad else 0)"
     )
