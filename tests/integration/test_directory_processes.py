@@ -12,10 +12,15 @@ from pathlib import Path
 import trio
 
 from bootstrap.config import load_bootstrap
+from tp_crypto.errors import TokenPlaceError
 from tp_net.circuit_client import HopInfo
+from tp_net.client import ClientLink
 from tp_net.directory import Directory, verify_document
 from tp_net.directory_client import fetch_directory, fetch_document
+from tp_net.path_selection import LOCAL_NETWORK_RULES, choose_guards, choose_node, choose_path, circuit_hops
 from tp_net.transport_ws import WebSocketDialer
+from tp_node.engine import FAKE_MODEL_ID
+from tp_node.gpu_node import INFERENCE_SERVICE
 from tp_node.local_network import LocalNetwork, local_network
 
 CONVERGE_TIMEOUT_S = 40
@@ -59,3 +64,38 @@ async def test_authorities_converge_and_survive_losing_one(nursery: trio.Nursery
         later = await wait_for_directory(network, dialer, relays=4, newer_than=directory.valid_after)
         assert bytes.fromhex(network.relays[0].announcement["node_id"]) not in later.signers
         assert len(later.signers) == 2
+
+
+async def test_a_client_with_only_the_bootstrap_file_reaches_a_node_serving_a_model(
+    nursery: trio.Nursery, tmp_path: Path
+) -> None:
+    async with local_network(tmp_path, relay_count=5, authority_count=3, threshold=2) as network:
+        bootstrap = load_bootstrap(network.bootstrap_file)
+        dialer = WebSocketDialer(nursery)
+        rng = random.Random(7)
+        sources = [a.hop() for a in bootstrap.authorities]
+        with trio.fail_after(CONVERGE_TIMEOUT_S):
+            while True:
+                try:
+                    directory, _ = await fetch_directory(dialer, sources, bootstrap.trust(), rng, time.time())
+                    if directory.nodes_for(FAKE_MODEL_ID):
+                        break
+                except TokenPlaceError:
+                    pass
+                await trio.sleep(0.5)
+        node = choose_node(directory.nodes_for(FAKE_MODEL_ID), FAKE_MODEL_ID, rng)
+        assert node is not None and node.node_id == bytes.fromhex(network.node.announcement["node_id"])
+        relays = list(directory.relays.values())
+        guards = choose_guards(relays, rng, rules=LOCAL_NETWORK_RULES)
+        path = choose_path(relays, node, guards, rng, rules=LOCAL_NETWORK_RULES)
+        hops = circuit_hops(path, node)
+        async with ClientLink.connect(dialer, hops[0]) as link:
+            circuit = await link.build_circuit(hops)
+            request = {
+                "kind": "chat",
+                "model": FAKE_MODEL_ID,
+                "messages": [{"role": "user", "content": "hi"}],
+            }
+            chunks = [chunk async for chunk in circuit.request(INFERENCE_SERVICE, request)]
+        assert chunks[-1]["finish_reason"] in ("length", "stop")
+        assert "".join(chunk.get("text", "") for chunk in chunks[:-1])
