@@ -144,19 +144,9 @@ def decode_document(data: bytes) -> Any:
     """A JSON-like value (maps with string keys, lists, scalars); RemoteProtocolError otherwise."""
     if len(data) > DOCUMENT_BYTES_MAX:
         raise RemoteProtocolError(f"document of {len(data)} bytes exceeds {DOCUMENT_BYTES_MAX}")
-    try:
-        document = msgpack.unpackb(
-            data,
-            raw=False,
-            strict_map_key=True,
-            max_bin_len=len(data),
-            max_str_len=len(data),
-            max_array_len=len(data),
-            max_map_len=len(data),
-            max_ext_len=0,
-        )
-    except Exception as exc:  # msgpack raises many types for bad input; all mean "malformed"
-        raise RemoteProtocolError(f"malformed document ({exc.__class__.__name__})") from exc
+    # Nothing inside can be longer than the input: the input length bounds every header.
+    size = len(data)
+    document = _limited_unpack(data, "document", bins=size, strs=size, arrays=size, maps=size)
     _check_document_depth(document)
     return document
 
@@ -200,6 +190,25 @@ def _list_to_frame(item: Any, registry: dict[int, _FrameSpec]) -> Frame:
     return frame
 
 
+def _limited_unpack(data: bytes, what: str, *, bins: int, strs: int, arrays: int, maps: int) -> Any:
+    """msgpack.unpackb refusing every header above the limits before allocating for it; any failure is a
+    RemoteProtocolError."""
+    try:
+        return msgpack.unpackb(
+            data,
+            raw=False,
+            use_list=True,
+            strict_map_key=True,
+            max_bin_len=bins,
+            max_str_len=strs,
+            max_array_len=arrays,
+            max_map_len=maps,
+            max_ext_len=0,
+        )
+    except Exception as exc:  # msgpack raises a zoo of types for bad input; all mean "malformed"
+        raise RemoteProtocolError(f"malformed {what} ({exc.__class__.__name__})") from exc
+
+
 def _pack(obj: Any) -> bytes:
     try:
         data: bytes = msgpack.packb(obj, use_bin_type=True)
@@ -211,20 +220,9 @@ def _pack(obj: Any) -> bytes:
 def _unpack(data: bytes) -> Any:
     if len(data) > BATCH_BYTES_MAX:
         raise RemoteProtocolError(f"encoded frames of {len(data)} bytes exceed {BATCH_BYTES_MAX}")
-    try:
-        obj = msgpack.unpackb(
-            data,
-            raw=False,
-            use_list=True,
-            strict_map_key=True,
-            max_bin_len=BIN_BYTES_MAX,
-            max_str_len=STR_BYTES_MAX,
-            max_array_len=FRAMES_PER_BATCH_MAX,
-            max_map_len=0,
-            max_ext_len=0,
-        )
-    except Exception as exc:  # msgpack raises a zoo of types for bad input; all mean "malformed"
-        raise RemoteProtocolError(f"malformed msgpack ({exc.__class__.__name__})") from exc
+    obj = _limited_unpack(
+        data, "msgpack", bins=BIN_BYTES_MAX, strs=STR_BYTES_MAX, arrays=FRAMES_PER_BATCH_MAX, maps=0
+    )
     _check_depth(obj)
     return obj
 
