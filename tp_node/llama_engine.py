@@ -37,9 +37,10 @@ SLOTS_MAX = 64
 QUEUE_LIMIT_MAX = 10_000
 EMBEDDING_POOLING_TYPES = (1, 2, 3)  # mean, cls, last: one vector per input
 # Trio takes a batch of tokens at most this often (the first token and the end go at once). Each wake runs
-# Python on the trio thread (and, in a node, the onion crypto of the cells), which takes the GIL from the
-# slot thread: on CPU, waking per token cost 20% of the tokens/s, every 20 ms cost 4% (docs/BENCHMARKS.md).
-# 20 ms is below what a reader of a stream notices, and packs ~10 GPU tokens into one chunk.
+# Python on the trio thread (and, in a node, the onion crypto of the cells), which competes with the slot
+# thread for the GIL: on the 2-core CPU VM a wake per token streamed at 0.82x of llama-cpp-python used
+# directly, a wake per 20 ms at 0.92-0.98x (docs/BENCHMARKS.md). 20 ms is below what a reader of a stream
+# notices, and packs ~10 GPU tokens into one chunk (one cell).
 HANDOFF_INTERVAL_S = 0.02
 
 
