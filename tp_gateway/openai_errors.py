@@ -14,6 +14,10 @@ ERROR_TYPE_BY_STATUS = {
     429: "rate_limit_error",
 }
 NODE_MESSAGE_CHARS_MAX = 200
+# Node codes that mean the request itself is wrong: a 400, and no other node would answer it differently.
+NODE_REQUEST_ERRORS = frozenset(
+    {"bad_request", "context_length_exceeded", "unknown_field", "unsupported_kind"}
+)
 SHOWN_ID_CHARS_MAX = 128
 # Node error codes "invalid_<field>" name a request field; only these become the error's `param`.
 NODE_FIELD_PARAMS = frozenset(
@@ -150,7 +154,7 @@ def node_error_to_api(code: str, message: str) -> ApiError:
     """The API error for a node's error document; code and message are cut short (nodes are untrusted)."""
     code = shown(code, 64)
     message = shown(message, NODE_MESSAGE_CHARS_MAX) or "no reason given."
-    if code.startswith("invalid_") or code == "bad_request":
+    if code.startswith("invalid_") or code in NODE_REQUEST_ERRORS:
         return _invalid_field(code, message)
     if code in ("unknown_model", "model_not_found"):
         # The directory said the node serves this model; another node may really do so.

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from typing import Any
 
 import trio
@@ -167,8 +167,9 @@ class Circuit:
         try:
             await stream.send_message(document)
             stream.end()
-            async for message in stream.messages():
-                yield message
+            async with aclosing(stream.messages()) as messages:
+                async for message in messages:
+                    yield message
             finished = True
         finally:
             if not finished:
