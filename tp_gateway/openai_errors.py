@@ -15,9 +15,9 @@ ERROR_TYPE_BY_STATUS = {
 }
 NODE_MESSAGE_CHARS_MAX = 200
 # Node codes that mean the request itself is wrong: a 400, and no other node would answer it differently.
-NODE_REQUEST_ERRORS = frozenset(
-    {"bad_request", "context_length_exceeded", "unknown_field", "unsupported_kind"}
-)
+# (unknown_field / unsupported_kind stay 502 and fail over: the gateway checked the fields, so they mean a
+# node of another version, and another node may well take the request.)
+NODE_REQUEST_ERRORS = frozenset({"bad_request", "context_length_exceeded"})
 SHOWN_ID_CHARS_MAX = 128
 # Node error codes "invalid_<field>" name a request field; only these become the error's `param`.
 NODE_FIELD_PARAMS = frozenset(

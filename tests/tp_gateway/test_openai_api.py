@@ -357,6 +357,7 @@ def test_error_types_follow_the_status(error: ApiError, status: int, kind: str) 
         ("invalid_kind", 400, None, "invalid_kind", False),
         ("invalid_request", 400, None, "invalid_request", False),
         ("bad_request", 400, None, "bad_request", False),
+        ("context_length_exceeded", 400, None, "context_length_exceeded", False),
         ("unknown_model", 404, "model", "model_not_found", True),
         ("model_not_found", 404, "model", "model_not_found", True),
         ("overloaded", 429, None, "overloaded", True),
