@@ -102,7 +102,10 @@ def create_app(overlay: Overlay, *, api_key: str | None = None, metrics: Metrics
     @app.errorhandler(HTTPException)
     async def on_http_error(error: HTTPException) -> Response:
         if isinstance(error, RequestEntityTooLarge):
-            return _error_response(body_too_large(REQUEST_BODY_BYTES_MAX))
+            # The rest of the body stays unread: a client reusing the connection would wait forever.
+            response = _error_response(body_too_large(REQUEST_BODY_BYTES_MAX))
+            response.headers["Connection"] = "close"
+            return response
         if error.code == 404:
             return _error_response(unknown_route(request.method, request.path))
         status = error.code or 500

@@ -183,7 +183,10 @@ class Overlay:
                         yield chunk
                 except _RetryableFailure as exc:
                     self.stats.count("failed_mid_stream")
-                    raise exc.error from None
+                    error = exc.error
+                    if error.code == "unavailable":  # not "no capacity": the circuit or node died mid-answer
+                        error = OverlayError("upstream", f"the answer broke off: {error}")
+                    raise error from None
                 return
         self.stats.count(failure.code)
         raise failure
@@ -203,9 +206,12 @@ class Overlay:
         except (TokenPlaceError, trio.TooSlowError) as exc:
             if isinstance(exc, OverlayError) and not node_error_to_api(exc.code, str(exc)).retry_elsewhere:
                 raise
-            code = exc.code if isinstance(exc, OverlayError) else "unavailable"
             log.info("node %s failed: %s", short_id(node.node_id), exc.__class__.__name__)
-            raise _RetryableFailure(OverlayError(code, f"node failed ({exc.__class__.__name__})")) from exc
+            if isinstance(exc, OverlayError):  # the node's own error: keep its message
+                raise _RetryableFailure(exc) from exc
+            raise _RetryableFailure(
+                OverlayError("unavailable", f"node failed ({exc.__class__.__name__})")
+            ) from exc
 
     # --- the circuit pool ---------------------------------------------------------------------
 
