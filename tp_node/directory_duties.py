@@ -4,6 +4,7 @@ keep a fresh document cached (relays), and, on authorities, vote and sign each p
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -175,6 +176,7 @@ def node_publisher(
     onion_public_keys: Callable[[], tuple[bytes, ...]],
     offers: Callable[[], tuple[ModelOffer, ...]],
     version: str,
+    rng: random.Random,
     invitation: bytes | None = None,
 ) -> DescriptorPublisher:
     """A GPU node's publisher: its descriptor goes to each authority through a home relay, so no
@@ -192,7 +194,8 @@ def node_publisher(
         )
 
     def path_to(authority: BootstrapAuthority) -> list[HopInfo]:
-        home = home_relays[0]
+        # A random home relay each time: one that is down only fails some rounds of publishing.
+        home = rng.choice(home_relays)
         if home.node_id == authority.node_id:
             return [authority.hop()]
         return [HopInfo(home.node_id, None, home.address), authority.hop()]

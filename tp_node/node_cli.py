@@ -88,6 +88,7 @@ async def _node(args: argparse.Namespace, nursery: trio.Nursery) -> None:
         onion_public_keys=lambda: (onion_public,),
         offers=lambda: model_offers(engine.models()),
         version=software_version(),
+        rng=random.Random(),
         invitation=args.invitation.read_bytes() if args.invitation else None,
     )
     nursery.start_soon(publisher.run)
