@@ -244,11 +244,12 @@ async def _events(
 ) -> AsyncGenerator[bytes, None]:
     async with aclosing(chunks):
         try:
-            for obj in builder.feed(first):
-                yield sse_event(obj)
+            # One write per node chunk: its events leave together (each write costs hypercorn ~0.1 ms).
+            yield b"".join(sse_event(obj) for obj in builder.feed(first))
             async for chunk in chunks:
-                for obj in builder.feed(chunk):
-                    yield sse_event(obj)
+                events = builder.feed(chunk)
+                if events:
+                    yield b"".join(sse_event(obj) for obj in events)
         except OverlayError as exc:
             yield sse_error(api_error(exc, call.model))
             return
