@@ -70,7 +70,7 @@ def wait_for_model(client: httpx.Client, base_url: str) -> str:
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
         models = client.get(f"{base_url}/models").json().get("data", [])
-        if models:
+        if models and client.get(f"{base_url}/health").json().get("pooled_circuits"):
             return str(models[0]["id"])
         time.sleep(0.5)
     raise SystemExit("the network did not come up")

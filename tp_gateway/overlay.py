@@ -34,6 +34,7 @@ from tp_net.path_selection import (
     LOCAL_NETWORK_RULES,
     STRICT_RULES,
     GuardStore,
+    PathError,
     choose_guards,
     choose_node,
     choose_path,
@@ -104,6 +105,7 @@ class Overlay:
         self._nursery: trio.Nursery | None = None
         self.stats = _Stats()
         self.ready = trio.Event()
+        self._paths_failed = False
 
     # --- running ------------------------------------------------------------------------------
 
@@ -123,14 +125,17 @@ class Overlay:
                     self._dialer, sources, self.bootstrap.trust(), self._rng, time.time()
                 )
             except TokenPlaceError as exc:
-                log.warning("no directory yet: %s", exc)
+                log.info("no directory yet (retrying): %s", exc)
                 await trio.sleep(DIRECTORY_RETRY_S)
                 continue
             self._use_directory(directory)
-            await trio.sleep(self.bootstrap.period_s / 2)
+            # A document missing a relay a path needs (a network still starting) is replaced next period:
+            # look again soon rather than in half a period.
+            await trio.sleep(DIRECTORY_RETRY_S if self._paths_failed else self.bootstrap.period_s / 2)
 
     def _use_directory(self, directory: Directory) -> None:
         self.directory = directory
+        self._paths_failed = False
         relays = list(directory.relays.values())
         if self._guard_store is not None:
             self._guards = self._guard_store.guards_for(relays, self._rng, self._rules)
@@ -236,8 +241,9 @@ class Overlay:
             )
             link = await self._link_to(path[0])
             circuit = await link.build_circuit(circuit_hops(path, node))
-        except TokenPlaceError:
+        except TokenPlaceError as exc:
             self.stats.circuit_build_failures += 1
+            self._paths_failed |= isinstance(exc, PathError)
             raise
         self.stats.circuits_built += 1
         self.stats.circuit_build_seconds += time.monotonic() - started

@@ -107,7 +107,8 @@ def _wait_for_model(base_url: str) -> str | None:
     while time.monotonic() < deadline:
         try:
             models = _get_json(f"{base_url}/models")["data"]
-            if models:
+            # Listed is not enough: the first document of a starting network may lack a relay a path needs.
+            if models and _get_json(f"{base_url}/health").get("pooled_circuits"):
                 return str(models[0]["id"])
         except (OSError, urllib.error.URLError, ValueError, KeyError):
             pass

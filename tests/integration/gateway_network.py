@@ -65,16 +65,18 @@ async def running_gateway(
 
 
 def _wait_for_models(base_url: str, api_key: str | None) -> list[str]:
-    """The model ids the gateway lists, once the signed directory names the node (a few seconds)."""
+    """The model ids the gateway lists, once the signed directory names the node and the gateway has a warm
+    circuit to it (the first document of a starting network may lack a relay the path needs)."""
     headers = {"Authorization": f"Bearer {api_key}"} if api_key is not None else {}
     deadline = time.monotonic() + MODELS_TIMEOUT_S
     with httpx.Client(base_url=base_url, headers=headers, timeout=10) as client:
         while time.monotonic() < deadline:
             models = client.get(f"{base_url}/models").raise_for_status().json()["data"]
-            if models:
+            warm = client.get(f"{base_url}/health").json().get("pooled_circuits", 0)
+            if models and warm:
                 return [str(model["id"]) for model in models]
             time.sleep(0.2)
-    raise TimeoutError(f"the gateway listed no model within {MODELS_TIMEOUT_S} s")
+    raise TimeoutError(f"the gateway had no model with a warm circuit within {MODELS_TIMEOUT_S} s")
 
 
 class BackgroundGateway:
