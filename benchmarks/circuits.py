@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import random
-import statistics
 import tempfile
 import time
 from collections.abc import AsyncGenerator, Mapping
@@ -23,6 +22,7 @@ from typing import Any
 
 import trio
 
+from benchmarks.stats import summary
 from tp_crypto.identity import Identity
 from tp_crypto.noise import generate_keypair
 from tp_net.cells import RELAY_DATA_BYTES_MAX
@@ -36,21 +36,6 @@ from tp_node.processes import python_process
 
 BULK_CHUNK_BYTES = 16 * 1024
 PARALLEL_DOWNLOADS = 4
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
-
-
-def summary(name: str, unit: str, values: list[float]) -> dict[str, Any]:
-    return {
-        "name": name,
-        "unit": unit,
-        "median": statistics.median(values),
-        "p95": percentile(values, 0.95),
-        "n": len(values),
-    }
 
 
 async def measure_builds(builds: int) -> list[dict[str, Any]]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -21,26 +20,12 @@ from typing import Any
 import httpx
 import trio
 
+from benchmarks.stats import summary
 from tp_node.engine import FakeEngine
 from tp_node.local_network import local_network
 from tp_node.processes import python_process
 
 READY_TIMEOUT_S = 60.0
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
-
-
-def summary(name: str, values: list[float]) -> dict[str, Any]:
-    return {
-        "name": name,
-        "unit": "ms",
-        "median": statistics.median(values),
-        "p95": percentile(values, 0.95),
-        "n": len(values),
-    }
 
 
 def through_gateway(client: httpx.Client, base_url: str, body: dict[str, Any]) -> tuple[float, float]:
@@ -103,13 +88,13 @@ async def run(requests: int, max_tokens: int) -> list[dict[str, Any]]:
                         )
                         direct_times.append(await direct(engine, document))
     results = [
-        summary("time to first token, gateway + 3 relays + node", [t[0] for t in gateway_times]),
-        summary("time to first token, engine called directly", [t[0] for t in direct_times]),
-        summary("total latency, gateway + 3 relays + node", [t[1] for t in gateway_times]),
-        summary("total latency, engine called directly", [t[1] for t in direct_times]),
+        summary("time to first token, gateway + 3 relays + node", "ms", [t[0] for t in gateway_times]),
+        summary("time to first token, engine called directly", "ms", [t[0] for t in direct_times]),
+        summary("total latency, gateway + 3 relays + node", "ms", [t[1] for t in gateway_times]),
+        summary("total latency, engine called directly", "ms", [t[1] for t in direct_times]),
     ]
     added = [g[0] - d[0] for g, d in zip(gateway_times, direct_times, strict=True)]
-    results.append(summary("time to first token added by the overlay", added))
+    results.append(summary("time to first token added by the overlay", "ms", added))
     return results
 
 

@@ -41,10 +41,10 @@ from tp_net.path_selection import (
     circuit_hops,
 )
 from tp_net.transport import Dialer
+from tp_node.gpu_node import INFERENCE_SERVICE
 
 log = logging.getLogger(__name__)
 
-INFERENCE_SERVICE = "inference"
 POOL_CIRCUITS_PER_NODE = 2
 POOL_NODES_MAX = 8
 POOL_TICK_S = 1.0
