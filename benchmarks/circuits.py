@@ -29,6 +29,7 @@ from tp_net.cells import RELAY_DATA_BYTES_MAX
 from tp_net.circuit_client import HopInfo
 from tp_net.client import ClientLink
 from tp_net.frames import CELL_BODY_BYTES
+from tp_net.rate_limits import CLIENT_CREATE_RATE_PER_S
 from tp_net.transport_ws import WebSocketDialer
 from tp_node.gpu_node import INFERENCE_SERVICE, GpuNode, HomeRelay
 from tp_node.local_network import local_network
@@ -54,6 +55,7 @@ async def measure_builds(builds: int) -> list[dict[str, Any]]:
                         circuit = await link.build_circuit(hops)
                         times.append((time.perf_counter() - start) * 1000)
                         circuit.destroy()
+                        await trio.sleep(1 / CLIENT_CREATE_RATE_PER_S)  # the guard's CREATE rate limit
                     results.append(summary(name, "ms", times))
             nursery.cancel_scope.cancel()
     return results

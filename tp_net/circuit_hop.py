@@ -34,6 +34,7 @@ from tp_net.cells import (
     relay_cell,
 )
 from tp_net.frames import Cell, Frame
+from tp_net.rate_limits import TokenBucket, create_bucket
 from tp_net.relay_messages import (
     RelayBegin,
     RelayData,
@@ -99,6 +100,7 @@ class _Circuit:
 class _Link:
     peer_id: bytes | None
     we_dialed: bool
+    creates: TokenBucket
     circuits: dict[int, tuple[_Circuit, Side]] = field(default_factory=dict)
 
 
@@ -136,7 +138,7 @@ class HopCore:
     # --- links --------------------------------------------------------------------------------
 
     def link_up(self, link: LinkId, peer_id: bytes | None, *, we_dialed: bool) -> None:
-        self._links[link] = _Link(peer_id, we_dialed)
+        self._links[link] = _Link(peer_id, we_dialed, create_bucket(anonymous_peer=peer_id is None))
 
     def link_down(self, link: LinkId) -> list[HopOutput]:
         """A link closed: every circuit through it ends, and the other side hears DESTROY."""
@@ -254,7 +256,7 @@ class HopCore:
         peer_is_dialer = not info.we_dialed
         if bool(circuit_id & DIALER_ID_BIT) != peer_is_dialer:
             return [SendCell(link, destroy_cell(circuit_id, DestroyReason.PROTOCOL))]
-        if len(info.circuits) >= CIRCUITS_PER_LINK_MAX:
+        if len(info.circuits) >= CIRCUITS_PER_LINK_MAX or not info.creates.take(now):
             return [SendCell(link, destroy_cell(circuit_id, DestroyReason.RESOURCE_LIMIT))]
         answer = self._answer_handshake(cell)
         if answer is None:

@@ -1,0 +1,93 @@
+"""Token buckets (tp_net.rate_limits) and the CREATE rate limit of HopCore, on an injected clock."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.tp_net.circuit_harness import Wire
+from tp_net import rate_limits
+from tp_net.cells import DestroyReason
+from tp_net.circuit_client import CircuitClosed
+from tp_net.rate_limits import TokenBucket, create_bucket
+
+
+def test_a_bucket_starts_full_and_empties() -> None:
+    bucket = TokenBucket(10.0, 3)
+    assert [bucket.take(0.0) for _ in range(4)] == [True, True, True, False]
+
+
+def test_a_bucket_refills_at_its_rate_up_to_its_burst() -> None:
+    bucket = TokenBucket(10.0, 3)
+    for _ in range(3):
+        bucket.take(0.0)
+    assert bucket.tokens(0.05) == pytest.approx(0.5)
+    assert not bucket.take(0.05)
+    assert bucket.take(0.1)
+    assert bucket.tokens(100.0) == 3.0  # never more than the burst
+
+
+def test_time_going_backwards_adds_nothing() -> None:
+    bucket = TokenBucket(10.0, 2)
+    bucket.take(5.0)
+    bucket.take(5.0)
+    assert not bucket.take(4.0)
+    assert bucket.tokens(5.0) == 0.0
+
+
+def test_a_failed_take_takes_nothing() -> None:
+    bucket = TokenBucket(1.0, 2)
+    assert not bucket.take(0.0, cost=3.0)
+    assert bucket.tokens(0.0) == 2.0
+
+
+@pytest.mark.parametrize(("rate", "burst", "named"), [(0.0, 1, "rate_per_s"), (1.0, 0, "burst")])
+def test_bad_parameters_are_named(rate: float, burst: int, named: str) -> None:
+    with pytest.raises(ValueError, match=named):
+        TokenBucket(rate, burst)
+
+
+def test_clients_get_the_smaller_bucket() -> None:
+    client = create_bucket(anonymous_peer=True)
+    peer = create_bucket(anonymous_peer=False)
+    assert (client.rate_per_s, client.burst) == (
+        rate_limits.CLIENT_CREATE_RATE_PER_S,
+        rate_limits.CLIENT_CREATE_BURST,
+    )
+    assert (peer.rate_per_s, peer.burst) == (
+        rate_limits.PEER_CREATE_RATE_PER_S,
+        rate_limits.PEER_CREATE_BURST,
+    )
+    assert peer.rate_per_s > client.rate_per_s
+
+
+def test_creates_beyond_a_clients_burst_are_refused_until_tokens_return() -> None:
+    wire = Wire(90)
+    wire.add_hop("r0")
+    link = wire.client_link("r0")
+    burst = rate_limits.CLIENT_CREATE_BURST
+    handles = [wire.open_circuit(["r0"], link=link) for _ in range(burst + 2)]
+    assert [h.built for h in handles] == [True] * burst + [False, False]
+    assert handles[-1].closed == [CircuitClosed(DestroyReason.RESOURCE_LIMIT)]
+    wire.now += 1.0 / rate_limits.CLIENT_CREATE_RATE_PER_S
+    assert wire.open_circuit(["r0"], link=link).built
+    assert not wire.open_circuit(["r0"], link=link).built
+
+
+def test_each_link_has_its_own_bucket() -> None:
+    wire = Wire(91)
+    wire.add_hop("r0")
+    flooder = wire.client_link("r0")
+    for _ in range(rate_limits.CLIENT_CREATE_BURST):
+        wire.open_circuit(["r0"], link=flooder)
+    assert not wire.open_circuit(["r0"], link=flooder).built
+    assert wire.open_circuit(["r0"]).built  # another client, another link
+
+
+def test_a_relay_link_carries_more_creates_than_a_client_link() -> None:
+    wire = Wire(92)
+    wire.add_hop("r0")
+    wire.add_hop("r1")
+    wire.connect("r0", "r1")
+    count = rate_limits.CLIENT_CREATE_BURST + 8
+    handles = [wire.open_circuit(["r0", "r1"]) for _ in range(count)]  # one client link each
+    assert all(handle.built for handle in handles)
