@@ -17,14 +17,20 @@ from bootstrap.config import load_bootstrap
 from tp_gateway.app import create_app
 from tp_gateway.overlay import Overlay
 from tp_net.transport_ws import WebSocketDialer
-from tp_node.cli_common import add_bootstrap_argument, add_common_arguments, host_port, run_role
+from tp_node.cli_common import (
+    add_bootstrap_argument,
+    add_common_arguments,
+    host_port,
+    resolve_settings,
+    run_role,
+)
 from tp_node.launch import announce
 
 API_KEY_ENV = "TP_API_KEY"
 GUARD_FILE = "guards.json"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tp-gateway",
         description="Run the local OpenAI-compatible gateway into the token.place overlay.",
@@ -42,7 +48,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     add_bootstrap_argument(parser)
     add_common_arguments(parser, "gateway")
-    return run_role(_gateway, parser.parse_args(argv))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    return run_role(_gateway, resolve_settings(build_parser(), "gateway", argv))
 
 
 async def serve_gateway(

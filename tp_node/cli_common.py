@@ -11,7 +11,10 @@ import trio
 
 from tp_crypto.errors import TokenPlaceError
 from tp_net.trio_util import sole_exception
-from tp_node.launch import default_data_dir, run_until_signalled, setup_logging
+from tp_node.config import ConfigError, add_config_argument, resolve
+from tp_node.launch import default_data_dir, run_until_signalled
+from tp_node.logs import LOG_FORMATS, setup_logging
+from tp_node.metrics_http import DEFAULT_METRICS_HOST
 
 EXIT_NOT_IMPLEMENTED = 2
 
@@ -28,6 +31,19 @@ EXIT_FAILURE = 1
 Role = Callable[[argparse.Namespace, trio.Nursery], Awaitable[None]]
 
 
+def int_in(low: int, high: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer in {low}..{high}")
+        return value
+
+    return parse
+
+
 def host_port(text: str) -> tuple[str, int]:
     host, separator, port = text.rpartition(":")
     if not separator or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
@@ -39,7 +55,37 @@ def add_common_arguments(parser: argparse.ArgumentParser, role: str) -> None:
     parser.add_argument(
         "--data-dir", type=Path, default=default_data_dir(role), help="where keys live (default: %(default)s)"
     )
-    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--log-level", default="info", choices=["debug", "info", "warning", "error"], help="(default: info)"
+    )
+    parser.add_argument(
+        "--log-format", default="text", choices=LOG_FORMATS, help="json: one object per line (default: text)"
+    )
+    add_config_argument(parser, role)
+
+
+def metrics_address(text: str) -> tuple[str, int]:
+    """PORT (on loopback) or HOST:PORT."""
+    if text.isdigit():
+        return host_port(f"{DEFAULT_METRICS_HOST}:{text}")
+    return host_port(text)
+
+
+def add_metrics_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--metrics",
+        type=metrics_address,
+        metavar="[HOST:]PORT",
+        help=f"serve Prometheus /metrics there (host default {DEFAULT_METRICS_HOST}; default: off)",
+    )
+
+
+def resolve_settings(parser: argparse.ArgumentParser, role: str, argv: Sequence[str]) -> argparse.Namespace:
+    """Flags over environment over config file over defaults; a bad value exits like a bad flag (2)."""
+    try:
+        return resolve(parser, role, argv)
+    except ConfigError as exc:
+        parser.error(str(exc))
 
 
 def add_bootstrap_argument(parser: argparse.ArgumentParser) -> None:
@@ -57,7 +103,7 @@ def run_role(role: Role, args: argparse.Namespace) -> int:
     async def main(nursery: trio.Nursery) -> None:
         await role(args, nursery)
 
-    setup_logging(args.log_level)
+    setup_logging(args.log_level, getattr(args, "log_format", "text"))
     try:
         trio.run(run_until_signalled, main)
     except BaseExceptionGroup as group:

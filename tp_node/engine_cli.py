@@ -3,27 +3,15 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from tp_node.cli_common import int_in
 from tp_node.engine import FakeEngine, ServingEngine
 from tp_node.gguf_header import ModelError
 from tp_node.models import default_cache_dir, resolve_model
 from tp_node.moderation import Blocklist, ModeratedEngine, Moderator, PluginModerator
-
-
-def int_in(low: int, high: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            value = low - 1
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer in {low}..{high}")
-        return value
-
-    return parse
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:

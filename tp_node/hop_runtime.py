@@ -44,6 +44,9 @@ class HopRuntime:
         self._pumps: dict[int, LinkPump] = {}
         self._link_ids = itertools.count(1)
         self._progress = trio.Event()
+        # Operator counters (status, /metrics): plain ints, as every cell is handled on the one trio thread.
+        self.cells_received = 0
+        self.cells_sent = 0
         port = StreamPort(
             send=lambda ref, stream_id, data: self.apply(core.stream_send(ref, stream_id, data)),
             end=lambda ref, stream_id, reason: self.apply(core.stream_end(ref, stream_id, reason)),
@@ -115,6 +118,7 @@ class HopRuntime:
         now = trio.current_time()
         for frame in frames:
             if isinstance(frame, Cell):
+                self.cells_received += 1
                 self.apply(self.core.receive_cell(link_id, frame, now))
         self._progress.set()
         self._progress = trio.Event()
@@ -131,6 +135,7 @@ class HopRuntime:
             self.apply(self.core.destroy_circuit(output.link, circuit_id, DestroyReason.RESOURCE_LIMIT))
             return
         pump.enqueue(output.cell)
+        self.cells_sent += 1
         if pump.queued_frames > LINK_QUEUE_CELLS_MAX:
             self._shed_largest_circuit(pump)
 

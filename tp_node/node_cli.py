@@ -15,12 +15,22 @@ from tp_crypto.identity import NODE_ID_BYTES
 from tp_net.circuit_client import HopInfo
 from tp_net.descriptors import LOAD_MAX, MAX_CONCURRENT_MAX, ModelOffer
 from tp_net.transport_ws import WebSocketDialer
-from tp_node.cli_common import add_bootstrap_argument, add_common_arguments, run_role
+from tp_node.cli_common import (
+    add_bootstrap_argument,
+    add_common_arguments,
+    add_metrics_argument,
+    resolve_settings,
+    run_role,
+)
 from tp_node.directory_duties import node_publisher
 from tp_node.engine import ModelInfo, ServingEngine
 from tp_node.engine_cli import add_engine_arguments, open_engine
 from tp_node.gpu_node import GpuNode, HomeRelay
+from tp_node.init_cli import init_main
 from tp_node.launch import announce, load_identity, new_onion_keys, software_version
+from tp_node.operator import start_operator_services
+from tp_node.status_cli import status_main
+from tp_node.vitals import Vitals
 
 
 def home_relay(text: str) -> HomeRelay:
@@ -36,16 +46,12 @@ def home_relay(text: str) -> HomeRelay:
     return HomeRelay(node_id, address)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["models"]:
-        from tp_node.models_cli import main as models_main
-
-        return models_main(argv[1:])
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tp-node",
         description="Run a token.place GPU node: keep links to home relays, serve inference over circuits.",
-        epilog="Models: `tp-node models --help` (pull, list).",
+        epilog="Subcommands: `tp-node models` (pull, list), `tp-node init` (key and config file), "
+        "`tp-node status`; each takes --help.",
     )
     parser.add_argument(
         "--home-relay",
@@ -60,8 +66,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     add_engine_arguments(parser)
     add_bootstrap_argument(parser)
+    add_metrics_argument(parser)
     add_common_arguments(parser, "node")
-    return run_role(_node, parser.parse_args(argv))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["models"]:
+        from tp_node.models_cli import main as models_main
+
+        return models_main(argv[1:])
+    if argv[:1] == ["init"]:
+        return init_main("node", build_parser, argv[1:])
+    if argv[:1] == ["status"]:
+        return status_main("node", build_parser, argv[1:])
+    return run_role(_node, resolve_settings(build_parser(), "node", argv))
 
 
 async def _node(args: argparse.Namespace, nursery: trio.Nursery) -> None:
@@ -79,6 +99,7 @@ async def _node(args: argparse.Namespace, nursery: trio.Nursery) -> None:
         rng=random.Random(),
     )
     nursery.start_soon(node.run)
+    metrics_url = await start_operator_services(nursery, args, Vitals("node", node, engine))
     await node.linked.wait()
     publisher = node_publisher(
         identity,
@@ -92,7 +113,14 @@ async def _node(args: argparse.Namespace, nursery: trio.Nursery) -> None:
         invitation=args.invitation.read_bytes() if args.invitation else None,
     )
     nursery.start_soon(publisher.run)
-    announce({"role": "node", "node_id": identity.node_id.hex(), "onion_key": onion_public.hex()})
+    announce(
+        {
+            "role": "node",
+            "node_id": identity.node_id.hex(),
+            "onion_key": onion_public.hex(),
+            "metrics": metrics_url,
+        }
+    )
 
 
 def model_offers(models: Sequence[ModelInfo]) -> tuple[ModelOffer, ...]:

@@ -18,7 +18,15 @@ from tp_net.directory_client import DIRECTORY_SERVICE
 from tp_net.errors import DialError
 from tp_net.transport_ws import WebSocketDialer, WebSocketListener, parse_ws_address
 from tp_node.authority_core import Admission, AuthorityCore
-from tp_node.cli_common import add_bootstrap_argument, add_common_arguments, host_port, run_role
+from tp_node.cli_common import (
+    add_bootstrap_argument,
+    add_common_arguments,
+    add_metrics_argument,
+    host_port,
+    int_in,
+    resolve_settings,
+    run_role,
+)
 from tp_node.directory_duties import (
     AuthorityRunner,
     DescriptorPublisher,
@@ -26,13 +34,19 @@ from tp_node.directory_duties import (
     refresh_documents,
 )
 from tp_node.directory_service import DirectoryService
+from tp_node.init_cli import init_main
 from tp_node.launch import announce, load_identity, software_version
 from tp_node.onion_keys import OnionKeyRing
+from tp_node.operator import start_operator_services
 from tp_node.relay import Relay
+from tp_node.release_cli import add_release_key_argument, verify_main
+from tp_node.status_cli import status_main
+from tp_node.vitals import Vitals
 
 log = logging.getLogger(__name__)
 
 CAPACITY_DEFAULT = 1000
+CAPACITY_MAX = 10**7  # what a relay descriptor allows
 KEY_ROTATION_CHECK_S = 600.0
 
 
@@ -46,10 +60,12 @@ def ws_address(text: str) -> str:
     return text
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tp-relay",
         description="Run a token.place relay: accept links, create and extend circuits, forward onion cells.",
+        epilog="Subcommands: `tp-relay init` (key and config file), `tp-relay status`, "
+        "`tp-relay verify FILE SIG` (release signatures); each takes --help.",
     )
     parser.add_argument(
         "--listen",
@@ -60,19 +76,43 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--advertise",
         type=ws_address,
-        help="ws://HOST:PORT/ published in the descriptor (default: the listen address)",
+        metavar="ws://HOST:PORT/",
+        help="address published in the descriptor (default: the listen address)",
     )
-    parser.add_argument("--capacity", type=int, default=CAPACITY_DEFAULT, help="bandwidth weight in KB/s")
+    parser.add_argument(
+        "--capacity",
+        type=int_in(1, CAPACITY_MAX),
+        default=CAPACITY_DEFAULT,
+        help=f"bandwidth weight in KB/s (default {CAPACITY_DEFAULT})",
+    )
     parser.add_argument(
         "--family", default="", help="operator family: relays of one family never share a circuit"
     )
     parser.add_argument(
         "--authority", action="store_true", help="act as a directory authority of the network"
     )
-    parser.add_argument("--admission", choices=[a.value for a in Admission], default=Admission.OPEN.value)
+    parser.add_argument(
+        "--admission",
+        choices=[a.value for a in Admission],
+        default=Admission.OPEN.value,
+        help="authorities: which nodes the directory admits (default: open)",
+    )
     add_bootstrap_argument(parser)
+    add_metrics_argument(parser)
+    add_release_key_argument(parser)
     add_common_arguments(parser, "relay")
-    return run_role(_relay, parser.parse_args(argv))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["init"]:
+        return init_main("relay", build_parser, argv[1:])
+    if argv[:1] == ["status"]:
+        return status_main("relay", build_parser, argv[1:])
+    if argv[:1] == ["verify"]:
+        return verify_main(build_parser, argv[1:])
+    return run_role(_relay, resolve_settings(build_parser(), "relay", argv))
 
 
 async def _relay(args: argparse.Namespace, nursery: trio.Nursery) -> None:
@@ -94,6 +134,7 @@ async def _relay(args: argparse.Namespace, nursery: trio.Nursery) -> None:
     )
     address = await nursery.start(relay.serve, WebSocketListener(*args.listen))
     advertised = args.advertise or address
+    metrics_url = await start_operator_services(nursery, args, Vitals("relay", relay))
 
     def describe(now: float) -> RelayDescriptor:
         return RelayDescriptor(
@@ -120,6 +161,7 @@ async def _relay(args: argparse.Namespace, nursery: trio.Nursery) -> None:
             "address": address,
             "node_id": identity.node_id.hex(),
             "onion_key": ring.public_keys()[0].hex(),
+            "metrics": metrics_url,
         }
     )
 
