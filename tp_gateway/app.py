@@ -17,6 +17,7 @@ from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from typing import Any
 
+import trio
 from quart import Blueprint, Response, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
@@ -214,6 +215,10 @@ class _Routes:
             raise api_error(exc, call.model) from None
         except StopAsyncIteration:
             raise upstream_failure("the node sent no answer") from None
+        except BaseException:  # cancelled before the first token (the client left): stop the node now
+            with trio.CancelScope(shield=True):
+                await chunks.aclose()
+            raise
         self._metrics.observe_first_token(time.monotonic() - started)
         if call.stream:
             events = _events(
