@@ -112,7 +112,8 @@ class FakeEngine:
     """Deterministic output: token i is a vocabulary word picked by a hash of (prompt, i).
 
     Serves one model, `model_id`; a request without a model gets it too. `token_delay_s` paces tokens (on
-    trio's clock, so virtual time in the simulator).
+    trio's clock, so virtual time in the simulator): token i is due i + 1 delays after the request started,
+    so a sub-millisecond delay keeps its rate although the event loop's timer wakes in whole milliseconds.
     """
 
     def __init__(self, *, token_delay_s: float = 0.0, model_id: str = FAKE_MODEL_ID) -> None:
@@ -166,8 +167,10 @@ class FakeEngine:
         max_tokens = request.max_tokens or FAKE_MAX_TOKENS_DEFAULT
         scanner = _StopScanner(request.stop)
         produced = 0
+        started = trio.current_time()
         while produced < max_tokens and not scanner.stopped:
-            await (trio.sleep(self.token_delay_s) if self.token_delay_s else trio.lowlevel.checkpoint())
+            due = started + (produced + 1) * self.token_delay_s
+            await (trio.sleep_until(due) if self.token_delay_s else trio.lowlevel.checkpoint())
             text = scanner.feed(fake_token(seed, produced))
             produced += 1
             if text:

@@ -86,3 +86,11 @@ async def test_models_reports_live_load() -> None:
         await trio.sleep(0.015)
         assert engine.models()[0].active_requests == 1
     assert engine.models()[0].active_requests == 0
+
+
+async def test_sub_millisecond_delay_keeps_its_rate() -> None:
+    # Each sleep would wake a whole millisecond late: 400 tokens at 0.5 ms would take >= 0.4 s, not 0.2 s.
+    start = trio.current_time()
+    chunks = await ask(FakeEngine(token_delay_s=0.0005), {**CHAT, "max_tokens": 400})
+    assert chunks[-1]["usage"]["completion_tokens"] == 400
+    assert 0.2 <= trio.current_time() - start < 0.35
