@@ -31,17 +31,25 @@ EXIT_FAILURE = 1
 Role = Callable[[argparse.Namespace, trio.Nursery], Awaitable[None]]
 
 
-def int_in(low: int, high: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
+class IntRange:
+    """A flag type: an integer in low..high (`expected` says so in config errors)."""
+
+    def __init__(self, low: int, high: int) -> None:
+        self.low, self.high = low, high
+        self.expected = f"an integer in {low}..{high}"
+
+    def __call__(self, text: str) -> int:
         try:
             value = int(text)
         except ValueError:
-            value = low - 1
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer in {low}..{high}")
+            value = self.low - 1
+        if not self.low <= value <= self.high:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {self.expected}")
         return value
 
-    return parse
+
+def int_in(low: int, high: int) -> IntRange:
+    return IntRange(low, high)
 
 
 def host_port(text: str) -> tuple[str, int]:

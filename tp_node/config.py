@@ -196,6 +196,9 @@ def _scalar(action: argparse.Action, value: Any, where: str, base: Path) -> Any:
 
 
 def _expected(action: argparse.Action) -> str:
+    expected = getattr(action.type, "expected", None)
+    if isinstance(expected, str):
+        return expected
     if action.type is int:
         return "an integer"
     if action.type is float:
