@@ -59,6 +59,14 @@ log = logging.getLogger(__name__)
 REQUEST_BODY_BYTES_MAX = 1024 * 1024
 Stream = ChatCompletionStream | CompletionStream
 Collector = ChatCompletionCollector | CompletionCollector
+# The chat page at / (tp_gateway/static): public like any static file, its own scripts only, no other origin.
+CHAT_PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; base-uri 'none'; frame-ancestors 'none'; form-action 'self'"
+    ),
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
 
 
 def api_error(error: OverlayError, model: str) -> ApiError:
@@ -74,6 +82,7 @@ def api_error(error: OverlayError, model: str) -> ApiError:
 def create_app(overlay: Overlay, *, api_key: str | None = None, metrics: Metrics | None = None) -> QuartTrio:
     app = QuartTrio(__name__)
     app.config["MAX_CONTENT_LENGTH"] = REQUEST_BODY_BYTES_MAX
+    app.config["SEND_FILE_MAX_AGE_DEFAULT"] = None  # the chat page's files: revalidated, so upgrades show
     counters = metrics or Metrics()
     routes = _Routes(overlay, counters)
     api = Blueprint("v1", __name__)
@@ -87,9 +96,16 @@ def create_app(overlay: Overlay, *, api_key: str | None = None, metrics: Metrics
     app.register_blueprint(api, url_prefix="/v1")
     app.register_blueprint(api, url_prefix="/api/v1", name="api_v1")
 
+    @app.get("/")
+    async def chat_page() -> Response:
+        page = await app.send_static_file("index.html")
+        page.headers.update(CHAT_PAGE_HEADERS)
+        return page
+
     @app.before_request
     async def check_api_key() -> Response | None:
-        if api_key is None or request.path.endswith(("/health", "/metrics")):
+        public = request.path == "/" or request.path.startswith("/static/")
+        if api_key is None or public or request.path.endswith(("/health", "/metrics")):
             return None
         offered = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
         if hmac.compare_digest(offered.encode(), api_key.encode()):

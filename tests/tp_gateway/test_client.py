@@ -291,3 +291,27 @@ def test_overlay_service_keeps_guards_in_the_data_dir(tmp_path: Path) -> None:
     bootstrap = load_bootstrap(None)
     overlay_service(bootstrap, tmp_path / "client")
     assert (tmp_path / "client").is_dir()
+
+
+async def test_the_chat_page_is_public_self_contained_and_under_a_strict_policy() -> None:
+    overlay = ScriptedOverlay()
+
+    async def open_service(nursery: trio.Nursery) -> Service:
+        return Service(create_app(cast(Overlay, overlay), api_key="sk-secret"), overlay.ready, "unready")
+
+    def use() -> dict[str, httpx.Response]:
+        thread = OverlayThread(open_service, ready_timeout_s=WAIT_S)
+        thread.start()
+        with httpx.Client(transport=OverlayTransport(thread), base_url="http://127.0.0.1:8000") as client:
+            paths = ["/", "/static/chat.js", "/static/chat.css", "/v1/models"]
+            return {path: client.get(path) for path in paths}
+
+    responses = await in_worker(use)
+    page = responses["/"]
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "default-src 'self'" in page.headers["content-security-policy"]
+    assert responses["/static/chat.js"].headers["content-type"].startswith("text/javascript")
+    for path in ("/", "/static/chat.js", "/static/chat.css"):
+        assert responses[path].status_code == 200
+        assert "http://" not in responses[path].text and "https://" not in responses[path].text, path
+    assert responses["/v1/models"].status_code == 401, "the API itself still needs the key"

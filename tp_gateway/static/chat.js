@@ -1,0 +1,191 @@
+// token.place chat page: talks to this gateway's OpenAI-compatible API (same origin, no build step, no CDN).
+// The conversation lives in this page only; nothing is logged or stored, except the API key in sessionStorage.
+"use strict";
+
+const API = "/v1";
+const MODELS_RETRY_MS = 2000;
+const KEY_STORAGE = "tp-api-key";
+
+const $ = (id) => document.getElementById(id);
+const els = {
+  model: $("model"), maxTokens: $("max-tokens"), apiKey: $("api-key"), log: $("log"), error: $("error"),
+  form: $("composer"), prompt: $("prompt"), send: $("send"), stop: $("stop"), clear: $("clear"), status: $("status"),
+};
+let history = [];
+let controller = null; // the AbortController of the answer being streamed
+
+function headers() {
+  const result = { "Content-Type": "application/json" };
+  const key = els.apiKey.value.trim();
+  if (key) result.Authorization = `Bearer ${key}`;
+  return result;
+}
+
+function showError(text) {
+  els.error.textContent = text;
+  els.error.hidden = !text;
+}
+
+function setStatus(text) {
+  els.status.textContent = text;
+}
+
+async function errorOf(response) {
+  let message = "";
+  try {
+    const body = await response.json();
+    message = body && body.error && body.error.message;
+  } catch (_) {
+    // not JSON: the status says enough
+  }
+  return new Error(`${response.status}: ${message || response.statusText || "request failed"}`);
+}
+
+async function loadModels() {
+  try {
+    const response = await fetch(`${API}/models`, { headers: headers() });
+    if (!response.ok) throw await errorOf(response);
+    const ids = (await response.json()).data.map((model) => model.id);
+    const chosen = els.model.value;
+    els.model.replaceChildren(...ids.map((id) => new Option(id, id, false, id === chosen)));
+    if (ids.length) {
+      showError("");
+      setStatus(`${ids.length} model${ids.length === 1 ? "" : "s"} on the network`);
+      return;
+    }
+    setStatus("No model on the network yet; looking again…");
+  } catch (error) {
+    showError(`Could not list models: ${error.message}`);
+  }
+  setTimeout(loadModels, MODELS_RETRY_MS);
+}
+
+function addMessage(role, text) {
+  const div = document.createElement("div");
+  div.className = `message ${role}`;
+  div.textContent = text;
+  els.log.append(div);
+  div.scrollIntoView({ block: "end" });
+  return div;
+}
+
+function setBusy(busy) {
+  els.send.disabled = busy;
+  els.stop.disabled = !busy;
+}
+
+// Server-sent events: yields the data of each event ("[DONE]" included) as it arrives.
+async function* sseData(body) {
+  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      buffer += value.replace(/\r\n/g, "\n");
+      let end;
+      while ((end = buffer.indexOf("\n\n")) >= 0) {
+        const block = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        const data = block.split("\n").filter((line) => line.startsWith("data:"))
+          .map((line) => line.slice(5).replace(/^ /, "")).join("\n");
+        if (data) yield data;
+      }
+    }
+  } finally {
+    reader.releaseLock();
+  }
+}
+
+async function streamAnswer(output, signal) {
+  const request = {
+    model: els.model.value,
+    messages: history,
+    stream: true,
+    max_tokens: Number(els.maxTokens.value) || undefined,
+  };
+  const response = await fetch(`${API}/chat/completions`, {
+    method: "POST", headers: headers(), body: JSON.stringify(request), signal,
+  });
+  if (!response.ok) throw await errorOf(response);
+  let answer = "";
+  for await (const data of sseData(response.body)) {
+    if (data === "[DONE]") break;
+    const event = JSON.parse(data);
+    if (event.error) throw new Error(event.error.message || "the answer failed");
+    const delta = event.choices && event.choices[0] && event.choices[0].delta;
+    if (delta && delta.content) {
+      answer += delta.content;
+      output.textContent = answer;
+      output.scrollIntoView({ block: "end" });
+    }
+  }
+  return answer;
+}
+
+async function send(event) {
+  event.preventDefault();
+  const text = els.prompt.value.trim();
+  if (!text || controller) return;
+  if (!els.model.value) {
+    showError("No model to ask yet: the network has not listed one.");
+    return;
+  }
+  showError("");
+  history.push({ role: "user", content: text });
+  addMessage("user", text);
+  els.prompt.value = "";
+  const output = addMessage("assistant", "");
+  output.dataset.state = "streaming";
+  controller = new AbortController();
+  setBusy(true);
+  setStatus("Answering…");
+  try {
+    const answer = await streamAnswer(output, controller.signal);
+    history.push({ role: "assistant", content: answer });
+    output.dataset.state = "done";
+    setStatus("");
+  } catch (error) {
+    if (error.name === "AbortError") {
+      output.dataset.state = "stopped";
+      history.push({ role: "assistant", content: output.textContent });
+      setStatus("Stopped.");
+    } else {
+      output.dataset.state = "error";
+      history.pop(); // the question was not answered: leave it out of the next request
+      showError(error.message);
+      setStatus("");
+    }
+  } finally {
+    controller = null;
+    setBusy(false);
+  }
+}
+
+function stop() {
+  if (controller) controller.abort();
+}
+
+function clearChat() {
+  stop();
+  history = [];
+  els.log.replaceChildren();
+  showError("");
+  setStatus("");
+}
+
+els.apiKey.value = sessionStorage.getItem(KEY_STORAGE) || "";
+els.apiKey.addEventListener("change", () => {
+  sessionStorage.setItem(KEY_STORAGE, els.apiKey.value.trim());
+  loadModels();
+});
+els.form.addEventListener("submit", send);
+els.stop.addEventListener("click", stop);
+els.clear.addEventListener("click", clearChat);
+els.prompt.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey) {
+    event.preventDefault();
+    els.form.requestSubmit();
+  }
+});
+loadModels();
