@@ -89,7 +89,9 @@ def test_verify_does_catch_a_missing_executable(tmp_path: Path) -> None:
     assert SYSTEMD_ANALYZE is not None
     path = tmp_path / "tp-relay.service"
     path.write_text((DEPLOY / "tp-relay.service").read_text())  # /opt/token.place does not exist here
-    verify = subprocess.run([SYSTEMD_ANALYZE, "verify", str(path)], capture_output=True, timeout=60, check=False)
+    verify = subprocess.run(
+        [SYSTEMD_ANALYZE, "verify", str(path)], capture_output=True, timeout=60, check=False
+    )
     assert verify.returncode != 0
 
 
