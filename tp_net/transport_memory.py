@@ -60,7 +60,7 @@ def memory_channel_pair(
     return MemoryChannel(a_to_b_send, b_to_a_receive), MemoryChannel(b_to_a_send, a_to_b_receive)
 
 
-_Acceptor = Callable[[MemoryChannel], None]
+_Acceptor = Callable[[Channel], None]
 
 
 class MemoryNetwork:
@@ -75,6 +75,14 @@ class MemoryNetwork:
 
     def dialer(self) -> MemoryDialer:
         return MemoryDialer(self)
+
+    def hand_over(self, address: str, channel: Channel) -> None:
+        """Give the accepting end of a new channel to the listener at `address`: the hook for wrappers
+        (the simulator) that build their own channel pairs. DialError when nothing listens there."""
+        acceptor = self._acceptors.get(address)
+        if acceptor is None:
+            raise DialError(f"nothing listens on {address}")
+        acceptor(channel)
 
     def _register(self, address: str, acceptor: _Acceptor) -> None:
         if address in self._acceptors:
@@ -98,7 +106,7 @@ class MemoryListener:
     ) -> None:
         async with trio.open_nursery() as nursery:
 
-            def accept(channel: MemoryChannel) -> None:
+            def accept(channel: Channel) -> None:
                 nursery.start_soon(_run_handler, handler, channel)
 
             self._network._register(self.address, accept)
@@ -115,11 +123,10 @@ class MemoryDialer:
 
     async def dial(self, address: str) -> Channel:
         await trio.lowlevel.checkpoint()
-        acceptor = self._network._acceptors.get(address)
-        if acceptor is None:
+        if address not in self._network._acceptors:
             raise DialError(f"nothing listens on {address}")
         client, server = memory_channel_pair(self._network._buffer_messages)
-        acceptor(server)
+        self._network.hand_over(address, server)
         return client
 
 

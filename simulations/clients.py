@@ -1,0 +1,172 @@
+"""Light clients: what a gateway does for one request, with the real client library.
+
+A client is an address (its machine) and its pinned guards. For each request it takes the current verified
+directory, picks a node for the model and a diverse path (tp_net.path_selection, its own seeded rng),
+links to its guard (tp_net.client.ClientLink), builds the circuit, sends the request on an "inference"
+stream and reads the answer. All clients share one DirectoryFeed: one real fetch and verification of each
+document (tp_net.directory_client.fetch_directory) stands for every gateway fetching the same bytes, which
+at 10,000 machines would otherwise be most of the run (documented in docs/SIMULATION.md).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import trio
+
+from simulations.config import Scenario
+from simulations.invariants import InvariantChecker, sentinel
+from simulations.netsim import Machine, SimNetwork
+from tp_crypto.errors import TokenPlaceError
+from tp_net.circuit_client import HopInfo
+from tp_net.client import ClientLink
+from tp_net.directory import Directory, Trust
+from tp_net.directory_client import fetch_directory
+from tp_net.path_selection import (
+    GUARDS_PER_CLIENT,
+    STRICT_RULES,
+    choose_guards,
+    choose_node,
+    choose_path,
+    circuit_hops,
+)
+from tp_node.engine import FAKE_MODEL_ID
+from tp_node.gpu_node import INFERENCE_SERVICE
+
+FEED_REFRESH_FRACTION = 8  # the feed looks for a new document every period_s / this
+
+
+@dataclass
+class RequestRecord:
+    index: int
+    client: str
+    start_s: float
+    outcome: str = ""  # "ok", or an error name
+    ttft_s: float | None = None
+    total_s: float | None = None
+    build_s: float | None = None
+    node: str = ""
+    guard: bytes = b""
+    last_relay: bytes = b""
+
+    @property
+    def ended(self) -> bool:
+        return bool(self.outcome)
+
+
+class DirectoryFeed:
+    """The newest verified directory, fetched from the authorities over the simulated network."""
+
+    def __init__(
+        self,
+        machine: Machine,
+        network: SimNetwork,
+        sources: list[HopInfo],
+        *,
+        trust: Trust,
+        period_s: int,
+        rng: random.Random,
+    ) -> None:
+        self.machine = machine
+        self._dialer = network.dialer(machine)
+        self._sources = sources
+        self._trust = trust
+        self._period_s = period_s
+        self._rng = rng
+        self.directory: Directory | None = None
+        self.fetches = 0
+        self.failures = 0
+
+    async def run(self) -> None:
+        while True:
+            try:
+                directory, _ = await fetch_directory(
+                    self._dialer, self._sources, self._trust, self._rng, self.machine.wall_clock()
+                )
+            except TokenPlaceError:
+                self.failures += 1
+            else:
+                self.fetches += 1
+                if self.directory is None or directory.valid_after > self.directory.valid_after:
+                    self.directory = directory
+            await trio.sleep(self._period_s / FEED_REFRESH_FRACTION)
+
+
+class SimClient:
+    def __init__(
+        self, machine: Machine, network: SimNetwork, feed: DirectoryFeed, rng: random.Random
+    ) -> None:
+        self.machine = machine
+        self._dialer = network.dialer(machine)
+        self._feed = feed
+        self._rng = rng
+        self.guards: list[bytes] = []
+
+    def _refresh_guards(self, directory: Directory) -> None:
+        kept = [g for g in self.guards if g in directory.relays]
+        if len(kept) < GUARDS_PER_CLIENT:
+            others = [r for r in directory.relays.values() if r.node_id not in kept]
+            kept += choose_guards(others, self._rng, count=GUARDS_PER_CLIENT - len(kept))
+        self.guards = kept
+
+    async def request(
+        self, record: RequestRecord, scenario: Scenario, seed: int, checker: InvariantChecker
+    ) -> None:
+        """One request to its end: the record says how it ended. Only TokenPlaceErrors and timeouts are
+        clean; anything else is reported to the checker."""
+        try:
+            with trio.move_on_after(scenario.request_timeout_s) as scope:
+                await self._request(record, scenario, seed, checker)
+            if scope.cancelled_caught:
+                record.outcome = "timeout"
+        except TokenPlaceError as exc:
+            record.outcome = exc.__class__.__name__
+        except Exception as exc:
+            record.outcome = "unclean"
+            checker.unclean_error(record.index, exc)
+        record.total_s = trio.current_time() - record.start_s
+        checker.request_ended(record.index, record.total_s, scenario.request_timeout_s + 1.0)
+
+    async def _request(
+        self, record: RequestRecord, scenario: Scenario, seed: int, checker: InvariantChecker
+    ) -> None:
+        directory = self._feed.directory
+        if directory is None:
+            record.outcome = "no_directory"
+            return
+        self._refresh_guards(directory)
+        node = choose_node(list(directory.nodes.values()), FAKE_MODEL_ID, self._rng)
+        if node is None:
+            record.outcome = "no_node"
+            return
+        path = choose_path(list(directory.relays.values()), node, self.guards, self._rng, rules=STRICT_RULES)
+        checker.check_path(record.index, path)
+        record.node, record.guard, record.last_relay = (
+            node.node_id.hex()[:16],
+            path[0].node_id,
+            path[-1].node_id,
+        )
+        hops = circuit_hops(path, node)
+        document = {
+            "model": FAKE_MODEL_ID,
+            "messages": [{"role": "user", "content": f"{sentinel(seed, record.index)} tell me a story"}],
+            "max_tokens": scenario.max_tokens,
+        }
+        async with ClientLink.connect(self._dialer, hops[0], rng=self._rng) as link:
+            circuit = await link.build_circuit(hops)
+            record.build_s = trio.current_time() - record.start_s
+            async for chunk in circuit.request(INFERENCE_SERVICE, document):
+                if not isinstance(chunk, dict):
+                    record.outcome = "bad_chunk"
+                    break
+                if "error" in chunk:
+                    record.outcome = f"error:{chunk['error'].get('code')}"
+                    break
+                if record.ttft_s is None:
+                    record.ttft_s = trio.current_time() - record.start_s
+                if "finish_reason" in chunk:
+                    record.outcome = "ok"
+            circuit.destroy()
+        if not record.outcome:
+            record.outcome = "truncated"

@@ -1,0 +1,292 @@
+"""The simulated machines: authorities, relays and GPU nodes running the real role code on SimNetwork.
+
+Each machine is wired like its CLI wires it (tp_node.relay_cli, tp_node.node_cli), with the simulator's
+dialer and listener, a wall clock on trio's virtual clock plus the machine's skew, and keys drawn from the
+run's seed. A machine runs in its own cancel scope: a crash cancels it and breaks its links; a restart runs
+it again with the same identity and keys (as a restarted process with its data directory would).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import trio
+
+from bootstrap.config import Bootstrap, BootstrapAuthority
+from simulations.adversary import Coalition, HostileRelay, LeakyRelay, SimRelay
+from simulations.config import Scenario
+from simulations.netsim import MBPS, Machine, SimNetwork
+from tp_crypto.identity import Identity
+from tp_crypto.noise_primitives import x25519_public
+from tp_net.circuit_client import HopInfo
+from tp_net.descriptors import RelayDescriptor
+from tp_net.directory import make_invitation
+from tp_net.directory_client import DIRECTORY_SERVICE
+from tp_net.transport import Dialer
+from tp_node.authority_core import Admission, AuthorityCore
+from tp_node.directory_duties import (
+    AuthorityRunner,
+    DescriptorPublisher,
+    descriptor_expiry,
+    node_publisher,
+    refresh_documents,
+)
+from tp_node.directory_service import DirectoryService
+from tp_node.engine import FakeEngine
+from tp_node.gpu_node import GpuNode, HomeRelay
+from tp_node.hop_runtime import HopRuntime
+from tp_node.node_cli import model_offers
+from tp_node.services import ServiceHandler
+
+SIM_VERSION = "tp-sim"
+RELAY_PORT = 7000
+RELAY_CAPACITIES = (500, 1000, 2000, 5000)  # KB/s weights, drawn uniformly
+FAMILY_SHARE = 0.2  # honest relays that belong to a declared family (of 2-3 relays)
+START_SPREAD_S = 20.0  # relays and nodes start at random times in [0, this)
+INVITATION_LIFETIME_S = 30 * 24 * 3600
+
+
+@dataclass(eq=False)
+class SimMachine:
+    """A machine and what the simulator needs to run, crash and restart it."""
+
+    machine: Machine
+    identity: Identity
+    onion_private: bytes
+    role: str  # "authority", "relay", "node"
+    hostile: bool = False
+    family: str = ""
+    capacity: int = 1000
+    home_relays: list[HomeRelay] = field(default_factory=list)
+    invitation: bytes | None = None
+    scope: trio.CancelScope | None = None
+    hop: HopRuntime | None = None
+    engine: FakeEngine | None = None
+    crashes: int = 0
+
+    @property
+    def onion_public(self) -> bytes:
+        return x25519_public(self.onion_private)
+
+
+class World:
+    def __init__(self, scenario: Scenario, seed: int, network: SimNetwork, coalition: Coalition) -> None:
+        self.scenario = scenario
+        self.seed = seed
+        self.network = network
+        self.coalition = coalition
+        self._rng = random.Random(f"{seed}:world")
+        self.authority_identities = [self._identity() for _ in range(scenario.authorities)]
+        self.authorities: list[SimMachine] = []
+        self.relays: list[SimMachine] = []  # authorities included (they relay too)
+        self.nodes: list[SimMachine] = []
+        self._subnets: set[tuple[int, int]] = set()
+        self.bootstrap = self._make_bootstrap()
+        self.store: Callable[[str, bytes], None] = lambda name, data: None
+        self.leak: Callable[[], bytes] | None = None  # set: the last relay built is a LeakyRelay
+
+    # --- building ---------------------------------------------------------------------------------
+
+    def _identity(self) -> Identity:
+        return Identity(self._rng.randbytes(32))
+
+    def _address(self) -> str:
+        while True:
+            subnet = (self._rng.randrange(1, 255), self._rng.randrange(256))
+            if subnet not in self._subnets:  # one relay per /16: diversity is about families here
+                self._subnets.add(subnet)
+                host = f"{subnet[0]}.{subnet[1]}.{self._rng.randrange(256)}.{self._rng.randrange(1, 255)}"
+                return f"ws://{host}:{RELAY_PORT}/"
+
+    def _machine(self, name: str, kind: str, uplink_mbps: float, address: str | None = None) -> Machine:
+        model = self.scenario.network
+        skew = (
+            self._rng.uniform(-model.clock_skew_s_max, model.clock_skew_s_max)
+            if model.clock_skew_s_max
+            else 0.0
+        )
+        machine = Machine(name, kind, self._rng.choice(model.regions), uplink_mbps * MBPS, skew, address)
+        self.network.add_machine(machine)
+        return machine
+
+    def _make_bootstrap(self) -> Bootstrap:
+        addresses = [self._address() for _ in self.authority_identities]
+        authorities = tuple(
+            BootstrapAuthority(identity.node_id, address)
+            for identity, address in zip(self.authority_identities, addresses, strict=True)
+        )
+        for index, (identity, address) in enumerate(zip(self.authority_identities, addresses, strict=True)):
+            machine = self._machine(
+                f"authority-{index}", "authority", self.scenario.network.relay_uplink_mbps, address
+            )
+            self.authorities.append(SimMachine(machine, identity, self._rng.randbytes(32), "authority"))
+        self.relays.extend(self.authorities)
+        return Bootstrap(f"sim-{self.seed}", self.scenario.threshold, self.scenario.period_s, authorities)
+
+    def add_relay(self, *, hostile: bool = False) -> SimMachine:
+        name = f"relay-{len(self.relays)}"
+        machine = self._machine(name, "relay", self.scenario.network.relay_uplink_mbps, self._address())
+        relay = SimMachine(machine, self._identity(), self._rng.randbytes(32), "relay", hostile=hostile)
+        relay.capacity = self._rng.choice(RELAY_CAPACITIES)
+        if not hostile and self._rng.random() < FAMILY_SHARE:
+            relay.family = f"operator-{self._rng.randrange(max(1, self.scenario.relays // 5))}"
+        if self.scenario.admission == "invite" and not hostile:
+            relay.invitation = self._invite(relay.identity)
+        self.relays.append(relay)
+        return relay
+
+    def add_node(self) -> SimMachine:
+        machine = self._machine(f"node-{len(self.nodes)}", "node", self.scenario.network.node_uplink_mbps)
+        node = SimMachine(machine, self._identity(), self._rng.randbytes(32), "node")
+        honest = [r for r in self.relays if not r.hostile and r.role == "relay"] or self.relays
+        count = min(self.scenario.home_relays_per_node, len(honest))
+        # Nodes pick home relays among all relays: a hostile one may well be among them.
+        homes = self._rng.sample([r for r in self.relays if r.role == "relay"], count)
+        node.home_relays = [HomeRelay(r.identity.node_id, r.machine.address or "") for r in homes]
+        if self.scenario.admission == "invite":
+            node.invitation = self._invite(node.identity)
+        self.nodes.append(node)
+        return node
+
+    def _invite(self, identity: Identity) -> bytes:
+        expires = int(self.network_start_wall()) + INVITATION_LIFETIME_S
+        return make_invitation(
+            self.authority_identities[0], identity.node_id, self.bootstrap.network, expires
+        )
+
+    @staticmethod
+    def network_start_wall() -> float:
+        from simulations.netsim import SIM_EPOCH_S
+
+        return SIM_EPOCH_S
+
+    # --- running ------------------------------------------------------------------------------------
+
+    def start(self, nursery: trio.Nursery, sim: SimMachine, delay_s: float = 0.0) -> None:
+        body = self._relay_body if sim.role in ("authority", "relay") else self._node_body
+        nursery.start_soon(self._run_machine, sim, body, delay_s)
+
+    async def _run_machine(
+        self, sim: SimMachine, body: Callable[[SimMachine], Awaitable[None]], delay_s: float
+    ) -> None:
+        await trio.sleep(delay_s)
+        sim.machine.up = True
+        with trio.CancelScope() as scope:
+            sim.scope = scope
+            await body(sim)
+        sim.hop = None
+
+    def crash(self, sim: SimMachine) -> None:
+        if sim.scope is not None:
+            sim.scope.cancel()
+        sim.crashes += 1
+        self.network.crash(sim.machine)
+
+    def live_hops(self) -> list[tuple[str, HopRuntime]]:
+        return [(s.machine.name, s.hop) for s in [*self.relays, *self.nodes] if s.hop is not None]
+
+    async def _relay_body(self, sim: SimMachine) -> None:
+        scenario, machine = self.scenario, sim.machine
+        dialer = self.network.dialer(machine)
+        trust = self.bootstrap.trust()
+        authority = runner = None
+        if sim.role == "authority":
+            authority = AuthorityCore(
+                sim.identity, trust, period_s=scenario.period_s, admission=Admission(scenario.admission)
+            )
+            runner = AuthorityRunner(authority, self.bootstrap, dialer, wall_clock=machine.wall_clock)
+        service = DirectoryService(
+            trust,
+            authority=authority,
+            forward=runner.forward if runner else None,
+            wall_clock=machine.wall_clock,
+        )
+        relay = self._make_relay(sim, dialer, {DIRECTORY_SERVICE: service.handle})
+        async with trio.open_nursery() as nursery:
+            await nursery.start(relay.serve, self.network.listener(machine))
+            sim.hop = relay
+
+            def describe(now: float) -> RelayDescriptor:
+                return RelayDescriptor(
+                    sim.identity.node_id,
+                    machine.address or "",
+                    (sim.onion_public,),
+                    sim.capacity,
+                    sim.family,
+                    SIM_VERSION,
+                    int(now),
+                    descriptor_expiry(now, self.bootstrap),
+                )
+
+            publisher = DescriptorPublisher(
+                sim.identity,
+                self.bootstrap,
+                dialer,
+                describe,
+                lambda a: [a.hop()],
+                sim.invitation,
+                machine.wall_clock,
+            )
+            nursery.start_soon(publisher.run)
+            if runner is not None:
+                nursery.start_soon(runner.run)
+            elif scenario.relays_cache_directory:
+                nursery.start_soon(refresh_documents, service, self.bootstrap, dialer)
+
+    def _make_relay(self, sim: SimMachine, dialer: Dialer, services: dict[str, ServiceHandler]) -> SimRelay:
+        rng = random.Random(f"{self.seed}:{sim.machine.name}:{sim.crashes}")
+        keys = [sim.onion_private]
+        if sim.hostile:
+            adversary = self.scenario.adversary
+            relay: SimRelay = HostileRelay(
+                sim.identity,
+                keys,
+                dialer=dialer,
+                rng=rng,
+                services=services,
+                coalition=self.coalition,
+                behaviour=adversary.behaviour,
+                delay_s=adversary.delay_s,
+                meddle_chance=adversary.meddle_chance,
+            )
+        elif self.leak is not None and sim is self.relays[-1]:
+            relay = LeakyRelay(sim.identity, keys, dialer=dialer, rng=rng, services=services)
+            relay.leak = self.leak
+        else:
+            relay = SimRelay(sim.identity, keys, dialer=dialer, rng=rng, services=services)
+        relay.sim_name = sim.machine.name
+        relay.store = self.store
+        return relay
+
+    async def _node_body(self, sim: SimMachine) -> None:
+        machine = sim.machine
+        dialer = self.network.dialer(machine)
+        rng = random.Random(f"{self.seed}:{machine.name}:{sim.crashes}")
+        engine = sim.engine = FakeEngine(token_delay_s=self.scenario.token_delay_s)
+        node = GpuNode(
+            sim.identity,
+            [sim.onion_private],
+            home_relays=sim.home_relays,
+            engine=engine,
+            dialer=dialer,
+            rng=rng,
+        )
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(node.run)
+            sim.hop = node
+            await node.linked.wait()
+            publisher = node_publisher(
+                sim.identity,
+                self.bootstrap,
+                dialer,
+                home_relays=[HopInfo(r.node_id, None, r.address) for r in sim.home_relays],
+                onion_public_keys=lambda: (sim.onion_public,),
+                offers=lambda: model_offers(engine.models()),
+                version=SIM_VERSION,
+                rng=rng,
+                invitation=sim.invitation,
+            )
+            publisher.wall_clock = machine.wall_clock
+            nursery.start_soon(publisher.run)
