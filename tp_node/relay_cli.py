@@ -8,6 +8,7 @@ import random
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import trio
 
@@ -97,6 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=Admission.OPEN.value,
         help="authorities: which nodes the directory admits (default: open)",
     )
+    parser.add_argument(
+        "--invitation",
+        type=Path,
+        help="file holding an invitation token (networks whose authorities admit invited relays only)",
+    )
     add_bootstrap_argument(parser)
     add_metrics_argument(parser)
     add_release_key_argument(parser)
@@ -148,7 +154,14 @@ async def _relay(args: argparse.Namespace, nursery: trio.Nursery) -> None:
             descriptor_expiry(now, bootstrap),
         )
 
-    publisher = DescriptorPublisher(identity, bootstrap, dialer, describe, lambda a: [a.hop()])
+    publisher = DescriptorPublisher(
+        identity,
+        bootstrap,
+        dialer,
+        describe,
+        lambda a: [a.hop()],
+        invitation=args.invitation.read_bytes() if args.invitation else None,
+    )
     nursery.start_soon(publisher.run)
     if runner is not None:
         nursery.start_soon(runner.run)
