@@ -7,6 +7,7 @@ written into the file. Paths are written absolute (the role reads relative paths
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import time
 import tomllib
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tp_crypto.identity import Identity, create_key_file, load_key_file
-from tp_node.config import ConfigError, file_value, flag_of, is_list, is_switch, settings
+from tp_node.config import ConfigError, file_value, flag_of, is_list, is_switch, resolve, settings
 from tp_node.config_file import render_config
 from tp_node.launch import IDENTITY_FILE, default_data_dir
 
@@ -27,6 +28,8 @@ def init_main(role: str, build_parser: Callable[[], argparse.ArgumentParser], ar
     parser = _init_parser(role, actions)
     args = parser.parse_args(argv)
     config: Path = args.config.expanduser().absolute()
+    if config.exists() and args.new_key and not args.force:
+        return _rotate_key(role, build_parser, config)
     given = {key: _absolute(actions[key], getattr(args, key)) for key in actions}
     values = {key: value for key, value in given.items() if value is not None}
     values.setdefault("data_dir", str(default_data_dir(role)))
@@ -48,6 +51,20 @@ def init_main(role: str, build_parser: Callable[[], argparse.ArgumentParser], ar
     return 0
 
 
+def _rotate_key(role: str, build_parser: Callable[[], argparse.ArgumentParser], config: Path) -> int:
+    """A new identity for the data directory the existing config file names; the file stays as it is."""
+    parser = build_parser()
+    try:
+        settings_now = resolve(parser, role, ["--config", str(config)], check_required=False)
+    except ConfigError as exc:
+        parser.error(str(exc))
+    identity, how = _identity(settings_now.data_dir, new_key=True)
+    print(f"identity key: {settings_now.data_dir / IDENTITY_FILE} ({how})")
+    print(f"node id: {identity.node_id.hex()}")
+    print(f"config file: {config} (unchanged); restart tp-{role} to use the new key")
+    return 0
+
+
 def _init_parser(role: str, actions: Mapping[str, argparse.Action]) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=f"tp-{role} init",
@@ -61,7 +78,8 @@ def _init_parser(role: str, actions: Mapping[str, argparse.Action]) -> argparse.
     parser.add_argument(
         "--new-key",
         action="store_true",
-        help="replace the identity key (a new node id); the old one is kept as identity.key.old-TIME",
+        help="replace the identity key (a new node id; the old one is kept as identity.key.old-TIME); "
+        "with an existing config file and no --force, only the key changes",
     )
     group = parser.add_argument_group("settings to write into the file")
     for key, action in actions.items():
@@ -105,9 +123,19 @@ def _identity(data_dir: Path, *, new_key: bool) -> tuple[Identity, str]:
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     key_file = data_dir / IDENTITY_FILE
     if key_file.exists() and new_key:
-        old = key_file.with_name(f"{IDENTITY_FILE}.old-{time.strftime('%Y%m%dT%H%M%S')}")
+        old = _backup_name(key_file)
         key_file.rename(old)
         return create_key_file(key_file), f"new; the previous key is now {old.name}"
     if key_file.exists():
         return load_key_file(key_file), "kept the existing key"
     return create_key_file(key_file), "created"
+
+
+def _backup_name(key_file: Path) -> Path:
+    """identity.key.old-TIME, with a counter when two rotations fall in one second."""
+    stem = f"{key_file.name}.old-{time.strftime('%Y%m%dT%H%M%S')}"
+    for attempt in itertools.count():
+        candidate = key_file.with_name(f"{stem}-{attempt}" if attempt else stem)
+        if not candidate.exists():
+            return candidate
+    raise AssertionError("unreachable")  # pragma: no cover

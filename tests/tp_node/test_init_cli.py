@@ -40,7 +40,7 @@ def test_relay_init_writes_a_key_and_a_config_the_relay_reads(
     assert (args.listen, args.capacity, args.authority) == (("0.0.0.0", 7000), 250, True)
 
 
-def test_init_keeps_the_key_refuses_to_overwrite_and_rotates_on_request(
+def test_init_keeps_the_key_refuses_to_overwrite_and_rotates_the_key_on_request(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config, data = tmp_path / "relay.toml", tmp_path / "data"
@@ -54,7 +54,10 @@ def test_init_keeps_the_key_refuses_to_overwrite_and_rotates_on_request(
     assert relay_cli.main([*argv, "--force"]) == 0
     assert "kept the existing key" in capsys.readouterr().out
     assert load_key_file(data / "identity.key").node_id == first
-    assert relay_cli.main([*argv, "--force", "--new-key"]) == 0
+    config.write_text(config.read_text() + 'family = "mine"\n')
+    assert relay_cli.main(["init", "--config", str(config), "--new-key"]) == 0  # data dir from the file
+    assert "(unchanged)" in capsys.readouterr().out
+    assert 'family = "mine"' in config.read_text()
     assert load_key_file(data / "identity.key").node_id != first
     (old,) = data.glob("identity.key.old-*")
     assert load_key_file(old).node_id == first
