@@ -39,5 +39,15 @@ slow: $(STAMP)
 fuzz: $(STAMP)
 	TP_FUZZ_RANDOM=1 TP_FUZZ_EXAMPLES=20000 $(BIN)/pytest tests -k fuzz -p no:cacheprovider
 
+# The simulator (docs/SIMULATION.md): 10,000 simulated machines for one simulated hour, measured figures in
+# docs/BENCHMARKS.md. SIM_SEED picks the run; the report and plots go to sim-out/scale-10k.
+.PHONY: sim-smoke sim-scale
+SIM_SEED ?= 1
+sim-smoke: $(STAMP)
+	$(BIN)/tp-sim --scenario smoke --seed $(SIM_SEED) --out sim-out/smoke
+
+sim-scale: $(STAMP)
+	time $(BIN)/tp-sim --scenario scale-10k --seed $(SIM_SEED) --out sim-out/scale-10k
+
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
