@@ -53,6 +53,8 @@ CIRCUIT_KEEPALIVE_S = 60.0
 REQUEST_ATTEMPTS_MAX = 3
 CIRCUIT_WAIT_TIMEOUT_S = 10.0
 DIRECTORY_RETRY_S = 2.0
+# A guard that could not be dialed is left out of new paths this long (while other guards remain).
+GUARD_DOWN_S = 30.0
 
 
 class OverlayError(TokenPlaceError):
@@ -96,6 +98,7 @@ class Overlay:
         self._rules = LOCAL_NETWORK_RULES if bootstrap.local else STRICT_RULES
         self.directory: Directory | None = None
         self._guards: list[bytes] = []
+        self._guards_down: dict[bytes, float] = {}  # guard node id -> monotonic time it may be tried again
         self._links: dict[bytes, ClientLink] = {}
         self._linking: dict[bytes, trio.Event] = {}
         self._pool: dict[bytes, list[_Pooled]] = {}
@@ -167,8 +170,11 @@ class Overlay:
             raise OverlayError("model_not_found", f"no node in the directory serves model {model_id!r}")
         failure = OverlayError("unavailable", "no node serving the model could be reached")
         tried: set[bytes] = set()
+        path_failed: set[bytes] = set()  # nodes whose circuit broke: another path may still reach them
         for _ in range(REQUEST_ATTEMPTS_MAX):
-            node = choose_node([n for n in candidates if n.node_id not in tried], model_id, self._rng)
+            untried = [n for n in candidates if n.node_id not in tried]
+            retry = [n for n in candidates if n.node_id in path_failed]
+            node = choose_node(untried or retry, model_id, self._rng)
             if node is None:
                 break
             tried.add(node.node_id)
@@ -177,6 +183,8 @@ class Overlay:
                     first = await chunks.__anext__()
                 except _RetryableFailure as exc:
                     failure = exc.error
+                    if failure.code == "unavailable":
+                        path_failed.add(node.node_id)
                     continue
                 except StopAsyncIteration:
                     failure = OverlayError("upstream", "the node ended the answer without a word")
@@ -237,7 +245,7 @@ class Overlay:
         started = time.monotonic()
         try:
             path = choose_path(
-                list(directory.relays.values()), node, self._guards, self._rng, rules=self._rules
+                list(directory.relays.values()), node, self._usable_guards(), self._rng, rules=self._rules
             )
             link = await self._link_to(path[0])
             circuit = await link.build_circuit(circuit_hops(path, node))
@@ -250,6 +258,12 @@ class Overlay:
         pooled = _Pooled(circuit, time.monotonic(), time.monotonic())
         self._pool.setdefault(node.node_id, []).append(pooled)
         return pooled
+
+    def _usable_guards(self) -> list[bytes]:
+        """Our guards, less those recently unreachable (all of them if every one was)."""
+        now = time.monotonic()
+        usable = [guard for guard in self._guards if self._guards_down.get(guard, 0.0) <= now]
+        return usable or self._guards
 
     async def _link_to(self, guard: Any) -> ClientLink:
         link = self._links.get(guard.node_id)
@@ -276,6 +290,7 @@ class Overlay:
                 await link.lost.wait()
         except TokenPlaceError as exc:
             log.info("link to guard %s failed: %s", short_id(guard.node_id), exc.__class__.__name__)
+            self._guards_down[guard.node_id] = time.monotonic() + GUARD_DOWN_S
         finally:
             self._links.pop(guard.node_id, None)
             event = self._linking.pop(guard.node_id, None)
