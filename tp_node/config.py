@@ -71,7 +71,8 @@ def resolve(
     exclude: Iterable[str] = (),
     check_required: bool = True,
 ) -> argparse.Namespace:
-    """Parse `argv` and layer it over the environment, the config file and the defaults.
+    """Parse `argv` and layer it over the environment, the config file and the defaults. The parser is
+    used up: its defaults are replaced so that argparse reports only the flags actually given.
 
     Flag errors exit through argparse as before; file and environment errors raise ConfigError."""
     environ = os.environ if environ is None else environ
@@ -176,7 +177,8 @@ def _env_value(action: argparse.Action, text: str, where: str) -> Any:
 
 def _scalar(action: argparse.Action, value: Any, where: str, base: Path) -> Any:
     """One value through the flag's own parser; relative paths are relative to the file naming them."""
-    if isinstance(value, bool) or not isinstance(value, str | int | float):
+    textual = action.type is None or action.type is Path  # names and paths: numbers are a mistake
+    if isinstance(value, bool) or not isinstance(value, str if textual else str | int | float):
         raise ConfigError(f"{where}: {value!r} is not {_expected(action)}")
     text = str(value)
     parse: Callable[[str], Any] = action.type if callable(action.type) else str
@@ -203,6 +205,8 @@ def _expected(action: argparse.Action) -> str:
         return "an integer"
     if action.type is float:
         return "a number"
+    if action.type is Path:
+        return "a path (a string)"
     if action.metavar:
         return f"a string like {action.metavar}"
     return "a string"
