@@ -27,50 +27,38 @@ def label(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
+# name, kind, help, (section, field) of the status snapshot
+SCALARS = (
+    ("tp_uptime_seconds", "gauge", "Seconds since the role started.", ("uptime_s", None)),
+    ("tp_links", "gauge", "Open links.", ("links", "count")),
+    ("tp_circuits", "gauge", "Circuits through or ending at this hop.", ("circuits", None)),
+    ("tp_cells_received_total", "counter", "Cells received on all links.", ("bandwidth", "cells_received")),
+    ("tp_cells_sent_total", "counter", "Cells queued for sending on all links.", ("bandwidth", "cells_sent")),
+    ("tp_queued_cells", "gauge", "Cells waiting to be written to links.", ("load", "queued_cells")),
+)
+PER_MODEL = (
+    ("tp_model_active_requests", "active", "Requests generating now."),
+    ("tp_model_queued_requests", "queued", "Requests waiting for a slot."),
+    ("tp_model_slots", "slots", "Requests that may generate at once."),
+)
+Family = tuple[str, str, str, list[tuple[str, float]]]  # name, kind, help, [(labels, value)]
+
+
 def render_metrics(status: dict[str, Any]) -> str:
     """A status snapshot (tp_node.vitals) in the Prometheus text format."""
-    samples: list[tuple[str, str, str, list[tuple[str, float]]]] = [
-        (
-            "tp_info",
-            "gauge",
-            "Role and software version.",
-            [(f'{{role="{label(status["role"])}",version="{label(status["version"])}"}}', 1)],
-        ),
-        ("tp_uptime_seconds", "gauge", "Seconds since the role started.", [("", status["uptime_s"])]),
-        ("tp_links", "gauge", "Open links.", [("", status["links"]["count"])]),
-        ("tp_circuits", "gauge", "Circuits through or ending at this hop.", [("", status["circuits"])]),
-        (
-            "tp_cells_received_total",
-            "counter",
-            "Cells received on all links.",
-            [("", status["bandwidth"]["cells_received"])],
-        ),
-        (
-            "tp_cells_sent_total",
-            "counter",
-            "Cells queued for sending on all links.",
-            [("", status["bandwidth"]["cells_sent"])],
-        ),
-        (
-            "tp_queued_cells",
-            "gauge",
-            "Cells waiting to be written to links.",
-            [("", status["load"]["queued_cells"])],
-        ),
-    ]
+    info = f'{{role="{label(status["role"])}",version="{label(status["version"])}"}}'
+    families: list[Family] = [("tp_info", "gauge", "Role and software version.", [(info, 1)])]
+    for name, kind, help_text, (section, field) in SCALARS:
+        value = status[section] if field is None else status[section][field]
+        families.append((name, kind, help_text, [("", value)]))
     models = status.get("models", [])
-    if models:
-        for name, key, help_text in (
-            ("tp_model_active_requests", "active", "Requests generating now."),
-            ("tp_model_queued_requests", "queued", "Requests waiting for a slot."),
-            ("tp_model_slots", "slots", "Requests that may generate at once."),
-        ):
-            values = [(f'{{model="{label(model["id"])}"}}', model[key]) for model in models]
-            samples.append((name, "gauge", help_text, values))
+    for name, key, help_text in PER_MODEL if models else ():
+        values = [(f'{{model="{label(model["id"])}"}}', model[key]) for model in models]
+        families.append((name, "gauge", help_text, values))
     lines = []
-    for name, kind, help_text, values in samples:
+    for name, kind, help_text, samples in families:
         lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
-        lines += [f"{name}{labels} {value}" for labels, value in values]
+        lines += [f"{name}{labels} {value}" for labels, value in samples]
     return "\n".join(lines) + "\n"
 
 
