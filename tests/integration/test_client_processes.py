@@ -7,6 +7,8 @@ streamed and not.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +25,7 @@ from tp_gateway.client import BASE_URL, async_http_client, http_client
 from tp_node.local_network import LocalNetwork, local_network
 
 MODEL = "tiny"
+README_BOOTSTRAP = "tp-demo-state/network/bootstrap.json"
 MESSAGES: list[Any] = [{"role": "user", "content": "Say hello to the relays, twice!"}]
 MAX_TOKENS = 24
 WARM_TIMEOUT_S = 60.0
@@ -66,7 +69,10 @@ def network(tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     node_args = ["--engine", "llama", "--model", str(tiny_model_path), "--model-id", MODEL, "--n-ctx", "2048"]
     background = BackgroundNetwork(tmp_path_factory.mktemp("client-network"), node_args)
     try:
-        yield background.start()
+        started = background.start()
+        with http_client(bootstrap=started.bootstrap_file, data_dir=None) as probe:
+            wait_until_warm(probe)  # the signed directory names the node and a path to it can be built
+        yield started
     finally:
         background.close()
 
@@ -147,3 +153,21 @@ async def _wait_until_warm_async(client: httpx.AsyncClient) -> None:
             return
         await asyncio.sleep(0.2)
     raise TimeoutError(f"the in-process client had no warm circuit within {WARM_TIMEOUT_S} s")
+
+
+async def test_the_readme_snippet_streams_an_answer(network: LocalNetwork) -> None:
+    """The README's in-process example as written, the demo's bootstrap path swapped for this network's."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    blocks = [block.split("```", 1)[0] for block in readme.split("```python\n")[1:]]
+    [snippet] = [block for block in blocks if "tp_gateway.client import http_client" in block]
+    assert README_BOOTSTRAP in snippet
+    code = snippet.replace(README_BOOTSTRAP, str(network.bootstrap_file))
+    printed = io.StringIO()
+
+    def run() -> None:
+        with contextlib.redirect_stdout(printed):
+            exec(compile(code, "README.md", "exec"), {})
+
+    await trio.to_thread.run_sync(run)
+    assert printed.getvalue().strip(), "the tiny model always says something"
+    assert not client_threads(), "the snippet closes its client"
