@@ -1,111 +1,131 @@
-"""Gateway latency: time to first token and total latency of chat completions through the gateway and a
-3-relay circuit (warm pool), against the same engine called directly, interleaved A/B.
+"""Gateway rows of the suite: chat completions through tp-gateway and three relay processes to a tp-node
+(warm circuit pool), each paired with the same request to the direct server (benchmarks/direct_server.py:
+the same HTTP app and FakeEngine, no overlay), interleaved A B B A so drift hits both arms alike.
 
-    .venv/bin/python -m benchmarks.gateway [--requests 200] [--max-tokens 16]
-
-A local network of processes (3 authority relays, 2 relays, 1 GPU node with the fake engine) and a gateway
-process; the benchmark streams chat completions with httpx, and calls a FakeEngine in this process as the
-direct baseline.
+    .venv/bin/python -m benchmarks.suite --only ttft,latency,stream
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import tempfile
-import time
-from pathlib import Path
-from typing import Any
+import statistics
+from collections.abc import Callable
+from typing import TypeVar
 
 import httpx
-import trio
 
-from benchmarks.stats import summary
-from tp_node.engine import FakeEngine
-from tp_node.local_network import local_network
-from tp_node.processes import python_process
+from benchmarks.network import BenchNetwork
+from benchmarks.openai_http import Timing, chat_body, complete_chat, stream_chat
+from benchmarks.results import RATIO_TARGET, Bound, Row, Target, measured
 
-READY_TIMEOUT_S = 60.0
+T = TypeVar("T")
+SHORT_MAX_TOKENS = 16
+WARMUP_REQUESTS = 10
+HTTP_TIMEOUT_S = 60.0
+DIRECT_TITLE = "direct server: same HTTP app and FakeEngine, no overlay"
 
-
-def through_gateway(client: httpx.Client, base_url: str, body: dict[str, Any]) -> tuple[float, float]:
-    start = time.perf_counter()
-    first = 0.0
-    with client.stream("POST", f"{base_url}/chat/completions", json=body) as response:
-        response.raise_for_status()
-        for line in response.iter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            choices = json.loads(line[6:]).get("choices") or [{}]
-            if not first and choices[0].get("delta", {}).get("content"):
-                first = time.perf_counter() - start
-    return first * 1000, (time.perf_counter() - start) * 1000
+TTFT_TARGET = Target(
+    "added median <= 5 ms, p95 <= 10 ms", (Bound("median", "<=", 5.0), Bound("p95", "<=", 10.0))
+)
+LATENCY_TARGET = Target("median <= 10 ms", (Bound("median", "<=", 10.0),))
 
 
-async def direct(engine: FakeEngine, document: dict[str, Any]) -> tuple[float, float]:
-    start = time.perf_counter()
-    first = 0.0
-    async for chunk in engine.generate(document):
-        if not first and chunk.get("text"):
-            first = time.perf_counter() - start
-    return first * 1000, (time.perf_counter() - start) * 1000
+def interleaved(pairs: int, a: Callable[[], T], b: Callable[[], T], warmup: int) -> tuple[list[T], list[T]]:
+    """`pairs` samples of each arm in the order A B B A A B ..., after `warmup` unrecorded rounds."""
+    for _ in range(warmup):
+        a()
+        b()
+    a_samples, b_samples = [], []
+    for index in range(pairs):
+        if index % 2 == 0:
+            a_samples.append(a())
+            b_samples.append(b())
+        else:
+            b_samples.append(b())
+            a_samples.append(a())
+    return a_samples, b_samples
 
 
-def wait_for_model(client: httpx.Client, base_url: str) -> str:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    while time.monotonic() < deadline:
-        models = client.get(f"{base_url}/models").json().get("data", [])
-        if models and client.get(f"{base_url}/health").json().get("pooled_circuits"):
-            return str(models[0]["id"])
-        time.sleep(0.5)
-    raise SystemExit("the network did not come up")
+def ttft_row(bench: BenchNetwork, pairs: int, warmup: int = WARMUP_REQUESTS) -> Row:
+    """Row 1: time to first token added by the overlay (paired difference, gateway minus direct)."""
+    body = chat_body(bench.model, SHORT_MAX_TOKENS, stream=True)
+    with httpx.Client(timeout=HTTP_TIMEOUT_S) as client:
+        overlay, direct = interleaved(
+            pairs,
+            lambda: stream_chat(client, bench.gateway_url, body),
+            lambda: stream_chat(client, bench.direct_url, body),
+            warmup,
+        )
+    added = [o.first_token_ms - d.first_token_ms for o, d in zip(overlay, direct, strict=True)]
+    through = [o.first_token_ms for o in overlay]
+    baseline = [d.first_token_ms for d in direct]
+    return measured(
+        "ttft",
+        "time to first token added by gateway + 3 relays + node (warm pool)",
+        "ms",
+        added,
+        target=TTFT_TARGET,
+        baseline=baseline,
+        baseline_title=DIRECT_TITLE,
+        ratio=statistics.median(through) / statistics.median(baseline),
+        details=_arm("overlay_ttft_ms", through),
+    )
 
 
-async def run(requests: int, max_tokens: int) -> list[dict[str, Any]]:
-    engine = FakeEngine()
-    with tempfile.TemporaryDirectory() as state:
-        async with local_network(Path(state), relay_count=5, log_level="warning") as network:
-            args = ["tp_gateway.cli", "--listen", "127.0.0.1:0", "--bootstrap", str(network.bootstrap_file)]
-            args += ["--data-dir", str(Path(state) / "gateway"), "--log-level", "warning"]
-            async with python_process(args) as gateway:
-                base_url = gateway.announcement["base_url"]
-                with httpx.Client(timeout=30) as client:
-                    model = await trio.to_thread.run_sync(wait_for_model, client, base_url)
-                    messages = [{"role": "user", "content": "How private is this?"}]
-                    body = {"model": model, "messages": messages, "max_tokens": max_tokens, "stream": True}
-                    document = {
-                        "kind": "chat",
-                        "model": model,
-                        "messages": messages,
-                        "max_tokens": max_tokens,
-                    }
-                    for _ in range(10):  # warm up: pool built, caches hot
-                        await trio.to_thread.run_sync(through_gateway, client, base_url, body)
-                    gateway_times, direct_times = [], []
-                    for _ in range(requests):  # interleaved A/B
-                        gateway_times.append(
-                            await trio.to_thread.run_sync(through_gateway, client, base_url, body)
-                        )
-                        direct_times.append(await direct(engine, document))
-    results = [
-        summary("time to first token, gateway + 3 relays + node", "ms", [t[0] for t in gateway_times]),
-        summary("time to first token, engine called directly", "ms", [t[0] for t in direct_times]),
-        summary("total latency, gateway + 3 relays + node", "ms", [t[1] for t in gateway_times]),
-        summary("total latency, engine called directly", "ms", [t[1] for t in direct_times]),
-    ]
-    added = [g[0] - d[0] for g, d in zip(gateway_times, direct_times, strict=True)]
-    results.append(summary("time to first token added by the overlay", "ms", added))
-    return results
+def latency_row(bench: BenchNetwork, requests: int, warmup: int = WARMUP_REQUESTS) -> Row:
+    """Row 2: sequential short chat completions (not streamed) through the gateway."""
+    body = chat_body(bench.model, SHORT_MAX_TOKENS, stream=False)
+    with httpx.Client(timeout=HTTP_TIMEOUT_S) as client:
+        overlay, direct = interleaved(
+            requests,
+            lambda: complete_chat(client, bench.gateway_url, body),
+            lambda: complete_chat(client, bench.direct_url, body),
+            warmup,
+        )
+    through = [o.total_ms for o in overlay]
+    baseline = [d.total_ms for d in direct]
+    return measured(
+        "latency",
+        f"request latency, sequential {SHORT_MAX_TOKENS}-token chat completions, gateway + 3 relays",
+        "ms",
+        through,
+        target=LATENCY_TARGET,
+        baseline=baseline,
+        baseline_title=DIRECT_TITLE,
+        ratio=statistics.median(through) / statistics.median(baseline),
+    )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.gateway", description=__doc__)
-    parser.add_argument("--requests", type=int, default=200)
-    parser.add_argument("--max-tokens", type=int, default=16)
-    args = parser.parse_args()
-    for result in trio.run(run, args.requests, args.max_tokens):
-        print(json.dumps(result))
+def stream_row(bench: BenchNetwork, pairs: int, tokens: int, warmup: int = 1) -> Row:
+    """Row 3: tokens/s of one long stream through the overlay vs direct (a paced FakeEngine on both)."""
+    body = chat_body(bench.model, tokens, stream=True)
+    with httpx.Client(timeout=HTTP_TIMEOUT_S) as client:
+        overlay, direct = interleaved(
+            pairs,
+            lambda: stream_chat(client, bench.gateway_url, body),
+            lambda: stream_chat(client, bench.direct_url, body),
+            warmup,
+        )
+    _check_counts(tokens, overlay + direct)
+    ratios = [o.tokens_per_s / d.tokens_per_s for o, d in zip(overlay, direct, strict=True)]
+    return measured(
+        "stream",
+        f"tokens/s of one {tokens}-token stream, gateway + 3 relays + node",
+        "tokens/s",
+        [o.tokens_per_s for o in overlay],
+        target=RATIO_TARGET,
+        baseline=[d.tokens_per_s for d in direct],
+        baseline_title=DIRECT_TITLE,
+        ratio=statistics.median(ratios),
+        details={"ratio_min": min(ratios), "ratio_max": max(ratios)},
+    )
 
 
-if __name__ == "__main__":
-    main()
+def _check_counts(tokens: int, timings: list[Timing]) -> None:
+    counts = {timing.completion_tokens for timing in timings}
+    if counts != {tokens}:
+        raise RuntimeError(f"expected {tokens} completion tokens in every stream, got {sorted(counts)}")
+
+
+def _arm(prefix: str, values: list[float]) -> dict[str, float]:
+    ordered = sorted(values)
+    return {f"{prefix}_median": statistics.median(ordered), f"{prefix}_max": ordered[-1]}
