@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest slow fuzz clean
+.PHONY: demo test lint typecheck pytest slow fuzz bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -48,6 +48,11 @@ sim-smoke: $(STAMP)
 
 sim-scale: $(STAMP)
 	time $(BIN)/tp-sim --scenario scale-10k --seed $(SIM_SEED) --out sim-out/scale-10k
+
+# The benchmark suite (docs/BENCHMARKS.md): separate processes on 127.0.0.1, ~6 minutes on 2 cores; writes
+# bench-results.json and prints the table. BENCH_ARGS="--only ttft,latency" or "--quick" narrows it.
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks.suite $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
