@@ -26,6 +26,9 @@ from tp_gateway.openai_errors import ApiError
 
 THREAD_START_TIMEOUT_S = 30.0
 THREAD_STOP_TIMEOUT_S = 10.0
+# Body chunks waiting for a caller that reads slowly; beyond this the answer pauses (as a full socket would
+# pause the gateway), which pauses the stream on the circuit and, once its window is full, the node.
+BUFFERED_CHUNKS_MAX = 64
 OVERLAY_UNREADY = "overlay_unavailable"
 
 
@@ -127,6 +130,7 @@ class Exchange:
         self._lock = threading.Lock()
         self._cancel: trio.CancelScope | None = None  # touched in the overlay thread only
         self._token: trio.lowlevel.TrioToken | None = None
+        self._drained: trio.Event | None = None  # set (in the overlay thread) once the caller took some
 
     def put(self, item: Item) -> None:
         with self._lock:
@@ -135,7 +139,23 @@ class Exchange:
 
     def take(self) -> Item | None:
         with self._lock:
-            return self._items.popleft() if self._items else None
+            item = self._items.popleft() if self._items else None
+            drained, self._drained = self._drained, None
+        if drained is not None and self._token is not None:
+            with suppress(trio.RunFinishedError):
+                self._token.run_sync_soon(drained.set)
+        return item
+
+    async def _put_chunk(self, chunk: bytes) -> None:
+        """Append a body chunk, first waiting while BUFFERED_CHUNKS_MAX are unread (overlay thread)."""
+        while True:
+            with self._lock:
+                if len(self._items) < BUFFERED_CHUNKS_MAX:
+                    self._items.append(chunk)
+                    break
+                drained = self._drained = trio.Event()
+            await drained.wait()
+        self.waker.wake()
 
     def close(self) -> None:
         """Cancel the request in the overlay thread (the caller stopped reading); idempotent."""
@@ -177,7 +197,7 @@ class Exchange:
             headers = [(bytes(name), bytes(value)) for name, value in message.get("headers", [])]
             self.put(ResponseStart(int(message["status"]), headers))
         elif message["type"] == "http.response.body" and message.get("body"):
-            self.put(bytes(message["body"]))
+            await self._put_chunk(bytes(message["body"]))
 
     def _send_error(self, error: ApiError) -> None:
         self.put(ResponseStart(error.status, [(b"content-type", b"application/json")]))

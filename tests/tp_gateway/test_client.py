@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from collections.abc import AsyncGenerator, Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -29,7 +30,7 @@ from tp_gateway.client import (
     http_client,
     overlay_service,
 )
-from tp_gateway.client_thread import OverlayThread, Service
+from tp_gateway.client_thread import BUFFERED_CHUNKS_MAX, OverlayThread, Service
 from tp_gateway.overlay import Overlay, OverlayError
 
 T = TypeVar("T")
@@ -47,7 +48,9 @@ def final() -> dict[str, Any]:
 class ScriptedOverlay:
     """Stands in for tp_gateway.overlay.Overlay: one model, a scripted answer; records how answers end."""
 
-    def __init__(self, *, ready: bool = True, hold_after: int | None = None) -> None:
+    def __init__(
+        self, *, ready: bool = True, hold_after: int | None = None, words: list[str] = WORDS
+    ) -> None:
         self.ready = trio.Event()
         if ready:
             self.ready.set()
@@ -56,6 +59,8 @@ class ScriptedOverlay:
         self.release = threading.Event()
         self.answer_closed = threading.Event()
         self.documents: list[dict[str, Any]] = []
+        self.words = words
+        self.produced = 0
 
     def model_ids(self) -> list[str]:
         return [MODEL]
@@ -68,9 +73,10 @@ class ScriptedOverlay:
             raise OverlayError("model_not_found", f"no node in the directory serves model {model_id!r}")
         self.documents.append(document)
         try:
-            for index, word in enumerate(WORDS):
+            for index, word in enumerate(self.words):
                 if index == self.hold_after:
                     await trio.to_thread.run_sync(self.release.wait, abandon_on_cancel=True)
+                self.produced += 1
                 yield {"text": word}
             yield final()
         finally:
@@ -177,6 +183,25 @@ async def test_chunks_arrive_while_the_answer_is_still_being_generated() -> None
     early, rest = await in_worker(use)
     assert early == WORDS[:2]
     assert "".join(rest) == "".join(WORDS[2:])
+
+
+async def test_a_caller_that_stops_reading_pauses_the_answer() -> None:
+    overlay = ScriptedOverlay(words=[f" w{index}" for index in range(BUFFERED_CHUNKS_MAX * 4)])
+    body = {"model": MODEL, "messages": MESSAGES, "stream": True}
+
+    def use() -> tuple[int, int]:
+        with httpx.Client(transport=OverlayTransport(started(overlay)), base_url=BASE_URL) as client:
+            with client.stream("POST", "/chat/completions", json=body) as response:
+                lines = response.iter_lines()
+                next(lines)
+                time.sleep(0.5)  # the overlay thread may run ahead, but only by the buffer
+                paused_at = overlay.produced
+                events = [line for line in lines if line.startswith("data: ")]
+            return paused_at, len(events)
+
+    paused_at, rest = await in_worker(use)
+    assert paused_at <= BUFFERED_CHUNKS_MAX + 3, "one chunk in the app, one in hand, the rest buffered"
+    assert rest >= len(overlay.words), "everything arrives once the caller reads again"
 
 
 async def test_closing_a_stream_early_cancels_the_answer_in_the_overlay_thread() -> None:
