@@ -19,6 +19,7 @@ from typing import Any
 from benchmarks.stats import percentile
 
 CPUINFO = Path("/proc/cpuinfo")
+COMMIT_ENV = "TP_BENCH_COMMIT"  # names the commit where the tree has no git history (a device run's copy)
 COMPARISONS: dict[str, Callable[[float, float], bool]] = {"<=": operator.le, ">=": operator.ge}
 
 
@@ -138,9 +139,23 @@ def machine() -> dict[str, Any]:
     return {
         "cpu_count": os.cpu_count(),
         "cpu_model": model,
+        "gpu": _gpu_name(),
         "platform": platform.platform(),
         "python": platform.python_version(),
     }
+
+
+def _gpu_name() -> str | None:
+    try:
+        names = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return ", ".join(line.strip() for line in names.splitlines() if line.strip()) or None
 
 
 def git_commit(root: Path) -> dict[str, Any]:
@@ -149,7 +164,7 @@ def git_commit(root: Path) -> dict[str, Any]:
         head = _git(root, "rev-parse", "HEAD")
         dirty = bool(_git(root, "status", "--porcelain", "--untracked-files=no"))
     except (OSError, subprocess.CalledProcessError):
-        return {"commit": None, "dirty": None}
+        return {"commit": os.environ.get(COMMIT_ENV), "dirty": None}
     return {"commit": head, "dirty": dirty}
 
 

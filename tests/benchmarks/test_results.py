@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from benchmarks.results import (
+    COMMIT_ENV,
     RATIO_TARGET,
     Bound,
     Target,
@@ -80,3 +83,10 @@ def test_the_run_metadata_names_the_machine_and_the_commit() -> None:
     assert info["cpu_model"]
     commit = git_commit(Path(__file__).resolve().parents[2])
     assert commit["commit"] is None or len(commit["commit"]) == 40
+
+
+def test_outside_a_git_tree_the_commit_comes_from_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(COMMIT_ENV, "ab" * 20)
+    assert git_commit(tmp_path) == {"commit": "ab" * 20, "dirty": None}

@@ -81,3 +81,9 @@ def test_an_unknown_row_is_refused_by_name(capsys: pytest.CaptureFixture[str]) -
     with pytest.raises(SystemExit):
         suite.main(["--only", "ttft,warp"])
     assert "unknown rows ['warp']" in capsys.readouterr().err
+
+
+def test_the_device_script_runs_the_gpu_row_of_the_suite() -> None:
+    script = ROOT / "benchmarks" / "gpu_device.sh"
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    assert "python3 -m benchmarks.suite --only gpu --model /tmp/model.gguf" in script.read_text()
