@@ -1,93 +1,188 @@
-"""The WebSocket transport (trio-websocket). The only module that imports trio_websocket.
+"""The WebSocket transport: tp_net.ws_protocol over trio TCP streams.
 
-Addresses are `ws://HOST:PORT/` URLs. Each transport message is one binary WebSocket message; the receive
-buffer is 64 KiB (the 4 KiB default throttles large messages) and messages above CHANNEL_MESSAGE_BYTES_MAX
-make the library close the connection with code 1009.
+Addresses are `ws://HOST:PORT/` URLs. Each transport message is one binary WebSocket message; a message
+above CHANNEL_MESSAGE_BYTES_MAX is refused before sending, and a peer announcing one is cut off with close
+code 1009 before its payload is buffered. Reading happens in the task that calls receive_message (no
+background task per connection), so a forwarded cell costs one wake-up, not three.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import logging
+import os
+import random
 import urllib.parse
-from functools import partial
+from collections import deque
 
 import trio
-import trio_websocket
 
-from tp_net.errors import (
-    ChannelClosed,
-    DialError,
-    LocalProtocolError,
-    RemoteProtocolError,
-    TokenPlaceError,
-)
+from tp_net import ws_protocol
+from tp_net.errors import ChannelClosed, DialError, LocalProtocolError, RemoteProtocolError, TokenPlaceError
 from tp_net.transport import CHANNEL_MESSAGE_BYTES_MAX, DIAL_TIMEOUT_S, Channel, ChannelHandler
 from tp_net.trio_util import is_cancelled
+from tp_net.ws_protocol import CloseCode, FrameReader, Opcode, WebSocketError
 
 log = logging.getLogger(__name__)
 
-WS_RECEIVE_BUFFER_BYTES = 64 * 1024
-WS_MESSAGE_QUEUE_MESSAGES = 64
+WS_RECEIVE_BYTES = 64 * 1024
 WS_CLOSE_TIMEOUT_S = 2.0
 WS_ACCEPT_TIMEOUT_S = 10.0
 
+_STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+
 
 class WebSocketChannel:
-    """A Channel over one trio-websocket connection.
+    """A Channel over one TCP stream after the opening handshake. `client`: this side dialed (and masks)."""
 
-    When given the TCP stream too, aclose() closes it: trio-websocket leaves a client's socket open when the
-    server closed the connection first.
-    """
-
-    def __init__(
-        self,
-        connection: trio_websocket.WebSocketConnection,
-        stream: trio.SocketStream | None = None,
-    ) -> None:
-        self._connection = connection
+    def __init__(self, stream: trio.SocketStream, *, client: bool, received: bytes = b"") -> None:
         self._stream = stream
+        self._client = client
+        self._reader = FrameReader(masked=not client, message_bytes_max=CHANNEL_MESSAGE_BYTES_MAX)
+        # Masking defends HTTP proxies against chosen plaintext, not secrecy: a fast seeded PRNG will do.
+        self._masks = random.Random(os.urandom(16))
+        self._send_lock = trio.Lock()
+        self._messages: deque[bytes] = deque()
+        self._early = received
+        self._peer_gone = False
+        self._gone = trio.Event()
+        self._receiving = False
+        self._close_sent = False
+        self._closed = False
 
     async def send_message(self, message: bytes) -> None:
         if len(message) > CHANNEL_MESSAGE_BYTES_MAX:
             raise LocalProtocolError(f"message of {len(message)} bytes exceeds {CHANNEL_MESSAGE_BYTES_MAX}")
-        try:
-            await self._connection.send_message(bytes(message))
-        except (trio_websocket.ConnectionClosed, trio.BrokenResourceError) as exc:
-            raise ChannelClosed("websocket is closed") from exc
+        if self._close_sent or self._closed:
+            raise ChannelClosed("websocket is closed")
+        await self._send_frame(Opcode.BINARY, bytes(message))
 
     async def receive_message(self) -> bytes:
-        try:
-            message = await self._connection.get_message()
-        except (trio_websocket.ConnectionClosed, trio.BrokenResourceError) as exc:
-            raise ChannelClosed("websocket is closed") from exc
-        if isinstance(message, str):
-            await self.aclose()
-            raise RemoteProtocolError("peer sent a text message; only binary messages are allowed")
-        return message
+        while not self._messages:
+            if self._peer_gone or self._closed:
+                raise ChannelClosed("websocket is closed")
+            self._receiving = True
+            try:
+                await self._receive_events()
+            finally:
+                self._receiving = False
+        return self._messages.popleft()
 
     async def aclose(self) -> None:
-        # While shutting down (our scope is cancelled) the library's reader task may be cancelled too, so
-        # nobody would read the peer's answer to a closing handshake: just close the socket.
-        if not is_cancelled():
-            await self._close_politely()
-        if self._stream is not None:
-            with trio.CancelScope(shield=True):
-                await self._stream.aclose()
+        if self._closed:
+            return
+        # Shutting down (our scope is cancelled): no goodbye, just close the socket.
+        if not is_cancelled() and not self._peer_gone:
+            with trio.move_on_after(WS_CLOSE_TIMEOUT_S) as scope:
+                scope.shield = True
+                await self._close_politely(CloseCode.NORMAL)
+        await self._close_stream()
 
-    async def _close_politely(self) -> None:
+    # --- internals ------------------------------------------------------------------------------
+
+    async def _send_frame(self, opcode: Opcode, payload: bytes) -> None:
+        mask = self._masks.getrandbits(32).to_bytes(4, "little") if self._client else None
+        frame = ws_protocol.encode_frame(opcode, payload, mask)
+        try:
+            async with self._send_lock:
+                await self._stream.send_all(frame)
+        except _STREAM_ERRORS as exc:
+            self._mark_gone()
+            raise ChannelClosed("websocket is closed") from exc
+
+    async def _receive_events(self) -> None:
+        data, self._early = self._early, b""
+        if not data:
+            try:
+                data = await self._stream.receive_some(WS_RECEIVE_BYTES)
+            except _STREAM_ERRORS as exc:
+                self._mark_gone()
+                raise ChannelClosed("websocket is closed") from exc
+            if not data:
+                self._mark_gone()
+                raise ChannelClosed("the peer closed the connection")
+        try:
+            events = self._reader.feed(data)
+        except WebSocketError as exc:
+            await self._fail(exc.close_code)
+            raise
+        for event in events:
+            await self._on_event(event)
+
+    async def _on_event(self, event: ws_protocol.Event) -> None:
+        if isinstance(event, ws_protocol.Message):
+            self._messages.append(event.data)
+        elif isinstance(event, ws_protocol.Ping):
+            if not self._close_sent:
+                await self._send_frame(Opcode.PONG, event.payload)
+        elif isinstance(event, ws_protocol.Close):
+            # Messages that came before the close are still delivered; then ChannelClosed.
+            if not self._close_sent:
+                self._close_sent = True
+                with contextlib.suppress(ChannelClosed):
+                    await self._send_frame(Opcode.CLOSE, ws_protocol.close_payload(CloseCode.NORMAL))
+            self._mark_gone()
+
+    async def _close_politely(self, code: CloseCode) -> None:
+        """Send a close frame and wait (bounded by the caller) for the peer's, dropping late messages."""
+        if not self._close_sent:
+            self._close_sent = True
+            try:
+                await self._send_frame(Opcode.CLOSE, ws_protocol.close_payload(code))
+            except ChannelClosed:
+                return
+        if self._receiving:  # another task reads: it will see the peer's close frame
+            await self._gone.wait()
+            return
+        try:
+            while not self._peer_gone:
+                await self._receive_events()
+        except (ChannelClosed, RemoteProtocolError):
+            pass
+
+    async def _fail(self, code: CloseCode) -> None:
         with trio.move_on_after(WS_CLOSE_TIMEOUT_S) as scope:
             scope.shield = True
-            # The peer may be gone already; then there is nothing left to close politely.
-            with contextlib.suppress(trio_websocket.HandshakeError, trio.BrokenResourceError, OSError):
-                await self._connection.aclose()
+            if not self._close_sent:
+                self._close_sent = True
+                with contextlib.suppress(ChannelClosed):
+                    await self._send_frame(Opcode.CLOSE, ws_protocol.close_payload(code))
+        await self._close_stream()
+
+    def _mark_gone(self) -> None:
+        self._peer_gone = True
+        self._gone.set()
+
+    async def _close_stream(self) -> None:
+        self._closed = True
+        self._mark_gone()
+        with trio.CancelScope(shield=True):
+            await self._stream.aclose()
+
+
+async def _read_head(stream: trio.SocketStream) -> tuple[bytes, bytes]:
+    """The HTTP head of a handshake and whatever the peer sent after it."""
+    buffer = bytearray()
+    while True:
+        try:
+            data = await stream.receive_some(ws_protocol.HANDSHAKE_BYTES_MAX)
+        except _STREAM_ERRORS as exc:
+            raise ChannelClosed("connection broke during the WebSocket handshake") from exc
+        if not data:
+            raise ChannelClosed("connection closed during the WebSocket handshake")
+        buffer += data
+        head = ws_protocol.split_head(buffer)
+        if head is not None:
+            return head
 
 
 class WebSocketDialer:
-    """Dials ws:// URLs; connection background tasks run in the nursery given at construction."""
+    """Dials ws:// URLs. The nursery argument is accepted for compatibility; no background tasks run."""
 
-    def __init__(self, nursery: trio.Nursery, *, dial_timeout_s: float = DIAL_TIMEOUT_S) -> None:
-        self._nursery = nursery
+    def __init__(
+        self, nursery: trio.Nursery | None = None, *, dial_timeout_s: float = DIAL_TIMEOUT_S
+    ) -> None:
         self._dial_timeout_s = dial_timeout_s
 
     async def dial(self, address: str) -> Channel:
@@ -96,23 +191,26 @@ class WebSocketDialer:
             with trio.fail_after(self._dial_timeout_s):
                 stream = await trio.open_tcp_stream(host, port)
                 try:
-                    connection = await trio_websocket.wrap_client_stream(
-                        self._nursery,
-                        stream,
-                        f"{host}:{port}",
-                        resource,
-                        message_queue_size=WS_MESSAGE_QUEUE_MESSAGES,
-                        max_message_size=CHANNEL_MESSAGE_BYTES_MAX,
-                        receive_buffer_size=WS_RECEIVE_BUFFER_BYTES,
-                    )
+                    return await _client_handshake(stream, f"{host}:{port}", resource)
                 except BaseException:
-                    await stream.aclose()
+                    with trio.CancelScope(shield=True):
+                        await stream.aclose()
                     raise
         except trio.TooSlowError as exc:
             raise DialError(f"dialing {address} timed out after {self._dial_timeout_s} s") from exc
-        except (OSError, trio_websocket.HandshakeError, trio_websocket.ConnectionClosed) as exc:
+        except (OSError, ChannelClosed, WebSocketError) as exc:
             raise DialError(f"cannot dial {address}: {exc.__class__.__name__}: {exc}") from exc
-        return WebSocketChannel(connection, stream)
+
+
+async def _client_handshake(stream: trio.SocketStream, host: str, resource: str) -> WebSocketChannel:
+    key = base64.b64encode(os.urandom(16)).decode("ascii")
+    try:
+        await stream.send_all(ws_protocol.client_request(host, resource, key))
+    except _STREAM_ERRORS as exc:
+        raise ChannelClosed("connection broke during the WebSocket handshake") from exc
+    head, rest = await _read_head(stream)
+    ws_protocol.check_server_response(head, key)
+    return WebSocketChannel(stream, client=True, received=rest)
 
 
 def parse_ws_address(address: str) -> tuple[str, int, str]:
@@ -146,9 +244,13 @@ class WebSocketListener:
         *,
         task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        async def on_request(request: trio_websocket.WebSocketRequest) -> None:
-            connection = await request.accept()
-            channel = WebSocketChannel(connection)
+        listeners = await trio.open_tcp_listeners(self.port, host=self.host)
+        port = listeners[0].socket.getsockname()[1]
+
+        async def on_connection(stream: trio.SocketStream) -> None:
+            channel = await _accept(stream)
+            if channel is None:
+                return
             try:
                 await handler(channel)
             except TokenPlaceError as exc:
@@ -158,18 +260,24 @@ class WebSocketListener:
                 await channel.aclose()
 
         async with trio.open_nursery() as nursery:
-            server = await nursery.start(
-                partial(
-                    trio_websocket.serve_websocket,
-                    on_request,
-                    self.host,
-                    self.port,
-                    None,
-                    message_queue_size=WS_MESSAGE_QUEUE_MESSAGES,
-                    max_message_size=CHANNEL_MESSAGE_BYTES_MAX,
-                    receive_buffer_size=WS_RECEIVE_BUFFER_BYTES,
-                    connect_timeout=WS_ACCEPT_TIMEOUT_S,
-                    disconnect_timeout=WS_CLOSE_TIMEOUT_S,
-                )
-            )
-            task_status.started(format_ws_address(self.host, server.port))
+            await nursery.start(trio.serve_listeners, on_connection, listeners)
+            task_status.started(format_ws_address(self.host, port))
+
+
+async def _accept(stream: trio.SocketStream) -> WebSocketChannel | None:
+    """The server side of the handshake; None (connection closed) when it fails or takes too long."""
+    try:
+        with trio.fail_after(WS_ACCEPT_TIMEOUT_S):
+            head, rest = await _read_head(stream)
+            try:
+                _, key = ws_protocol.parse_client_request(head)
+            except WebSocketError as exc:
+                await stream.send_all(ws_protocol.rejection_response(str(exc)))
+                raise
+            await stream.send_all(ws_protocol.server_response(key))
+    except (trio.TooSlowError, ChannelClosed, WebSocketError, *_STREAM_ERRORS) as exc:
+        log.debug("WebSocket handshake failed: %s", exc.__class__.__name__)
+        with trio.CancelScope(shield=True):
+            await stream.aclose()
+        return None
+    return WebSocketChannel(stream, client=False, received=rest)
