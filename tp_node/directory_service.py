@@ -10,7 +10,7 @@ from typing import Any
 
 import trio
 
-from tp_crypto.errors import TokenPlaceError
+from tp_crypto.errors import RemoteProtocolError, TokenPlaceError
 from tp_net.descriptors import SignedDescriptor
 from tp_net.directory import DirectoryError, SignedDocument, Trust, verify_document
 from tp_node.authority_core import AuthorityCore
@@ -71,7 +71,7 @@ class DirectoryService:
             raise ServiceError("not_an_authority", f"operation {op!r} needs an authority")
         try:
             self._authority_op(core, op, request)
-        except DirectoryError as exc:
+        except (DirectoryError, RemoteProtocolError) as exc:  # malformed bytes from the client
             log.info("refused %s: %s", op, exc)
             raise ServiceError("refused", str(exc)) from None
         yield {"ok": True}

@@ -130,6 +130,11 @@ class ServiceHost:
             except ServiceError as exc:
                 error = {"error": {"code": exc.code, "message": str(exc)}}
                 self._port.send(key[0], key[1], encode_message(error))
+            except Exception as exc:  # a handler's bug must not take the relay or node down
+                # The class name only: a traceback or message could quote the request.
+                log.error("service %r failed: %s", request.service, exc.__class__.__name__)  # noqa: TRY400
+                error = {"error": {"code": "internal_error", "message": "the service failed"}}
+                self._port.send(key[0], key[1], encode_message(error))
             self._port.end(key[0], key[1], EndReason.DONE)
         self._requests.pop(key, None)
 
