@@ -15,7 +15,7 @@ import httpx
 
 from benchmarks.network import BenchNetwork
 from benchmarks.openai_http import Timing, chat_body, complete_chat, stream_chat
-from benchmarks.results import RATIO_TARGET, Bound, Row, Target, measured
+from benchmarks.results import Bound, Row, Target, measured
 
 T = TypeVar("T")
 SHORT_MAX_TOKENS = 16
@@ -95,8 +95,9 @@ def latency_row(bench: BenchNetwork, requests: int, warmup: int = WARMUP_REQUEST
     )
 
 
-def stream_row(bench: BenchNetwork, pairs: int, tokens: int, warmup: int = 1) -> Row:
-    """Row 3: tokens/s of one long stream through the overlay vs direct (a paced FakeEngine on both)."""
+def stream_http_row(bench: BenchNetwork, pairs: int, tokens: int, warmup: int = 1) -> Row:
+    """Row 3 as an OpenAI client sees it: tokens/s of one long stream through the gateway vs the direct
+    server (a paced FakeEngine on both); no target of its own, the HTTP layer bounds both arms."""
     body = chat_body(bench.model, tokens, stream=True)
     with httpx.Client(timeout=HTTP_TIMEOUT_S) as client:
         overlay, direct = interleaved(
@@ -108,11 +109,10 @@ def stream_row(bench: BenchNetwork, pairs: int, tokens: int, warmup: int = 1) ->
     _check_counts(tokens, overlay + direct)
     ratios = [o.tokens_per_s / d.tokens_per_s for o, d in zip(overlay, direct, strict=True)]
     return measured(
-        "stream",
-        f"tokens/s of one {tokens}-token stream, gateway + 3 relays + node",
+        "stream_http",
+        f"tokens/s of one {tokens}-token stream over HTTP, gateway + 3 relays + node",
         "tokens/s",
         [o.tokens_per_s for o in overlay],
-        target=RATIO_TARGET,
         baseline=[d.tokens_per_s for d in direct],
         baseline_title=DIRECT_TITLE,
         ratio=statistics.median(ratios),

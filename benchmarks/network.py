@@ -30,6 +30,7 @@ class BenchNetwork:
     direct_url: str
     model: str
     state_dir: Path
+    token_delay_ms: float  # the fake engine's pace, on the node and the direct server
 
     def relay_path(self) -> list[HopInfo]:
         """guard (a plain relay), middle (an authority), the node's home relay: three relay hops."""
@@ -69,7 +70,7 @@ async def bench_network(state_dir: Path, *, token_delay_ms: float = 0.0) -> Asyn
             roles = [f"relay{index}={relay.process.pid}" for index, relay in enumerate(network.relays)]
             roles += [f"node={network.node.process.pid}", f"gateway={gateway.process.pid}"]
             _progress(f"processes {' '.join(roles)} direct={direct.process.pid}")
-            yield BenchNetwork(network, gateway, gateway_url, direct_url, model, state_dir)
+            yield BenchNetwork(network, gateway, gateway_url, direct_url, model, state_dir, token_delay_ms)
 
 
 def _progress(line: str) -> None:
