@@ -30,7 +30,7 @@ from tp_gateway.client import (
     http_client,
     overlay_service,
 )
-from tp_gateway.client_thread import BUFFERED_CHUNKS_MAX, OverlayThread, Service
+from tp_gateway.client_thread import BUFFERED_CHUNKS_MAX, ClientClosedError, OverlayThread, Service
 from tp_gateway.overlay import Overlay, OverlayError
 
 T = TypeVar("T")
@@ -340,3 +340,14 @@ async def test_the_chat_page_is_public_self_contained_and_under_a_strict_policy(
         assert responses[path].status_code == 200
         assert "http://" not in responses[path].text and "https://" not in responses[path].text, path
     assert responses["/v1/models"].status_code == 401, "the API itself still needs the key"
+
+
+def test_a_service_that_fails_to_open_is_a_clear_error_and_no_thread_stays() -> None:
+    async def broken(nursery: trio.Nursery) -> Service:
+        raise OSError("no route to the authorities (scripted)")
+
+    thread = OverlayThread(broken, ready_timeout_s=WAIT_S)
+    with pytest.raises(ClientClosedError, match="did not start") as raised:
+        thread.start()
+    assert "scripted" in repr(raised.value.__cause__)
+    assert not client_threads()
