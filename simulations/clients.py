@@ -35,6 +35,7 @@ from tp_node.engine import FAKE_MODEL_ID
 from tp_node.gpu_node import INFERENCE_SERVICE
 
 FEED_REFRESH_FRACTION = 8  # the feed looks for a new document every period_s / this
+FEED_RETRY_S = 5.0
 
 
 @dataclass
@@ -90,7 +91,9 @@ class DirectoryFeed:
                 self.fetches += 1
                 if self.directory is None or directory.valid_after > self.directory.valid_after:
                     self.directory = directory
-            await trio.sleep(self._period_s / FEED_REFRESH_FRACTION)
+            # Until there is a document, look often: a starting network's first one comes mid-period.
+            wait_s = self._period_s / FEED_REFRESH_FRACTION
+            await trio.sleep(wait_s if self.directory is not None else min(wait_s, FEED_RETRY_S))
 
 
 class SimClient:

@@ -71,6 +71,7 @@ class Scenario:
     authorities: int = 3
     threshold: int = 2
     period_s: int = 60
+    first_vote_after_s: float = 25.0  # the authorities' first vote is this long after the start
     duration_s: float = 240.0  # simulated time, from the start of the network
     warmup_s: float = 100.0  # no requests before this (the first directory document forms)
     requests: int = 40  # spread uniformly at random over [warmup_s, duration_s - drain_s]
@@ -95,6 +96,8 @@ class Scenario:
             raise ConfigError(f"threshold {self.threshold} must be in 1..authorities ({self.authorities})")
         if self.relays < 3 + self.authorities and self.relays < 4:
             raise ConfigError(f"relays {self.relays}: a circuit needs at least 4 relays")
+        if not 0 < self.first_vote_after_s < self.period_s / 2:
+            raise ConfigError(f"first_vote_after_s {self.first_vote_after_s} must be in (0, period_s / 2)")
         if not 0 <= self.warmup_s < self.duration_s - self.drain_s:
             raise ConfigError(f"warmup_s {self.warmup_s} leaves no time for requests before the drain")
         if self.admission not in ADMISSIONS:
@@ -120,27 +123,43 @@ def _positive(scenario: Scenario, names: tuple[str, ...]) -> None:
 
 SCENARIOS: dict[str, Scenario] = {
     "smoke": Scenario(
-        "smoke", relays=10, clients=6, duration_s=150.0, warmup_s=60.0, drain_s=20.0, requests=30
+        "smoke",
+        relays=10,
+        clients=6,
+        period_s=120,
+        duration_s=150.0,
+        warmup_s=65.0,
+        drain_s=20.0,
+        requests=30,
     ),
     "churn": Scenario(
         "churn",
-        relays=40,
-        gpu_nodes=6,
-        clients=40,
-        duration_s=900.0,
-        requests=300,
+        relays=30,
+        gpu_nodes=5,
+        clients=30,
+        period_s=120,
+        duration_s=600.0,
+        warmup_s=90.0,
+        requests=200,
+        relays_cache_directory=False,
         network=NetworkModel(link_drop_per_message=2e-4, clock_skew_s_max=20.0),
-        churn=Churn(relay_crashes_per_hour=2.0, node_crashes_per_hour=1.0, relays_joining=8),
-        partitions=(Partition(400.0, 500.0, ("asia",)),),
+        churn=Churn(
+            relay_crashes_per_hour=3.0, node_crashes_per_hour=2.0, restart_after_s=90.0, relays_joining=6
+        ),
+        partitions=(Partition(300.0, 380.0, ("asia",)),),
     ),
     "adversary-sweep": Scenario(
         "adversary-sweep",
         relays=60,
         gpu_nodes=10,
-        clients=150,
-        duration_s=400.0,
-        requests=300,
-        max_tokens=4,
+        clients=300,
+        period_s=300,
+        duration_s=330.0,
+        warmup_s=110.0,
+        drain_s=20.0,
+        requests=400,
+        max_tokens=2,
+        token_delay_s=0.0,
         relays_cache_directory=False,
         home_relays_per_node=3,
         adversary=Adversary(behaviour="log"),
@@ -148,12 +167,13 @@ SCENARIOS: dict[str, Scenario] = {
     ),
     "scale-10k": Scenario(
         "scale-10k",
-        relays=600,
-        gpu_nodes=200,
-        clients=9200,
+        relays=300,
+        gpu_nodes=100,
+        clients=9600,
         period_s=1800,
-        duration_s=3600.0 + 1000.0,
-        warmup_s=1000.0,
+        first_vote_after_s=30.0,
+        duration_s=700.0 + 3600.0,
+        warmup_s=700.0,
         requests=10_000,
         drain_s=60.0,
         max_tokens=8,

@@ -21,7 +21,7 @@ from tp_net.errors import ChannelClosed, DialError, LocalProtocolError
 from tp_net.transport import CHANNEL_MESSAGE_BYTES_MAX, Channel
 from tp_net.transport_memory import MEMORY_CHANNEL_BUFFER_MESSAGES, MemoryListener, MemoryNetwork
 
-SIM_EPOCH_S = 1_800_000_000.0  # the wall clock at virtual time 0 (a period boundary for any period_s <= 3600)
+SIM_EPOCH_S = 1_800_000_000.0  # a whole hour: a period boundary for every period_s that divides 3600
 BITS_PER_BYTE = 8
 MBPS = 1_000_000 / BITS_PER_BYTE  # bytes per second in one Mbit/s
 
@@ -38,16 +38,18 @@ class Machine:
     address: str | None = None  # relays: where they listen
     up: bool = True
     busy_until: float = 0.0  # when the uplink has sent everything queued so far
+    epoch_s: float = SIM_EPOCH_S  # the wall clock at virtual time 0
     channels: dict[SimChannel, None] = field(default_factory=dict)  # ordered: a crash is reproducible
 
     def wall_clock(self) -> float:
         """This machine's idea of unix time: virtual time, the epoch, and its skew."""
-        return SIM_EPOCH_S + trio.current_time() + self.clock_skew_s
+        return self.epoch_s + trio.current_time() + self.clock_skew_s
 
 
 class SimNetwork:
-    def __init__(self, model: NetworkModel, rng: random.Random) -> None:
+    def __init__(self, model: NetworkModel, rng: random.Random, *, epoch_s: float = SIM_EPOCH_S) -> None:
         self.model = model
+        self.epoch_s = epoch_s
         self.memory = MemoryNetwork()
         self._rng = rng
         self._by_address: dict[str, Machine] = {}
@@ -60,6 +62,7 @@ class SimNetwork:
     # --- machines -----------------------------------------------------------------------------
 
     def add_machine(self, machine: Machine) -> None:
+        machine.epoch_s = self.epoch_s
         if machine.address is not None:
             self._by_address[machine.address] = machine
 
@@ -185,7 +188,8 @@ class SimChannel:
             arrives, message = await self._inbound.receive()
         except (trio.EndOfChannel, trio.ClosedResourceError, trio.BrokenResourceError) as exc:
             raise ChannelClosed("simulated link is closed") from exc
-        await trio.sleep_until(arrives)
+        if arrives > trio.current_time():  # a timer costs more than the check
+            await trio.sleep_until(arrives)
         self._network.deliver(self.local, message)
         return message
 

@@ -22,7 +22,7 @@ from simulations.config import Scenario
 from simulations.determinism import seeded_trio_scheduler, shared_verification
 from simulations.invariants import InvariantChecker, SentinelLogHandler, SimulationViolation, sentinel
 from simulations.metrics import anonymity, load_spread, request_metrics
-from simulations.netsim import MBPS, Machine, SimNetwork
+from simulations.netsim import MBPS, SIM_EPOCH_S, Machine, SimNetwork
 from simulations.world import START_SPREAD_S, SimMachine, World
 
 Progress = Callable[[float], None]
@@ -35,6 +35,12 @@ CLIENT_START_S = 1.0
 class RunResult:
     report: dict[str, Any]
     records: list[RequestRecord]
+
+
+def start_wall_s(scenario: Scenario) -> float:
+    """The wall time at virtual time 0: `first_vote_after_s` before the authorities' first vote (half a
+    period before a period starts), so the first directory document forms early in the run."""
+    return SIM_EPOCH_S + scenario.period_s / 2 - scenario.first_vote_after_s
 
 
 def run_once(
@@ -79,7 +85,9 @@ class _Simulation:
         self.checker = checker
         self.progress = progress
         self.rng = random.Random(f"{seed}:run")
-        self.network = SimNetwork(scenario.network, random.Random(f"{seed}:network"))
+        self.network = SimNetwork(
+            scenario.network, random.Random(f"{seed}:network"), epoch_s=start_wall_s(scenario)
+        )
         self.coalition = Coalition()
         self.world = World(scenario, seed, self.network, self.coalition)
         self.records: list[RequestRecord] = []
@@ -119,13 +127,13 @@ class _Simulation:
         world.store = self.checker.scan_stored
 
     def _client_machine(self, index: int, mbps: float) -> Machine:
-        return Machine(
+        return self._machine(
             f"client-{index}", "client", self.rng.choice(self.scenario.network.regions), mbps * MBPS
         )
 
     def _feed(self) -> DirectoryFeed:
         if not hasattr(self, "feed"):
-            machine = Machine("directory-feed", "client", self.scenario.network.regions[0], 100 * MBPS)
+            machine = self._machine("directory-feed", "client", self.scenario.network.regions[0], 100 * MBPS)
             sources = [a.hop() for a in self.world.bootstrap.authorities]
             self.feed = DirectoryFeed(
                 machine,
@@ -136,6 +144,10 @@ class _Simulation:
                 rng=random.Random(f"{self.seed}:feed"),
             )
         return self.feed
+
+    def _machine(self, name: str, kind: str, region: str, uplink_bytes_per_s: float) -> Machine:
+        """A machine without an address (clients): nothing dials it."""
+        return Machine(name, kind, region, uplink_bytes_per_s, epoch_s=self.network.epoch_s)
 
     async def main(self) -> None:
         async with trio.open_nursery() as nursery:

@@ -13,7 +13,7 @@ TINY = dataclasses.replace(
     gpu_nodes=2,
     clients=4,
     duration_s=100.0,
-    warmup_s=60.0,
+    warmup_s=70.0,
     drain_s=15.0,
     requests=8,
 )
