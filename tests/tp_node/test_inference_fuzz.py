@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from tp_node.inference import FIELDS_BY_KIND, EngineError, InferenceRequest, parse_request
 
-EXAMPLES = int(os.environ.get("TP_FUZZ_EXAMPLES", "300"))
+EXAMPLES = int(os.environ.get("TP_FUZZ_EXAMPLES", "200"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 # docs/PROTOCOL.md 6.3: the codes a request check may give.
 CODES = {f"invalid_{name}" for kind in FIELDS_BY_KIND.values() for name in kind} | {
@@ -30,7 +30,7 @@ scalars = (
 values = st.recursive(
     scalars,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
-    max_leaves=16,
+    max_leaves=8,
 )
 VALID: dict[str, dict[str, Any]] = {
     "chat": {
