@@ -16,7 +16,7 @@ opened and the host of the URL is ignored. Closing the client stops the thread.
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -146,7 +146,12 @@ class OverlayTransport(httpx.BaseTransport):
                     exchange.close()
                     raise httpx.ReadTimeout(f"no answer within {timeout} s", request=request)
 
-        start = _response_start(next_item(), exchange, request)
+        try:
+            first = next_item()
+        except BaseException:  # e.g. KeyboardInterrupt while waiting: stop the request in the overlay too
+            exchange.close()
+            raise
+        start = _response_start(first, exchange, request)
         return httpx.Response(
             start.status, headers=start.headers, stream=_SyncBody(next_item, exchange), request=request
         )
@@ -206,7 +211,7 @@ async def _wait(waker: AsyncioWaker | TrioWaker, timeout: float | None) -> bool:
 
 
 class _SyncBody(httpx.SyncByteStream):
-    def __init__(self, next_item: Any, exchange: Exchange) -> None:
+    def __init__(self, next_item: Callable[[], Item], exchange: Exchange) -> None:
         self._next_item = next_item
         self._exchange = exchange
 
@@ -225,7 +230,7 @@ class _SyncBody(httpx.SyncByteStream):
 
 
 class _AsyncBody(httpx.AsyncByteStream):
-    def __init__(self, next_item: Any, exchange: Exchange) -> None:
+    def __init__(self, next_item: Callable[[], Awaitable[Item]], exchange: Exchange) -> None:
         self._next_item = next_item
         self._exchange = exchange
 
