@@ -84,7 +84,9 @@ def page(gateway: RunningGateway, tmp_path: Path) -> Iterator[Any]:
             context.close()
 
 
-def test_chat_page_lists_models_streams_stops_and_shows_errors(gateway: RunningGateway, page: Any) -> None:
+def test_chat_page_lists_models_streams_stops_and_shows_errors(
+    gateway: RunningGateway, page: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
     from playwright.sync_api import expect
 
     expect.set_options(timeout=UI_TIMEOUT_MS)
@@ -140,6 +142,7 @@ def test_chat_page_lists_models_streams_stops_and_shows_errors(gateway: RunningG
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     screenshot = ARTIFACTS / "chat-page.png"
     page.screenshot(path=str(screenshot), full_page=True)
-    print(f"chat page screenshot: {screenshot}")
+    with capsys.disabled():  # shown on a passing run too
+        print(f"\nchat page screenshot: {screenshot}")
     assert screenshot.stat().st_size > 0
     assert origins == {gateway.root_url.split("/")[2]}, "the page loads nothing from any other origin"
