@@ -12,6 +12,7 @@ import json
 import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -351,3 +352,26 @@ def test_a_service_that_fails_to_open_is_a_clear_error_and_no_thread_stays() -> 
         thread.start()
     assert "scripted" in repr(raised.value.__cause__)
     assert not client_threads()
+
+
+async def test_concurrent_requests_from_many_threads_each_get_their_answer(
+    overlay: ScriptedOverlay,
+) -> None:
+    threads_count = 12
+
+    def use() -> list[str]:
+        with sdk(started(overlay)) as client:
+
+            def ask(index: int) -> str:
+                stream = client.chat.completions.create(
+                    model=MODEL, messages=[{"role": "user", "content": f"q{index}"}], stream=True
+                )
+                with stream:
+                    return "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+
+            with ThreadPoolExecutor(threads_count) as pool:
+                return list(pool.map(ask, range(threads_count)))
+
+    assert await in_worker(use) == ["".join(WORDS)] * threads_count
+    asked = sorted(document["messages"][0]["content"] for document in overlay.documents)
+    assert asked == sorted(f"q{index}" for index in range(threads_count))
