@@ -50,6 +50,8 @@ class RequestRecord:
     node: str = ""
     guard: bytes = b""
     last_relay: bytes = b""
+    attempts: int = 0
+    failed_builds: int = 0  # attempts whose circuit never got built
 
     @property
     def ended(self) -> bool:
@@ -120,7 +122,7 @@ class SimClient:
         clean; anything else is reported to the checker."""
         try:
             with trio.move_on_after(scenario.request_timeout_s) as scope:
-                await self._request(record, scenario, seed, checker)
+                await self._attempts(record, scenario, seed, checker)
             if scope.cancelled_caught:
                 record.outcome = "timeout"
         except TokenPlaceError as exc:
@@ -130,6 +132,22 @@ class SimClient:
             checker.unclean_error(record.index, exc)
         record.total_s = trio.current_time() - record.start_s
         checker.request_ended(record.index, record.total_s, scenario.request_timeout_s + 1.0)
+
+    async def _attempts(
+        self, record: RequestRecord, scenario: Scenario, seed: int, checker: InvariantChecker
+    ) -> None:
+        """Like the gateway: a request that failed before its first token is tried again on a new circuit
+        (another path, maybe another node), up to `request_attempts` times."""
+        for attempt in range(1, scenario.request_attempts + 1):
+            record.attempts = attempt
+            try:
+                await self._request(record, scenario, seed, checker)
+            except TokenPlaceError:
+                if record.ttft_s is not None or attempt == scenario.request_attempts:
+                    raise
+                record.failed_builds += record.build_s is None
+            else:
+                return
 
     async def _request(
         self, record: RequestRecord, scenario: Scenario, seed: int, checker: InvariantChecker
@@ -145,6 +163,7 @@ class SimClient:
             return
         path = choose_path(list(directory.relays.values()), node, self.guards, self._rng, rules=STRICT_RULES)
         checker.check_path(record.index, path)
+        record.build_s = None
         record.node, record.guard, record.last_relay = (
             node.node_id.hex()[:16],
             path[0].node_id,

@@ -55,7 +55,10 @@ def request_metrics(records: Sequence[RequestRecord], start_s: float, end_s: flo
         "total_s": quantiles([r.total_s for r in ok if r.total_s is not None]),
         "circuit_build_s": quantiles(built),
         "circuit_builds": len(built),
-        "circuit_build_failures": sum(1 for r in records if r.node and r.build_s is None),
+        "circuit_build_failures": sum(
+            r.failed_builds + (r.node != "" and r.build_s is None) for r in records
+        ),
+        "retried_requests": sum(1 for r in records if r.attempts > 1),
         "success_over_time": over_time,
     }
 

@@ -4,7 +4,7 @@ import dataclasses
 
 import pytest
 
-from simulations.config import Adversary
+from simulations.config import Adversary, Churn, NetworkModel, Partition
 from simulations.invariants import SimulationViolation
 from simulations.metrics import report_json
 from simulations.runner import run_once
@@ -53,3 +53,27 @@ def test_hostile_loggers_see_guard_and_last_hop_and_link_clients() -> None:
     assert anonymity["hostile_fraction"] > 0.3
     assert anonymity["circuits"] > 0
     assert anonymity["compromised_circuits"] >= anonymity["linked_pairs_true"] >= 0
+
+
+def test_churn_partitions_and_skew_still_end_every_request_cleanly() -> None:
+    scenario = tiny(
+        network=NetworkModel(link_drop_per_message=1e-3, clock_skew_s_max=30.0),
+        churn=Churn(
+            relay_crashes_per_hour=20.0, node_crashes_per_hour=10.0, restart_after_s=10.0, relays_joining=2
+        ),
+        partitions=(Partition(72.0, 78.0, ("eu",)),),
+    )
+    report = run_once(scenario, 8).report
+    assert report["requests"]["requests"] == scenario.requests
+    assert "unclean" not in report["requests"]["outcomes"]
+    assert report["network"]["churn_events"]["join"] == 2
+    assert report["network"]["crashes"] > 0
+
+
+def test_invite_only_admission_keeps_a_sybil_burst_out_of_every_circuit() -> None:
+    scenario = tiny(admission="invite", adversary=Adversary(fraction=0.5, behaviour="log", sybil_at_s=5.0))
+    report = run_once(scenario, 6).report
+    assert report["machines"]["hostile_relays"] > 0
+    assert report["requests"]["success_rate"] == 1.0
+    assert report["anonymity"]["compromised_circuits"] == 0
+    assert report["anonymity"]["linked_clients_per_hostile_guard"] == {}
