@@ -49,7 +49,7 @@ sim-smoke: $(STAMP)
 sim-scale: $(STAMP)
 	time $(BIN)/tp-sim --scenario scale-10k --seed $(SIM_SEED) --out sim-out/scale-10k
 
-# The benchmark suite (docs/BENCHMARKS.md): separate processes on 127.0.0.1, ~6 minutes on 2 cores; writes
+# The benchmark suite (docs/BENCHMARKS.md): separate processes on 127.0.0.1, 4-8 minutes on 2 cores; writes
 # bench-results.json and prints the table. BENCH_ARGS="--only ttft,latency" or "--quick" narrows it.
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.suite $(BENCH_ARGS)
