@@ -14,7 +14,7 @@ import logging
 import random
 import time
 from collections.abc import AsyncGenerator, Mapping
-from contextlib import aclosing
+from contextlib import aclosing, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from tp_crypto.identity import short_id
 from tp_gateway.openai_errors import node_error_to_api
 from tp_net.circuit_client import HopInfo
 from tp_net.client import Circuit, ClientLink
-from tp_net.descriptors import NodeDescriptor
+from tp_net.descriptors import NodeDescriptor, RelayDescriptor
 from tp_net.directory import Directory
 from tp_net.directory_client import fetch_directory
 from tp_net.path_selection import (
@@ -171,6 +171,7 @@ class Overlay:
         failure = OverlayError("unavailable", "no node serving the model could be reached")
         tried: set[bytes] = set()
         path_failed: set[bytes] = set()  # nodes whose circuit broke: another path may still reach them
+        avoid: set[bytes] = set()  # relays of paths that broke: later attempts go around them
         for _ in range(REQUEST_ATTEMPTS_MAX):
             untried = [n for n in candidates if n.node_id not in tried]
             retry = [n for n in candidates if n.node_id in path_failed]
@@ -178,7 +179,7 @@ class Overlay:
             if node is None:
                 break
             tried.add(node.node_id)
-            async with aclosing(self._attempt(node, document)) as chunks:
+            async with aclosing(self._attempt(node, document, avoid)) as chunks:
                 try:
                     first = await chunks.__anext__()
                 except _RetryableFailure as exc:
@@ -205,11 +206,11 @@ class Overlay:
         raise failure
 
     async def _attempt(
-        self, node: NodeDescriptor, document: Mapping[str, Any]
+        self, node: NodeDescriptor, document: Mapping[str, Any], avoid: set[bytes]
     ) -> AsyncGenerator[dict[str, Any], None]:
         try:
             with trio.fail_after(CIRCUIT_WAIT_TIMEOUT_S):
-                circuit = await self._circuit_to(node)
+                circuit = await self._circuit_to(node, avoid)
             async with aclosing(circuit.request(INFERENCE_SERVICE, dict(document))) as chunks:
                 async for chunk in chunks:
                     error = chunk.get("error") if isinstance(chunk, dict) else None
@@ -228,7 +229,7 @@ class Overlay:
 
     # --- the circuit pool ---------------------------------------------------------------------
 
-    async def _circuit_to(self, node: NodeDescriptor) -> Circuit:
+    async def _circuit_to(self, node: NodeDescriptor, avoid: set[bytes]) -> Circuit:
         now = time.monotonic()
         pooled = [p for p in self._pool.get(node.node_id, []) if p.usable(now)]
         if pooled:
@@ -236,28 +237,41 @@ class Overlay:
             choice.last_used = now
             return choice.circuit
         self._pool_changed.set()
-        return (await self._build(node)).circuit
+        return (await self._build(node, avoid)).circuit
 
-    async def _build(self, node: NodeDescriptor) -> _Pooled:
+    async def _build(self, node: NodeDescriptor, avoid: set[bytes] | None = None) -> _Pooled:
+        """A new pooled circuit to `node`; when it fails, its guard and middle are added to `avoid`."""
         directory = self.directory
         if directory is None:
             raise OverlayError("unavailable", "no directory yet")
         started = time.monotonic()
+        path: list[RelayDescriptor] = []
         try:
-            path = choose_path(
-                list(directory.relays.values()), node, self._usable_guards(), self._rng, rules=self._rules
-            )
+            path = self._choose_path(directory, node, avoid or set())
             link = await self._link_to(path[0])
             circuit = await link.build_circuit(circuit_hops(path, node))
         except TokenPlaceError as exc:
             self.stats.circuit_build_failures += 1
             self._paths_failed |= isinstance(exc, PathError)
+            if avoid is not None:
+                avoid.update(relay.node_id for relay in path[:-1])  # not the home relay: it is the only way
             raise
         self.stats.circuits_built += 1
         self.stats.circuit_build_seconds += time.monotonic() - started
         pooled = _Pooled(circuit, time.monotonic(), time.monotonic())
         self._pool.setdefault(node.node_id, []).append(pooled)
         return pooled
+
+    def _choose_path(
+        self, directory: Directory, node: NodeDescriptor, avoid: set[bytes]
+    ) -> list[RelayDescriptor]:
+        """A path around the relays in `avoid` if there is one, else any path."""
+        relays, guards = list(directory.relays.values()), self._usable_guards()
+        if avoid:
+            spared = [relay for relay in relays if relay.node_id not in avoid]
+            with suppress(PathError):
+                return choose_path(spared, node, guards, self._rng, rules=self._rules)
+        return choose_path(relays, node, guards, self._rng, rules=self._rules)
 
     def _usable_guards(self) -> list[bytes]:
         """Our guards, less those recently unreachable (all of them if every one was)."""
