@@ -5,7 +5,7 @@
 Attacks run at once, each in a loop until the time is up: CREATE cells on one link (far beyond its rate
 limit), circuits opening streams and sending directory requests, WebSocket messages above the size limit,
 junk bytes instead of a handshake, junk after a completed handshake, and text messages. It prints one JSON
-line when it starts and one with its counters when it ends (exit 0).
+line when it starts and one with its counters when it ends (after S seconds or on SIGTERM; exit 0).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import signal
 import sys
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -76,6 +77,7 @@ def _leaf(exc: BaseException) -> BaseException:
 async def create_flood(flood: Flood) -> None:
     """One link, CREATE cells as fast as the link takes them; whatever comes back is drained."""
     link = await dial_link(flood.dialer, flood.address, expected_peer_id=flood.hop.node_id)
+    flood.counts["create links"] += 1
     # One valid first message, reused: the relay runs its side of the handshake for each CREATE it takes.
     hop_public = node_id_to_x25519(flood.hop.node_id)
     message = HopHandshakeClient(hop_public, key=HopKey.IDENTITY).first_message()
@@ -179,16 +181,24 @@ ATTACKS: dict[str, Attack] = {
 }
 
 
-async def run(address: str, node_id: bytes, seconds: float) -> Counter[str]:
+async def run(address: str, node_id: bytes, seconds: float, attacks: list[str]) -> Counter[str]:
     async with trio.open_nursery() as nursery:
         flood = Flood(address, node_id, nursery)
         with trio.move_on_after(seconds):
-            async with trio.open_nursery() as attacks:
-                for name, attack in ATTACKS.items():
-                    attacks.start_soon(flood.repeat, name, attack)
+            async with trio.open_nursery() as running:
+                for name in attacks:
+                    running.start_soon(flood.repeat, name, ATTACKS[name])
+                running.start_soon(_stop_on_sigterm, running.cancel_scope)
                 print(json.dumps({"flooding": address}), flush=True)
         nursery.cancel_scope.cancel()
     return flood.counts
+
+
+async def _stop_on_sigterm(scope: trio.CancelScope) -> None:
+    with trio.open_signal_receiver(signal.SIGTERM) as signals:
+        async for _ in signals:
+            scope.cancel()
+            return
 
 
 def main() -> None:
@@ -196,8 +206,10 @@ def main() -> None:
     parser.add_argument("--address", required=True)
     parser.add_argument("--node-id", required=True)
     parser.add_argument("--seconds", type=float, required=True)
+    parser.add_argument("--attack", action="append", choices=sorted(ATTACKS), help="(default: all)")
     args = parser.parse_args()
-    counts = trio.run(run, args.address, bytes.fromhex(args.node_id), args.seconds)
+    attacks = args.attack or sorted(ATTACKS)
+    counts = trio.run(run, args.address, bytes.fromhex(args.node_id), args.seconds, attacks)
     print(json.dumps(dict(counts)), flush=True)
     sys.exit(0)
 

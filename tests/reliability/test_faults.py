@@ -3,10 +3,12 @@
 A gateway in front of a network of five relays (three of them the authorities, the last the node's home
 relay) and a fake-engine node that paces its tokens, so that a stream lasts seconds. For each kill, during a
 streamed chat completion that has delivered its first chunk: the stream either completes (the killed process
-was not on its circuit) or ends with an error event within 5 s; nothing hangs. Then the killed process is
-started again with its own command line (same data directory, same port) and new requests succeed. At the
-end the gateway has no more file descriptors or threads than it had before the first kill (plus a little
-slack for links to different relays), and no child processes are left.
+was not on its circuit) or ends with an error event within 5 s; nothing hangs. A request sent while it is
+down succeeds on another circuit (a relay or an authority) or fails at once (the only node: 502/503). Then
+the killed process is started again with its own command line (same data directory, same port) and new
+requests succeed. At the end the gateway has no more file descriptors or threads than it had before the
+first kill (plus a little slack for links to different relays), and no child processes are left.
+`make slow` runs four rounds.
 
 The node killed mid-stream with no restart is tests/integration/test_gateway_processes.py.
 """
@@ -22,9 +24,10 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 import httpx
+import pytest
 import trio
 
-from tests.integration.gateway_network import RunningGateway, running_gateway
+from tests.integration.gateway_network import running_gateway
 from tests.reliability import proc
 from tp_node.processes import StartedProcess, python_process
 
@@ -87,29 +90,52 @@ async def request_status(http: httpx.AsyncClient) -> int:
     return (await http.post("/v1/chat/completions", json=body)).status_code
 
 
-async def restart(stack: AsyncExitStack, killed: StartedProcess, command: list[str]) -> None:
+async def restart(stack: AsyncExitStack, killed: StartedProcess, command: list[str]) -> StartedProcess:
     """Start the killed process again with its command line, on the port it had."""
     await killed.process.wait()
     args = command[2:]  # after "python -m"
-    listen = args.index("--listen") + 1 if "--listen" in args else None
-    if listen is not None:
+    if "--listen" in args:
+        listen = args.index("--listen") + 1
         args[listen] = killed.announcement["address"].removeprefix("ws://").rstrip("/")
-    await stack.enter_async_context(python_process(args))
+    return await stack.enter_async_context(python_process(args))
 
 
-def gateway_relay(running: RunningGateway, candidates: list[int]) -> int:
+def gateway_relay(gateway_pid: int, relays: list[StartedProcess], candidates: list[int]) -> int:
     """One of `candidates` (relay indices) that the gateway has a link to, if any; else the first."""
-    peer_ports = proc.tcp_peer_ports(running.gateway.process.pid)
+    peer_ports = proc.tcp_peer_ports(gateway_pid)
     for index in candidates:
-        address = running.network.relays[index].announcement["address"]
+        address = relays[index].announcement["address"]
         if int(address.rsplit(":", 1)[1].rstrip("/")) in peer_ports:
             return index
     return candidates[0]
 
 
-async def test_kill_a_relay_then_the_node_then_an_authority_mid_stream(tmp_path: Path) -> None:
+class Faults:
+    """Kills processes of one running gateway network mid-stream and restarts them; records what happened."""
+
+    def __init__(self, http: httpx.AsyncClient, stack: AsyncExitStack) -> None:
+        self.http = http
+        self.stack = stack
+        self.outcomes: dict[str, object] = {}
+
+    async def kill_and_restart(
+        self, name: str, victim: StartedProcess, statuses_down: tuple[int, ...]
+    ) -> StartedProcess:
+        command = proc.command_line(victim.process.pid)
+        outcome, seconds = await stream_and_kill(self.http, victim.process.pid)
+        self.outcomes[name] = (outcome, round(seconds, 2))
+        assert outcome in ("completed", "error"), self.outcomes
+        assert outcome == "completed" or seconds <= ERROR_AFTER_KILL_S_MAX, self.outcomes
+        self.outcomes[f"{name} down: status"] = status = await request_status(self.http)
+        assert status in statuses_down, self.outcomes
+        replacement = await restart(self.stack, victim, command)
+        self.outcomes[f"{name} healed in s"] = round(await wait_until_requests_succeed(self.http), 2)
+        return replacement
+
+
+@pytest.mark.parametrize("rounds", [1, pytest.param(4, marks=pytest.mark.slow)])
+async def test_kill_a_relay_then_the_node_then_an_authority_mid_stream(tmp_path: Path, rounds: int) -> None:
     node_args = ["--fake-token-delay-ms", str(TOKEN_DELAY_MS)]
-    outcomes = {}
     async with (
         running_gateway(tmp_path, node_args=node_args, relay_count=5) as running,
         AsyncExitStack() as restarted,
@@ -118,34 +144,20 @@ async def test_kill_a_relay_then_the_node_then_an_authority_mid_stream(tmp_path:
         gateway_pid = running.gateway.process.pid
         await wait_until_requests_succeed(http)
         fds_before, threads_before = proc.fd_count(gateway_pid), proc.thread_count(gateway_pid)
-
-        # A relay that is neither an authority nor the home relay, on the gateway's path if it can be.
-        relay = running.network.relays[gateway_relay(running, [3, 0, 1, 2])]
-        victims = [("relay", relay), ("node", running.node)]
-        for name, victim in victims:
-            command = proc.command_line(victim.process.pid)
-            outcome, seconds = await stream_and_kill(http, victim.process.pid)
-            outcomes[name] = (outcome, round(seconds, 2))
-            assert outcome in ("completed", "error"), outcomes
-            assert outcome == "completed" or seconds <= ERROR_AFTER_KILL_S_MAX, outcomes
+        faults = Faults(http, restarted)
+        relays, node = list(running.network.relays), running.node
+        for round_number in range(rounds):
+            # A relay that is neither an authority nor the home relay, on the gateway's path if it can be.
+            index = gateway_relay(gateway_pid, relays, [3, 0, 1, 2])
             # Before the first token a dead relay costs a retry on another circuit; a dead node has none.
-            outcomes[f"{name} down: status"] = await request_status(http)
-            assert outcomes[f"{name} down: status"] in ((200,) if name == "relay" else (502, 503)), outcomes
-            await restart(restarted, victim, command)
-            outcomes[f"{name} healed in s"] = round(await wait_until_requests_succeed(http), 2)
-
-        authority_index = next(i for i in range(3) if running.network.relays[i] is not relay)
-        authority = running.network.relays[authority_index]
-        command = proc.command_line(authority.process.pid)
-        outcome, seconds = await stream_and_kill(http, authority.process.pid)
-        outcomes["authority"] = (outcome, round(seconds, 2))
-        assert outcome == "completed" or (outcome == "error" and seconds <= ERROR_AFTER_KILL_S_MAX), outcomes
-        outcomes["without the authority, s"] = round(await wait_until_requests_succeed(http), 2)
-        await restart(restarted, authority, command)
-        outcomes["authority healed in s"] = round(await wait_until_requests_succeed(http), 2)
-
-        print(json.dumps(outcomes))
-        assert proc.fd_count(gateway_pid) <= fds_before + FD_SLACK, outcomes
-        assert proc.thread_count(gateway_pid) <= threads_before, outcomes
+            relays[index] = await faults.kill_and_restart(f"relay {round_number}", relays[index], (200,))
+            node = await faults.kill_and_restart(f"node {round_number}", node, (502, 503))
+            authority = next(i for i in range(3) if i != index)
+            relays[authority] = await faults.kill_and_restart(
+                f"authority {round_number}", relays[authority], (200,)
+            )
+        print(json.dumps(faults.outcomes))
+        assert proc.fd_count(gateway_pid) <= fds_before + FD_SLACK, faults.outcomes
+        assert proc.thread_count(gateway_pid) <= threads_before, faults.outcomes
         assert proc.children(gateway_pid) == []
     assert proc.children(os.getpid()) == []  # every process stopped
