@@ -11,6 +11,7 @@ at 10,000 machines would otherwise be most of the run (documented in docs/SIMULA
 from __future__ import annotations
 
 import random
+from contextlib import suppress
 from dataclasses import dataclass
 
 import trio
@@ -19,13 +20,17 @@ from simulations.config import Scenario
 from simulations.invariants import InvariantChecker, sentinel
 from simulations.netsim import Machine, SimNetwork
 from tp_crypto.errors import TokenPlaceError
+from tp_gateway.overlay import GUARD_DOWN_S
 from tp_net.circuit_client import HopInfo
 from tp_net.client import ClientLink
+from tp_net.descriptors import NodeDescriptor, RelayDescriptor
 from tp_net.directory import Directory, Trust
 from tp_net.directory_client import fetch_directory
+from tp_net.errors import DialError
 from tp_net.path_selection import (
     GUARDS_PER_CLIENT,
     STRICT_RULES,
+    PathError,
     choose_guards,
     choose_node,
     choose_path,
@@ -49,6 +54,7 @@ class RequestRecord:
     build_s: float | None = None
     node: str = ""
     guard: bytes = b""
+    middle: bytes = b""
     last_relay: bytes = b""
     attempts: int = 0
     failed_builds: int = 0  # attempts whose circuit never got built
@@ -107,6 +113,12 @@ class SimClient:
         self._feed = feed
         self._rng = rng
         self.guards: list[bytes] = []
+        self._guards_down: dict[bytes, float] = {}  # guard -> virtual time it may be tried again
+
+    def _usable_guards(self) -> list[bytes]:
+        """The gateway's rule: guards recently unreachable are left out while others remain."""
+        now = trio.current_time()
+        return [g for g in self.guards if self._guards_down.get(g, 0.0) <= now] or self.guards
 
     def _refresh_guards(self, directory: Directory) -> None:
         kept = [g for g in self.guards if g in directory.relays]
@@ -114,6 +126,17 @@ class SimClient:
             others = [r for r in directory.relays.values() if r.node_id not in kept]
             kept += choose_guards(others, self._rng, count=GUARDS_PER_CLIENT - len(kept))
         self.guards = kept
+
+    def _choose_path(
+        self, directory: Directory, node: NodeDescriptor, avoid: set[bytes]
+    ) -> list[RelayDescriptor]:
+        """As the gateway does: a path around the relays of failed attempts if there is one."""
+        relays, guards = list(directory.relays.values()), self._usable_guards()
+        if avoid:
+            spared = [relay for relay in relays if relay.node_id not in avoid]
+            with suppress(PathError):
+                return choose_path(spared, node, guards, self._rng, rules=STRICT_RULES)
+        return choose_path(relays, node, guards, self._rng, rules=STRICT_RULES)
 
     async def request(
         self, record: RequestRecord, scenario: Scenario, seed: int, checker: InvariantChecker
@@ -138,19 +161,28 @@ class SimClient:
     ) -> None:
         """Like the gateway: a request that failed before its first token is tried again on a new circuit
         (another path, maybe another node), up to `request_attempts` times."""
+        avoid: set[bytes] = set()
         for attempt in range(1, scenario.request_attempts + 1):
             record.attempts = attempt
             try:
-                await self._request(record, scenario, seed, checker)
-            except TokenPlaceError:
+                await self._request(record, scenario, seed, checker, avoid)
+            except TokenPlaceError as exc:
                 if record.ttft_s is not None or attempt == scenario.request_attempts:
                     raise
                 record.failed_builds += record.build_s is None
+                if isinstance(exc, DialError):
+                    self._guards_down[record.guard] = trio.current_time() + GUARD_DOWN_S
+                avoid.update((record.guard, record.middle))  # not the home relay: it is the only way in
             else:
                 return
 
     async def _request(
-        self, record: RequestRecord, scenario: Scenario, seed: int, checker: InvariantChecker
+        self,
+        record: RequestRecord,
+        scenario: Scenario,
+        seed: int,
+        checker: InvariantChecker,
+        avoid: set[bytes],
     ) -> None:
         directory = self._feed.directory
         if directory is None:
@@ -161,14 +193,11 @@ class SimClient:
         if node is None:
             record.outcome = "no_node"
             return
-        path = choose_path(list(directory.relays.values()), node, self.guards, self._rng, rules=STRICT_RULES)
+        path = self._choose_path(directory, node, avoid)
         checker.check_path(record.index, path)
         record.build_s = None
-        record.node, record.guard, record.last_relay = (
-            node.node_id.hex()[:16],
-            path[0].node_id,
-            path[-1].node_id,
-        )
+        record.node = node.node_id.hex()[:16]
+        record.guard, record.middle, record.last_relay = (relay.node_id for relay in path)
         hops = circuit_hops(path, node)
         document = {
             "model": FAKE_MODEL_ID,

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from tp_gateway.overlay import REQUEST_ATTEMPTS_MAX
+
 ADVERSARY_BEHAVIOURS = ("log", "drop", "delay", "tag", "replay")
 ADMISSIONS = ("open", "invite")
 REGIONS_DEFAULT = ("eu", "na", "asia", "sa")
@@ -83,7 +85,7 @@ class Scenario:
     relays_cache_directory: bool = True  # relays run refresh_documents (costly at scale)
     memoize_verification: bool = False  # share identical signature checks across machines (scale)
     request_timeout_s: float = 60.0
-    request_attempts: int = 3  # a request failing before its first token is retried on a new circuit
+    request_attempts: int = REQUEST_ATTEMPTS_MAX  # failing before its first token: retried on a new circuit
     check_interval_s: float = 5.0  # buffer bounds are checked this often
     network: NetworkModel = field(default_factory=NetworkModel)
     churn: Churn = field(default_factory=Churn)

@@ -63,7 +63,6 @@ class SimMachine:
     invitation: bytes | None = None
     scope: trio.CancelScope | None = None
     hop: HopRuntime | None = None
-    engine: FakeEngine | None = None
     crashes: int = 0
 
     @property
@@ -140,10 +139,9 @@ class World:
     def add_node(self) -> SimMachine:
         machine = self._machine(f"node-{len(self.nodes)}", "node", self.scenario.network.node_uplink_mbps)
         node = SimMachine(machine, self._identity(), self._rng.randbytes(32), "node")
-        honest = [r for r in self.relays if not r.hostile and r.role == "relay"] or self.relays
-        count = min(self.scenario.home_relays_per_node, len(honest))
-        # Nodes pick home relays among all relays: a hostile one may well be among them.
-        homes = self._rng.sample([r for r in self.relays if r.role == "relay"], count)
+        # Nodes pick home relays among all relays (not authorities): a hostile one may well be among them.
+        regular = [r for r in self.relays if r.role == "relay"]
+        homes = self._rng.sample(regular, min(self.scenario.home_relays_per_node, len(regular)))
         node.home_relays = [HomeRelay(r.identity.node_id, r.machine.address or "") for r in homes]
         if self.scenario.admission == "invite":
             node.invitation = self._invite(node.identity)
@@ -264,7 +262,7 @@ class World:
         machine = sim.machine
         dialer = self.network.dialer(machine)
         rng = random.Random(f"{self.seed}:{machine.name}:{sim.crashes}")
-        engine = sim.engine = FakeEngine(token_delay_s=self.scenario.token_delay_s)
+        engine = FakeEngine(token_delay_s=self.scenario.token_delay_s)
         node = GpuNode(
             sim.identity,
             [sim.onion_private],
