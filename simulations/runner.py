@@ -28,6 +28,7 @@ from simulations.world import START_SPREAD_S, SimMachine, World
 Progress = Callable[[float], None]
 PROGRESS_STEPS = 100
 END_GRACE_S = 5.0  # after the last request's timeout, before the unfinished ones count as hung
+END_POLL_S = 1.0
 CLIENT_START_S = 1.0
 
 
@@ -165,6 +166,10 @@ class _Simulation:
             if self.progress is not None:
                 nursery.start_soon(self._report_progress)
             await trio.sleep(self.scenario.duration_s)
+            # Requests still in flight get their full timeout (and a grace) before they count as hung.
+            with trio.move_on_after(self.scenario.request_timeout_s + END_GRACE_S):
+                while any(not r.ended for r in self.records):
+                    await trio.sleep(END_POLL_S)
             self.checker.all_ended(r.index for r in self.records if not r.ended)
             nursery.cancel_scope.cancel()
 

@@ -1,6 +1,10 @@
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -77,3 +81,34 @@ def test_invite_only_admission_keeps_a_sybil_burst_out_of_every_circuit() -> Non
     assert report["requests"]["success_rate"] == 1.0
     assert report["anonymity"]["compromised_circuits"] == 0
     assert report["anonymity"]["linked_clients_per_hostile_guard"] == {}
+
+
+@pytest.mark.parametrize("behaviour", ["drop", "delay", "replay"])
+def test_meddling_relays_cost_answers_or_time_but_every_request_ends_cleanly(behaviour: str) -> None:
+    scenario = tiny(requests=4, adversary=Adversary(fraction=0.6, behaviour=behaviour, meddle_chance=0.5))
+    requests = run_once(scenario, 2).report["requests"]
+    assert requests["requests"] == 4
+    assert "unclean" not in requests["outcomes"]
+    if behaviour == "delay":  # every cell held 2 s at each hostile hop: slow, and some builds time out
+        assert requests["ttft_s"]["p50"] > 4.0
+    else:
+        assert (
+            requests["circuit_build_failures"]
+            + requests["retried_requests"]
+            + (requests["requests"] - requests["succeeded"])
+            > 0
+        )
+
+
+@pytest.mark.slow
+def test_reports_do_not_depend_on_the_hash_seed(tmp_path: Path) -> None:
+    outputs = []
+    for hash_seed in ("1", "2"):
+        out = tmp_path / hash_seed
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        command = [sys.executable, "-m", "simulations.cli", "--scenario", "smoke", "--seed", "4"]
+        subprocess.run(
+            [*command, "--out", str(out), "--quiet", "--no-plots"], env=env, check=True, timeout=600
+        )
+        outputs.append((out / "report.json").read_bytes())
+    assert outputs[0] == outputs[1]
