@@ -240,21 +240,23 @@ class Overlay:
         return (await self._build(node, avoid)).circuit
 
     async def _build(self, node: NodeDescriptor, avoid: set[bytes] | None = None) -> _Pooled:
-        """A new pooled circuit to `node`; when it fails, its guard and middle are added to `avoid`."""
+        """A new pooled circuit to `node`; when it fails, the relay to blame is added to `avoid`."""
         directory = self.directory
         if directory is None:
             raise OverlayError("unavailable", "no directory yet")
         started = time.monotonic()
-        path: list[RelayDescriptor] = []
+        suspect: bytes | None = None  # the relay a failure points at: the guard, or else the middle
         try:
             path = self._choose_path(directory, node, avoid or set())
+            suspect = path[0].node_id
             link = await self._link_to(path[0])
+            suspect = path[1].node_id  # the guard answers; the home relay is the only way to the node
             circuit = await link.build_circuit(circuit_hops(path, node))
         except TokenPlaceError as exc:
             self.stats.circuit_build_failures += 1
             self._paths_failed |= isinstance(exc, PathError)
-            if avoid is not None:
-                avoid.update(relay.node_id for relay in path[:-1])  # not the home relay: it is the only way
+            if avoid is not None and suspect is not None:
+                avoid.add(suspect)
             raise
         self.stats.circuits_built += 1
         self.stats.circuit_build_seconds += time.monotonic() - started
@@ -265,13 +267,16 @@ class Overlay:
     def _choose_path(
         self, directory: Directory, node: NodeDescriptor, avoid: set[bytes]
     ) -> list[RelayDescriptor]:
-        """A path around the relays in `avoid` if there is one, else any path."""
-        relays, guards = list(directory.relays.values()), self._usable_guards()
-        if avoid:
-            spared = [relay for relay in relays if relay.node_id not in avoid]
+        """A path around the relays in `avoid` and the guards recently down if there is one, else any path:
+        both are preferences (a guard marked down may be back), never a reason to fail."""
+        relays = list(directory.relays.values())
+        spared = [relay for relay in relays if relay.node_id not in avoid]
+        usable = self._usable_guards()
+        options = ((spared, usable), (spared, self._guards), (relays, usable), (relays, self._guards))
+        for choice, guards in options:
             with suppress(PathError):
-                return choose_path(spared, node, guards, self._rng, rules=self._rules)
-        return choose_path(relays, node, guards, self._rng, rules=self._rules)
+                return choose_path(choice, node, guards, self._rng, rules=self._rules)
+        return choose_path(relays, node, self._guards, self._rng, rules=self._rules)  # raises the reason
 
     def _usable_guards(self) -> list[bytes]:
         """Our guards, less those recently unreachable (all of them if every one was)."""
