@@ -24,16 +24,17 @@ import trio_websocket
 from tp_crypto.errors import TokenPlaceError
 from tp_crypto.identity import node_id_to_x25519
 from tp_crypto.onion import HopHandshakeClient, HopKey
-from tp_net.cells import CellCommand, handshake_cell, new_circuit_id
+from tp_net.cells import CellCommand, DestroyReason, destroy_cell, handshake_cell, new_circuit_id
 from tp_net.circuit_client import HopInfo
 from tp_net.client import ClientLink
-from tp_net.frames import Cell
+from tp_net.frames import CELL_BODY_BYTES, Cell, Frame, Padding, Ping
 from tp_net.link import LinkHandshake
 from tp_net.link_trio import Link, dial_link
 from tp_net.transport import CHANNEL_MESSAGE_BYTES_MAX
 from tp_net.transport_ws import WebSocketDialer, parse_ws_address
 
 CREATES_PER_SEND = 256
+FRAMES_PER_SEND = 256
 STREAM_REQUESTERS = 4
 ATTACK_TIMEOUT_S = 5.0
 FLOOD_ERRORS = (TokenPlaceError, trio_websocket.HandshakeError, trio_websocket.ConnectionClosed, OSError)
@@ -82,7 +83,7 @@ async def create_flood(flood: Flood) -> None:
     hop_public = node_id_to_x25519(flood.hop.node_id)
     message = HopHandshakeClient(hop_public, key=HopKey.IDENTITY).first_message()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_drain, link, flood)
+        nursery.start_soon(_drain, link, flood, "creates answered", "creates refused")
         try:
             for _ in range(64):
                 in_use: set[int] = set()
@@ -103,11 +104,40 @@ def _fresh_id(rng: random.Random, in_use: set[int]) -> int:
     return circuit_id
 
 
-async def _drain(link: Link, flood: Flood) -> None:
+async def _drain(link: Link, flood: Flood, answered: str, other: str) -> None:
+    """Read whatever comes back, counting CREATED cells as `answered` and other frames as `other`."""
     while True:
         for frame in await link.receive():
             created = isinstance(frame, Cell) and frame.command == CellCommand.CREATED
-            flood.counts["creates answered" if created else "creates refused"] += 1
+            flood.counts[answered if created else other] += 1
+
+
+async def frame_flood(flood: Flood) -> None:
+    """Well-sealed but useless frames as fast as the link takes them: pings (each asks for a pong), padding,
+    cells for circuits that do not exist, and DESTROYs for them."""
+    link = await dial_link(flood.dialer, flood.address, expected_peer_id=flood.hop.node_id)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(_drain, link, flood, "circuits created by junk", "frames back")
+        try:
+            for _ in range(256):
+                frames = [_junk_frame(flood.rng) for _ in range(FRAMES_PER_SEND)]
+                await link.send(frames)
+                flood.counts["junk frames sent"] += len(frames)
+        finally:
+            nursery.cancel_scope.cancel()
+            await link.aclose()
+
+
+def _junk_frame(rng: random.Random) -> Frame:
+    kind = rng.randrange(4)
+    circuit_id = new_circuit_id(rng, link_dialer=True, in_use=())
+    if kind == 0:
+        return Ping(rng.getrandbits(64))
+    if kind == 1:
+        return Padding(rng.randbytes(rng.randrange(1, 1000)))
+    if kind == 2:
+        return Cell(circuit_id, CellCommand.RELAY, rng.randbytes(CELL_BODY_BYTES))
+    return destroy_cell(circuit_id, DestroyReason.PROTOCOL)
 
 
 async def stream_flood(flood: Flood) -> None:
@@ -172,6 +202,7 @@ async def junk_after_handshake(flood: Flood) -> None:
 
 ATTACKS: dict[str, Attack] = {
     "create flood": create_flood,
+    "frame flood": frame_flood,
     "stream flood": stream_flood,
     "begin flood": begin_flood,
     "oversized messages": oversized_messages,

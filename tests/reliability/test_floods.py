@@ -3,10 +3,10 @@ bound, and another client's requests through it keep their latency.
 
 The flooder (tests/reliability/flooder.py, its own process at the lowest CPU priority, so that the test
 measures the relay and not the two-core machine) attacks the guard of the honest client's circuit with
-CREATE floods, stream and request floods, oversized messages, junk handshakes and junk after a handshake,
-all at once. The honest client's baseline is measured in the same test, in windows alternating with the
-flood windows (the flooder paused with SIGSTOP), so that both see the same load from the rest of the
-machine. `make slow` alternates 60 windows.
+CREATE floods, frames for no circuit, pings and padding, stream and request floods, oversized messages,
+junk handshakes and junk after a handshake, all at once. The honest client's baseline is measured in the
+same test, in windows alternating with the flood windows (the flooder paused with SIGSTOP), so that both see
+the same load from the rest of the machine. `make slow` alternates 60 windows.
 """
 
 from __future__ import annotations
@@ -153,6 +153,7 @@ async def test_a_flooding_client_gets_limited_and_others_keep_their_latency(
     assert counts["creates answered"] <= answered_max, counts
     assert counts["creates refused"] > counts["creates answered"], counts
     assert counts["directory answers"] > 0 and counts["streams opened"] > 0, counts
+    assert counts["junk frames sent"] > 0 and "circuits created by junk" not in counts, counts
     assert p95(during) <= P95_SLOWDOWN_MAX * max(p95(baseline), LATENCY_FLOOR_S), report
     assert peak[0] - rss_before <= RSS_GROWTH_MAX_BYTES, report
     assert fds_after <= fds_before + FD_SLACK, report  # every flooder connection was closed
