@@ -219,12 +219,21 @@ class HopCore:
 
     # --- streams of local services (GPU node) -------------------------------------------------
 
-    def stream_send(self, ref: CircuitRef, stream_id: int, data: bytes) -> list[HopOutput]:
+    def stream_send(
+        self, ref: CircuitRef, stream_id: int, data: bytes, *, flush: bool = True
+    ) -> list[HopOutput]:
+        """Queue data on a local stream; with flush=False it waits for flush_streams (or any later flush)
+        so that messages produced while the link is busy share cells."""
         circuit = self._circuits.get(ref)
         if circuit is None or circuit.edge is None or not circuit.edge.is_open(stream_id):
             return []
         circuit.edge.send(stream_id, data)
-        return self._flush_edge(circuit)
+        return self._flush_edge(circuit) if flush else []
+
+    def flush_streams(self, ref: CircuitRef) -> list[HopOutput]:
+        """Cells for whatever the circuit's local streams have queued (as far as the windows allow)."""
+        circuit = self._circuits.get(ref)
+        return self._flush_edge(circuit) if circuit is not None else []
 
     def stream_end(self, ref: CircuitRef, stream_id: int, reason: EndReason) -> list[HopOutput]:
         circuit = self._circuits.get(ref)

@@ -27,7 +27,10 @@ class LinkPump:
         self._queue: deque[Frame] = deque()
         self._queued_cells: Counter[int] = Counter()
         self._has_work = trio.Event()
+        self._sending = False
         self.closed = trio.Event()
+        # Called by the writer just before it takes a batch: the owner's last chance to add cells to it.
+        self.before_batch: Callable[[], None] | None = None
 
     def queued_cells(self, circuit_id: int) -> int:
         return self._queued_cells[circuit_id]
@@ -40,6 +43,16 @@ class LinkPump:
     @property
     def queued_frames(self) -> int:
         return len(self._queue)
+
+    @property
+    def busy(self) -> bool:
+        """A send is in flight or frames wait: what is added now leaves with the next batch anyway."""
+        return self._sending or bool(self._queue)
+
+    def wake(self) -> None:
+        """Make the writer run before_batch (and send what it adds) even if nothing is queued."""
+        if not self.closed.is_set():
+            self._has_work.set()
 
     def enqueue(self, frame: Frame) -> None:
         if self.closed.is_set():
@@ -54,11 +67,17 @@ class LinkPump:
         try:
             while True:
                 await self._has_work.wait()
+                if self.before_batch is not None:
+                    self.before_batch()
                 batch = self._take_batch()
                 if not batch:
                     self._has_work = trio.Event()
                     continue
-                await self.link.send(batch)
+                self._sending = True
+                try:
+                    await self.link.send(batch)
+                finally:
+                    self._sending = False
                 self._uncount(batch)
         except LinkClosed:
             pass

@@ -15,7 +15,7 @@ import trio
 
 from tp_crypto.identity import Identity, short_id
 from tp_net.cells import CellCommand, DestroyReason
-from tp_net.circuit_hop import ConnectTo, HopCore, HopOutput, SendCell, ServiceEvent
+from tp_net.circuit_hop import CircuitRef, ConnectTo, HopCore, HopOutput, SendCell, ServiceEvent
 from tp_net.frames import CELL_BODY_BYTES, Cell, Frame
 from tp_net.link_pump import LinkPump
 from tp_net.link_trio import Link
@@ -44,11 +44,13 @@ class HopRuntime:
         self._pumps: dict[int, LinkPump] = {}
         self._link_ids = itertools.count(1)
         self._progress = trio.Event()
+        # Per link: circuits whose local streams hold data not yet cut into cells (see _stream_send).
+        self._unflushed: dict[int, set[CircuitRef]] = {}
         # Operator counters (status, /metrics): plain ints, as every cell is handled on the one trio thread.
         self.cells_received = 0
         self.cells_sent = 0
         port = StreamPort(
-            send=lambda ref, stream_id, data: self.apply(core.stream_send(ref, stream_id, data)),
+            send=self._stream_send,
             end=lambda ref, stream_id, reason: self.apply(core.stream_end(ref, stream_id, reason)),
             consumed=lambda ref, stream_id: self.apply(core.stream_consumed(ref, stream_id)),
             queued_bytes=core.stream_queued_bytes,
@@ -69,6 +71,7 @@ class HopRuntime:
         """Serve one established link until it closes; reports its link id once registered."""
         link_id = next(self._link_ids)
         pump = LinkPump(link, link_id)
+        pump.before_batch = partial(self._flush_unflushed, link_id)
         self._pumps[link_id] = pump
         self.core.link_up(link_id, link.peer_id, we_dialed=we_dialed)
         log.debug("link %d up (peer %s)", link_id, short_id(link.peer_id) if link.peer_id else "anonymous")
@@ -80,6 +83,7 @@ class HopRuntime:
                 nursery.cancel_scope.cancel()
         finally:
             del self._pumps[link_id]
+            self._unflushed.pop(link_id, None)
             self.apply(self.core.link_down(link_id))
             await pump.aclose()
             log.debug("link %d down", link_id)
@@ -113,6 +117,28 @@ class HopRuntime:
     async def wait_for_progress(self) -> None:
         """Return after the next batch of received cells was processed (windows may have opened)."""
         await self._progress.wait()
+
+    def _stream_send(self, ref: CircuitRef, stream_id: int, data: bytes) -> None:
+        """A service's message: out at once when the link is idle; while it is busy, kept until the writer
+        takes its next batch, so that what a fast engine produces meanwhile shares cells (one cell and one
+        WebSocket message per batch at every hop, not one per token)."""
+        pump = self._pumps.get(ref[0])
+        if pump is None or not pump.busy:
+            self.apply(self.core.stream_send(ref, stream_id, data))
+            return
+        self.core.stream_send(ref, stream_id, data, flush=False)
+        self._unflushed.setdefault(ref[0], set()).add(ref)
+        pump.wake()
+
+    def _flush_unflushed(self, link_id: int) -> None:
+        refs = self._unflushed.pop(link_id, None)
+        if not refs:
+            return
+        for ref in sorted(refs):
+            self.apply(self.core.flush_streams(ref))
+        # Services waiting for their queue to shrink may go on.
+        self._progress.set()
+        self._progress = trio.Event()
 
     def _on_frames(self, link_id: int, frames: list[Frame]) -> None:
         now = trio.current_time()

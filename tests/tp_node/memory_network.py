@@ -13,6 +13,7 @@ import trio
 from tp_crypto.identity import Identity
 from tp_crypto.noise import generate_keypair
 from tp_net.circuit_client import HopInfo
+from tp_net.transport import Dialer
 from tp_net.transport_memory import MemoryNetwork
 from tp_node.engine import Engine, FakeEngine
 from tp_node.gpu_node import GpuNode, HomeRelay
@@ -46,6 +47,7 @@ async def in_process_network(
     make_relay: RelayFactory = honest_relay,
     engine: Engine | None = None,
     seed: int = 1,
+    wrap_node_dialer: Callable[[Dialer], Dialer] | None = None,
 ) -> AsyncIterator[InProcessNetwork]:
     """Relays at mem://relayN; one GPU node homed on the last relay."""
     rng = random.Random(seed)
@@ -66,7 +68,7 @@ async def in_process_network(
             [node_private],
             home_relays=[HomeRelay(hops[-1].node_id, hops[-1].address or "")],
             engine=engine or FakeEngine(),
-            dialer=network.dialer(),
+            dialer=wrap_node_dialer(network.dialer()) if wrap_node_dialer else network.dialer(),
             rng=rng,
         )
         nursery.start_soon(node.run)
