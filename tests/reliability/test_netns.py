@@ -112,3 +112,9 @@ async def test_no_relay_sees_both_the_client_and_the_node(hosts: dict[str, Host]
         assert node_host.address in peers[hosts["home"].namespace], peers  # the home relay sees the node
         for host in hosts.values():
             assert not netns.listening_addresses(host) & WILDCARDS, host
+
+
+def test_without_root_the_skip_reason_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(netns.os, "geteuid", lambda: 1000)
+    reason = netns.netns_unavailable_reason()
+    assert reason is not None and reason.startswith("network namespaces need root")
