@@ -98,7 +98,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.stream_cost", description=__doc__)
     parser.add_argument("--tokens", type=int, default=20_000)
     parser.add_argument("--py-spy", help="path of a py-spy binary: profile the node, the guard, the client")
-    parser.add_argument("--profile-dir", type=Path, default=Path("stream-profile"))
+    parser.add_argument(
+        "--profile-dir",
+        type=Path,
+        default=Path(tempfile.gettempdir()) / "tp-stream-profile",
+        help="(%(default)s)",
+    )
     trio.run(run, parser.parse_args())
 
 
