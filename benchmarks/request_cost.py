@@ -1,0 +1,71 @@
+"""Where a short request's CPU goes: sequential streamed 16-token chat completions through the gateway (the
+suite's fast network), and the CPU milliseconds each process used per request, next to what it uses idle.
+
+    .venv/bin/python -m benchmarks.request_cost [--requests 200] [--idle-seconds 8]
+
+Idle CPU is measured first over --idle-seconds with no requests (the local network's authorities vote
+every few seconds); "net" is a process's CPU per request less its idle share of the same time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+import trio
+
+from benchmarks.gateway import HTTP_TIMEOUT_S, SHORT_MAX_TOKENS, WARMUP_REQUESTS
+from benchmarks.network import bench_network
+from benchmarks.openai_http import Timing, chat_body, stream_chat
+from benchmarks.stream_cost import cpu_seconds
+
+
+def _requests(url: str, body: dict[str, object], count: int) -> list[Timing]:
+    with httpx.Client(timeout=HTTP_TIMEOUT_S) as client:
+        return [stream_chat(client, url, body) for _ in range(count)]
+
+
+async def run(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as state:
+        async with bench_network(Path(state)) as bench:
+            pids = {
+                f"relay {index + 1}": relay.process.pid for index, relay in enumerate(bench.network.relays)
+            }
+            pids |= {"node": bench.network.node.process.pid, "gateway": bench.gateway.process.pid}
+            pids["client"] = os.getpid()
+            body = chat_body(bench.model, SHORT_MAX_TOKENS, stream=True)
+            await trio.to_thread.run_sync(_requests, bench.gateway_url, body, WARMUP_REQUESTS)
+            idle_start = {role: cpu_seconds(pid) for role, pid in pids.items()}
+            await trio.sleep(args.idle_seconds)
+            before = {role: cpu_seconds(pid) for role, pid in pids.items()}
+            idle = {role: (before[role] - idle_start[role]) / args.idle_seconds for role in pids}
+            start = time.perf_counter()
+            timings = await trio.to_thread.run_sync(_requests, bench.gateway_url, body, args.requests)
+            elapsed = time.perf_counter() - start
+            used = {role: cpu_seconds(pid) - before[role] for role, pid in pids.items()}
+    first = statistics.median(timing.first_token_ms for timing in timings)
+    total = statistics.median(timing.total_ms for timing in timings)
+    print(
+        f"{args.requests} requests in {elapsed:.1f} s; medians: first token {first:.1f}, all {total:.1f} ms"
+    )
+    print(f"  {'process':10} {'CPU ms/request':>14} {'idle ms/s':>10} {'net ms/request':>15}")
+    for role, seconds in used.items():
+        net = (seconds - idle[role] * elapsed) / args.requests * 1000
+        print(f"  {role:10} {seconds / args.requests * 1000:14.2f} {idle[role] * 1000:10.1f} {net:15.2f}")
+    print(f"  {'all':10} {sum(used.values()) / args.requests * 1000:14.2f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.request_cost", description=__doc__)
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--idle-seconds", type=float, default=8.0)
+    trio.run(run, parser.parse_args())
+
+
+if __name__ == "__main__":
+    main()
