@@ -244,11 +244,12 @@ class _Simulation:
 
     def report(self) -> dict[str, Any]:
         scenario, world = self.scenario, self.world
-        relays = [sim for sim in world.relays]
+        relays = world.relays  # authorities included
         hostile = {sim.identity.node_id for sim in relays if sim.hostile}
         return {
             "scenario": scenario.name,
             "seed": self.seed,
+            "config": dataclasses.asdict(scenario),
             "machines": {
                 "authorities": len(world.authorities),
                 "relays": len(relays) - len(world.authorities),

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -55,3 +57,10 @@ def test_bad_configs_are_refused_naming_the_key(tmp_path: Path, text: str, messa
     path.write_text(text)
     with pytest.raises(ConfigError, match=message):
         load_config(path)
+
+
+def test_a_reports_config_section_loads_back_as_the_same_scenario(tmp_path: Path) -> None:
+    scenario = SCENARIOS["churn"]
+    path = tmp_path / "again.json"
+    path.write_text(json.dumps(dataclasses.asdict(scenario)))
+    assert load_config(path) == scenario
