@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import random
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -27,7 +28,8 @@ from tp_node.engine import ModelInfo, ServingEngine
 from tp_node.engine_cli import add_engine_arguments, open_engine
 from tp_node.gpu_node import GpuNode, HomeRelay
 from tp_node.init_cli import init_main
-from tp_node.launch import announce, load_identity, new_onion_keys, software_version
+from tp_node.launch import announce, load_identity, software_version
+from tp_node.onion_keys import ONION_KEY_FILE, OnionKeyRing
 from tp_node.operator import start_operator_services
 from tp_node.status_cli import status_main
 from tp_node.vitals import Vitals
@@ -87,7 +89,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 async def _node(args: argparse.Namespace, nursery: trio.Nursery) -> None:
     identity = load_identity(args.data_dir)
     bootstrap = load_bootstrap(args.bootstrap)
-    onion_keys, onion_public = new_onion_keys()
+    # Nodes keep their ring across restarts too; a due rotation happens at the next start.
+    ring = OnionKeyRing.load_or_create(args.data_dir / ONION_KEY_FILE, time.time())
+    onion_keys, onion_public = ring.private_keys(), ring.public_keys()[0]
     engine = await nursery.start(_serve_engine, args)
     dialer = WebSocketDialer(nursery)
     node = GpuNode(

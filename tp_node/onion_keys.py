@@ -1,11 +1,23 @@
 """Onion keys on a schedule: a new key every ONION_KEY_ROTATION_S; the previous one keeps answering for
-ONION_KEY_GRACE_S, so clients holding a slightly old directory can still build circuits through us."""
+ONION_KEY_GRACE_S, so clients holding a slightly old directory can still build circuits through us.
+
+The ring lives in the data directory (ONION_KEY_FILE, mode 0600): a restarted relay or node answers with
+the keys the current directory lists, instead of failing every client's circuit until the next directory.
+"""
 
 from __future__ import annotations
 
+import json
+import os
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 
-from tp_crypto.noise import generate_keypair
+from tp_crypto.errors import KeyFileError
+from tp_crypto.noise import generate_keypair, x25519_public
+
+ONION_KEY_FILE = "onion_keys.json"
+KEY_BYTES = 32
 
 ONION_KEY_ROTATION_S = 7 * 24 * 3600
 ONION_KEY_GRACE_S = 24 * 3600
@@ -39,6 +51,30 @@ class OnionKeyRing:
         ]
         return rotated
 
+    @classmethod
+    def load_or_create(cls, path: Path, now: float) -> OnionKeyRing:
+        """The ring saved at `path` (made due rotations included), or a new one saved there."""
+        ring = cls(now)
+        if path.exists():
+            ring._keys = _read_keys(path)
+            ring.rotate_if_due(now)
+        ring.save(path)
+        return ring
+
+    def save(self, path: Path) -> None:
+        """Write atomically, readable by the owner only."""
+        document = [
+            {"private": key.private.hex(), "public": key.public.hex(), "created": key.created}
+            for key in self._keys
+        ]
+        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        try:
+            with os.fdopen(fd, "w") as handle:
+                json.dump(document, handle)
+            os.replace(temporary, path)
+        finally:
+            Path(temporary).unlink(missing_ok=True)
+
     def private_keys(self) -> list[bytes]:
         """Newest first: what a hop tries when answering a handshake."""
         return [key.private for key in self._keys]
@@ -46,3 +82,20 @@ class OnionKeyRing:
     def public_keys(self) -> tuple[bytes, ...]:
         """Newest first: what the descriptor publishes (clients use the first)."""
         return tuple(key.public for key in self._keys)
+
+
+def _read_keys(path: Path) -> list[_OnionKey]:
+    try:
+        document = json.loads(path.read_text())
+        keys = [
+            _OnionKey(bytes.fromhex(item["private"]), bytes.fromhex(item["public"]), float(item["created"]))
+            for item in document
+        ]
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        reason = exc.__class__.__name__
+        raise KeyFileError(f"onion key file {path} is unreadable or malformed ({reason})") from exc
+    if not keys or any(len(key.private) != KEY_BYTES or len(key.public) != KEY_BYTES for key in keys):
+        raise KeyFileError(f"onion key file {path} holds no key or a key that is not {KEY_BYTES} bytes")
+    if any(x25519_public(key.private) != key.public for key in keys):
+        raise KeyFileError(f"onion key file {path} holds a public key that does not match its private key")
+    return keys

@@ -37,7 +37,7 @@ from tp_node.directory_duties import (
 from tp_node.directory_service import DirectoryService
 from tp_node.init_cli import init_main
 from tp_node.launch import announce, load_identity, software_version
-from tp_node.onion_keys import OnionKeyRing
+from tp_node.onion_keys import ONION_KEY_FILE, OnionKeyRing
 from tp_node.operator import start_operator_services
 from tp_node.relay import Relay
 from tp_node.release_cli import add_release_key_argument, verify_main
@@ -124,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 async def _relay(args: argparse.Namespace, nursery: trio.Nursery) -> None:
     identity = load_identity(args.data_dir)
     bootstrap = load_bootstrap(args.bootstrap)
-    ring = OnionKeyRing(time.time())
+    ring = OnionKeyRing.load_or_create(args.data_dir / ONION_KEY_FILE, time.time())
     dialer = WebSocketDialer(nursery)
     authority = _authority_core(args, identity, bootstrap)
     runner = AuthorityRunner(authority, bootstrap, dialer) if authority else None
@@ -167,7 +167,7 @@ async def _relay(args: argparse.Namespace, nursery: trio.Nursery) -> None:
         nursery.start_soon(runner.run)
     else:
         nursery.start_soon(refresh_documents, service, bootstrap, dialer)
-    nursery.start_soon(_rotate_onion_keys, ring, relay, publisher)
+    nursery.start_soon(_rotate_onion_keys, ring, args.data_dir / ONION_KEY_FILE, relay, publisher)
     announce(
         {
             "role": "authority" if authority else "relay",
@@ -194,10 +194,13 @@ def _authority_core(
     )
 
 
-async def _rotate_onion_keys(ring: OnionKeyRing, relay: Relay, publisher: DescriptorPublisher) -> None:
+async def _rotate_onion_keys(
+    ring: OnionKeyRing, key_file: Path, relay: Relay, publisher: DescriptorPublisher
+) -> None:
     while True:
         await trio.sleep(KEY_ROTATION_CHECK_S)
         if ring.rotate_if_due(time.time()):
+            ring.save(key_file)
             log.info("rotated the onion key")
             publisher.publish_soon()
         relay.core.onion_keys = ring.private_keys()
