@@ -43,7 +43,7 @@ from tp_node.services import ServiceHandler
 SIM_VERSION = "tp-sim"
 RELAY_PORT = 7000
 RELAY_CAPACITIES = (500, 1000, 2000, 5000)  # KB/s weights, drawn uniformly
-FAMILY_SHARE = 0.2  # honest relays that belong to a declared family (of 2-3 relays)
+FAMILY_SHARE = 0.2  # honest relays that declare a family, drawn from relays // 5 operator names
 START_SPREAD_S = 20.0  # relays and nodes start at random times in [0, this)
 INVITATION_LIFETIME_S = 30 * 24 * 3600
 
