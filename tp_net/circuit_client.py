@@ -92,8 +92,9 @@ class ClientCircuit:
     def outgoing_cells(self) -> list[Cell]:
         """Cells to send to the first hop now (build steps, stream messages within the windows)."""
         if self.state is CircuitState.OPEN:
-            for message in self.edge.pending_messages():
-                self._outbox.append(self._relay_to(len(self._layers) - 1, message))
+            last = len(self._layers) - 1
+            for payload in codec.pack_relay_payloads(self.edge.pending_messages(), RELAY_PAYLOAD_BYTES):
+                self._outbox.append(self._relay_payload_to(last, payload))
         cells, self._outbox = self._outbox, []
         return cells
 
@@ -135,7 +136,14 @@ class ClientCircuit:
         hop_index, payload = self._peel(cell.body)
         if payload is None:
             return self._close(DestroyReason.INTEGRITY, notify_hop=True)
-        message = codec.decode_relay_payload(payload)
+        events: list[CircuitEvent] = []
+        for message in codec.decode_relay_messages(payload):
+            if self.state is CircuitState.CLOSED:
+                break  # an earlier message in the cell ended the circuit
+            events += self._receive_message(hop_index, message)
+        return events
+
+    def _receive_message(self, hop_index: int, message: Frame) -> list[CircuitEvent]:
         if hop_index != len(self._layers) - 1:
             if isinstance(message, RelayDrop):
                 return []
@@ -160,7 +168,10 @@ class ClientCircuit:
         return []
 
     def _relay_to(self, hop_index: int, message: Frame) -> Cell:
-        body = self._layers[hop_index].forward.seal(codec.encode_relay_payload(message, RELAY_PAYLOAD_BYTES))
+        return self._relay_payload_to(hop_index, codec.encode_relay_payload(message, RELAY_PAYLOAD_BYTES))
+
+    def _relay_payload_to(self, hop_index: int, payload: bytes) -> Cell:
+        body = self._layers[hop_index].forward.seal(payload)
         for layer in reversed(self._layers[: hop_index + 1]):
             body = layer.forward.crypt(body)
         return relay_cell(self.circuit_id, body)

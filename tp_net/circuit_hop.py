@@ -311,7 +311,12 @@ class HopCore:
         body = circuit.layer.forward.crypt(cell.body)
         payload = circuit.layer.forward.open(body)
         if payload is not None:
-            return self._handle_message(circuit, codec.decode_relay_payload(payload), now)
+            outputs: list[HopOutput] = []
+            for message in codec.decode_relay_messages(payload):
+                if self._circuits.get(circuit.prev) is not circuit:
+                    break  # an earlier message in the cell ended the circuit
+                outputs += self._handle_message(circuit, message, now)
+            return outputs
         if circuit.next is not None and circuit.extend_started is None:
             return [SendCell(circuit.next[0], relay_cell(circuit.next[1], body))]
         # The end of the circuit and nobody's cell: it was modified (or replayed) on the way.
@@ -368,7 +373,9 @@ class HopCore:
 
     def _originate(self, circuit: _Circuit, message: Frame) -> list[HopOutput]:
         """A message from this hop to the client."""
-        payload = codec.encode_relay_payload(message, RELAY_PAYLOAD_BYTES)
+        return self._originate_payload(circuit, codec.encode_relay_payload(message, RELAY_PAYLOAD_BYTES))
+
+    def _originate_payload(self, circuit: _Circuit, payload: bytes) -> list[HopOutput]:
         body = circuit.layer.backward.crypt(circuit.layer.backward.seal(payload))
         return [SendCell(circuit.prev[0], relay_cell(circuit.prev[1], body))]
 
@@ -376,8 +383,8 @@ class HopCore:
         if circuit.edge is None:
             return []
         outputs: list[HopOutput] = []
-        for message in circuit.edge.pending_messages():
-            outputs += self._originate(circuit, message)
+        for payload in codec.pack_relay_payloads(circuit.edge.pending_messages(), RELAY_PAYLOAD_BYTES):
+            outputs += self._originate_payload(circuit, payload)
         return outputs
 
     def _teardown(

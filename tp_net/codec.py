@@ -115,12 +115,56 @@ def encode_relay_payload(message: Frame, payload_bytes: int) -> bytes:
 
 
 def decode_relay_payload(payload: bytes) -> Frame:
-    """The relay message in a cell payload; RemoteProtocolError for anything malformed."""
-    length = int.from_bytes(payload[:_RELAY_LENGTH_BYTES], "big")
-    if len(payload) < _RELAY_LENGTH_BYTES or length > len(payload) - _RELAY_LENGTH_BYTES:
-        raise RemoteProtocolError("relay message length exceeds the cell")
-    body = payload[_RELAY_LENGTH_BYTES : _RELAY_LENGTH_BYTES + length]
-    return _list_to_frame(_unpack(body), RELAY_MESSAGES)
+    """The one relay message in a cell payload; RemoteProtocolError for anything malformed or for more."""
+    messages = decode_relay_messages(payload)
+    if len(messages) != 1:
+        raise RemoteProtocolError(f"expected one relay message in the cell, found {len(messages)}")
+    return messages[0]
+
+
+def decode_relay_messages(payload: bytes) -> list[Frame]:
+    """The relay messages in a cell payload, in order: length-prefixed, ended by a zero length (the padding)
+    or the payload's end. At least one; RemoteProtocolError for anything malformed."""
+    messages: list[Frame] = []
+    offset = 0
+    while offset + _RELAY_LENGTH_BYTES <= len(payload):
+        length = int.from_bytes(payload[offset : offset + _RELAY_LENGTH_BYTES], "big")
+        if length == 0:
+            break
+        start = offset + _RELAY_LENGTH_BYTES
+        if length > len(payload) - start:
+            raise RemoteProtocolError("relay message length exceeds the cell")
+        messages.append(_list_to_frame(_unpack(payload[start : start + length]), RELAY_MESSAGES))
+        offset = start + length
+    if not messages:
+        raise RemoteProtocolError("a relay cell without a message")
+    return messages
+
+
+def pack_relay_payloads(messages: Sequence[Frame], payload_bytes: int) -> list[bytes]:
+    """Messages in order, as few cell payloads as hold them (each exactly `payload_bytes`): a stream's
+    small messages (a request, a few tokens, its END) share one cell instead of taking one each."""
+    payloads: list[bytes] = []
+    pending: list[bytes] = []
+    used = 0
+    for message in messages:
+        packed = _pack(_frame_to_list(message))
+        size = _RELAY_LENGTH_BYTES + len(packed)
+        if size > payload_bytes:
+            name = type(message).__name__
+            raise LocalProtocolError(f"{name} of {len(packed)} bytes does not fit in a cell")
+        if used + size > payload_bytes:
+            payloads.append(_padded(pending, used, payload_bytes))
+            pending, used = [], 0
+        pending.append(len(packed).to_bytes(_RELAY_LENGTH_BYTES, "big") + packed)
+        used += size
+    if pending:
+        payloads.append(_padded(pending, used, payload_bytes))
+    return payloads
+
+
+def _padded(parts: list[bytes], used: int, payload_bytes: int) -> bytes:
+    return b"".join(parts) + bytes(payload_bytes - used)
 
 
 def relay_message_overhead_bytes(message: Frame) -> int:

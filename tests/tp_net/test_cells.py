@@ -227,6 +227,34 @@ def test_a_relay_message_that_does_not_fit_is_a_local_error() -> None:
         codec.encode_relay_payload(RelayExtended(b"x" * RELAY_PAYLOAD_BYTES), RELAY_PAYLOAD_BYTES)
 
 
+def test_small_relay_messages_share_a_payload_in_order() -> None:
+    messages = [RelayBegin(1, "inference"), RelayData(1, b"request"), RelayEnd(1, 0), RelayDrop()]
+    (payload,) = codec.pack_relay_payloads(messages, RELAY_PAYLOAD_BYTES)
+    assert len(payload) == RELAY_PAYLOAD_BYTES
+    assert codec.decode_relay_messages(payload) == messages
+    with pytest.raises(RemoteProtocolError, match="expected one relay message"):
+        codec.decode_relay_payload(payload)
+
+
+def test_messages_that_do_not_fit_together_start_a_new_payload() -> None:
+    full = RelayData(1, b"x" * RELAY_DATA_BYTES_MAX)
+    messages = [RelayData(1, b"a"), full, RelayEnd(1, 0)]
+    payloads = codec.pack_relay_payloads(messages, RELAY_PAYLOAD_BYTES)
+    assert [codec.decode_relay_messages(p) for p in payloads] == [[messages[0]], [full], [messages[2]]]
+    assert codec.pack_relay_payloads([], RELAY_PAYLOAD_BYTES) == []
+    with pytest.raises(LocalProtocolError):
+        codec.pack_relay_payloads([RelayExtended(b"x" * RELAY_PAYLOAD_BYTES)], RELAY_PAYLOAD_BYTES)
+
+
+def test_a_broken_second_message_spoils_the_cell() -> None:
+    first = codec.encode_relay_payload(RelayDrop(), RELAY_PAYLOAD_BYTES)
+    used = 2 + int.from_bytes(first[:2], "big")
+    with pytest.raises(RemoteProtocolError, match="exceeds the cell"):
+        codec.decode_relay_messages(first[:used] + b"\xff\xff" + bytes(RELAY_PAYLOAD_BYTES - used - 2))
+    with pytest.raises(RemoteProtocolError, match="without a message"):
+        codec.decode_relay_messages(bytes(RELAY_PAYLOAD_BYTES))
+
+
 # --- documents ------------------------------------------------------------------------------------
 
 

@@ -934,7 +934,23 @@ def test_a_cell_moved_to_another_circuit_is_caught() -> None:
         return [Cell(second.circuit.circuit_id, d.cell.command, d.cell.body)]
 
     wire.tap(move)
-    request(wire, first, b"meant for the first circuit")
+    # Long enough for several cells: the ones after the moved one no longer verify on the first circuit.
+    request(wire, first, b"meant for the first circuit" * 100)
     assert second.closed == [CircuitClosed(DestroyReason.INTEGRITY)]
     assert first.closed == [CircuitClosed(DestroyReason.INTEGRITY)]
     assert_all_gone(wire)
+
+
+def test_a_short_request_travels_in_one_cell_per_hop() -> None:
+    wire, handle = three_relay_circuit(seed=90)
+    from_client: list[Cell] = []
+
+    def count(d: Delivery) -> list[Cell]:
+        if d.src == CLIENT and d.cell.circuit_id == handle.circuit.circuit_id:
+            from_client.append(d.cell)
+        return [d.cell]
+
+    wire.tap(count)
+    request(wire, handle, b"a short prompt")  # BEGIN, DATA and END share one cell
+    assert len(from_client) == 1
+    assert handle.closed == []
