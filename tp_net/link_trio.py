@@ -42,21 +42,32 @@ class Link:
         """Send frames in order, packed into as few messages as possible."""
         if self._closed:
             raise LinkClosed("link is closed")
-        async with self._send_lock:
-            if self._send_broken:
-                raise LinkClosed("link is closed: an earlier send was interrupted")
-            messages = self._session.seal(frames)
-            try:
-                for message in messages:
-                    await self._channel.send_message(message)
-            except ChannelClosed as exc:
-                self._send_broken = True
-                raise LinkClosed("link is closed") from exc
-            except BaseException:
-                # Cancelled mid-send: the peer may never see messages whose nonces are used up, so
-                # nothing sealed later could be decrypted. The link can only be closed now.
-                self._send_broken = True
-                raise
+        if self._send_lock.locked():
+            async with self._send_lock:
+                await self._send_locked(frames)
+            return
+        # Uncontended (one writer per link, nearly always): no scheduler round trip for the lock.
+        self._send_lock.acquire_nowait()
+        try:
+            await self._send_locked(frames)
+        finally:
+            self._send_lock.release()
+
+    async def _send_locked(self, frames: Sequence[Frame]) -> None:
+        if self._send_broken:
+            raise LinkClosed("link is closed: an earlier send was interrupted")
+        messages = self._session.seal(frames)
+        try:
+            for message in messages:
+                await self._channel.send_message(message)
+        except ChannelClosed as exc:
+            self._send_broken = True
+            raise LinkClosed("link is closed") from exc
+        except BaseException:
+            # Cancelled mid-send: the peer may never see messages whose nonces are used up, so
+            # nothing sealed later could be decrypted. The link can only be closed now.
+            self._send_broken = True
+            raise
 
     async def receive(self) -> list[Frame]:
         """The frames of the next message. Raises LinkClosed when the link ends.
