@@ -107,11 +107,8 @@ _RELAY_LENGTH_BYTES = 2
 
 def encode_relay_payload(message: Frame, payload_bytes: int) -> bytes:
     """A relay message as exactly `payload_bytes` bytes: 2-byte length, msgpack, zero padding."""
-    packed = _pack(_frame_to_list(message))
-    if len(packed) + _RELAY_LENGTH_BYTES > payload_bytes:
-        raise LocalProtocolError(f"{type(message).__name__} of {len(packed)} bytes does not fit in a cell")
-    padding = bytes(payload_bytes - _RELAY_LENGTH_BYTES - len(packed))
-    return len(packed).to_bytes(_RELAY_LENGTH_BYTES, "big") + packed + padding
+    framed = _framed_relay_message(message, payload_bytes)
+    return _padded([framed], len(framed), payload_bytes)
 
 
 def decode_relay_payload(payload: bytes) -> Frame:
@@ -148,19 +145,23 @@ def pack_relay_payloads(messages: Sequence[Frame], payload_bytes: int) -> list[b
     pending: list[bytes] = []
     used = 0
     for message in messages:
-        packed = _pack(_frame_to_list(message))
-        size = _RELAY_LENGTH_BYTES + len(packed)
-        if size > payload_bytes:
-            name = type(message).__name__
-            raise LocalProtocolError(f"{name} of {len(packed)} bytes does not fit in a cell")
-        if used + size > payload_bytes:
+        framed = _framed_relay_message(message, payload_bytes)
+        if used + len(framed) > payload_bytes:
             payloads.append(_padded(pending, used, payload_bytes))
             pending, used = [], 0
-        pending.append(len(packed).to_bytes(_RELAY_LENGTH_BYTES, "big") + packed)
-        used += size
+        pending.append(framed)
+        used += len(framed)
     if pending:
         payloads.append(_padded(pending, used, payload_bytes))
     return payloads
+
+
+def _framed_relay_message(message: Frame, payload_bytes: int) -> bytes:
+    """The 2-byte length and msgpack of one relay message; LocalProtocolError if no payload can hold it."""
+    packed = _pack(_frame_to_list(message))
+    if len(packed) + _RELAY_LENGTH_BYTES > payload_bytes:
+        raise LocalProtocolError(f"{type(message).__name__} of {len(packed)} bytes does not fit in a cell")
+    return len(packed).to_bytes(_RELAY_LENGTH_BYTES, "big") + packed
 
 
 def _padded(parts: list[bytes], used: int, payload_bytes: int) -> bytes:
