@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -24,16 +23,12 @@ from typing import Any
 import trio
 
 from benchmarks.stats import summary
-from tp_crypto.identity import Identity
-from tp_crypto.noise import generate_keypair
-from tp_net.circuit_client import HopInfo
 from tp_net.client import ClientLink
 from tp_net.transport import Channel
-from tp_net.transport_memory import MemoryNetwork
 from tp_net.transport_ws import WebSocketDialer, WebSocketListener
 from tp_node.engine import FakeEngine
-from tp_node.gpu_node import INFERENCE_SERVICE, GpuNode, HomeRelay
-from tp_node.relay import Relay
+from tp_node.gpu_node import INFERENCE_SERVICE
+from tp_node.testing.memory_network import in_process_network
 
 MESSAGE_BYTES = 1_100
 WARMUP_REQUESTS = 30
@@ -113,33 +108,11 @@ async def transport_cost(count: int) -> list[dict[str, Any]]:
 
 
 async def overlay_cost(requests: int) -> list[dict[str, Any]]:
-    rng = random.Random(1)
-    network = MemoryNetwork()
     request = {"kind": "chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 16}
-    async with trio.open_nursery() as nursery:
-        hops = []
-        for index in range(3):
-            identity = Identity(rng.randbytes(32))
-            private, public = generate_keypair()
-            relay = Relay(identity, [private], dialer=network.dialer(), rng=rng)
-            address = await nursery.start(relay.serve, network.listener(f"mem://relay{index}"))
-            hops.append(HopInfo(identity.node_id, public, address))
-        node_identity = Identity(rng.randbytes(32))
-        node_private, node_public = generate_keypair()
-        home = HomeRelay(hops[-1].node_id, hops[-1].address or "")
-        node = GpuNode(
-            node_identity,
-            [node_private],
-            home_relays=[home],
-            engine=FakeEngine(),
-            dialer=network.dialer(),
-            rng=rng,
-        )
-        nursery.start_soon(node.run)
-        await node.linked.wait()
-        hops.append(HopInfo(node_identity.node_id, node_public))
-        first, total, cpu = [], [], []
-        async with ClientLink.connect(network.dialer(), hops[0]) as link:
+    first, total, cpu = [], [], []
+    async with in_process_network(engine=FakeEngine()) as net:
+        hops = net.path()
+        async with ClientLink.connect(net.network.dialer(), hops[0]) as link:
             circuit = await link.build_circuit(hops)
             for index in range(WARMUP_REQUESTS + requests):
                 started, cpu_started, first_at = time.perf_counter(), time.process_time(), 0.0
@@ -150,7 +123,6 @@ async def overlay_cost(requests: int) -> list[dict[str, Any]]:
                     first.append((first_at - started) * 1000)
                     total.append((time.perf_counter() - started) * 1000)
                     cpu.append((time.process_time() - cpu_started) * 1000)
-        nursery.cancel_scope.cancel()
     return [
         summary("in-memory 4-hop request: time to first token", "ms", first),
         summary("in-memory 4-hop request: total, 16 tokens", "ms", total),

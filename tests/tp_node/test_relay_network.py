@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 import trio
 
-from tests.tp_node.memory_network import in_process_network
 from tp_crypto.identity import Identity
 from tp_net.cells import RELAY_DATA_BYTES_MAX, CellCommand
 from tp_net.circuit_hop import HopOutput, SendCell
@@ -22,6 +21,7 @@ from tp_node.engine import FakeEngine
 from tp_node.gpu_node import INFERENCE_SERVICE
 from tp_node.hop_runtime import CIRCUIT_QUEUE_CELLS_MAX
 from tp_node.relay import Relay
+from tp_node.testing.memory_network import in_process_network
 
 PROMPT_SENTINEL = "PROMPT-SENTINEL-7f3a"
 RESPONSE_SENTINEL = "RESPONSE-SENTINEL-91c2"

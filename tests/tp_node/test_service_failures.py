@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 import trio
 
-from tests.tp_node.memory_network import in_process_network
 from tp_crypto.identity import Identity
 from tp_net.client import ClientLink
 from tp_net.transport_memory import MemoryNetwork
 from tp_node.relay import Relay
+from tp_node.testing.memory_network import in_process_network
 
 
 async def broken(request: Any) -> AsyncGenerator[dict[str, Any], None]:
