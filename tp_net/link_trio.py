@@ -16,7 +16,7 @@ from tp_net.errors import ChannelClosed, HandshakeTimeout, LinkClosed, RemotePro
 from tp_net.frames import Frame, LinkClose
 from tp_net.link import REKEY_AFTER_MESSAGES, CloseReason, LinkHandshake, LinkSession
 from tp_net.transport import Channel, Dialer
-from tp_net.trio_util import is_cancelled
+from tp_net.trio_util import acquire_soon, is_cancelled
 
 LINK_HANDSHAKE_TIMEOUT_S = 10.0
 LINK_CLOSE_TIMEOUT_S = 1.0
@@ -42,32 +42,24 @@ class Link:
         """Send frames in order, packed into as few messages as possible."""
         if self._closed:
             raise LinkClosed("link is closed")
-        if self._send_lock.locked():
-            async with self._send_lock:
-                await self._send_locked(frames)
-            return
-        # Uncontended (one writer per link, nearly always): no scheduler round trip for the lock.
-        self._send_lock.acquire_nowait()
+        await acquire_soon(self._send_lock)
         try:
-            await self._send_locked(frames)
+            if self._send_broken:
+                raise LinkClosed("link is closed: an earlier send was interrupted")
+            messages = self._session.seal(frames)
+            try:
+                for message in messages:
+                    await self._channel.send_message(message)
+            except ChannelClosed as exc:
+                self._send_broken = True
+                raise LinkClosed("link is closed") from exc
+            except BaseException:
+                # Cancelled mid-send: the peer may never see messages whose nonces are used up, so
+                # nothing sealed later could be decrypted. The link can only be closed now.
+                self._send_broken = True
+                raise
         finally:
             self._send_lock.release()
-
-    async def _send_locked(self, frames: Sequence[Frame]) -> None:
-        if self._send_broken:
-            raise LinkClosed("link is closed: an earlier send was interrupted")
-        messages = self._session.seal(frames)
-        try:
-            for message in messages:
-                await self._channel.send_message(message)
-        except ChannelClosed as exc:
-            self._send_broken = True
-            raise LinkClosed("link is closed") from exc
-        except BaseException:
-            # Cancelled mid-send: the peer may never see messages whose nonces are used up, so
-            # nothing sealed later could be decrypted. The link can only be closed now.
-            self._send_broken = True
-            raise
 
     async def receive(self) -> list[Frame]:
         """The frames of the next message. Raises LinkClosed when the link ends.

@@ -9,7 +9,6 @@ background task per connection), so a forwarded cell costs one wake-up, not thre
 from __future__ import annotations
 
 import base64
-import contextlib
 import logging
 import os
 import random
@@ -21,7 +20,7 @@ import trio
 from tp_net import ws_protocol
 from tp_net.errors import ChannelClosed, DialError, LocalProtocolError, RemoteProtocolError, TokenPlaceError
 from tp_net.transport import CHANNEL_MESSAGE_BYTES_MAX, DIAL_TIMEOUT_S, Channel, ChannelHandler
-from tp_net.trio_util import is_cancelled
+from tp_net.trio_util import acquire_soon, is_cancelled
 from tp_net.ws_protocol import CloseCode, FrameReader, Opcode, WebSocketError
 
 log = logging.getLogger(__name__)
@@ -45,8 +44,7 @@ class WebSocketChannel:
         self._send_lock = trio.Lock()
         self._messages: deque[bytes] = deque()
         self._early = received
-        self._peer_gone = False
-        self._gone = trio.Event()
+        self._gone = trio.Event()  # set once the peer can send no more (its close, EOF, an error, our close)
         self._receiving = False
         self._close_sent = False
         self._closed = False
@@ -60,7 +58,7 @@ class WebSocketChannel:
 
     async def receive_message(self) -> bytes:
         while not self._messages:
-            if self._peer_gone or self._closed:
+            if self._gone.is_set() or self._closed:
                 raise ChannelClosed("websocket is closed")
             self._receiving = True
             try:
@@ -73,7 +71,7 @@ class WebSocketChannel:
         if self._closed:
             return
         # Shutting down (our scope is cancelled): no goodbye, just close the socket.
-        if not is_cancelled() and not self._peer_gone:
+        if not is_cancelled() and not self._gone.is_set():
             with trio.move_on_after(WS_CLOSE_TIMEOUT_S) as scope:
                 scope.shield = True
                 await self._close_politely(CloseCode.NORMAL)
@@ -85,19 +83,13 @@ class WebSocketChannel:
         mask = self._masks.getrandbits(32).to_bytes(4, "little") if self._client else None
         frame = ws_protocol.encode_frame(opcode, payload, mask)
         try:
-            if self._send_lock.locked():  # a pong or close from the reading task is going out
-                async with self._send_lock:
-                    await self._write(frame)
-            else:
-                # Uncontended (nearly always): take the lock without the scheduler round trip that
-                # `async with` costs, a visible share of a hop's CPU.
-                self._send_lock.acquire_nowait()
-                try:
-                    await self._write(frame)
-                finally:
-                    self._send_lock.release()
+            await acquire_soon(self._send_lock)  # held by another task only while a pong or close goes out
+            try:
+                await self._write(frame)
+            finally:
+                self._send_lock.release()
         except _STREAM_ERRORS as exc:
-            self._mark_gone()
+            self._gone.set()
             raise ChannelClosed("websocket is closed") from exc
 
     # The hot path talks to the socket's file descriptor directly: trio's stream methods add two scheduler
@@ -136,10 +128,10 @@ class WebSocketChannel:
             try:
                 data = await self._read()
             except _STREAM_ERRORS as exc:
-                self._mark_gone()
+                self._gone.set()
                 raise ChannelClosed("websocket is closed") from exc
             if not data:
-                self._mark_gone()
+                self._gone.set()
                 raise ChannelClosed("the peer closed the connection")
         try:
             events = self._reader.feed(data)
@@ -157,25 +149,18 @@ class WebSocketChannel:
                 await self._send_frame(Opcode.PONG, event.payload)
         elif isinstance(event, ws_protocol.Close):
             # Messages that came before the close are still delivered; then ChannelClosed.
-            if not self._close_sent:
-                self._close_sent = True
-                with contextlib.suppress(ChannelClosed):
-                    await self._send_frame(Opcode.CLOSE, ws_protocol.close_payload(CloseCode.NORMAL))
-            self._mark_gone()
+            await self._send_close(CloseCode.NORMAL)
+            self._gone.set()
 
     async def _close_politely(self, code: CloseCode) -> None:
         """Send a close frame and wait (bounded by the caller) for the peer's, dropping late messages."""
-        if not self._close_sent:
-            self._close_sent = True
-            try:
-                await self._send_frame(Opcode.CLOSE, ws_protocol.close_payload(code))
-            except ChannelClosed:
-                return
+        if not await self._send_close(code):
+            return
         if self._receiving:  # another task reads: it will see the peer's close frame
             await self._gone.wait()
             return
         try:
-            while not self._peer_gone:
+            while not self._gone.is_set():
                 await self._receive_events()
         except (ChannelClosed, RemoteProtocolError):
             pass
@@ -183,19 +168,23 @@ class WebSocketChannel:
     async def _fail(self, code: CloseCode) -> None:
         with trio.move_on_after(WS_CLOSE_TIMEOUT_S) as scope:
             scope.shield = True
-            if not self._close_sent:
-                self._close_sent = True
-                with contextlib.suppress(ChannelClosed):
-                    await self._send_frame(Opcode.CLOSE, ws_protocol.close_payload(code))
+            await self._send_close(code)
         await self._close_stream()
 
-    def _mark_gone(self) -> None:
-        self._peer_gone = True
-        self._gone.set()
+    async def _send_close(self, code: CloseCode) -> bool:
+        """Our close frame, once per connection; False when the connection broke sending it (or before)."""
+        if self._close_sent:
+            return True
+        self._close_sent = True
+        try:
+            await self._send_frame(Opcode.CLOSE, ws_protocol.close_payload(code))
+        except ChannelClosed:
+            return False
+        return True
 
     async def _close_stream(self) -> None:
         self._closed = True
-        self._mark_gone()
+        self._gone.set()
         with trio.CancelScope(shield=True):
             await self._stream.aclose()
 

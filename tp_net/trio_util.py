@@ -40,3 +40,13 @@ async def background_nursery() -> AsyncIterator[trio.Nursery]:
         if error is group:
             raise
         raise error from None
+
+
+async def acquire_soon(lock: trio.Lock | trio.StrictFIFOLock) -> None:
+    """Acquire `lock`; when it is free, at once, without the scheduler round trip that `acquire()` (and so
+    `async with lock`) always costs. A free lock has no waiters, so nobody is overtaken. On a relay's
+    per-cell send path that round trip was a visible share of the CPU."""
+    if lock.locked():
+        await lock.acquire()
+    else:
+        lock.acquire_nowait()
