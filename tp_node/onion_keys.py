@@ -32,11 +32,17 @@ class _OnionKey:
 
 class OnionKeyRing:
     def __init__(
-        self, now: float, *, rotation_s: float = ONION_KEY_ROTATION_S, grace_s: float = ONION_KEY_GRACE_S
+        self,
+        now: float,
+        *,
+        rotation_s: float = ONION_KEY_ROTATION_S,
+        grace_s: float = ONION_KEY_GRACE_S,
+        keys: list[_OnionKey] | None = None,
     ) -> None:
+        """A ring of `keys` (newest first, e.g. read from a file), or of one new key made at `now`."""
         self._rotation_s = rotation_s
         self._grace_s = grace_s
-        self._keys = [_OnionKey(*generate_keypair(), created=now)]
+        self._keys = keys or [_OnionKey(*generate_keypair(), created=now)]
 
     def rotate_if_due(self, now: float) -> bool:
         """Make a new key when the current one is old enough; drop keys past their grace period."""
@@ -54,10 +60,8 @@ class OnionKeyRing:
     @classmethod
     def load_or_create(cls, path: Path, now: float) -> OnionKeyRing:
         """The ring saved at `path` (made due rotations included), or a new one saved there."""
-        ring = cls(now)
-        if path.exists():
-            ring._keys = _read_keys(path)
-            ring.rotate_if_due(now)
+        ring = cls(now, keys=_read_keys(path) if path.exists() else None)
+        ring.rotate_if_due(now)
         ring.save(path)
         return ring
 

@@ -124,7 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 async def _relay(args: argparse.Namespace, nursery: trio.Nursery) -> None:
     identity = load_identity(args.data_dir)
     bootstrap = load_bootstrap(args.bootstrap)
-    ring = OnionKeyRing.load_or_create(args.data_dir / ONION_KEY_FILE, time.time())
+    key_file = args.data_dir / ONION_KEY_FILE
+    ring = OnionKeyRing.load_or_create(key_file, time.time())
     dialer = WebSocketDialer(nursery)
     authority = _authority_core(args, identity, bootstrap)
     runner = AuthorityRunner(authority, bootstrap, dialer) if authority else None
@@ -167,7 +168,7 @@ async def _relay(args: argparse.Namespace, nursery: trio.Nursery) -> None:
         nursery.start_soon(runner.run)
     else:
         nursery.start_soon(refresh_documents, service, bootstrap, dialer)
-    nursery.start_soon(_rotate_onion_keys, ring, args.data_dir / ONION_KEY_FILE, relay, publisher)
+    nursery.start_soon(_rotate_onion_keys, ring, key_file, relay, publisher)
     announce(
         {
             "role": "authority" if authority else "relay",
