@@ -114,6 +114,10 @@ class HopRuntime:
     def on_service_event(self, event: ServiceEvent) -> None:
         self.services.on_event(event)
 
+    def _note_progress(self) -> None:
+        self._progress.set()
+        self._progress = trio.Event()
+
     async def wait_for_progress(self) -> None:
         """Return after the next batch of received cells was processed (windows may have opened)."""
         await self._progress.wait()
@@ -137,8 +141,7 @@ class HopRuntime:
         for ref in sorted(refs):
             self.apply(self.core.flush_streams(ref))
         # Services waiting for their queue to shrink may go on.
-        self._progress.set()
-        self._progress = trio.Event()
+        self._note_progress()
 
     def _on_frames(self, link_id: int, frames: list[Frame]) -> None:
         now = trio.current_time()
@@ -146,8 +149,7 @@ class HopRuntime:
             if isinstance(frame, Cell):
                 self.cells_received += 1
                 self.apply(self.core.receive_cell(link_id, frame, now))
-        self._progress.set()
-        self._progress = trio.Event()
+        self._note_progress()
 
     def _send(self, output: SendCell) -> None:
         pump = self._pumps.get(output.link)
