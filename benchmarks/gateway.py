@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import httpx
 
@@ -48,13 +48,7 @@ def interleaved(pairs: int, a: Callable[[], T], b: Callable[[], T], warmup: int)
 def ttft_row(bench: BenchNetwork, pairs: int, warmup: int = WARMUP_REQUESTS) -> Row:
     """Row 1: time to first token added by the overlay (paired difference, gateway minus direct)."""
     body = chat_body(bench.model, SHORT_MAX_TOKENS, stream=True)
-    with httpx.Client(timeout=HTTP_TIMEOUT_S) as client:
-        overlay, direct = interleaved(
-            pairs,
-            lambda: stream_chat(client, bench.gateway_url, body),
-            lambda: stream_chat(client, bench.direct_url, body),
-            warmup,
-        )
+    overlay, direct = _gateway_and_direct(bench, stream_chat, body, pairs, warmup)
     added = [o.first_token_ms - d.first_token_ms for o, d in zip(overlay, direct, strict=True)]
     through = [o.first_token_ms for o in overlay]
     baseline = [d.first_token_ms for d in direct]
@@ -74,13 +68,7 @@ def ttft_row(bench: BenchNetwork, pairs: int, warmup: int = WARMUP_REQUESTS) -> 
 def latency_row(bench: BenchNetwork, requests: int, warmup: int = WARMUP_REQUESTS) -> Row:
     """Row 2: sequential short chat completions (not streamed) through the gateway."""
     body = chat_body(bench.model, SHORT_MAX_TOKENS, stream=False)
-    with httpx.Client(timeout=HTTP_TIMEOUT_S) as client:
-        overlay, direct = interleaved(
-            requests,
-            lambda: complete_chat(client, bench.gateway_url, body),
-            lambda: complete_chat(client, bench.direct_url, body),
-            warmup,
-        )
+    overlay, direct = _gateway_and_direct(bench, complete_chat, body, requests, warmup)
     through = [o.total_ms for o in overlay]
     baseline = [d.total_ms for d in direct]
     return measured(
@@ -99,13 +87,7 @@ def stream_http_row(bench: BenchNetwork, pairs: int, tokens: int, warmup: int = 
     """Row 3 as an OpenAI client sees it: tokens/s of one long stream through the gateway vs the direct
     server (a paced FakeEngine on both); no target of its own, the HTTP layer bounds both arms."""
     body = chat_body(bench.model, tokens, stream=True)
-    with httpx.Client(timeout=HTTP_TIMEOUT_S) as client:
-        overlay, direct = interleaved(
-            pairs,
-            lambda: stream_chat(client, bench.gateway_url, body),
-            lambda: stream_chat(client, bench.direct_url, body),
-            warmup,
-        )
+    overlay, direct = _gateway_and_direct(bench, stream_chat, body, pairs, warmup)
     _check_counts(tokens, overlay + direct)
     ratios = [o.tokens_per_s / d.tokens_per_s for o, d in zip(overlay, direct, strict=True)]
     return measured(
@@ -118,6 +100,23 @@ def stream_http_row(bench: BenchNetwork, pairs: int, tokens: int, warmup: int = 
         ratio=statistics.median(ratios),
         details={"ratio_min": min(ratios), "ratio_max": max(ratios)},
     )
+
+
+def _gateway_and_direct(
+    bench: BenchNetwork,
+    call: Callable[[httpx.Client, str, dict[str, Any]], Timing],
+    body: dict[str, Any],
+    count: int,
+    warmup: int,
+) -> tuple[list[Timing], list[Timing]]:
+    """`count` calls through the gateway and as many to the direct server, interleaved (A/B), one client."""
+    with httpx.Client(timeout=HTTP_TIMEOUT_S) as client:
+        return interleaved(
+            count,
+            lambda: call(client, bench.gateway_url, body),
+            lambda: call(client, bench.direct_url, body),
+            warmup,
+        )
 
 
 def _check_counts(tokens: int, timings: list[Timing]) -> None:
