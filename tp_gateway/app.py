@@ -23,6 +23,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from tp_gateway import metrics as metrics_text
+from tp_gateway.http_guard import SiteRules, is_json, misdirected, not_json, origin_refused
 from tp_gateway.metrics import Metrics
 from tp_gateway.openai_api import (
     SSE_DONE,
@@ -57,6 +58,13 @@ log = logging.getLogger(__name__)
 
 # The node refuses requests over 1 MiB; refusing them here gives the client a 413 instead of a 400.
 REQUEST_BODY_BYTES_MAX = 1024 * 1024
+LOOPBACK_ONLY = SiteRules()
+# The only routes without the API key: the chat page and its files (the page asks for the key), and the
+# health and metrics routes under /v1 and /api/v1 (what docs/PROTOCOL.md promises), by endpoint name.
+API_PREFIXES = {"v1": "/v1", "api_v1": "/api/v1"}  # blueprint name: URL prefix
+KEYLESS_ENDPOINTS = frozenset(
+    {"chat_page", "static"} | {f"{name}.{view}" for name in API_PREFIXES for view in ("health", "metrics")}
+)
 Stream = ChatCompletionStream | CompletionStream
 Collector = ChatCompletionCollector | CompletionCollector
 # The chat page at / (tp_gateway/static): public like any static file, its own scripts only, no other origin.
@@ -79,7 +87,14 @@ def api_error(error: OverlayError, model: str) -> ApiError:
     return node_error_to_api(error.code, str(error))
 
 
-def create_app(overlay: Overlay, *, api_key: str | None = None, metrics: Metrics | None = None) -> QuartTrio:
+def create_app(
+    overlay: Overlay,
+    *,
+    site: SiteRules = LOOPBACK_ONLY,
+    api_key: str | None = None,
+    metrics: Metrics | None = None,
+) -> QuartTrio:
+    """The app; `site` says which Host and Origin values it answers (default: loopback, no CORS)."""
     app = QuartTrio(__name__)
     app.config["MAX_CONTENT_LENGTH"] = REQUEST_BODY_BYTES_MAX
     app.config["SEND_FILE_MAX_AGE_DEFAULT"] = None  # the chat page's files: revalidated, so upgrades show
@@ -93,8 +108,8 @@ def create_app(overlay: Overlay, *, api_key: str | None = None, metrics: Metrics
     api.add_url_rule("/embeddings", view_func=routes.embeddings, methods=["POST"])
     api.add_url_rule("/health", view_func=routes.health, methods=["GET"])
     api.add_url_rule("/metrics", view_func=routes.metrics, methods=["GET"])
-    app.register_blueprint(api, url_prefix="/v1")
-    app.register_blueprint(api, url_prefix="/api/v1", name="api_v1")
+    for name, prefix in API_PREFIXES.items():
+        app.register_blueprint(api, url_prefix=prefix, name=name)
 
     @app.get("/")
     async def chat_page() -> Response:
@@ -103,14 +118,24 @@ def create_app(overlay: Overlay, *, api_key: str | None = None, metrics: Metrics
         return page
 
     @app.before_request
-    async def check_api_key() -> Response | None:
-        public = request.path == "/" or request.path.startswith("/static/")
-        if api_key is None or public or request.path.endswith(("/health", "/metrics")):
-            return None
-        offered = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-        if hmac.compare_digest(offered.encode(), api_key.encode()):
-            return None
-        return _error_response(invalid_api_key())
+    async def guard() -> Response | None:
+        """Host, then Origin (every path), then the key (all but the page and health/metrics), then a
+        JSON body (POST): each refused before any work."""
+        host = request.headers.get("Host", "")
+        if not site.host_allowed(host, request.scope.get("server")):
+            return _error_response(misdirected(host))
+        origin = request.headers.get("Origin")
+        if not site.origin_allowed(origin, host):
+            return _error_response(origin_refused())
+        if request.method == "OPTIONS" and origin is not None:
+            return Response(b"", status=204, headers=site.cors_headers(origin, preflight=True))
+        if api_key is not None and request.endpoint not in KEYLESS_ENDPOINTS:
+            offered = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+            if not hmac.compare_digest(offered.encode(), api_key.encode()):
+                return _error_response(invalid_api_key())
+        if request.method == "POST" and not is_json(request.headers.get("Content-Type")):
+            return _error_response(not_json())
+        return None
 
     @app.errorhandler(ApiError)
     async def on_api_error(error: ApiError) -> Response:
@@ -131,6 +156,7 @@ def create_app(overlay: Overlay, *, api_key: str | None = None, metrics: Metrics
     @app.after_request
     async def count(response: Response) -> Response:
         counters.count_request(request.url_rule.rule if request.url_rule else "unknown", response.status_code)
+        response.headers.update(site.cors_headers(request.headers.get("Origin"), preflight=False))
         return response
 
     return app

@@ -15,6 +15,7 @@ import trio
 
 from bootstrap.config import load_bootstrap
 from tp_gateway.app import create_app
+from tp_gateway.http_guard import SiteRules, is_address, is_loopback, origin_argument
 from tp_gateway.overlay import Overlay
 from tp_net.transport_ws import WebSocketDialer
 from tp_node.cli_common import (
@@ -26,7 +27,10 @@ from tp_node.cli_common import (
 )
 from tp_node.launch import announce
 
+log = logging.getLogger(__name__)
+
 API_KEY_ENV = "TP_API_KEY"
+INSECURE_FLAG = "--insecure-no-api-key"
 GUARD_FILE = "guards.json"
 
 
@@ -46,14 +50,60 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get(API_KEY_ENV),
         help=f"require 'Authorization: Bearer KEY' (default: ${API_KEY_ENV}; none)",
     )
+    parser.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME[:PORT]",
+        help="also answer requests for this Host (a name other machines use to reach the gateway); "
+        "loopback names and the listen address are always served (repeatable)",
+    )
+    parser.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        type=cors_origin,
+        metavar="ORIGIN",
+        help="let pages from this origin (https://app.example.com) call the API: CORS headers for it; "
+        "other sites' requests are refused (repeatable; default: none)",
+    )
+    parser.add_argument(
+        INSECURE_FLAG,
+        action="store_true",
+        help="serve a non-loopback --listen without --api-key: anyone who reaches the port uses the "
+        "gateway (logged as a warning at every start)",
+    )
     add_bootstrap_argument(parser)
     add_common_arguments(parser, "gateway")
     return parser
 
 
+def cors_origin(text: str) -> str:
+    try:
+        return origin_argument(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def exposure_error(args: argparse.Namespace) -> str | None:
+    """Why these settings must not start (a keyless gateway beyond this machine), or None."""
+    host = args.listen[0]
+    if is_loopback(host) or args.api_key or args.insecure_no_api_key:
+        return None
+    return (
+        f"--listen {host} is reachable from other machines: set --api-key (or ${API_KEY_ENV}), listen on "
+        f"127.0.0.1, or pass {INSECURE_FLAG} to serve it to anyone"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    return run_role(_gateway, resolve_settings(build_parser(), "gateway", argv))
+    parser = build_parser()
+    args = resolve_settings(parser, "gateway", argv)
+    error = exposure_error(args)
+    if error is not None:
+        parser.error(error)  # before anything binds
+    return run_role(_gateway, args)
 
 
 async def serve_gateway(
@@ -81,7 +131,17 @@ async def _gateway(args: argparse.Namespace, nursery: trio.Nursery) -> None:
         bootstrap, WebSocketDialer(nursery), rng=random.Random(), guard_file=args.data_dir / GUARD_FILE
     )
     nursery.start_soon(overlay.run)
-    app = create_app(overlay, api_key=args.api_key)
+    host = args.listen[0]
+    if not is_loopback(host) and not args.api_key:
+        log.warning(
+            "%s: the gateway on %s has no API key; anyone who reaches the port uses it",
+            INSECURE_FLAG,
+            args.listen[0],
+        )
+    # An address literal is served with the port through the connection's local address; a name as given.
+    names = [*args.allow_host] if is_address(host) else [host, *args.allow_host]
+    site = SiteRules.of(hosts=names, cors_origins=args.cors_origin)
+    app = create_app(overlay, site=site, api_key=args.api_key)
     base_url = await nursery.start(serve_gateway, app, *args.listen)
     with trio.move_on_after(30):
         await overlay.ready.wait()

@@ -10,7 +10,8 @@ process, with no gateway process to run.
 `async_http_client` is the same for `AsyncOpenAI` (on asyncio or trio). The overlay and the gateway's own
 app (tp_gateway.app, so every OpenAI translation and error is the gateway's) run in a background thread
 with its own trio loop (tp_gateway.client_thread); the transports call the app directly, no socket is
-opened and the host of the URL is ignored. Closing the client stops the thread.
+opened and the host of the URL is ignored: the request reaches the app as one for `IN_PROCESS_HOST`, the
+Host only this in-process app serves (a gateway on a socket refuses it). Closing the client stops the thread.
 """
 
 from __future__ import annotations
@@ -41,11 +42,14 @@ from tp_gateway.client_thread import (
     TrioWaker,
     async_waker,
 )
+from tp_gateway.http_guard import SiteRules
 from tp_gateway.overlay import Overlay
 from tp_net.transport_ws import WebSocketDialer
 from tp_node.launch import default_data_dir
 
-BASE_URL = "http://token.place/v1"
+IN_PROCESS_HOST = "token.place"
+BASE_URL = f"http://{IN_PROCESS_HOST}/v1"
+IN_PROCESS_SITE = SiteRules.of(hosts=[IN_PROCESS_HOST])
 # How long a request waits for the first signed directory before it is answered 503.
 READY_TIMEOUT_S = 30.0
 GUARD_FILE = "guards.json"
@@ -104,7 +108,7 @@ def overlay_service(
             f"{len(bootstrap.authorities)} authorities yet: check the bootstrap file and that the "
             "network is up"
         )
-        return Service(create_app(overlay), overlay.ready, unready)
+        return Service(create_app(overlay, site=IN_PROCESS_SITE), overlay.ready, unready)
 
     return open_service
 
@@ -275,7 +279,8 @@ def _read_timeout(request: httpx.Request) -> float | None:
 
 
 def asgi_scope(request: httpx.Request) -> dict[str, Any]:
-    """The ASGI HTTP scope of an httpx request."""
+    """The ASGI HTTP scope of an httpx request, addressed to the in-process app whatever the URL's host."""
+    headers = [(name.lower(), value) for name, value in request.headers.raw if name.lower() != b"host"]
     return {
         "type": "http",
         "asgi": {"version": "3.0", "spec_version": "2.3"},
@@ -286,8 +291,8 @@ def asgi_scope(request: httpx.Request) -> dict[str, Any]:
         "raw_path": request.url.raw_path.split(b"?", 1)[0],
         "query_string": request.url.query,
         "root_path": "",
-        "headers": [(name.lower(), value) for name, value in request.headers.raw],
+        "headers": [(b"host", IN_PROCESS_HOST.encode()), *headers],
         "client": None,
-        "server": (request.url.host, request.url.port or 80),
+        "server": (IN_PROCESS_HOST, 80),
         "extensions": {},
     }

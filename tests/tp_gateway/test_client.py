@@ -26,6 +26,7 @@ from bootstrap.config import BootstrapError, load_bootstrap
 from tp_gateway.app import create_app
 from tp_gateway.client import (
     BASE_URL,
+    IN_PROCESS_SITE,
     AsyncOverlayTransport,
     OverlayTransport,
     http_client,
@@ -86,7 +87,11 @@ class ScriptedOverlay:
 
 def scripted(overlay: ScriptedOverlay) -> Callable[[trio.Nursery], Any]:
     async def open_service(nursery: trio.Nursery) -> Service:
-        return Service(create_app(cast(Overlay, overlay)), overlay.ready, "no directory yet (scripted)")
+        return Service(
+            create_app(cast(Overlay, overlay), site=IN_PROCESS_SITE),
+            overlay.ready,
+            "no directory yet (scripted)",
+        )
 
     return open_service
 
@@ -323,7 +328,11 @@ async def test_the_chat_page_is_public_self_contained_and_under_a_strict_policy(
     overlay = ScriptedOverlay()
 
     async def open_service(nursery: trio.Nursery) -> Service:
-        return Service(create_app(cast(Overlay, overlay), api_key="sk-secret"), overlay.ready, "unready")
+        return Service(
+            create_app(cast(Overlay, overlay), site=IN_PROCESS_SITE, api_key="sk-secret"),
+            overlay.ready,
+            "unready",
+        )
 
     def use() -> dict[str, httpx.Response]:
         thread = OverlayThread(open_service, ready_timeout_s=WAIT_S)
