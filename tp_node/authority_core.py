@@ -5,7 +5,9 @@ a vote of the descriptors it accepted and sends it to the others; at P - period_
 for P from the votes it holds (tp_net.directory.build_document), signs it and sends the signature (with the
 document body) to the others; from then on it serves the newest document that carries `threshold`
 signatures. Accepted descriptors are also forwarded to the other authorities as they arrive, so their votes
-agree.
+agree. A forward carries the forwarding authority's signature over the descriptor (`forward_proof`); an
+upload that claims to be a forward without one that verifies is refused (`check_forward`), so nobody else can
+place a descriptor at one authority only (a forward is not forwarded again).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass, field
 
 from tp_crypto.errors import RemoteProtocolError
 from tp_crypto.identity import Identity, short_id
-from tp_crypto.signed import verify
+from tp_crypto.signed import sign, verify
 from tp_net.descriptors import CLOCK_SKEW_ALLOWED_S, Descriptor, SignedDescriptor
 from tp_net.directory import (
     DOCUMENT_DOMAIN,
@@ -38,6 +40,7 @@ log = logging.getLogger(__name__)
 
 ACCEPTED_DESCRIPTORS_MAX = 20_000
 PERIODS_KEPT = 3
+FORWARD_DOMAIN = b"forwarded descriptor"
 
 
 class Admission(enum.Enum):
@@ -102,6 +105,28 @@ class AuthorityCore:
         self._accepted[descriptor.node_id] = (descriptor, signed)
         log.info("accepted descriptor of %s", short_id(descriptor.node_id))
         return descriptor
+
+    def forward_proof(self, signed: SignedDescriptor) -> dict[str, bytes]:
+        """The "forwarded" value of our forward of `signed`: our id and our signature over it."""
+        return {
+            "authority": self.identity.node_id,
+            "signature": sign(self.identity, FORWARD_DOMAIN, _forwarded(self.trust, signed)),
+        }
+
+    def check_forward(self, signed: SignedDescriptor, proof: object) -> None:
+        """Raises DirectoryError unless `proof` is another authority's `forward_proof` of `signed`."""
+        fields = proof if isinstance(proof, dict) else {}
+        authority, signature = fields.get("authority"), fields.get("signature")
+        if (
+            not isinstance(authority, bytes)
+            or not isinstance(signature, bytes)
+            or authority not in self.trust.authorities
+            or authority == self.identity.node_id
+            or not verify(authority, FORWARD_DOMAIN, _forwarded(self.trust, signed), signature)
+        ):
+            raise DirectoryError(
+                "descriptor refused: 'forwarded' is accepted from the other authorities only"
+            )
 
     @property
     def accepted_count(self) -> int:
@@ -194,3 +219,9 @@ class AuthorityCore:
         candidates = self._candidates.setdefault(period, {})
         candidate = candidates.setdefault(digest(body), _Candidate(body))
         candidate.signatures[authority] = signature
+
+
+def _forwarded(trust: Trust, signed: SignedDescriptor) -> bytes:
+    """What a forward proof signs: the network and the signed descriptor, each length-prefixed."""
+    parts = (trust.network.encode(), signed.body, signed.signature)
+    return b"".join(len(part).to_bytes(4, "big") + part for part in parts)

@@ -147,7 +147,7 @@ class AuthorityRunner:
             "descriptor": signed.body,
             "signature": signed.signature,
             "invitation": invitation,
-            "forwarded": True,
+            "forwarded": self.core.forward_proof(signed),
         }
         self._broadcast(request)
 

@@ -83,8 +83,12 @@ class DirectoryService:
             invitation = request.get("invitation")
             if invitation is not None and not isinstance(invitation, bytes):
                 raise DirectoryError("'invitation' must be bytes")
+            # Another authority's forward (not forwarded again) must prove it, before any other work.
+            forwarded = request.get("forwarded")
+            if forwarded:
+                core.check_forward(signed, forwarded)
             accepted = core.accept(signed, invitation, now)
-            if accepted is not None and not request.get("forwarded") and self._forward is not None:
+            if accepted is not None and not forwarded and self._forward is not None:
                 self._forward(signed, invitation)
         elif op == "vote":
             core.add_vote(_bytes(request, "vote"), now)

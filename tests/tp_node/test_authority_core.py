@@ -144,6 +144,33 @@ def test_invite_admission_accepts_invited_nodes() -> None:
     assert voted(authority) == (relay,)
 
 
+def test_only_another_authority_can_prove_a_forward() -> None:
+    """A forward is not forwarded again, so a forged one would place a descriptor at one authority only."""
+    relay, other = signed_relay(1), signed_relay(2)
+    proof = core(B).forward_proof(relay)
+    core(A).check_forward(relay, proof)
+    core(C).check_forward(relay, proof)
+    stranger = identity(99)  # an authority of its own network of the same name, not of this one
+    outsider = core(stranger, trust=Trust(NETWORK, frozenset({stranger.node_id}), 1))
+    forged = [
+        True,
+        {},
+        {"authority": B.node_id},
+        {"authority": B.node_id, "signature": b"\0" * 64},
+        {
+            "authority": B.node_id,
+            "signature": core(B).forward_proof(other)["signature"],
+        },  # another descriptor
+        {**outsider.forward_proof(relay)},  # signed, but not by one of this network's authorities
+        {**outsider.forward_proof(relay), "authority": B.node_id},
+        core(A).forward_proof(relay),  # "from" the receiving authority itself
+        {"authority": B.node_id, "signature": "text"},
+    ]
+    for bad in forged:
+        with pytest.raises(DirectoryError, match="from the other authorities only"):
+            core(A).check_forward(relay, bad)
+
+
 def test_full_authority_refuses_new_nodes_but_takes_updates(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(authority_core, "ACCEPTED_DESCRIPTORS_MAX", 2)
     authority = core()

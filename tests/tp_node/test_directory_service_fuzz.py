@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import pytest
 import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -74,3 +75,31 @@ def test_a_malformed_vote_is_refused_not_a_crash() -> None:
             trio.run(answer, service(), request)
         except ServiceError as exc:
             assert exc.code == "refused"
+
+
+def test_a_forged_forward_is_refused_and_a_proven_one_is_not_forwarded_again() -> None:
+    forwarded: list[bytes] = []
+    core = AuthorityCore(AUTHORITIES[0], TRUST, period_s=PERIOD_S, admission=Admission.OPEN)
+    directory = DirectoryService(
+        TRUST,
+        authority=core,
+        forward=lambda signed, _: forwarded.append(signed.body),
+        wall_clock=lambda: T0 + 60,
+    )
+    publish = {"op": "publish", "descriptor": RELAY.body, "signature": RELAY.signature}
+    for forged in (True, 1, {"authority": AUTHORITIES[1].node_id, "signature": b"x" * 64}):
+        with pytest.raises(ServiceError) as refused:
+            trio.run(answer, directory, {**publish, "forwarded": forged})
+        assert refused.value.code == "refused" and "other authorities only" in str(refused.value)
+    assert core.accepted_count == 0 and forwarded == []
+
+    proof = AuthorityCore(AUTHORITIES[1], TRUST, period_s=PERIOD_S, admission=Admission.OPEN).forward_proof(
+        RELAY
+    )
+    assert trio.run(answer, directory, {**publish, "forwarded": proof}) == [{"ok": True}]
+    assert core.accepted_count == 1 and forwarded == []
+
+    other = signed_relay(2)
+    plain = {"op": "publish", "descriptor": other.body, "signature": other.signature, "forwarded": False}
+    assert trio.run(answer, directory, plain) == [{"ok": True}]
+    assert forwarded == [other.body], "a publisher's own upload goes on to the other authorities"
