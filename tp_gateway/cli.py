@@ -136,7 +136,7 @@ async def _gateway(args: argparse.Namespace, nursery: trio.Nursery) -> None:
         log.warning(
             "%s: the gateway on %s has no API key; anyone who reaches the port uses it",
             INSECURE_FLAG,
-            args.listen[0],
+            host,
         )
     # An address literal is served with the port through the connection's local address; a name as given.
     names = [*args.allow_host] if is_address(host) else [host, *args.allow_host]
