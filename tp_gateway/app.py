@@ -123,18 +123,18 @@ def create_app(
         JSON body (POST): each refused before any work."""
         host = request.headers.get("Host", "")
         if not site.host_allowed(host, request.scope.get("server")):
-            return _error_response(misdirected(host))
+            return _refusal(misdirected(host))
         origin = request.headers.get("Origin")
         if not site.origin_allowed(origin, host):
-            return _error_response(origin_refused())
+            return _refusal(origin_refused())
         if request.method == "OPTIONS" and origin is not None:
             return Response(b"", status=204, headers=site.cors_headers(origin, preflight=True))
         if api_key is not None and request.endpoint not in KEYLESS_ENDPOINTS:
             offered = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
             if not hmac.compare_digest(offered.encode(), api_key.encode()):
-                return _error_response(invalid_api_key())
+                return _refusal(invalid_api_key())
         if request.method == "POST" and not is_json(request.headers.get("Content-Type")):
-            return _error_response(not_json())
+            return _refusal(not_json())
         return None
 
     @app.errorhandler(ApiError)
@@ -144,10 +144,7 @@ def create_app(
     @app.errorhandler(HTTPException)
     async def on_http_error(error: HTTPException) -> Response:
         if isinstance(error, RequestEntityTooLarge):
-            # The rest of the body stays unread: a client reusing the connection would wait forever.
-            response = _error_response(body_too_large(REQUEST_BODY_BYTES_MAX))
-            response.headers["Connection"] = "close"
-            return response
+            return _refusal(body_too_large(REQUEST_BODY_BYTES_MAX))
         if error.code == 404:
             return _error_response(unknown_route(request.method, request.path))
         status = error.code or 500
@@ -164,6 +161,14 @@ def create_app(
 
 def _error_response(error: ApiError) -> Response:
     return Response(json_bytes(error.to_json()), status=error.status, mimetype="application/json")
+
+
+def _refusal(error: ApiError) -> Response:
+    """An error answered before the request body is read: the rest of it stays unread, so the connection
+    closes (a client reusing it would wait forever)."""
+    response = _error_response(error)
+    response.headers["Connection"] = "close"
+    return response
 
 
 def _json_response(obj: dict[str, Any]) -> Response:

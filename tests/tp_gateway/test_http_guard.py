@@ -125,8 +125,9 @@ async def test_a_simple_cross_site_post_is_refused_before_the_overlay_sees_it() 
         "application/x-www-form-urlencoded",
         "multipart/form-data; boundary=x",
     ):
-        status, _, body = await send(app, "POST", "/v1/chat/completions", **post_chat(content_type))
+        status, headers, body = await send(app, "POST", "/v1/chat/completions", **post_chat(content_type))
         assert status == 415 and body["error"]["code"] == "unsupported_media_type", content_type
+        assert headers["Connection"] == "close", "the body stays unread: the connection cannot be reused"
     status, _, body = await send(app, "POST", "/v1/chat/completions", body=json.dumps(CHAT).encode())
     assert status == 415, "no Content-Type at all"
     assert overlay.documents == []
