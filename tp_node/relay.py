@@ -4,6 +4,9 @@ GPU nodes dial their home relays and keep those links up; a circuit is extended 
 own link (HopCore finds a link by the peer's proven node id), so nodes never accept connections. Links to
 other relays are dialed on demand when a client asks to extend there, and concurrent requests for the same
 relay share one dial.
+
+Where a relay may dial is HopCore's decision (tp_net.extend_policy); a dial that fails in any way, or takes
+longer than EXTEND_DIAL_TIMEOUT_S, costs only the circuits waiting for it (CONNECT_FAILED).
 """
 
 from __future__ import annotations
@@ -16,14 +19,18 @@ from functools import partial
 import trio
 
 from tp_crypto.identity import Identity, short_id
-from tp_net.circuit_hop import ConnectTo, HopCore
-from tp_net.errors import TokenPlaceError
+from tp_net.circuit_hop import EXTEND_TIMEOUT_S, ConnectTo, HopCore
+from tp_net.extend_policy import ExtendPolicy
 from tp_net.link_trio import accept_link, dial_link
 from tp_net.transport import Channel, Dialer, Listener
 from tp_node.hop_runtime import HopRuntime
 from tp_node.services import ServiceHandler
 
 log = logging.getLogger(__name__)
+
+# A dial for an EXTEND (TCP, WebSocket and link handshakes) gives up after this; the circuits waiting for it
+# are torn down by then anyway (EXTEND_TIMEOUT_S), so the dial task must not outlive them.
+EXTEND_DIAL_TIMEOUT_S = EXTEND_TIMEOUT_S
 
 
 class Relay(HopRuntime):
@@ -35,14 +42,17 @@ class Relay(HopRuntime):
         dialer: Dialer,
         rng: random.Random,
         services: Mapping[str, ServiceHandler] | None = None,
+        extend_policy: ExtendPolicy | None = None,
     ) -> None:
-        """`services`: streams a circuit ending here may open (every relay serves "directory")."""
+        """`services`: streams a circuit ending here may open (every relay serves "directory").
+        `extend_policy`: where EXTEND may dial (tp-relay passes its directory's; see HopCore)."""
         core = HopCore(
             onion_keys,
             rng=rng,
             can_extend=True,
             services=tuple(services or ()),
             identity_key=identity.x25519_private,
+            extend_policy=extend_policy,
         )
         super().__init__(identity, core, services)
         self._dialer = dialer
@@ -76,10 +86,11 @@ class Relay(HopRuntime):
     async def _dial(self, request: ConnectTo) -> None:
         link_id: int | None = None
         try:
-            link = await dial_link(
-                self._dialer, request.address, expected_peer_id=request.node_id, identity=self.identity
-            )
-        except TokenPlaceError as exc:
+            with trio.fail_after(EXTEND_DIAL_TIMEOUT_S):
+                link = await dial_link(
+                    self._dialer, request.address, expected_peer_id=request.node_id, identity=self.identity
+                )
+        except Exception as exc:  # the role's edge: whatever a dial raises costs only this extend
             log.info("extend to %s failed: %s", short_id(request.node_id), exc.__class__.__name__)
         else:
             assert self._nursery is not None
