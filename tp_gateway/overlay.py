@@ -307,7 +307,7 @@ class Overlay:
                 self._links[guard.node_id] = link
                 self._linking.pop(guard.node_id).set()
                 await link.lost.wait()
-        except TokenPlaceError as exc:
+        except Exception as exc:  # the gateway's edge: whatever a dial raises costs only this guard's link
             log.info("link to guard %s failed: %s", short_id(guard.node_id), exc.__class__.__name__)
             self._guards_down[guard.node_id] = time.monotonic() + GUARD_DOWN_S
         finally:
