@@ -4,8 +4,9 @@ ExtendAllowPrivateAddresses).
 An EXTEND names a node id and an address. Without a policy a relay would dial whatever a stranger typed: a
 blind SSRF and port scanner. With one, a relay dials only a relay that its current directory lists, at the
 address listed for that id (the client's address is ignored), and never a private, loopback, link-local,
-multicast or unspecified address unless the network is `local`. A node already linked to the relay (a GPU
-node behind NAT on its own link, a relay linked before) needs no dial and no policy: see HopCore._extend.
+multicast or unspecified address unless the network is `local` (see ExtendPolicy for what else `local`
+relaxes). A node already linked to the relay (a GPU node behind NAT on its own link, a relay linked
+before) needs no dial and no policy: see HopCore._extend.
 """
 
 from __future__ import annotations
@@ -22,24 +23,21 @@ ListedRelays = Callable[[], Mapping[bytes, str] | None]
 @dataclass(frozen=True)
 class ExtendPolicy:
     """`listed_relays`: the relay's view of the directory. `local_network`: the bootstrap file marks the
-    network `local` (every relay on one host): private addresses are allowed, and until the relay has a
-    directory it dials the client's address (with its path replaced by "/")."""
+    network `local` (every relay on one host; tests and demos): private addresses are allowed, and a relay
+    its directory does not list yet (a network still starting) is dialed at the client's address, with the
+    path replaced by "/". A listed relay is always dialed at its listed address."""
 
     listed_relays: ListedRelays
     local_network: bool = False
 
     def dial_address(self, node_id: bytes, requested: str | None) -> str | None:
         """The address to dial for an EXTEND to `node_id`, or None: the circuit gets CONNECT_FAILED."""
-        listed = self.listed_relays()
-        if listed is not None:
-            address = listed.get(node_id)
-            path = None  # the listed address as published (its descriptor was validated)
-        elif self.local_network:
+        address = (self.listed_relays() or {}).get(node_id)
+        path = None  # a listed address is dialed as published (its descriptor was validated)
+        if address is None and self.local_network:
             address, path = requested, "/"
-        else:
-            return None  # no directory yet: nothing is known to be a relay
         if address is None:
-            return None
+            return None  # not a relay of the directory (or no directory yet)
         try:
             parsed = parse_address(address)
         except AddressError:

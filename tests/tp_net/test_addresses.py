@@ -154,8 +154,11 @@ def test_policy_refuses_a_listed_private_address_outside_local_networks() -> Non
     assert _policy(listed, local=True).dial_address(RELAY_ID, None) == "ws://10.0.0.5:7000/"
 
 
-def test_local_policy_before_a_directory_dials_the_clients_address_at_the_root() -> None:
-    policy = _policy(None, local=True)
+@pytest.mark.parametrize("listed", [None, {OTHER_ID: "ws://127.0.0.1:7002/"}])
+def test_local_policy_dials_an_unlisted_relay_at_the_clients_address_at_the_root(
+    listed: dict[bytes, str] | None,
+) -> None:
+    policy = _policy(listed, local=True)
     assert policy.dial_address(RELAY_ID, "ws://127.0.0.1:7001/admin/delete") == "ws://127.0.0.1:7001/"
     assert policy.dial_address(RELAY_ID, "ws://a..b:80/") is None
     assert policy.dial_address(RELAY_ID, "ws://127.0.0.1:7001/\u00e9") is None

@@ -8,7 +8,13 @@ import pytest
 from tests.tp_net.circuit_harness import CLIENT, CircuitHandle, Wire
 from tp_crypto.errors import LocalProtocolError
 from tp_net import circuit_hop
-from tp_net.cells import RELAY_EARLY_CELLS_PER_CIRCUIT_MAX, CellCommand, DestroyReason, relay_cell
+from tp_net.cells import (
+    RELAY_EARLY_CELLS_PER_CIRCUIT_MAX,
+    CellCommand,
+    DestroyReason,
+    destroy_reason,
+    relay_cell,
+)
 from tp_net.circuit_client import CIRCUIT_HOPS_MAX, CircuitClosed, ClientCircuit
 from tp_net.extend_policy import ExtendPolicy
 from tp_net.frames import CELL_BODY_BYTES, Frame
@@ -54,10 +60,21 @@ def test_the_client_sends_each_extend_early_and_hops_forward_it_early() -> None:
     assert extends_by_link[("r0", "r1")] == [CellCommand.RELAY_EARLY]  # r1's EXTEND, passed on as early
 
 
+def destroys_from(wire: Wire, hop: str) -> list[DestroyReason]:
+    """Reasons of the DESTROY cells `hop` sent the client (not the client's own closing)."""
+    return [
+        destroy_reason(d.cell)
+        for d in wire.trace
+        if d.src == hop and d.dst == CLIENT and d.cell.command == CellCommand.DESTROY
+    ]
+
+
 def test_extend_in_a_plain_relay_cell_is_refused() -> None:
     wire = loop_wire(2)
     handle = wire.open_circuit(["r0"])
     send_from_client(wire, handle, extend_to(wire, "r1"), early=False)
+    assert destroys_from(wire, "r0") == [DestroyReason.PROTOCOL]
+    assert not [d for d in wire.trace if d.cell.command == CellCommand.CREATE and d.dst == "r1"]
     assert handle.closed == [CircuitClosed(DestroyReason.PROTOCOL)]
     assert wire.circuit_total() == 0
 
@@ -85,6 +102,7 @@ def test_one_extend_past_the_budget_destroys_the_circuit_at_the_relays() -> None
     cells_before = len(wire.trace)
     next_hop = f"r{CIRCUIT_HOPS_MAX % 3}"
     send_from_client(wire, handle, extend_to(wire, next_hop), early=True)  # a ninth hop
+    assert destroys_from(wire, "r0") == [DestroyReason.PROTOCOL]
     assert handle.closed == [CircuitClosed(DestroyReason.PROTOCOL)]
     assert wire.circuit_total() == 0
     # The guard stopped it: the over-budget cell went no further than r0.
@@ -99,6 +117,7 @@ def test_early_cells_past_the_budget_are_refused_whatever_they_carry() -> None:
         send_from_client(wire, handle, RelayDrop(), early=True)
     assert handle.closed == []
     send_from_client(wire, handle, RelayDrop(), early=True)
+    assert destroys_from(wire, "r0") == [DestroyReason.PROTOCOL]
     assert handle.closed == [CircuitClosed(DestroyReason.PROTOCOL)]
     assert wire.circuit_total() == 0
 
