@@ -19,7 +19,7 @@ from tp_net.extend_policy import ExtendPolicy
 from tp_net.relay_messages import RelayExtend
 from tp_net.transport import Channel, Dialer
 from tp_net.transport_memory import MemoryNetwork
-from tp_node.relay import Relay
+from tp_node.relay import EXTEND_DIAL_TIMEOUT_S, Relay
 from tp_node.testing.memory_network import in_process_network
 
 EXPLODING = "mem://explode"
@@ -125,3 +125,48 @@ async def test_a_listed_host_name_that_resolves_to_a_private_address_is_not_dial
     finally:
         trio.socket.set_custom_hostname_resolver(previous)
     assert dialers[0].addresses == ["ws://8.8.8.8:7000/tp"]
+
+
+class HangingDialer:
+    """An address that accepts and never answers: the dial never returns on its own."""
+
+    def __init__(self, inner: Dialer) -> None:
+        self._inner = inner
+        self.hanging = 0
+
+    async def dial(self, address: str) -> Channel:
+        if address != EXPLODING:
+            return await self._inner.dial(address)
+        self.hanging += 1
+        try:
+            await trio.sleep_forever()
+        finally:
+            self.hanging -= 1
+        raise AssertionError("unreachable")
+
+
+async def test_a_dial_that_never_answers_gives_up_after_the_dial_timeout(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    dialers: list[HangingDialer] = []
+    relays: list[Relay] = []
+
+    def relay_with_a_hanging_dialer(
+        index: int, identity: Identity, onion_keys: list[bytes], net: MemoryNetwork, rng: random.Random
+    ) -> Relay:
+        dialers.append(HangingDialer(net.dialer()))
+        relays.append(Relay(identity, onion_keys, dialer=dialers[-1], rng=rng))
+        return relays[-1]
+
+    async with in_process_network(make_relay=relay_with_a_hanging_dialer) as net:
+        guard = net.relay_hops[0]
+        async with ClientLink.connect(net.network.dialer(), guard) as link:
+            circuit = await link.build_circuit([guard])
+            extend = RelayExtend(b"x" * 32, EXPLODING, guard.handshake().first_message())
+            link.send_cells([circuit.core._relay_to(0, extend, early=True)])
+            await trio.sleep(EXTEND_DIAL_TIMEOUT_S / 2)
+            assert dialers[0].hanging == 1
+            await trio.sleep(EXTEND_DIAL_TIMEOUT_S / 2 + 0.1)
+            assert dialers[0].hanging == 0  # the dial task is gone, its resources freed
+            assert circuit.close_reason is DestroyReason.CONNECT_FAILED
+            assert relays[0].core.circuit_count == 0
