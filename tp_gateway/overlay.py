@@ -34,6 +34,7 @@ from tp_net.path_selection import (
     LOCAL_NETWORK_RULES,
     STRICT_RULES,
     GuardStore,
+    GuardStoreError,
     PathError,
     choose_guards,
     choose_node,
@@ -141,12 +142,26 @@ class Overlay:
         self._paths_failed = False
         relays = list(directory.relays.values())
         if self._guard_store is not None:
-            self._guards = self._guard_store.guards_for(relays, self._rng, self._rules)
+            self._guards = self._stored_guards(self._guard_store, relays)
         elif not self._guards or not all(g in directory.relays for g in self._guards):
             self._guards = choose_guards(relays, self._rng, rules=self._rules)
         log.info("directory: %d relays, %d nodes", len(directory.relays), len(directory.nodes))
         self.ready.set()
         self._pool_changed.set()
+
+    def _stored_guards(self, store: GuardStore, relays: list[RelayDescriptor]) -> list[bytes]:
+        """The guard file's guards that the directory still lists (topped up). A guard file that cannot be
+        read or is corrupt is replaced by new guards, never a reason to stop: it would stop every restart."""
+        try:
+            return store.guards_for(relays, self._rng, self._rules)
+        except GuardStoreError as exc:
+            log.warning("%s: choosing new guards", exc)
+        guards = choose_guards(relays, self._rng, rules=self._rules)
+        try:
+            store.save(guards)
+        except GuardStoreError as exc:
+            log.warning("%s", exc)
+        return guards
 
     # --- models -------------------------------------------------------------------------------
 
@@ -307,7 +322,7 @@ class Overlay:
                 self._links[guard.node_id] = link
                 self._linking.pop(guard.node_id).set()
                 await link.lost.wait()
-        except TokenPlaceError as exc:
+        except Exception as exc:  # the gateway's edge: whatever a dial raises costs only this guard's link
             log.info("link to guard %s failed: %s", short_id(guard.node_id), exc.__class__.__name__)
             self._guards_down[guard.node_id] = time.monotonic() + GUARD_DOWN_S
         finally:

@@ -30,6 +30,9 @@ RELAY_DATA_BYTES_MAX = (
 # link can create circuits on it without ever choosing the same id.
 DIALER_ID_BIT = 1 << 30
 _LENGTH_BYTES = 2
+# RELAY_EARLY cells a hop forwards or accepts on one circuit; past it the circuit is destroyed. As only an
+# early cell may carry EXTEND, this caps a circuit's length (and a loop r0 -> r1 -> r0 ...) at the relays.
+RELAY_EARLY_CELLS_PER_CIRCUIT_MAX = 7
 
 
 class CellCommand(enum.IntEnum):
@@ -37,6 +40,7 @@ class CellCommand(enum.IntEnum):
     CREATED = 2
     RELAY = 3
     DESTROY = 4
+    RELAY_EARLY = 5  # a RELAY cell the client marked early: only these may carry EXTEND (Tor's RELAY_EARLY)
 
 
 class DestroyReason(enum.IntEnum):
@@ -80,8 +84,8 @@ def destroy_reason(cell: Cell) -> DestroyReason:
         return DestroyReason.NONE
 
 
-def relay_cell(circuit_id: int, body: bytes) -> Cell:
-    return Cell(circuit_id, CellCommand.RELAY, body)
+def relay_cell(circuit_id: int, body: bytes, *, early: bool = False) -> Cell:
+    return Cell(circuit_id, CellCommand.RELAY_EARLY if early else CellCommand.RELAY, body)
 
 
 def new_circuit_id(rng: random.Random, *, link_dialer: bool, in_use: Container[int]) -> int:

@@ -19,6 +19,7 @@ from tp_crypto.onion import HopHandshakeClient, HopKey, HopLayer
 from tp_net import codec
 from tp_net.cells import (
     RELAY_DATA_BYTES_MAX,
+    RELAY_EARLY_CELLS_PER_CIRCUIT_MAX,
     RELAY_PAYLOAD_BYTES,
     CellCommand,
     DestroyReason,
@@ -32,7 +33,8 @@ from tp_net.frames import Cell, Frame
 from tp_net.relay_messages import RelayDrop, RelayExtend, RelayExtended
 from tp_net.streams import CircuitEdge, StreamEvent
 
-CIRCUIT_HOPS_MAX = 8
+# Each hop after the first costs one EXTEND, which only a RELAY_EARLY cell may carry (relays count them).
+CIRCUIT_HOPS_MAX = 1 + RELAY_EARLY_CELLS_PER_CIRCUIT_MAX
 
 
 @dataclass(frozen=True)
@@ -164,17 +166,19 @@ class ClientCircuit:
         hop = self.path[len(self._layers)]
         self._pending_hop = hop.handshake()
         extend = RelayExtend(hop.node_id, hop.address, self._pending_hop.first_message())
-        self._outbox.append(self._relay_to(len(self._layers) - 1, extend))
+        self._outbox.append(self._relay_to(len(self._layers) - 1, extend, early=True))
         return []
 
-    def _relay_to(self, hop_index: int, message: Frame) -> Cell:
-        return self._relay_payload_to(hop_index, codec.encode_relay_payload(message, RELAY_PAYLOAD_BYTES))
+    def _relay_to(self, hop_index: int, message: Frame, *, early: bool = False) -> Cell:
+        payload = codec.encode_relay_payload(message, RELAY_PAYLOAD_BYTES)
+        return self._relay_payload_to(hop_index, payload, early=early)
 
-    def _relay_payload_to(self, hop_index: int, payload: bytes) -> Cell:
+    def _relay_payload_to(self, hop_index: int, payload: bytes, *, early: bool = False) -> Cell:
+        """`early`: a RELAY_EARLY cell (it carries an EXTEND; see RELAY_EARLY_CELLS_PER_CIRCUIT_MAX)."""
         body = self._layers[hop_index].forward.seal(payload)
         for layer in reversed(self._layers[: hop_index + 1]):
             body = layer.forward.crypt(body)
-        return relay_cell(self.circuit_id, body)
+        return relay_cell(self.circuit_id, body, early=early)
 
     def _peel(self, body: bytes) -> tuple[int, bytes | None]:
         for index, layer in enumerate(self._layers):

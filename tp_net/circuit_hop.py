@@ -23,6 +23,7 @@ from tp_net import codec
 from tp_net.cells import (
     DIALER_ID_BIT,
     RELAY_DATA_BYTES_MAX,
+    RELAY_EARLY_CELLS_PER_CIRCUIT_MAX,
     RELAY_PAYLOAD_BYTES,
     CellCommand,
     DestroyReason,
@@ -33,6 +34,7 @@ from tp_net.cells import (
     new_circuit_id,
     relay_cell,
 )
+from tp_net.extend_policy import ExtendPolicy
 from tp_net.frames import Cell, Frame
 from tp_net.rate_limits import TokenBucket, create_bucket
 from tp_net.relay_messages import (
@@ -50,7 +52,8 @@ LinkId = int
 CircuitRef = tuple[LinkId, int]  # (link towards the client, circuit id on it): a circuit's name at a hop
 
 CIRCUITS_PER_LINK_MAX = 1024
-PENDING_EXTENDS_MAX = 128
+PENDING_EXTENDS_MAX = 128  # circuits extending at once, all links together
+PENDING_EXTENDS_PER_LINK_MAX = 32  # of those, circuits that came in on one link (one client cannot take all)
 EXTEND_TIMEOUT_S = 10.0
 CIRCUIT_IDLE_TIMEOUT_S = 600.0
 
@@ -94,6 +97,7 @@ class _Circuit:
     next: CircuitRef | None = None
     extend_started: float | None = None
     edge: CircuitEdge | None = None
+    early_cells: int = 0  # RELAY_EARLY cells seen from the client side
 
 
 @dataclass(eq=False)
@@ -121,14 +125,18 @@ class HopCore:
         can_extend: bool,
         services: Iterable[str] = (),
         identity_key: bytes | None = None,
+        extend_policy: ExtendPolicy | None = None,
     ) -> None:
         """`onion_keys`: private onion keys, newest first (older ones still answer during rotation).
         `identity_key`: the X25519 private key of the node's identity, which answers bootstrap
-        handshakes (HopKey.IDENTITY) from clients that have no directory yet."""
+        handshakes (HopKey.IDENTITY) from clients that have no directory yet.
+        `extend_policy`: where EXTEND may dial (tp-relay always has one); None dials the client's address
+        as given (in-memory networks and the simulator, whose addresses are not ws:// URLs)."""
         self.onion_keys = list(onion_keys)
         self._identity_key = identity_key
         self._rng = rng
         self._can_extend = can_extend
+        self.extend_policy = extend_policy
         self._services = frozenset(services)
         self._links: dict[LinkId, _Link] = {}
         self._circuits: dict[CircuitRef, _Circuit] = {}
@@ -306,8 +314,13 @@ class HopCore:
                 body = circuit.layer.backward.crypt(cell.body)
                 return [SendCell(circuit.prev[0], relay_cell(circuit.prev[1], body))]
             raise RemoteProtocolError(f"unexpected cell command {cell.command} from the next hop")
-        if cell.command != CellCommand.RELAY:
+        early = cell.command == CellCommand.RELAY_EARLY
+        if cell.command != CellCommand.RELAY and not early:
             raise RemoteProtocolError(f"unexpected cell command {cell.command} from the previous hop")
+        if early:
+            circuit.early_cells += 1
+            if circuit.early_cells > RELAY_EARLY_CELLS_PER_CIRCUIT_MAX:
+                raise RemoteProtocolError("more RELAY_EARLY cells than a circuit may carry")
         body = circuit.layer.forward.crypt(cell.body)
         payload = circuit.layer.forward.open(body)
         if payload is not None:
@@ -315,17 +328,21 @@ class HopCore:
             for message in codec.decode_relay_messages(payload):
                 if self._circuits.get(circuit.prev) is not circuit:
                     break  # an earlier message in the cell ended the circuit
-                outputs += self._handle_message(circuit, message, now)
+                outputs += self._handle_message(circuit, message, now, early=early)
             return outputs
         if circuit.next is not None and circuit.extend_started is None:
-            return [SendCell(circuit.next[0], relay_cell(circuit.next[1], body))]
+            return [SendCell(circuit.next[0], relay_cell(circuit.next[1], body, early=early))]
         # The end of the circuit and nobody's cell: it was modified (or replayed) on the way.
         return self._teardown(circuit, DestroyReason.INTEGRITY, notify_both=True)
 
-    def _handle_message(self, circuit: _Circuit, message: Frame, now: float) -> list[HopOutput]:
+    def _handle_message(
+        self, circuit: _Circuit, message: Frame, now: float, *, early: bool = False
+    ) -> list[HopOutput]:
         if isinstance(message, RelayDrop):
             return []
         if isinstance(message, RelayExtend):
+            if not early:
+                raise RemoteProtocolError("EXTEND outside a RELAY_EARLY cell")
             return self._extend(circuit, message, now)
         if isinstance(message, _STREAM_MESSAGES) and self._services and circuit.next is None:
             return self._handle_stream_message(circuit, message)
@@ -347,20 +364,33 @@ class HopCore:
             raise RemoteProtocolError("EXTEND not allowed on this circuit")
         if message.node_id == self._links[circuit.prev[0]].peer_id:
             raise RemoteProtocolError("EXTEND back to the previous hop")
-        if self._extending_count() >= PENDING_EXTENDS_MAX:
+        on_link = self._extending_on(circuit.prev[0])
+        if on_link >= PENDING_EXTENDS_PER_LINK_MAX or self._extending_count() >= PENDING_EXTENDS_MAX:
             return self._teardown(circuit, DestroyReason.RESOURCE_LIMIT, notify_both=True)
         circuit.extend_started = now
         link = self.link_to(message.node_id)
-        if link is not None:
+        if link is not None:  # a linked node (a GPU node on its own link) or relay: no dial
             return self._send_create(circuit, link, message.handshake)
-        if message.address is None:
+        address = message.address
+        if self.extend_policy is not None:
+            address = self.extend_policy.dial_address(message.node_id, address)
+        if address is None:
             return self._teardown(circuit, DestroyReason.CONNECT_FAILED, notify_both=True)
         request_id = next(self._request_ids)
         self._pending[request_id] = _PendingConnect(circuit, message.handshake)
-        return [ConnectTo(request_id, message.node_id, message.address)]
+        return [ConnectTo(request_id, message.node_id, address)]
 
     def _extending_count(self) -> int:
         return sum(1 for c in self._circuits.values() if c.extend_started is not None)
+
+    def _extending_on(self, link: LinkId) -> int:
+        """Circuits that came in on `link` and are extending now (at most CIRCUITS_PER_LINK_MAX to count)."""
+        info = self._links[link]
+        return sum(
+            1
+            for circuit, side in info.circuits.values()
+            if side is Side.TOWARDS_CLIENT and circuit.extend_started is not None
+        )
 
     def _send_create(self, circuit: _Circuit, link: LinkId, handshake: bytes) -> list[HopOutput]:
         info = self._links[link]

@@ -7,13 +7,13 @@ else and every field's range after; whatever the input, it raises only RemotePro
 
 from __future__ import annotations
 
-import urllib.parse
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from tp_crypto.errors import RemoteProtocolError
 from tp_crypto.identity import NODE_ID_BYTES, Identity
 from tp_crypto.signed import sign, verify
+from tp_net.addresses import AddressError, parse_address
 from tp_net.codec import decode_document, encode_document
 
 _T = TypeVar("_T")
@@ -22,7 +22,6 @@ DESCRIPTOR_DOMAIN = b"descriptor"
 DESCRIPTOR_BYTES_MAX = 16 * 1024
 DESCRIPTOR_LIFETIME_S = 3 * 3600
 CLOCK_SKEW_ALLOWED_S = 300
-ADDRESS_LENGTH_MAX = 256
 NAME_LENGTH_MAX = 64
 HOME_RELAYS_MAX = 8
 MODELS_PER_NODE_MAX = 16
@@ -45,14 +44,11 @@ def _check_name(field: str, value: str, *, allow_empty: bool = False) -> None:
 
 
 def _check_address(address: str) -> None:
-    """A dialable `ws://HOST:PORT/...` URL (what tp_net.transport_ws accepts), printable and bounded."""
-    ok = len(address) <= ADDRESS_LENGTH_MAX and address.isprintable() and " " not in address
+    """A dialable `ws://HOST:PORT/...` URL (tp_net.addresses is the one validator)."""
     try:
-        parts = urllib.parse.urlsplit(address)
-        ok = ok and parts.scheme == "ws" and bool(parts.hostname) and bool(parts.port)
-    except ValueError:  # an unclosed "[", a port that is not a number or out of range
-        ok = False
-    _require(ok, "bad address: not a ws://HOST:PORT/ URL")
+        parse_address(address)
+    except AddressError as exc:
+        raise RemoteProtocolError(f"bad address: address {exc}") from None
 
 
 def _check_keys(field: str, keys: tuple[bytes, ...]) -> None:

@@ -37,6 +37,8 @@ class DirectoryService:
         self._clock = wall_clock
         self._cached: SignedDocument | None = None
         self._cached_valid_after = 0
+        self._listed_from: SignedDocument | None = None
+        self._listed: dict[bytes, str] | None = None
 
     def current_document(self) -> SignedDocument | None:
         if self.authority is not None:
@@ -44,6 +46,21 @@ class DirectoryService:
             if latest is not None:
                 return latest
         return self._cached
+
+    def listed_relays(self) -> dict[bytes, str] | None:
+        """Node id -> address of each relay the current document lists; None before there is one. What
+        this relay may extend to (tp_net.extend_policy). Each document is verified once, kept until a newer
+        one verifies (an expired listing still says which ids are relays)."""
+        document = self.current_document()
+        if document is not None and document is not self._listed_from:
+            self._listed_from = document
+            try:
+                directory = verify_document(document, self.trust, self._clock())
+            except TokenPlaceError as exc:
+                log.info("cannot list the relays of the current document: %s", exc.__class__.__name__)
+            else:
+                self._listed = {node_id: relay.address for node_id, relay in directory.relays.items()}
+        return self._listed
 
     def offer_document(self, document: SignedDocument) -> bool:
         """Cache a document fetched elsewhere if it verifies and is newer than ours."""

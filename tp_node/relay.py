@@ -4,6 +4,11 @@ GPU nodes dial their home relays and keep those links up; a circuit is extended 
 own link (HopCore finds a link by the peer's proven node id), so nodes never accept connections. Links to
 other relays are dialed on demand when a client asks to extend there, and concurrent requests for the same
 relay share one dial.
+
+Where a relay may dial is HopCore's decision (tp_net.extend_policy); a host name is resolved here, and
+dialed at the address it resolves to only if every address it resolves to is public (outside a local
+network), so DNS cannot point an EXTEND at a private service. A dial that fails in any way, or takes longer
+than EXTEND_DIAL_TIMEOUT_S, costs only the circuits waiting for it (CONNECT_FAILED).
 """
 
 from __future__ import annotations
@@ -16,14 +21,20 @@ from functools import partial
 import trio
 
 from tp_crypto.identity import Identity, short_id
-from tp_net.circuit_hop import ConnectTo, HopCore
-from tp_net.errors import TokenPlaceError
+from tp_net.addresses import RelayAddress, is_private_host, parse_address
+from tp_net.circuit_hop import EXTEND_TIMEOUT_S, ConnectTo, HopCore
+from tp_net.errors import DialError
+from tp_net.extend_policy import ExtendPolicy
 from tp_net.link_trio import accept_link, dial_link
 from tp_net.transport import Channel, Dialer, Listener
 from tp_node.hop_runtime import HopRuntime
 from tp_node.services import ServiceHandler
 
 log = logging.getLogger(__name__)
+
+# A dial for an EXTEND (TCP, WebSocket and link handshakes) gives up after this; the circuits waiting for it
+# are torn down by then anyway (EXTEND_TIMEOUT_S), so the dial task must not outlive them.
+EXTEND_DIAL_TIMEOUT_S = EXTEND_TIMEOUT_S
 
 
 class Relay(HopRuntime):
@@ -35,14 +46,17 @@ class Relay(HopRuntime):
         dialer: Dialer,
         rng: random.Random,
         services: Mapping[str, ServiceHandler] | None = None,
+        extend_policy: ExtendPolicy | None = None,
     ) -> None:
-        """`services`: streams a circuit ending here may open (every relay serves "directory")."""
+        """`services`: streams a circuit ending here may open (every relay serves "directory").
+        `extend_policy`: where EXTEND may dial (tp-relay passes its directory's; see HopCore)."""
         core = HopCore(
             onion_keys,
             rng=rng,
             can_extend=True,
             services=tuple(services or ()),
             identity_key=identity.x25519_private,
+            extend_policy=extend_policy,
         )
         super().__init__(identity, core, services)
         self._dialer = dialer
@@ -76,13 +90,30 @@ class Relay(HopRuntime):
     async def _dial(self, request: ConnectTo) -> None:
         link_id: int | None = None
         try:
-            link = await dial_link(
-                self._dialer, request.address, expected_peer_id=request.node_id, identity=self.identity
-            )
-        except TokenPlaceError as exc:
+            with trio.fail_after(EXTEND_DIAL_TIMEOUT_S):
+                address = await self._resolved(request.address)
+                link = await dial_link(
+                    self._dialer, address, expected_peer_id=request.node_id, identity=self.identity
+                )
+        except Exception as exc:  # the role's edge: whatever a dial raises costs only this extend
             log.info("extend to %s failed: %s", short_id(request.node_id), exc.__class__.__name__)
         else:
             assert self._nursery is not None
             link_id = await self._nursery.start(partial(self.run_link, link, we_dialed=True))
         for request_id in self._dials.pop(request.node_id, []):
             self.apply(self.core.connect_result(request_id, link_id))
+
+    async def _resolved(self, address: str) -> str:
+        """`address` with a host name replaced by the first IP it resolves to, when the extend policy
+        forbids private addresses; DialError when any IP it resolves to is private."""
+        policy = self.core.extend_policy
+        if policy is None or policy.local_network:
+            return address
+        parsed = parse_address(address)
+        if parsed.ip is not None:
+            return address
+        infos = await trio.socket.getaddrinfo(parsed.host, parsed.port, type=trio.socket.SOCK_STREAM)
+        hosts = [str(info[4][0]) for info in infos]
+        if not hosts or any(is_private_host(host) for host in hosts):
+            raise DialError("the relay's host name resolves to a private address")
+        return RelayAddress(hosts[0], parsed.port, parsed.path).url()

@@ -17,6 +17,7 @@ from tp_crypto.identity import Identity
 from tp_net.descriptors import RelayDescriptor
 from tp_net.directory_client import DIRECTORY_SERVICE
 from tp_net.errors import DialError
+from tp_net.extend_policy import ExtendPolicy
 from tp_net.transport_ws import WebSocketDialer, WebSocketListener, parse_ws_address
 from tp_node.authority_core import Admission, AuthorityCore
 from tp_node.cli_common import (
@@ -53,11 +54,9 @@ KEY_ROTATION_CHECK_S = 600.0
 
 def ws_address(text: str) -> str:
     try:
-        _, port, _ = parse_ws_address(text)
+        parse_ws_address(text)
     except DialError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-    if port == 0:
-        raise argparse.ArgumentTypeError(f"address {text!r} needs a non-zero port")
     return text
 
 
@@ -138,6 +137,7 @@ async def _relay(args: argparse.Namespace, nursery: trio.Nursery) -> None:
         dialer=dialer,
         rng=random.Random(),
         services={DIRECTORY_SERVICE: service.handle},
+        extend_policy=ExtendPolicy(service.listed_relays, local_network=bootstrap.local),
     )
     address = await nursery.start(relay.serve, WebSocketListener(*args.listen))
     advertised = args.advertise or address

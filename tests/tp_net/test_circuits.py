@@ -127,8 +127,9 @@ def test_a_circuit_of_four_relays_builds() -> None:
 def test_building_takes_one_round_trip_per_hop() -> None:
     wire, handle = three_relay_circuit()
     on_client_link = [d for d in wire.trace if d.link == handle.link]
+    # Each EXTEND goes in a RELAY_EARLY cell; the answers come back as plain RELAY cells.
     assert [d.cell.command for d in on_client_link if d.src == CLIENT] == [CellCommand.CREATE] + [
-        CellCommand.RELAY
+        CellCommand.RELAY_EARLY
     ] * 3
     assert [d.cell.command for d in on_client_link if d.dst == CLIENT] == [CellCommand.CREATED] + [
         CellCommand.RELAY

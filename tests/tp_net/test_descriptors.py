@@ -18,9 +18,9 @@ from tests.tp_net.directory_factories import (
 from tp_crypto.errors import RemoteProtocolError
 from tp_crypto.identity import Identity
 from tp_crypto.signed import DOMAIN_PREFIX, sign, verify
+from tp_net.addresses import ADDRESS_LENGTH_MAX
 from tp_net.codec import encode_document
 from tp_net.descriptors import (
-    ADDRESS_LENGTH_MAX,
     CLOCK_SKEW_ALLOWED_S,
     DESCRIPTOR_BYTES_MAX,
     DESCRIPTOR_DOMAIN,
@@ -431,6 +431,9 @@ def test_relay_out_of_range_is_refused(changes: dict[str, Any], reason: str) -> 
         "10.0.0.1:7000",
         "",
         "ws://" + "a" * ADDRESS_LENGTH_MAX + ":7000/",
+        "ws://a..b:80/",  # IDNA refuses an empty label (UnicodeError in the dialer)
+        "ws://10.0.0.1:7000/\u00e9",  # the HTTP request line is ASCII
+        "ws://r\u00e9lay.example:7000/",
     ],
 )
 def test_bad_address_is_refused(address: str) -> None:

@@ -1,0 +1,32 @@
+"""The relays a relay's directory lists: what its extend policy may dial (tp_node.directory_service)."""
+
+from __future__ import annotations
+
+from tests.tp_net.directory_factories import (
+    PERIOD_S,
+    RELAY_SEED_BASE,
+    T0,
+    document,
+    identity,
+    network_of,
+    signed_document,
+    signed_node,
+    signed_relay,
+)
+from tp_node.directory_service import DirectoryService
+
+
+def test_no_document_lists_nothing_then_a_verified_one_lists_its_relays_only() -> None:
+    (authority,), trust = network_of(1, 1)
+    now = [float(T0 + 60)]
+    service = DirectoryService(trust, wall_clock=lambda: now[0])
+    assert service.listed_relays() is None
+    body = document([signed_relay(1), signed_relay(2), signed_node(1)]).encode()
+    assert service.offer_document(signed_document(body, [authority]))
+    listed = service.listed_relays()
+    assert listed == {
+        identity(RELAY_SEED_BASE + 1).node_id: "ws://10.1.0.1:7000/",
+        identity(RELAY_SEED_BASE + 2).node_id: "ws://10.2.0.1:7000/",
+    }
+    now[0] += 10 * PERIOD_S  # the document expired: its listing still says which ids are relays
+    assert service.listed_relays() == listed
