@@ -4,6 +4,10 @@ GPU nodes dial their home relays and keep those links up; a circuit is extended 
 own link (HopCore finds a link by the peer's proven node id), so nodes never accept connections. Links to
 other relays are dialed on demand when a client asks to extend there, and concurrent requests for the same
 relay share one dial.
+
+Accepted links are limited by tp_net.link_limits: the listener caps connections per source address and in
+all; here a link that carries no circuit and no cell for the idle timeout is closed, unless its peer is a
+relay or GPU node the directory lists.
 """
 
 from __future__ import annotations
@@ -18,7 +22,10 @@ import trio
 from tp_crypto.identity import Identity, short_id
 from tp_net.circuit_hop import ConnectTo, HopCore
 from tp_net.errors import TokenPlaceError
-from tp_net.link_trio import accept_link, dial_link
+from tp_net.link import CloseReason
+from tp_net.link_limits import LinkLimits, link_is_idle
+from tp_net.link_trio import Link, accept_link, dial_link
+from tp_net.rate_limits import IsListed
 from tp_net.transport import Channel, Dialer, Listener
 from tp_node.hop_runtime import HopRuntime
 from tp_node.services import ServiceHandler
@@ -35,15 +42,20 @@ class Relay(HopRuntime):
         dialer: Dialer,
         rng: random.Random,
         services: Mapping[str, ServiceHandler] | None = None,
+        link_limits: LinkLimits | None = None,
+        is_listed: IsListed | None = None,
     ) -> None:
-        """`services`: streams a circuit ending here may open (every relay serves "directory")."""
+        """`services`: streams a circuit ending here may open (every relay serves "directory").
+        `is_listed`: whether a node id is in the relay's current directory (CREATE tier, kept links)."""
         core = HopCore(
             onion_keys,
             rng=rng,
             can_extend=True,
             services=tuple(services or ()),
             identity_key=identity.x25519_private,
+            is_listed=is_listed,
         )
+        self.link_limits = link_limits or LinkLimits()
         super().__init__(identity, core, services)
         self._dialer = dialer
         self._dials: dict[bytes, list[int]] = {}  # node id -> requests waiting for that dial
@@ -62,7 +74,28 @@ class Relay(HopRuntime):
 
     async def _accept(self, channel: Channel) -> None:
         link = await accept_link(channel, identity=self.identity)
-        await self.run_link(link, we_dialed=False)
+        async with trio.open_nursery() as nursery:
+            link_id = await nursery.start(partial(self.run_link, link, we_dialed=False))
+            nursery.start_soon(self._close_when_idle, link_id, link)
+
+    async def _close_when_idle(self, link_id: int, link: Link) -> None:
+        """Close the link once it is idle (tp_net.link_limits.link_is_idle); return when it closes."""
+        pump = self._pumps.get(link_id)
+        limits = self.link_limits
+        while pump is not None and not pump.closed.is_set():
+            with trio.move_on_after(limits.idle_check_interval_s):
+                await pump.closed.wait()
+            idle = link_is_idle(
+                now=trio.current_time(),
+                last_cell_at=pump.last_cell_at,
+                circuits=self.core.circuits_on(link_id),
+                kept=self.core.peer_listed(link_id),
+                idle_timeout_s=limits.idle_timeout_s,
+            )
+            if idle and not pump.closed.is_set():
+                log.debug("link %d idle for %.0f s: closing it", link_id, limits.idle_timeout_s)
+                await link.aclose(CloseReason.TIMEOUT)
+                return
 
     def on_connect_to(self, request: ConnectTo) -> None:
         waiting = self._dials.get(request.node_id)
