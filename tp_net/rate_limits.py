@@ -14,6 +14,7 @@ one address does not multiply the client tier.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -26,6 +27,9 @@ PEER_CREATE_BURST = 512
 # All client links from one source address together (a CREATE takes a token from its link and its address).
 ADDRESS_CREATE_RATE_PER_S = 200.0
 ADDRESS_CREATE_BURST = 512
+# Address buckets kept after an address's last link closed (so that reconnecting does not refill it); the
+# oldest is forgotten first. One bucket refills in ADDRESS_CREATE_BURST / ADDRESS_CREATE_RATE_PER_S seconds.
+ADDRESS_BUCKETS_IDLE_MAX = 4096
 
 # Whether a proven node id is listed in the hop's current directory (a relay or GPU node it knows).
 IsListed = Callable[[bytes], bool]
@@ -89,6 +93,7 @@ class CreateLimiter:
         self._links: dict[int, _LinkBuckets] = {}
         self._addresses: dict[str, TokenBucket] = {}
         self._links_from: dict[str, int] = {}
+        self._idle_addresses: OrderedDict[str, None] = OrderedDict()  # no link up, oldest first
 
     def listed(self, peer_id: bytes | None) -> bool:
         """Whether `peer_id` gets the peer tier."""
@@ -102,6 +107,7 @@ class CreateLimiter:
         if peer_host is not None:
             if peer_host not in self._addresses:
                 self._addresses[peer_host] = TokenBucket(ADDRESS_CREATE_RATE_PER_S, ADDRESS_CREATE_BURST)
+            self._idle_addresses.pop(peer_host, None)
             self._links_from[peer_host] = self._links_from.get(peer_host, 0) + 1
 
     def link_down(self, link: int) -> None:
@@ -111,9 +117,12 @@ class CreateLimiter:
         remaining = self._links_from[buckets.address] - 1
         if remaining:
             self._links_from[buckets.address] = remaining
-        else:
-            del self._links_from[buckets.address]
-            del self._addresses[buckets.address]
+            return
+        del self._links_from[buckets.address]
+        self._idle_addresses[buckets.address] = None
+        if len(self._idle_addresses) > ADDRESS_BUCKETS_IDLE_MAX:
+            oldest, _ = self._idle_addresses.popitem(last=False)
+            del self._addresses[oldest]
 
     def take(self, link: int, now: float) -> bool:
         """Take a token for one CREATE on `link` from its own bucket and, in the client tier, its address's;
@@ -133,5 +142,5 @@ class CreateLimiter:
         return True
 
     def addresses(self) -> int:
-        """Source addresses with a shared bucket (one per address with a link up)."""
+        """Source addresses with a shared bucket (with a link up, or among the idle ones kept)."""
         return len(self._addresses)

@@ -91,16 +91,25 @@ def test_client_links_from_one_address_share_its_bucket() -> None:
     assert limiter.take(links - 1, 1.0 / rate_limits.ADDRESS_CREATE_RATE_PER_S)
 
 
-def test_an_address_bucket_lives_as_long_as_a_link_from_it() -> None:
+def test_reconnecting_does_not_refill_an_address_bucket() -> None:
     limiter = CreateLimiter()
-    limiter.link_up(1, None, "10.0.0.1")
-    limiter.link_up(2, None, "10.0.0.1")
-    limiter.link_down(1)
-    assert limiter.addresses() == 1
-    limiter.link_down(2)
-    limiter.link_down(2)  # unknown links are ignored
-    assert limiter.addresses() == 0
-    assert not limiter.take(2, 0.0)
+    taken = 0
+    for link in range(rate_limits.ADDRESS_CREATE_BURST // rate_limits.CLIENT_CREATE_BURST + 2):
+        limiter.link_up(link, None, "10.0.0.1")
+        taken += _burst(limiter, link)
+        limiter.link_down(link)
+    assert taken == rate_limits.ADDRESS_CREATE_BURST
+    limiter.link_down(0)  # unknown links are ignored
+    assert not limiter.take(0, 0.0)
+
+
+def test_idle_address_buckets_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rate_limits, "ADDRESS_BUCKETS_IDLE_MAX", 2)
+    limiter = CreateLimiter()
+    for link, address in enumerate(["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.1"]):
+        limiter.link_up(link, None, address)
+        limiter.link_down(link)
+    assert limiter.addresses() == 2
 
 
 def test_a_peer_listed_later_moves_to_the_peer_tier() -> None:
