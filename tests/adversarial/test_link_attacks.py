@@ -37,9 +37,9 @@ from tp_node.processes import StartedProcess, python_process
 PERIOD_S = 4
 DOCUMENT_WAIT_S = 30.0
 HONEST_REQUEST_TIMEOUT_S = 20.0
-# Ping flood: far more Pings than a relay could ever owe Pongs for (273,920 queued Pongs grew a relay by
+# Ping flood: far more Pings than a relay should ever owe Pongs for (273,920 queued Pongs grew a relay by
 # 23 MiB before the defence), against a bound a relay that queues them cannot stay within.
-PINGS = 1_000_000
+PINGS = 500_000
 PINGS_PER_SEND = 5_000
 PING_FLOOD_RSS_GROWTH_MAX_BYTES = 16 * 1024 * 1024
 # CREATE flood: links with freshly generated node ids, all at once, each sending the peer tier's burst.
