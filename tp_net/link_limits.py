@@ -12,6 +12,7 @@ the relay keeps (a relay or GPU node listed in its current directory): strangers
 
 from __future__ import annotations
 
+import ipaddress
 from collections import Counter
 from dataclasses import dataclass
 
@@ -27,6 +28,22 @@ FDS_RESERVED = 256
 LINK_IDLE_TIMEOUT_S = 300.0
 # How often idle links are looked for, as a fraction of the idle timeout.
 IDLE_CHECKS_PER_TIMEOUT = 4
+# IPv6 sources are counted per network of this prefix length: one subscriber usually holds a whole /64.
+IPV6_SOURCE_PREFIX_BITS = 64
+
+
+def source_key(host: str) -> str:
+    """What per-address limits count a source address as: an IPv4 address itself (also when IPv4-mapped),
+    an IPv6 address as its /IPV6_SOURCE_PREFIX_BITS network; anything else (a name) as it is."""
+    try:
+        address = ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, IPV6_SOURCE_PREFIX_BITS), strict=False))
+    return str(address)
 
 
 def links_max_for_fds(fds_max: int) -> int:

@@ -19,7 +19,7 @@ import trio
 
 from tp_net import ws_protocol
 from tp_net.errors import ChannelClosed, DialError, LocalProtocolError, RemoteProtocolError, TokenPlaceError
-from tp_net.link_limits import ConnectionCounter
+from tp_net.link_limits import ConnectionCounter, source_key
 from tp_net.transport import CHANNEL_MESSAGE_BYTES_MAX, DIAL_TIMEOUT_S, Channel, ChannelHandler
 from tp_net.trio_util import acquire_soon, is_cancelled
 from tp_net.ws_protocol import CloseCode, FrameReader, Opcode, WebSocketError
@@ -192,12 +192,13 @@ class WebSocketChannel:
 
 
 def peer_host(stream: trio.SocketStream) -> str | None:
-    """The address at the other end of a TCP stream (None when the socket no longer knows it)."""
+    """The address at the other end of a TCP stream, as per-address limits count it (an IPv6 address as its
+    /64, tp_net.link_limits.source_key); None when the socket no longer knows it."""
     try:
         name = stream.socket.getpeername()
     except OSError:
         return None
-    return name[0] if isinstance(name, tuple) and isinstance(name[0], str) else None
+    return source_key(name[0]) if isinstance(name, tuple) and isinstance(name[0], str) else None
 
 
 async def _read_head(stream: trio.SocketStream) -> tuple[bytes, bytes]:

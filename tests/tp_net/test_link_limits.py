@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from tp_net import link_limits
-from tp_net.link_limits import ConnectionCounter, LinkLimits, link_is_idle, links_max_for_fds
+from tp_net.link_limits import ConnectionCounter, LinkLimits, link_is_idle, links_max_for_fds, source_key
 from tp_net.transport import Channel
 from tp_net.transport_ws import WebSocketDialer, WebSocketListener, parse_ws_address
 
@@ -31,6 +31,21 @@ def test_connections_without_an_address_count_only_in_all() -> None:
     assert [counter.admit(None) for _ in range(3)] == [True, True, False]
     counter.release(None)
     assert counter.open == 1
+
+
+@pytest.mark.parametrize(
+    ("host", "key"),
+    [
+        ("203.0.113.7", "203.0.113.7"),
+        ("::ffff:203.0.113.7", "203.0.113.7"),
+        ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:bbbb::9", "2001:db8:1:2::/64"),
+        ("fe80::1%eth0", "fe80::/64"),
+        ("relay.example", "relay.example"),
+    ],
+)
+def test_sources_are_counted_per_ipv4_address_and_per_ipv6_64(host: str, key: str) -> None:
+    assert source_key(host) == key
 
 
 def test_the_link_cap_stays_below_the_fd_limit() -> None:
