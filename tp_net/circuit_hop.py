@@ -36,7 +36,7 @@ from tp_net.cells import (
 )
 from tp_net.extend_policy import ExtendPolicy
 from tp_net.frames import Cell, Frame
-from tp_net.rate_limits import TokenBucket, create_bucket
+from tp_net.rate_limits import CreateLimiter, IsListed
 from tp_net.relay_messages import (
     RelayBegin,
     RelayData,
@@ -104,7 +104,6 @@ class _Circuit:
 class _Link:
     peer_id: bytes | None
     we_dialed: bool
-    creates: TokenBucket
     circuits: dict[int, tuple[_Circuit, Side]] = field(default_factory=dict)
 
 
@@ -126,12 +125,15 @@ class HopCore:
         services: Iterable[str] = (),
         identity_key: bytes | None = None,
         extend_policy: ExtendPolicy | None = None,
+        is_listed: IsListed | None = None,
     ) -> None:
         """`onion_keys`: private onion keys, newest first (older ones still answer during rotation).
         `identity_key`: the X25519 private key of the node's identity, which answers bootstrap
         handshakes (HopKey.IDENTITY) from clients that have no directory yet.
         `extend_policy`: where EXTEND may dial (tp-relay always has one); None dials the client's address
-        as given (in-memory networks and the simulator, whose addresses are not ws:// URLs)."""
+        as given (in-memory networks and the simulator, whose addresses are not ws:// URLs).
+        `is_listed`: whether a node id is in the hop's current directory (the CREATE tier of its links, see
+        tp_net.rate_limits); None when the hop has no directory (every proven node id is then a peer)."""
         self.onion_keys = list(onion_keys)
         self._identity_key = identity_key
         self._rng = rng
@@ -142,17 +144,23 @@ class HopCore:
         self._circuits: dict[CircuitRef, _Circuit] = {}
         self._pending: dict[int, _PendingConnect] = {}
         self._request_ids = itertools.count(1)
+        self._creates = CreateLimiter(is_listed)
 
     # --- links --------------------------------------------------------------------------------
 
-    def link_up(self, link: LinkId, peer_id: bytes | None, *, we_dialed: bool) -> None:
-        self._links[link] = _Link(peer_id, we_dialed, create_bucket(anonymous_peer=peer_id is None))
+    def link_up(
+        self, link: LinkId, peer_id: bytes | None, *, we_dialed: bool, peer_host: str | None = None
+    ) -> None:
+        """`peer_host`: the peer's source address, whose client links share a CREATE bucket."""
+        self._links[link] = _Link(peer_id, we_dialed)
+        self._creates.link_up(link, peer_id, peer_host)
 
     def link_down(self, link: LinkId) -> list[HopOutput]:
         """A link closed: every circuit through it ends, and the other side hears DESTROY."""
         info = self._links.pop(link, None)
         if info is None:
             return []
+        self._creates.link_down(link)
         outputs: list[HopOutput] = []
         for circuit, _side in list(info.circuits.values()):
             outputs += self._teardown(circuit, DestroyReason.LINK_CLOSED)
@@ -169,6 +177,11 @@ class HopCore:
         """The node id the peer on `link` proved (None for an anonymous client or an unknown link)."""
         info = self._links.get(link)
         return info.peer_id if info else None
+
+    def peer_listed(self, link: LinkId) -> bool:
+        """Whether the peer on `link` is a relay or node the hop's directory lists (the peer CREATE tier)."""
+        info = self._links.get(link)
+        return info is not None and self._creates.listed(info.peer_id)
 
     def peers(self) -> list[bytes | None]:
         """The proven node id of the peer on each link (None: an anonymous client)."""
@@ -273,7 +286,7 @@ class HopCore:
         peer_is_dialer = not info.we_dialed
         if bool(circuit_id & DIALER_ID_BIT) != peer_is_dialer:
             return [SendCell(link, destroy_cell(circuit_id, DestroyReason.PROTOCOL))]
-        if len(info.circuits) >= CIRCUITS_PER_LINK_MAX or not info.creates.take(now):
+        if len(info.circuits) >= CIRCUITS_PER_LINK_MAX or not self._creates.take(link, now):
             return [SendCell(link, destroy_cell(circuit_id, DestroyReason.RESOURCE_LIMIT))]
         answer = self._answer_handshake(cell)
         if answer is None:

@@ -3,6 +3,10 @@
 A writer task sends everything queued in one `Link.send` call, so cells that pile up while a send is in
 flight leave together in one WebSocket message (batching under load, no added latency when idle). Cells
 queued per circuit are counted: the owner refuses to queue beyond its bound and tears that circuit down.
+
+Control replies are bounded apart from the cells: at most one Pong is owed to the peer at a time. A Ping that
+arrives while a Pong still waits replaces its token (the Pong answers the latest Ping), so a peer that sends
+Pings and never reads costs one frame here, and Pongs never count toward the owner's cell bounds.
 """
 
 from __future__ import annotations
@@ -26,6 +30,10 @@ class LinkPump:
         self.link_id = link_id
         self._queue: deque[Frame] = deque()
         self._queued_cells: Counter[int] = Counter()
+        # The one Pong owed to the peer, if any (sent at the front of the next batch).
+        self._owed_pong: Pong | None = None
+        # When a cell last came in or was queued to go out (trio time): the owner's idle-link clock.
+        self.last_cell_at = trio.current_time()
         self._has_work = trio.Event()
         self._sending = False
         self.closed = trio.Event()
@@ -42,12 +50,17 @@ class LinkPump:
 
     @property
     def queued_frames(self) -> int:
+        """Frames queued by the owner (cells); the owed Pong is not one of them."""
         return len(self._queue)
+
+    @property
+    def pong_owed(self) -> bool:
+        return self._owed_pong is not None
 
     @property
     def busy(self) -> bool:
         """A send is in flight or frames wait: what is added now leaves with the next batch anyway."""
-        return self._sending or bool(self._queue)
+        return self._sending or bool(self._queue) or self._owed_pong is not None
 
     def wake(self) -> None:
         """Make the writer run before_batch (and send what it adds) even if nothing is queued."""
@@ -60,6 +73,7 @@ class LinkPump:
         self._queue.append(frame)
         if isinstance(frame, Cell):
             self._queued_cells[frame.circuit_id] += 1
+            self.last_cell_at = trio.current_time()
         self._has_work.set()
 
     async def run_writer(self) -> None:
@@ -89,9 +103,7 @@ class LinkPump:
         try:
             while True:
                 frames = await self.link.receive()
-                pings = [frame for frame in frames if isinstance(frame, Ping)]
-                for ping in pings:
-                    self.enqueue(Pong(ping.token))
+                self._note_received(frames)
                 on_frames(frames)
         except (LinkClosed, RemoteProtocolError):
             pass
@@ -102,9 +114,27 @@ class LinkPump:
         self.closed.set()
         await self.link.aclose()
 
+    def _note_received(self, frames: list[Frame]) -> None:
+        """Owe a Pong for the latest Ping (replacing one still owed); note when cells arrived."""
+        cells = False
+        for frame in frames:
+            if isinstance(frame, Ping):
+                self._owed_pong = Pong(frame.token)
+            elif isinstance(frame, Cell):
+                cells = True
+        if cells:
+            self.last_cell_at = trio.current_time()
+        if self._owed_pong is not None and not self.closed.is_set():
+            self._has_work.set()
+
     def _take_batch(self) -> list[Frame]:
-        count = min(len(self._queue), SEND_BATCH_FRAMES_MAX)
-        return [self._queue.popleft() for _ in range(count)]
+        batch: list[Frame] = []
+        if self._owed_pong is not None:
+            batch.append(self._owed_pong)
+            self._owed_pong = None
+        count = min(len(self._queue), SEND_BATCH_FRAMES_MAX - len(batch))
+        batch += [self._queue.popleft() for _ in range(count)]
+        return batch
 
     def _uncount(self, batch: list[Frame]) -> None:
         for frame in batch:

@@ -38,6 +38,13 @@ class Link:
         """The peer's node id, or None when the peer stayed anonymous."""
         return self._session.peer_id
 
+    @property
+    def peer_host(self) -> str | None:
+        """The peer's network address (its source address on an accepted link), when the transport knows it:
+        what per-address limits are keyed by. Channels may offer it as a `peer_host` attribute."""
+        host = getattr(self._channel, "peer_host", None)
+        return host if isinstance(host, str) else None
+
     async def send(self, frames: Sequence[Frame]) -> None:
         """Send frames in order, packed into as few messages as possible."""
         if self._closed:

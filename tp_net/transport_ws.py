@@ -19,6 +19,7 @@ import trio
 from tp_net import ws_protocol
 from tp_net.addresses import AddressError, parse_address
 from tp_net.errors import ChannelClosed, DialError, LocalProtocolError, RemoteProtocolError, TokenPlaceError
+from tp_net.link_limits import ConnectionCounter, source_key
 from tp_net.transport import CHANNEL_MESSAGE_BYTES_MAX, DIAL_TIMEOUT_S, Channel, ChannelHandler
 from tp_net.trio_util import acquire_soon, is_cancelled
 from tp_net.ws_protocol import CloseCode, FrameReader, Opcode, WebSocketError
@@ -37,6 +38,7 @@ class WebSocketChannel:
 
     def __init__(self, stream: trio.SocketStream, *, client: bool, received: bytes = b"") -> None:
         self._stream = stream
+        self.peer_host = peer_host(stream)
         self._client = client
         self._reader = FrameReader(masked=not client, message_bytes_max=CHANNEL_MESSAGE_BYTES_MAX)
         # Masking defends HTTP proxies against chosen plaintext, not secrecy: a fast seeded PRNG will do.
@@ -189,6 +191,16 @@ class WebSocketChannel:
             await self._stream.aclose()
 
 
+def peer_host(stream: trio.SocketStream) -> str | None:
+    """The address at the other end of a TCP stream, as per-address limits count it (an IPv6 address as its
+    /64, tp_net.link_limits.source_key); None when the socket no longer knows it."""
+    try:
+        name = stream.socket.getpeername()
+    except OSError:
+        return None
+    return source_key(name[0]) if isinstance(name, tuple) and isinstance(name[0], str) else None
+
+
 async def _read_head(stream: trio.SocketStream) -> tuple[bytes, bytes]:
     """The HTTP head of a handshake and whatever the peer sent after it."""
     buffer = bytearray()
@@ -256,11 +268,19 @@ def format_ws_address(host: str, port: int) -> str:
 
 
 class WebSocketListener:
-    """Accepts WebSocket connections on HOST:PORT (127.0.0.1 unless told otherwise)."""
+    """Accepts WebSocket connections on HOST:PORT (127.0.0.1 unless told otherwise).
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+    With `connections`, every TCP connection is counted from its accept to its close, and one past the caps
+    (tp_net.link_limits) is closed at once, before any handshake: a flood of connections holds no more file
+    descriptors than the caps allow.
+    """
+
+    def __init__(
+        self, host: str = "127.0.0.1", port: int = 0, *, connections: ConnectionCounter | None = None
+    ) -> None:
         self.host = host
         self.port = port
+        self.connections = connections
 
     async def serve(
         self,
@@ -272,20 +292,35 @@ class WebSocketListener:
         port = listeners[0].socket.getsockname()[1]
 
         async def on_connection(stream: trio.SocketStream) -> None:
-            channel = await _accept(stream)
-            if channel is None:
+            counter = self.connections
+            source = peer_host(stream)
+            if counter is not None and not counter.admit(source):
+                log.debug("connection refused: over a connection cap")
+                with trio.CancelScope(shield=True):
+                    await stream.aclose()
                 return
             try:
-                await handler(channel)
-            except TokenPlaceError as exc:
-                # One peer's failure must not take the listener down.
-                log.debug("connection handler ended: %s", exc.__class__.__name__)
+                await _serve_connection(stream, handler)
             finally:
-                await channel.aclose()
+                if counter is not None:
+                    counter.release(source)
 
         async with trio.open_nursery() as nursery:
             await nursery.start(trio.serve_listeners, on_connection, listeners)
             task_status.started(format_ws_address(self.host, port))
+
+
+async def _serve_connection(stream: trio.SocketStream, handler: ChannelHandler) -> None:
+    channel = await _accept(stream)
+    if channel is None:
+        return
+    try:
+        await handler(channel)
+    except TokenPlaceError as exc:
+        # One peer's failure must not take the listener down.
+        log.debug("connection handler ended: %s", exc.__class__.__name__)
+    finally:
+        await channel.aclose()
 
 
 async def _accept(stream: trio.SocketStream) -> WebSocketChannel | None:

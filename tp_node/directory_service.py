@@ -39,6 +39,7 @@ class DirectoryService:
         self._cached_valid_after = 0
         self._listed_from: SignedDocument | None = None
         self._listed: dict[bytes, str] | None = None
+        self._listed_ids: frozenset[bytes] = frozenset()
 
     def current_document(self) -> SignedDocument | None:
         if self.authority is not None:
@@ -49,18 +50,31 @@ class DirectoryService:
 
     def listed_relays(self) -> dict[bytes, str] | None:
         """Node id -> address of each relay the current document lists; None before there is one. What
-        this relay may extend to (tp_net.extend_policy). Each document is verified once, kept until a newer
-        one verifies (an expired listing still says which ids are relays)."""
-        document = self.current_document()
-        if document is not None and document is not self._listed_from:
-            self._listed_from = document
-            try:
-                directory = verify_document(document, self.trust, self._clock())
-            except TokenPlaceError as exc:
-                log.info("cannot list the relays of the current document: %s", exc.__class__.__name__)
-            else:
-                self._listed = {node_id: relay.address for node_id, relay in directory.relays.items()}
+        this relay may extend to (tp_net.extend_policy)."""
+        self._refresh_listing()
         return self._listed
+
+    def is_listed(self, node_id: bytes) -> bool:
+        """Whether the current document lists `node_id` as a relay or GPU node: its links get the peer CREATE
+        tier and are never closed as idle (tp_net.rate_limits, tp_net.link_limits). A node id alone is free to
+        mint; being listed by the authorities is not."""
+        self._refresh_listing()
+        return node_id in self._listed_ids
+
+    def _refresh_listing(self) -> None:
+        """Each document is verified once, when it becomes current; its listing is kept until a newer one
+        verifies (an expired listing still says which ids are relays and nodes)."""
+        document = self.current_document()
+        if document is None or document is self._listed_from:
+            return
+        self._listed_from = document
+        try:
+            directory = verify_document(document, self.trust, self._clock())
+        except TokenPlaceError as exc:
+            log.info("cannot list the peers of the current document: %s", exc.__class__.__name__)
+            return
+        self._listed = {node_id: relay.address for node_id, relay in directory.relays.items()}
+        self._listed_ids = frozenset(directory.relays) | frozenset(directory.nodes)
 
     def offer_document(self, document: SignedDocument) -> bool:
         """Cache a document fetched elsewhere if it verifies and is newer than ours."""

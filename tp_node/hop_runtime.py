@@ -73,7 +73,7 @@ class HopRuntime:
         pump = LinkPump(link, link_id)
         pump.before_batch = partial(self._flush_unflushed, link_id)
         self._pumps[link_id] = pump
-        self.core.link_up(link_id, link.peer_id, we_dialed=we_dialed)
+        self.core.link_up(link_id, link.peer_id, we_dialed=we_dialed, peer_host=link.peer_host)
         log.debug("link %d up (peer %s)", link_id, short_id(link.peer_id) if link.peer_id else "anonymous")
         try:
             task_status.started(link_id)

@@ -9,6 +9,10 @@ Where a relay may dial is HopCore's decision (tp_net.extend_policy); a host name
 dialed at the address it resolves to only if every address it resolves to is public (outside a local
 network), so DNS cannot point an EXTEND at a private service. A dial that fails in any way, or takes longer
 than EXTEND_DIAL_TIMEOUT_S, costs only the circuits waiting for it (CONNECT_FAILED).
+
+Accepted links are limited by tp_net.link_limits: the listener caps connections per source address and in
+all; here a link that carries no circuit and no cell for the idle timeout is closed, unless its peer is a
+relay or GPU node the directory lists.
 """
 
 from __future__ import annotations
@@ -25,7 +29,10 @@ from tp_net.addresses import RelayAddress, is_private_host, parse_address
 from tp_net.circuit_hop import EXTEND_TIMEOUT_S, ConnectTo, HopCore
 from tp_net.errors import DialError
 from tp_net.extend_policy import ExtendPolicy
-from tp_net.link_trio import accept_link, dial_link
+from tp_net.link import CloseReason
+from tp_net.link_limits import LinkLimits, link_is_idle
+from tp_net.link_trio import Link, accept_link, dial_link
+from tp_net.rate_limits import IsListed
 from tp_net.transport import Channel, Dialer, Listener
 from tp_node.hop_runtime import HopRuntime
 from tp_node.services import ServiceHandler
@@ -47,9 +54,12 @@ class Relay(HopRuntime):
         rng: random.Random,
         services: Mapping[str, ServiceHandler] | None = None,
         extend_policy: ExtendPolicy | None = None,
+        link_limits: LinkLimits | None = None,
+        is_listed: IsListed | None = None,
     ) -> None:
         """`services`: streams a circuit ending here may open (every relay serves "directory").
-        `extend_policy`: where EXTEND may dial (tp-relay passes its directory's; see HopCore)."""
+        `extend_policy`: where EXTEND may dial (tp-relay passes its directory's; see HopCore).
+        `is_listed`: whether a node id is in the relay's current directory (CREATE tier, kept links)."""
         core = HopCore(
             onion_keys,
             rng=rng,
@@ -57,7 +67,9 @@ class Relay(HopRuntime):
             services=tuple(services or ()),
             identity_key=identity.x25519_private,
             extend_policy=extend_policy,
+            is_listed=is_listed,
         )
+        self.link_limits = link_limits or LinkLimits()
         super().__init__(identity, core, services)
         self._dialer = dialer
         self._dials: dict[bytes, list[int]] = {}  # node id -> requests waiting for that dial
@@ -76,7 +88,28 @@ class Relay(HopRuntime):
 
     async def _accept(self, channel: Channel) -> None:
         link = await accept_link(channel, identity=self.identity)
-        await self.run_link(link, we_dialed=False)
+        async with trio.open_nursery() as nursery:
+            link_id = await nursery.start(partial(self.run_link, link, we_dialed=False))
+            nursery.start_soon(self._close_when_idle, link_id, link)
+
+    async def _close_when_idle(self, link_id: int, link: Link) -> None:
+        """Close the link once it is idle (tp_net.link_limits.link_is_idle); return when it closes."""
+        pump = self._pumps.get(link_id)
+        limits = self.link_limits
+        while pump is not None and not pump.closed.is_set():
+            with trio.move_on_after(limits.idle_check_interval_s):
+                await pump.closed.wait()
+            idle = link_is_idle(
+                now=trio.current_time(),
+                last_cell_at=pump.last_cell_at,
+                circuits=self.core.circuits_on(link_id),
+                kept=self.core.peer_listed(link_id),
+                idle_timeout_s=limits.idle_timeout_s,
+            )
+            if idle and not pump.closed.is_set():
+                log.debug("link %d idle for %.0f s: closing it", link_id, limits.idle_timeout_s)
+                await link.aclose(CloseReason.TIMEOUT)
+                return
 
     def on_connect_to(self, request: ConnectTo) -> None:
         waiting = self._dials.get(request.node_id)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import random
+import resource
 import sys
 import time
 from collections.abc import Sequence
@@ -18,6 +19,14 @@ from tp_net.descriptors import RelayDescriptor
 from tp_net.directory_client import DIRECTORY_SERVICE
 from tp_net.errors import DialError
 from tp_net.extend_policy import ExtendPolicy
+from tp_net.link_limits import (
+    LINK_IDLE_TIMEOUT_S,
+    LINKS_MAX,
+    LINKS_PER_ADDRESS_MAX,
+    ConnectionCounter,
+    LinkLimits,
+    links_max_for_fds,
+)
 from tp_net.transport_ws import WebSocketDialer, WebSocketListener, parse_ws_address
 from tp_node.authority_core import Admission, AuthorityCore
 from tp_node.cli_common import (
@@ -50,6 +59,7 @@ log = logging.getLogger(__name__)
 CAPACITY_DEFAULT = 1000
 CAPACITY_MAX = 10**7  # what a relay descriptor allows
 KEY_ROTATION_CHECK_S = 600.0
+LINK_IDLE_TIMEOUT_MAX_S = 7 * 24 * 3600.0
 
 
 def ws_address(text: str) -> str:
@@ -58,6 +68,16 @@ def ws_address(text: str) -> str:
     except DialError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
     return text
+
+
+def idle_timeout(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 < value <= LINK_IDLE_TIMEOUT_MAX_S:
+        raise argparse.ArgumentTypeError(f"{text} is not in (0, {LINK_IDLE_TIMEOUT_MAX_S:.0f}] seconds")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -102,6 +122,26 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         help="file holding an invitation token (networks whose authorities admit invited relays only)",
     )
+    parser.add_argument(
+        "--links-per-address-max",
+        type=int_in(1, LINKS_MAX),
+        default=LINKS_PER_ADDRESS_MAX,
+        help=f"accepted connections from one source address at a time (default {LINKS_PER_ADDRESS_MAX})",
+    )
+    parser.add_argument(
+        "--links-max",
+        type=int_in(1, LINKS_MAX),
+        default=None,
+        help=f"accepted connections at a time (default {LINKS_MAX}, lowered to fit the open-file limit)",
+    )
+    parser.add_argument(
+        "--link-idle-timeout",
+        type=idle_timeout,
+        default=LINK_IDLE_TIMEOUT_S,
+        metavar="SECONDS",
+        help="close an accepted link with no circuit and no cell for this long, unless its peer is listed "
+        f"in the directory (default {LINK_IDLE_TIMEOUT_S:.0f})",
+    )
     add_bootstrap_argument(parser)
     add_metrics_argument(parser)
     add_release_key_argument(parser)
@@ -131,6 +171,7 @@ async def _relay(args: argparse.Namespace, nursery: trio.Nursery) -> None:
     service = DirectoryService(
         bootstrap.trust(), authority=authority, forward=runner.forward if runner else None
     )
+    limits = _link_limits(args)
     relay = Relay(
         identity,
         ring.private_keys(),
@@ -138,8 +179,11 @@ async def _relay(args: argparse.Namespace, nursery: trio.Nursery) -> None:
         rng=random.Random(),
         services={DIRECTORY_SERVICE: service.handle},
         extend_policy=ExtendPolicy(service.listed_relays, local_network=bootstrap.local),
+        link_limits=limits,
+        is_listed=service.is_listed,
     )
-    address = await nursery.start(relay.serve, WebSocketListener(*args.listen))
+    listener = WebSocketListener(*args.listen, connections=ConnectionCounter(limits))
+    address = await nursery.start(relay.serve, listener)
     advertised = args.advertise or address
     metrics_url = await start_operator_services(nursery, args, Vitals("relay", relay))
 
@@ -178,6 +222,15 @@ async def _relay(args: argparse.Namespace, nursery: trio.Nursery) -> None:
             "metrics": metrics_url,
         }
     )
+
+
+def _link_limits(args: argparse.Namespace) -> LinkLimits:
+    fds_max = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    fitting = links_max_for_fds(fds_max if fds_max != resource.RLIM_INFINITY else LINKS_MAX * 2)
+    links_max = min(args.links_max or LINKS_MAX, fitting)
+    if args.links_max and args.links_max > links_max:
+        log.warning("--links-max lowered to %d to fit the open-file limit of %d", links_max, fds_max)
+    return LinkLimits(args.links_per_address_max, links_max, args.link_idle_timeout)
 
 
 def _authority_core(

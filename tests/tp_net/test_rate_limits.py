@@ -8,7 +8,7 @@ from tests.tp_net.circuit_harness import Wire
 from tp_net import rate_limits
 from tp_net.cells import DestroyReason
 from tp_net.circuit_client import CircuitClosed
-from tp_net.rate_limits import TokenBucket, create_bucket
+from tp_net.rate_limits import CreateLimiter, TokenBucket
 
 
 def test_a_bucket_starts_full_and_empties() -> None:
@@ -46,18 +46,81 @@ def test_bad_parameters_are_named(rate: float, burst: int, named: str) -> None:
         TokenBucket(rate, burst)
 
 
-def test_clients_get_the_smaller_bucket() -> None:
-    client = create_bucket(anonymous_peer=True)
-    peer = create_bucket(anonymous_peer=False)
-    assert (client.rate_per_s, client.burst) == (
-        rate_limits.CLIENT_CREATE_RATE_PER_S,
-        rate_limits.CLIENT_CREATE_BURST,
-    )
-    assert (peer.rate_per_s, peer.burst) == (
-        rate_limits.PEER_CREATE_RATE_PER_S,
-        rate_limits.PEER_CREATE_BURST,
-    )
-    assert peer.rate_per_s > client.rate_per_s
+def _burst(limiter: CreateLimiter, link: int, now: float = 0.0) -> int:
+    """CREATEs taken on `link` at `now` until refused."""
+    taken = 0
+    while limiter.take(link, now):
+        taken += 1
+    return taken
+
+
+LISTED = b"r" * 32
+FRESH = b"f" * 32
+
+
+def test_only_listed_peers_get_the_peer_tier() -> None:
+    limiter = CreateLimiter(lambda node_id: node_id == LISTED)
+    limiter.link_up(1, LISTED, "10.0.0.1")
+    limiter.link_up(2, FRESH, "10.0.0.2")  # a node id minted for this link proves nothing
+    limiter.link_up(3, None, "10.0.0.3")
+    assert _burst(limiter, 1) == rate_limits.PEER_CREATE_BURST
+    assert _burst(limiter, 2) == rate_limits.CLIENT_CREATE_BURST
+    assert _burst(limiter, 3) == rate_limits.CLIENT_CREATE_BURST
+    assert rate_limits.PEER_CREATE_RATE_PER_S > rate_limits.CLIENT_CREATE_RATE_PER_S
+
+
+def test_without_a_directory_every_proven_node_id_is_a_peer() -> None:
+    limiter = CreateLimiter()
+    limiter.link_up(1, FRESH, None)
+    limiter.link_up(2, None, None)
+    assert _burst(limiter, 1) == rate_limits.PEER_CREATE_BURST
+    assert _burst(limiter, 2) == rate_limits.CLIENT_CREATE_BURST
+
+
+def test_client_links_from_one_address_share_its_bucket() -> None:
+    limiter = CreateLimiter(lambda node_id: node_id == LISTED)
+    links = rate_limits.ADDRESS_CREATE_BURST // rate_limits.CLIENT_CREATE_BURST + 2
+    for link in range(links):
+        limiter.link_up(link, FRESH if link % 2 else None, "10.0.0.1")
+    assert sum(_burst(limiter, link) for link in range(links)) == rate_limits.ADDRESS_CREATE_BURST
+    limiter.link_up(100, None, "10.0.0.2")  # another address has its own
+    limiter.link_up(101, LISTED, "10.0.0.1")  # a listed relay on that address is not a client
+    assert _burst(limiter, 100) == rate_limits.CLIENT_CREATE_BURST
+    assert _burst(limiter, 101) == rate_limits.PEER_CREATE_BURST
+    # The shared bucket refills at its own rate.
+    assert limiter.take(links - 1, 1.0 / rate_limits.ADDRESS_CREATE_RATE_PER_S)
+
+
+def test_reconnecting_does_not_refill_an_address_bucket() -> None:
+    limiter = CreateLimiter()
+    taken = 0
+    for link in range(rate_limits.ADDRESS_CREATE_BURST // rate_limits.CLIENT_CREATE_BURST + 2):
+        limiter.link_up(link, None, "10.0.0.1")
+        taken += _burst(limiter, link)
+        limiter.link_down(link)
+    assert taken == rate_limits.ADDRESS_CREATE_BURST
+    limiter.link_down(0)  # unknown links are ignored
+    assert not limiter.take(0, 0.0)
+
+
+def test_idle_address_buckets_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rate_limits, "ADDRESS_BUCKETS_IDLE_MAX", 2)
+    limiter = CreateLimiter()
+    for link, address in enumerate(["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.1"]):
+        limiter.link_up(link, None, address)
+        limiter.link_down(link)
+    assert limiter.addresses() == 2
+
+
+def test_a_peer_listed_later_moves_to_the_peer_tier() -> None:
+    listed: set[bytes] = set()
+    limiter = CreateLimiter(listed.__contains__)
+    limiter.link_up(1, FRESH, "10.0.0.1")
+    assert _burst(limiter, 1) == rate_limits.CLIENT_CREATE_BURST
+    listed.add(FRESH)
+    assert _burst(limiter, 1) == rate_limits.PEER_CREATE_BURST
+    listed.clear()
+    assert _burst(limiter, 1, now=1000.0) == rate_limits.CLIENT_CREATE_BURST
 
 
 def test_creates_beyond_a_clients_burst_are_refused_until_tokens_return() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tests.tp_net.directory_factories import (
+    NODE_SEED_BASE,
     PERIOD_S,
     RELAY_SEED_BASE,
     T0,
@@ -30,3 +31,22 @@ def test_no_document_lists_nothing_then_a_verified_one_lists_its_relays_only() -
     }
     now[0] += 10 * PERIOD_S  # the document expired: its listing still says which ids are relays
     assert service.listed_relays() == listed
+
+
+def test_listed_peers_are_the_relays_and_nodes_of_the_newest_verified_document() -> None:
+    """The peer CREATE tier and kept links: listed relays and GPU nodes, nobody else; a newer document
+    replaces the answers, and one that does not verify leaves them as they were."""
+    authorities, trust = network_of(1, 1)
+    relay, node = identity(RELAY_SEED_BASE + 1).node_id, identity(NODE_SEED_BASE + 1).node_id
+    later_relay, stranger = identity(RELAY_SEED_BASE + 2).node_id, identity(99).node_id
+    now = [float(T0 + 60)]
+    service = DirectoryService(trust, wall_clock=lambda: now[0])
+    assert not service.is_listed(relay)  # no document yet
+    body = document([signed_relay(1), signed_node(1)]).encode()
+    assert service.offer_document(signed_document(body, authorities))
+    assert service.is_listed(relay) and service.is_listed(node)
+    assert not service.is_listed(stranger) and not service.is_listed(later_relay)
+    now[0] += 3600
+    newer = document([signed_relay(2, published=int(now[0]) - 600)], period=T0 + 3600).encode()
+    assert service.offer_document(signed_document(newer, authorities))
+    assert service.is_listed(later_relay) and not service.is_listed(relay)
