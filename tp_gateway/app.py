@@ -52,11 +52,10 @@ from tp_gateway.openai_api import (
     upstream_failure,
 )
 from tp_gateway.overlay import Overlay, OverlayError
+from tp_net.messages import REQUEST_BYTES_MAX
 
 log = logging.getLogger(__name__)
 
-# The node refuses requests over 1 MiB; refusing them here gives the client a 413 instead of a 400.
-REQUEST_BODY_BYTES_MAX = 1024 * 1024
 Stream = ChatCompletionStream | CompletionStream
 Collector = ChatCompletionCollector | CompletionCollector
 # The chat page at / (tp_gateway/static): public like any static file, its own scripts only, no other origin.
@@ -81,7 +80,8 @@ def api_error(error: OverlayError, model: str) -> ApiError:
 
 def create_app(overlay: Overlay, *, api_key: str | None = None, metrics: Metrics | None = None) -> QuartTrio:
     app = QuartTrio(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = REQUEST_BODY_BYTES_MAX
+    # The node refuses requests over REQUEST_BYTES_MAX; refusing larger bodies here gives the client a 413.
+    app.config["MAX_CONTENT_LENGTH"] = REQUEST_BYTES_MAX
     app.config["SEND_FILE_MAX_AGE_DEFAULT"] = None  # the chat page's files: revalidated, so upgrades show
     counters = metrics or Metrics()
     routes = _Routes(overlay, counters)
@@ -120,7 +120,7 @@ def create_app(overlay: Overlay, *, api_key: str | None = None, metrics: Metrics
     async def on_http_error(error: HTTPException) -> Response:
         if isinstance(error, RequestEntityTooLarge):
             # The rest of the body stays unread: a client reusing the connection would wait forever.
-            response = _error_response(body_too_large(REQUEST_BODY_BYTES_MAX))
+            response = _error_response(body_too_large(REQUEST_BYTES_MAX))
             response.headers["Connection"] = "close"
             return response
         if error.code == 404:

@@ -11,6 +11,9 @@ from tp_crypto.errors import RemoteProtocolError
 from tp_net import codec
 
 _LENGTH_BYTES = 4
+# A request's document, in encoded bytes: the most a service accepts on one stream, and the gateway's
+# largest body.
+REQUEST_BYTES_MAX = 1024 * 1024
 
 
 def encode_message(document: Any) -> bytes:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections import deque
 from collections.abc import Mapping
 from functools import partial
 
@@ -44,6 +45,9 @@ class HopRuntime:
         self._pumps: dict[int, LinkPump] = {}
         self._link_ids = itertools.count(1)
         self._progress = trio.Event()
+        # Outputs not yet carried out, in the order HopCore produced them (see apply).
+        self._outputs: deque[HopOutput] = deque()
+        self._applying = False
         # Per link: circuits whose local streams hold data not yet cut into cells (see _stream_send).
         self._unflushed: dict[int, set[CircuitRef]] = {}
         # Operator counters (status, /metrics): plain ints, as every cell is handled on the one trio thread.
@@ -100,13 +104,28 @@ class HopRuntime:
             self.apply(self.core.expire(trio.current_time()))
 
     def apply(self, outputs: list[HopOutput]) -> None:
-        for output in outputs:
-            if isinstance(output, SendCell):
-                self._send(output)
-            elif isinstance(output, ConnectTo):
-                self.on_connect_to(output)
-            else:
-                self.on_service_event(output)
+        """Carry out HopCore's outputs in the order it produced them.
+
+        A backward cell is encrypted when HopCore makes it, so cells must reach the link in that order or
+        the client's keystream falls out of step. Carrying out an output can call HopCore again (a service
+        acks the data it was handed, which queues a stream SENDME): such a nested call only appends its
+        outputs, behind every earlier one, and the outermost call carries them out. Never re-entrant.
+        """
+        self._outputs.extend(outputs)
+        if self._applying:
+            return
+        self._applying = True
+        try:
+            while self._outputs:
+                output = self._outputs.popleft()
+                if isinstance(output, SendCell):
+                    self._send(output)
+                elif isinstance(output, ConnectTo):
+                    self.on_connect_to(output)
+                else:
+                    self.on_service_event(output)
+        finally:
+            self._applying = False
 
     def on_connect_to(self, request: ConnectTo) -> None:
         self.apply(self.core.connect_result(request.request_id, None))

@@ -18,12 +18,11 @@ import trio
 
 from tp_net.circuit_hop import CircuitRef, ServiceEvent
 from tp_net.errors import RemoteProtocolError
-from tp_net.messages import MessageReader, encode_message
+from tp_net.messages import REQUEST_BYTES_MAX, MessageReader, encode_message
 from tp_net.streams import EndReason, StreamData, StreamEnded, StreamOpened
 
 log = logging.getLogger(__name__)
 
-REQUEST_BYTES_MAX = 1024 * 1024
 # Response bytes a stream may queue beyond its flow-control window before the handler is paused.
 STREAM_SEND_BUFFER_BYTES = 32 * 1024
 
