@@ -176,6 +176,14 @@ def relay_message_overhead_bytes(message: Frame) -> int:
 # Documents: JSON-like values carried on streams (requests, response chunks).
 DOCUMENT_BYTES_MAX = 8 * 1024 * 1024
 DOCUMENT_DEPTH_MAX = 32
+# Decoded, a document is larger than its bytes: an empty map is 1 byte in and ~80 bytes of dict out, a small
+# negative int 1 byte in and ~36 out. So, beyond a small allowance, a document may hold one value per
+# DOCUMENT_BYTES_PER_VALUE_MIN of its bytes and one map or array per DOCUMENT_BYTES_PER_CONTAINER_MIN:
+# decoding then takes at most ~20 bytes of memory per byte (honest chat requests take ~13).
+DOCUMENT_BYTES_PER_VALUE_MIN = 2
+DOCUMENT_VALUES_FREE = 1024
+DOCUMENT_BYTES_PER_CONTAINER_MIN = 16
+DOCUMENT_CONTAINERS_FREE = 64
 
 
 def encode_document(document: Any) -> bytes:
@@ -186,28 +194,121 @@ def encode_document(document: Any) -> bytes:
 
 
 def decode_document(data: bytes) -> Any:
-    """A JSON-like value (maps with string keys, lists, scalars); RemoteProtocolError otherwise."""
+    """A JSON-like value (maps with string keys, lists, scalars); RemoteProtocolError otherwise.
+
+    Every limit is checked on the encoded bytes before msgpack builds anything: the size, then (walking the
+    headers) the nesting depth, the container count and the map keys."""
     if len(data) > DOCUMENT_BYTES_MAX:
         raise RemoteProtocolError(f"document of {len(data)} bytes exceeds {DOCUMENT_BYTES_MAX}")
+    _scan_document(data)
     # Nothing inside can be longer than the input: the input length bounds every header.
     size = len(data)
-    document = _limited_unpack(data, "document", bins=size, strs=size, arrays=size, maps=size)
-    _check_document_depth(document)
-    return document
+    return _limited_unpack(data, "document", bins=size, strs=size, arrays=size, maps=size)
 
 
-def _check_document_depth(document: Any) -> None:
-    pending = [(document, 1)]
-    while pending:
-        value, depth = pending.pop()
-        if depth > DOCUMENT_DEPTH_MAX:
-            raise RemoteProtocolError(f"document nests deeper than {DOCUMENT_DEPTH_MAX}")
-        if isinstance(value, dict):
-            if not all(isinstance(key, str) for key in value):
-                raise RemoteProtocolError("document map keys must be strings")
-            pending.extend((item, depth + 1) for item in value.values())
-        elif isinstance(value, list):
-            pending.extend((item, depth + 1) for item in value)
+def document_values_max(document_bytes: int) -> int:
+    """The most values (scalars, map keys, maps and arrays) a document of `document_bytes` may hold."""
+    return DOCUMENT_VALUES_FREE + document_bytes // DOCUMENT_BYTES_PER_VALUE_MIN
+
+
+def document_containers_max(document_bytes: int) -> int:
+    """The most maps and arrays a document of `document_bytes` may hold."""
+    return DOCUMENT_CONTAINERS_FREE + document_bytes // DOCUMENT_BYTES_PER_CONTAINER_MIN
+
+
+# msgpack type bytes beyond the fixed ranges: (length-field bytes, fixed payload bytes, kind).
+_SCALAR, _BLOB, _STR, _ARRAY, _MAP = range(5)
+_HEADERS: dict[int, tuple[int, int, int]] = {
+    0xC0: (0, 0, _SCALAR),  # nil
+    0xC2: (0, 0, _SCALAR),  # false
+    0xC3: (0, 0, _SCALAR),  # true
+    0xC4: (1, 0, _BLOB),  # bin 8/16/32
+    0xC5: (2, 0, _BLOB),
+    0xC6: (4, 0, _BLOB),
+    0xCA: (0, 4, _SCALAR),  # float 32/64
+    0xCB: (0, 8, _SCALAR),
+    0xCC: (0, 1, _SCALAR),  # uint 8..64
+    0xCD: (0, 2, _SCALAR),
+    0xCE: (0, 4, _SCALAR),
+    0xCF: (0, 8, _SCALAR),
+    0xD0: (0, 1, _SCALAR),  # int 8..64
+    0xD1: (0, 2, _SCALAR),
+    0xD2: (0, 4, _SCALAR),
+    0xD3: (0, 8, _SCALAR),
+    0xD9: (1, 0, _STR),  # str 8/16/32
+    0xDA: (2, 0, _STR),
+    0xDB: (4, 0, _STR),
+    0xDC: (2, 0, _ARRAY),  # array 16/32
+    0xDD: (4, 0, _ARRAY),
+    0xDE: (2, 0, _MAP),  # map 16/32
+    0xDF: (4, 0, _MAP),
+}
+
+
+def _header(data: bytes, offset: int) -> tuple[int, int, int]:
+    """(kind, count, offset after the header and any fixed payload) of the value at `offset`; for a string
+    or blob `count` is its length, for an array its items, for a map its entries."""
+    byte = data[offset]
+    offset += 1
+    if byte <= 0x7F or byte >= 0xE0:
+        return _SCALAR, 0, offset
+    if byte <= 0x8F:
+        return _MAP, byte & 0x0F, offset
+    if byte <= 0x9F:
+        return _ARRAY, byte & 0x0F, offset
+    if byte <= 0xBF:
+        return _STR, byte & 0x1F, offset
+    spec = _HEADERS.get(byte)
+    if spec is None:  # the unused byte and the extension types
+        raise RemoteProtocolError(f"malformed document (msgpack type 0x{byte:02x})")
+    length_bytes, fixed_bytes, kind = spec
+    count = int.from_bytes(data[offset : offset + length_bytes], "big")
+    return kind, count, offset + length_bytes + fixed_bytes
+
+
+def _scan_document(data: bytes) -> None:
+    """Walk a document's msgpack headers without building any value: RemoteProtocolError for a document
+    nested deeper than DOCUMENT_DEPTH_MAX, with more values or containers than document_values_max and
+    document_containers_max allow, with a map
+    key that is not a string, or that is truncated or followed by more bytes."""
+    size = len(data)
+    values_left = document_values_max(size)
+    containers_left = document_containers_max(size)
+    # Per open container: [values still to read, whether it is a map]; the document itself is one value.
+    open_levels: list[list[int]] = [[1, 0]]
+    offset = 0
+    while open_levels:
+        level = open_levels[-1]
+        if level[0] == 0:
+            open_levels.pop()
+            continue
+        is_key = level[1] and level[0] % 2 == 0
+        level[0] -= 1
+        values_left -= 1
+        if values_left < 0:
+            raise RemoteProtocolError(f"document holds more than {document_values_max(size)} values")
+        if offset >= size:
+            raise RemoteProtocolError("malformed document (it ends in the middle of a value)")
+        kind, count, offset = _header(data, offset)
+        if is_key and kind != _STR:
+            raise RemoteProtocolError("document map keys must be strings")
+        if kind in (_STR, _BLOB):
+            offset += count
+        elif kind in (_ARRAY, _MAP):
+            containers_left -= 1
+            if containers_left < 0:
+                raise RemoteProtocolError(
+                    f"document holds more than {document_containers_max(size)} maps and arrays"
+                )
+            values = count * 2 if kind == _MAP else count
+            if values > size - offset:  # every value takes at least a byte
+                raise RemoteProtocolError("malformed document (a container longer than the document)")
+            if values:
+                if len(open_levels) >= DOCUMENT_DEPTH_MAX:
+                    raise RemoteProtocolError(f"document nests deeper than {DOCUMENT_DEPTH_MAX}")
+                open_levels.append([values, int(kind == _MAP)])
+    if offset != size:
+        raise RemoteProtocolError("malformed document (bytes after its value)")
 
 
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}

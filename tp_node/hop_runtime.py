@@ -56,6 +56,7 @@ class HopRuntime:
         port = StreamPort(
             send=self._stream_send,
             end=lambda ref, stream_id, reason: self.apply(core.stream_end(ref, stream_id, reason)),
+            destroy=lambda ref: self.apply(core.destroy_circuit(ref[0], ref[1], DestroyReason.PROTOCOL)),
             consumed=lambda ref, stream_id: self.apply(core.stream_consumed(ref, stream_id)),
             queued_bytes=core.stream_queued_bytes,
             wait_for_progress=self.wait_for_progress,
