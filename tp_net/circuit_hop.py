@@ -53,6 +53,10 @@ CIRCUITS_PER_LINK_MAX = 1024
 PENDING_EXTENDS_MAX = 128
 EXTEND_TIMEOUT_S = 10.0
 CIRCUIT_IDLE_TIMEOUT_S = 600.0
+# DROP (padding) cells are not flow-controlled, so each hop limits those addressed to it, per circuit: a
+# client keeps an idle circuit alive with one a minute; a circuit sending past the burst loses the circuit.
+DROP_CELLS_PER_CIRCUIT_RATE_PER_S = 1.0
+DROP_CELLS_PER_CIRCUIT_BURST = 32
 
 _STREAM_MESSAGES = (RelayBegin, RelayData, RelayEnd, RelaySendme)
 
@@ -94,6 +98,9 @@ class _Circuit:
     next: CircuitRef | None = None
     extend_started: float | None = None
     edge: CircuitEdge | None = None
+    drops: TokenBucket = field(
+        default_factory=lambda: TokenBucket(DROP_CELLS_PER_CIRCUIT_RATE_PER_S, DROP_CELLS_PER_CIRCUIT_BURST)
+    )
 
 
 @dataclass(eq=False)
@@ -324,6 +331,8 @@ class HopCore:
 
     def _handle_message(self, circuit: _Circuit, message: Frame, now: float) -> list[HopOutput]:
         if isinstance(message, RelayDrop):
+            if not circuit.drops.take(now):
+                raise RemoteProtocolError("DROP cells beyond the circuit's budget")
             return []
         if isinstance(message, RelayExtend):
             return self._extend(circuit, message, now)
