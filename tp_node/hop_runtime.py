@@ -176,9 +176,11 @@ class HopRuntime:
         if pump is None:
             return
         circuit_id = output.cell.circuit_id
-        # DESTROY always goes out: it is what frees the buffers.
-        over_bound = pump.queued_cells(circuit_id) >= CIRCUIT_QUEUE_CELLS_MAX
-        if over_bound and output.cell.command != CellCommand.DESTROY:
+        if output.cell.command == CellCommand.DESTROY:
+            # The circuit is gone: what it still has queued here need not go, and must not count. DESTROY
+            # itself always goes out.
+            pump.discard_circuit(circuit_id)
+        elif pump.queued_cells(circuit_id) >= CIRCUIT_QUEUE_CELLS_MAX:
             log.info("circuit over its buffer bound on link %d: destroying it", output.link)
             self.apply(self.core.destroy_circuit(output.link, circuit_id, DestroyReason.RESOURCE_LIMIT))
             return
