@@ -216,61 +216,65 @@ def document_containers_max(document_bytes: int) -> int:
     return DOCUMENT_CONTAINERS_FREE + document_bytes // DOCUMENT_BYTES_PER_CONTAINER_MIN
 
 
-# msgpack type bytes beyond the fixed ranges: (length-field bytes, fixed payload bytes, kind).
-_SCALAR, _BLOB, _STR, _ARRAY, _MAP = range(5)
-_HEADERS: dict[int, tuple[int, int, int]] = {
-    0xC0: (0, 0, _SCALAR),  # nil
-    0xC2: (0, 0, _SCALAR),  # false
-    0xC3: (0, 0, _SCALAR),  # true
-    0xC4: (1, 0, _BLOB),  # bin 8/16/32
-    0xC5: (2, 0, _BLOB),
-    0xC6: (4, 0, _BLOB),
-    0xCA: (0, 4, _SCALAR),  # float 32/64
-    0xCB: (0, 8, _SCALAR),
-    0xCC: (0, 1, _SCALAR),  # uint 8..64
-    0xCD: (0, 2, _SCALAR),
-    0xCE: (0, 4, _SCALAR),
-    0xCF: (0, 8, _SCALAR),
-    0xD0: (0, 1, _SCALAR),  # int 8..64
-    0xD1: (0, 2, _SCALAR),
-    0xD2: (0, 4, _SCALAR),
-    0xD3: (0, 8, _SCALAR),
-    0xD9: (1, 0, _STR),  # str 8/16/32
-    0xDA: (2, 0, _STR),
-    0xDB: (4, 0, _STR),
-    0xDC: (2, 0, _ARRAY),  # array 16/32
-    0xDD: (4, 0, _ARRAY),
-    0xDE: (2, 0, _MAP),  # map 16/32
-    0xDF: (4, 0, _MAP),
+# What each msgpack type byte starts: (kind, count, bytes of a length field, bytes of fixed payload). For a
+# string or blob the count is its length, for an array its items, for a map its entries; a length field, when
+# there is one, gives the count.
+_SCALAR, _BLOB, _STR, _ARRAY, _MAP, _REFUSED = range(6)
+_SIZED: dict[int, tuple[int, int, int, int]] = {
+    0xC0: (_SCALAR, 0, 0, 0),  # nil, false, true
+    0xC2: (_SCALAR, 0, 0, 0),
+    0xC3: (_SCALAR, 0, 0, 0),
+    0xC4: (_BLOB, 0, 1, 0),  # bin 8/16/32
+    0xC5: (_BLOB, 0, 2, 0),
+    0xC6: (_BLOB, 0, 4, 0),
+    0xCA: (_SCALAR, 0, 0, 4),  # float 32/64
+    0xCB: (_SCALAR, 0, 0, 8),
+    0xCC: (_SCALAR, 0, 0, 1),  # uint 8..64
+    0xCD: (_SCALAR, 0, 0, 2),
+    0xCE: (_SCALAR, 0, 0, 4),
+    0xCF: (_SCALAR, 0, 0, 8),
+    0xD0: (_SCALAR, 0, 0, 1),  # int 8..64
+    0xD1: (_SCALAR, 0, 0, 2),
+    0xD2: (_SCALAR, 0, 0, 4),
+    0xD3: (_SCALAR, 0, 0, 8),
+    0xD9: (_STR, 0, 1, 0),  # str 8/16/32
+    0xDA: (_STR, 0, 2, 0),
+    0xDB: (_STR, 0, 4, 0),
+    0xDC: (_ARRAY, 0, 2, 0),  # array 16/32
+    0xDD: (_ARRAY, 0, 4, 0),
+    0xDE: (_MAP, 0, 2, 0),  # map 16/32
+    0xDF: (_MAP, 0, 4, 0),
 }
 
 
-def _header(data: bytes, offset: int) -> tuple[int, int, int]:
-    """(kind, count, offset after the header and any fixed payload) of the value at `offset`; for a string
-    or blob `count` is its length, for an array its items, for a map its entries."""
-    byte = data[offset]
-    offset += 1
+def _type_of(byte: int) -> tuple[int, int, int, int]:
     if byte <= 0x7F or byte >= 0xE0:
-        return _SCALAR, 0, offset
+        return (_SCALAR, 0, 0, 0)  # fixints
     if byte <= 0x8F:
-        return _MAP, byte & 0x0F, offset
+        return (_MAP, byte & 0x0F, 0, 0)
     if byte <= 0x9F:
-        return _ARRAY, byte & 0x0F, offset
+        return (_ARRAY, byte & 0x0F, 0, 0)
     if byte <= 0xBF:
-        return _STR, byte & 0x1F, offset
-    spec = _HEADERS.get(byte)
-    if spec is None:  # the unused byte and the extension types
-        raise RemoteProtocolError(f"malformed document (msgpack type 0x{byte:02x})")
-    length_bytes, fixed_bytes, kind = spec
-    count = int.from_bytes(data[offset : offset + length_bytes], "big")
-    return kind, count, offset + length_bytes + fixed_bytes
+        return (_STR, byte & 0x1F, 0, 0)
+    return _SIZED.get(byte, (_REFUSED, 0, 0, 0))  # the unused byte and the extension types
+
+
+_TYPES = [_type_of(byte) for byte in range(256)]
+
+
+def _check_container(values: int, bytes_left: int, depth: int) -> None:
+    """A container of `values` values, opened at `depth` with `bytes_left` bytes after its header."""
+    if values > bytes_left:  # every value takes at least a byte
+        raise RemoteProtocolError("malformed document (a container longer than the document)")
+    if depth >= DOCUMENT_DEPTH_MAX:
+        raise RemoteProtocolError(f"document nests deeper than {DOCUMENT_DEPTH_MAX}")
 
 
 def _scan_document(data: bytes) -> None:
     """Walk a document's msgpack headers without building any value: RemoteProtocolError for a document
     nested deeper than DOCUMENT_DEPTH_MAX, with more values or containers than document_values_max and
-    document_containers_max allow, with a map
-    key that is not a string, or that is truncated or followed by more bytes."""
+    document_containers_max allow, with a map key that is not a string, or that is truncated or followed by
+    more bytes."""
     size = len(data)
     values_left = document_values_max(size)
     containers_left = document_containers_max(size)
@@ -289,7 +293,14 @@ def _scan_document(data: bytes) -> None:
             raise RemoteProtocolError(f"document holds more than {document_values_max(size)} values")
         if offset >= size:
             raise RemoteProtocolError("malformed document (it ends in the middle of a value)")
-        kind, count, offset = _header(data, offset)
+        kind, count, length_bytes, fixed_bytes = _TYPES[data[offset]]
+        offset += 1
+        if length_bytes:
+            count = int.from_bytes(data[offset : offset + length_bytes], "big")
+            offset += length_bytes
+        offset += fixed_bytes
+        if kind == _REFUSED:
+            raise RemoteProtocolError(f"malformed document (msgpack type 0x{data[offset - 1]:02x})")
         if is_key and kind != _STR:
             raise RemoteProtocolError("document map keys must be strings")
         if kind in (_STR, _BLOB):
@@ -301,11 +312,8 @@ def _scan_document(data: bytes) -> None:
                     f"document holds more than {document_containers_max(size)} maps and arrays"
                 )
             values = count * 2 if kind == _MAP else count
-            if values > size - offset:  # every value takes at least a byte
-                raise RemoteProtocolError("malformed document (a container longer than the document)")
             if values:
-                if len(open_levels) >= DOCUMENT_DEPTH_MAX:
-                    raise RemoteProtocolError(f"document nests deeper than {DOCUMENT_DEPTH_MAX}")
+                _check_container(values, size - offset, len(open_levels))
                 open_levels.append([values, int(kind == _MAP)])
     if offset != size:
         raise RemoteProtocolError("malformed document (bytes after its value)")

@@ -112,6 +112,8 @@ class HopRuntime:
         acks the data it was handed, which queues a stream SENDME): such a nested call only appends its
         outputs, behind every earlier one, and the outermost call carries them out. Never re-entrant.
         """
+        if not outputs:
+            return
         self._outputs.extend(outputs)
         if self._applying:
             return

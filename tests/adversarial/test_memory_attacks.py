@@ -206,6 +206,7 @@ async def test_a_malicious_node_cannot_blow_up_a_client(maps: int) -> None:
             assert refused.value.reason == EndReason.BAD_REQUEST
             assert await _wait_closed(circuit) is DestroyReason.PROTOCOL
             assert received <= RESPONSE_BYTES_MAX
+            print(f"client peak {peak / 2**20:.1f} MiB")  # shown with -s
             assert peak < CLIENT_PEAK_BYTES_MAX, f"the client peaked at {peak / 2**20:.0f} MiB"
             honest = await link.build_circuit(hops)
             answer = [chunk async for chunk in honest.request(INFERENCE_SERVICE, {"honest": True})]
