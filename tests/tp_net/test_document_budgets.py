@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tp_crypto.errors import LocalProtocolError, RemoteProtocolError
-from tp_net import codec
+from tp_net import codec, document_scan
 from tp_net.messages import REQUEST_BYTES_MAX, MessageReader, RequestReader, encode_message, encode_request
 
 MIB = 1024 * 1024
@@ -51,27 +51,27 @@ def test_a_document_of_tiny_values_is_refused_before_it_is_built(data: bytes) ->
 
 def test_a_document_of_small_maps_is_refused_by_the_container_budget_alone() -> None:
     data = msgpack.packb([{"abcdefg": 1}] * (KIB_256 // 10))  # 10 bytes and 3 values per map
-    assert len(data) // 3 < codec.document_values_max(len(data))
+    assert len(data) // 3 < document_scan.document_values_max(len(data))
     with pytest.raises(RemoteProtocolError, match="maps and arrays"):
         codec.decode_document(data)
     assert _peak_bytes_of_decoding(data) < len(data)
 
 
 def test_what_a_document_may_hold_grows_with_its_size() -> None:
-    assert codec.document_values_max(0) == codec.DOCUMENT_VALUES_FREE
+    assert document_scan.document_values_max(0) == document_scan.DOCUMENT_VALUES_FREE
     assert (
-        codec.document_values_max(MIB)
-        == codec.DOCUMENT_VALUES_FREE + MIB // codec.DOCUMENT_BYTES_PER_VALUE_MIN
+        document_scan.document_values_max(MIB)
+        == document_scan.DOCUMENT_VALUES_FREE + MIB // document_scan.DOCUMENT_BYTES_PER_VALUE_MIN
     )
-    assert codec.document_containers_max(MIB) == (
-        codec.DOCUMENT_CONTAINERS_FREE + MIB // codec.DOCUMENT_BYTES_PER_CONTAINER_MIN
+    assert document_scan.document_containers_max(MIB) == (
+        document_scan.DOCUMENT_CONTAINERS_FREE + MIB // document_scan.DOCUMENT_BYTES_PER_CONTAINER_MIN
     )
 
 
 def test_at_the_budget_a_document_decodes_and_one_more_value_is_refused() -> None:
     # An array16 of n small ints is 3 + n bytes and n + 1 values: 2049 is the most that fit.
     fits = [1] * 2049
-    assert len(fits) + 1 == codec.document_values_max(3 + len(fits))
+    assert len(fits) + 1 == document_scan.document_values_max(3 + len(fits))
     assert codec.decode_document(msgpack.packb(fits)) == fits
     with pytest.raises(RemoteProtocolError, match="values"):
         codec.decode_document(msgpack.packb([*fits, 1]))
@@ -104,7 +104,7 @@ def test_honest_documents_fit_their_budgets(document: Any) -> None:
 
 def test_nesting_is_refused_past_the_depth_limit_before_decoding() -> None:
     deepest: Any = 0
-    for _ in range(codec.DOCUMENT_DEPTH_MAX - 1):
+    for _ in range(document_scan.DOCUMENT_DEPTH_MAX - 1):
         deepest = [deepest]
     assert codec.decode_document(msgpack.packb(deepest)) == deepest
     with pytest.raises(RemoteProtocolError, match="deeper"):
