@@ -53,11 +53,10 @@ from tp_gateway.openai_api import (
     upstream_failure,
 )
 from tp_gateway.overlay import Overlay, OverlayError
+from tp_net.messages import REQUEST_BYTES_MAX
 
 log = logging.getLogger(__name__)
 
-# The node refuses requests over 1 MiB; refusing them here gives the client a 413 instead of a 400.
-REQUEST_BODY_BYTES_MAX = 1024 * 1024
 LOOPBACK_ONLY = SiteRules()
 # The only routes without the API key: the chat page and its files (the page asks for the key), and the
 # health and metrics routes under /v1 and /api/v1 (what docs/PROTOCOL.md promises), by endpoint name.
@@ -96,7 +95,8 @@ def create_app(
 ) -> QuartTrio:
     """The app; `site` says which Host and Origin values it answers (default: loopback, no CORS)."""
     app = QuartTrio(__name__)
-    app.config["MAX_CONTENT_LENGTH"] = REQUEST_BODY_BYTES_MAX
+    # The node refuses requests over REQUEST_BYTES_MAX; refusing larger bodies here gives the client a 413.
+    app.config["MAX_CONTENT_LENGTH"] = REQUEST_BYTES_MAX
     app.config["SEND_FILE_MAX_AGE_DEFAULT"] = None  # the chat page's files: revalidated, so upgrades show
     counters = metrics or Metrics()
     routes = _Routes(overlay, counters)
@@ -144,7 +144,7 @@ def create_app(
     @app.errorhandler(HTTPException)
     async def on_http_error(error: HTTPException) -> Response:
         if isinstance(error, RequestEntityTooLarge):
-            return _refusal(body_too_large(REQUEST_BODY_BYTES_MAX))
+            return _refusal(body_too_large(REQUEST_BYTES_MAX))
         if error.code == 404:
             return _error_response(unknown_route(request.method, request.path))
         status = error.code or 500

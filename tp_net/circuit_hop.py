@@ -36,7 +36,7 @@ from tp_net.cells import (
 )
 from tp_net.extend_policy import ExtendPolicy
 from tp_net.frames import Cell, Frame
-from tp_net.rate_limits import CreateLimiter, IsListed
+from tp_net.rate_limits import CreateLimiter, IsListed, TokenBucket
 from tp_net.relay_messages import (
     RelayBegin,
     RelayData,
@@ -56,6 +56,10 @@ PENDING_EXTENDS_MAX = 128  # circuits extending at once, all links together
 PENDING_EXTENDS_PER_LINK_MAX = 32  # of those, circuits that came in on one link (one client cannot take all)
 EXTEND_TIMEOUT_S = 10.0
 CIRCUIT_IDLE_TIMEOUT_S = 600.0
+# DROP (padding) cells are not flow-controlled, so each hop limits those addressed to it, per circuit: a
+# client keeps an idle circuit alive with one a minute; a circuit sending past the burst loses the circuit.
+DROP_CELLS_PER_CIRCUIT_RATE_PER_S = 1.0
+DROP_CELLS_PER_CIRCUIT_BURST = 32
 
 _STREAM_MESSAGES = (RelayBegin, RelayData, RelayEnd, RelaySendme)
 
@@ -98,6 +102,9 @@ class _Circuit:
     extend_started: float | None = None
     edge: CircuitEdge | None = None
     early_cells: int = 0  # RELAY_EARLY cells seen from the client side
+    drops: TokenBucket = field(
+        default_factory=lambda: TokenBucket(DROP_CELLS_PER_CIRCUIT_RATE_PER_S, DROP_CELLS_PER_CIRCUIT_BURST)
+    )
 
 
 @dataclass(eq=False)
@@ -352,6 +359,8 @@ class HopCore:
         self, circuit: _Circuit, message: Frame, now: float, *, early: bool = False
     ) -> list[HopOutput]:
         if isinstance(message, RelayDrop):
+            if not circuit.drops.take(now):
+                raise RemoteProtocolError("DROP cells beyond the circuit's budget")
             return []
         if isinstance(message, RelayExtend):
             if not early:

@@ -15,14 +15,14 @@ from typing import Any
 
 import trio
 
-from tp_crypto.errors import LocalProtocolError
+from tp_crypto.errors import LocalProtocolError, RemoteProtocolError
 from tp_net.cells import DestroyReason, new_circuit_id
 from tp_net.circuit_client import CircuitBuilt, CircuitClosed, CircuitState, ClientCircuit, HopInfo
 from tp_net.errors import TokenPlaceError
 from tp_net.frames import Cell, Frame
 from tp_net.link_pump import LinkPump
 from tp_net.link_trio import dial_link
-from tp_net.messages import MessageReader, encode_message
+from tp_net.messages import MessageReader, encode_message, encode_request
 from tp_net.streams import EndReason, StreamData, StreamEnded
 from tp_net.transport import Dialer
 from tp_net.trio_util import background_nursery
@@ -30,6 +30,9 @@ from tp_net.trio_util import background_nursery
 CIRCUIT_BUILD_TIMEOUT_S = 10.0
 # Bytes a stream may queue beyond its flow-control window before send() waits.
 STREAM_SEND_BUFFER_BYTES = 64 * 1024
+# Bytes one response may carry in all: far more than a directory document or the longest answer a model
+# gives; a node that sends more (or a malformed message) loses its circuit.
+RESPONSE_BYTES_MAX = 64 * 1024 * 1024
 
 
 class CircuitError(TokenPlaceError):
@@ -162,10 +165,11 @@ class Circuit:
 
     async def request(self, service: str, document: Any) -> AsyncGenerator[Any, None]:
         """Send one request message on a new stream and yield the response messages."""
+        message = encode_request(document)
         stream = await self.open_stream(service)
         finished = False
         try:
-            await stream.send_message(document)
+            await stream.send(message)
             stream.end()
             async with aclosing(stream.messages()) as messages:
                 async for message in messages:
@@ -265,11 +269,17 @@ class Stream:
         self.circuit.forget_stream(self.stream_id)
         return b""
 
-    async def messages(self) -> AsyncGenerator[Any, None]:
-        """Messages until the other side ends; StreamError if it aborts or stops mid-message."""
-        reader = MessageReader()
+    async def messages(self, *, response_bytes_max: int = RESPONSE_BYTES_MAX) -> AsyncGenerator[Any, None]:
+        """Messages until the other side ends; StreamError if it aborts or stops mid-message, or sends more
+        than `response_bytes_max` or a malformed message (which also tears the circuit down)."""
+        reader = MessageReader(stream_bytes_max=response_bytes_max)
         while data := await self.receive_data():
-            for message in reader.feed(data):
+            try:
+                messages = reader.feed(data)
+            except RemoteProtocolError:
+                self.circuit.destroy(DestroyReason.PROTOCOL)
+                raise StreamError("the response broke the protocol", EndReason.BAD_REQUEST) from None
+            for message in messages:
                 yield message
         if reader.pending_bytes:
             raise StreamError("stream ended in the middle of a message", EndReason.BAD_REQUEST)

@@ -18,6 +18,7 @@ from typing import Any
 import msgpack
 
 from tp_crypto.errors import LocalProtocolError, RemoteProtocolError
+from tp_net.document_scan import scan_document
 from tp_net.frames import LINK_FRAME_TYPES, Frame
 from tp_net.relay_messages import RELAY_MESSAGE_TYPES
 
@@ -175,7 +176,6 @@ def relay_message_overhead_bytes(message: Frame) -> int:
 
 # Documents: JSON-like values carried on streams (requests, response chunks).
 DOCUMENT_BYTES_MAX = 8 * 1024 * 1024
-DOCUMENT_DEPTH_MAX = 32
 
 
 def encode_document(document: Any) -> bytes:
@@ -186,28 +186,16 @@ def encode_document(document: Any) -> bytes:
 
 
 def decode_document(data: bytes) -> Any:
-    """A JSON-like value (maps with string keys, lists, scalars); RemoteProtocolError otherwise."""
+    """A JSON-like value (maps with string keys, lists, scalars); RemoteProtocolError otherwise.
+
+    Every limit is checked on the encoded bytes before msgpack builds anything: the size here, then the
+    nesting depth, the value and container counts and the map keys (tp_net.document_scan)."""
     if len(data) > DOCUMENT_BYTES_MAX:
         raise RemoteProtocolError(f"document of {len(data)} bytes exceeds {DOCUMENT_BYTES_MAX}")
+    scan_document(data)
     # Nothing inside can be longer than the input: the input length bounds every header.
     size = len(data)
-    document = _limited_unpack(data, "document", bins=size, strs=size, arrays=size, maps=size)
-    _check_document_depth(document)
-    return document
-
-
-def _check_document_depth(document: Any) -> None:
-    pending = [(document, 1)]
-    while pending:
-        value, depth = pending.pop()
-        if depth > DOCUMENT_DEPTH_MAX:
-            raise RemoteProtocolError(f"document nests deeper than {DOCUMENT_DEPTH_MAX}")
-        if isinstance(value, dict):
-            if not all(isinstance(key, str) for key in value):
-                raise RemoteProtocolError("document map keys must be strings")
-            pending.extend((item, depth + 1) for item in value.values())
-        elif isinstance(value, list):
-            pending.extend((item, depth + 1) for item in value)
+    return _limited_unpack(data, "document", bins=size, strs=size, arrays=size, maps=size)
 
 
 _FIELD_NAMES: dict[type, tuple[str, ...]] = {}

@@ -48,6 +48,20 @@ class LinkPump:
         most = self._queued_cells.most_common(1)
         return most[0][0] if most else None
 
+    def discard_circuit(self, circuit_id: int) -> None:
+        """Drop the cells still queued for a circuit that is gone (those of a batch in flight stay counted
+        until it is sent)."""
+        queued = self._queued_cells[circuit_id]
+        if not queued:
+            return
+        kept = deque(f for f in self._queue if not (isinstance(f, Cell) and f.circuit_id == circuit_id))
+        in_flight = queued - (len(self._queue) - len(kept))
+        self._queue = kept
+        if in_flight:
+            self._queued_cells[circuit_id] = in_flight
+        else:
+            del self._queued_cells[circuit_id]
+
     @property
     def queued_frames(self) -> int:
         """Frames queued by the owner (cells); the owed Pong is not one of them."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections import deque
 from collections.abc import Mapping
 from functools import partial
 
@@ -44,6 +45,9 @@ class HopRuntime:
         self._pumps: dict[int, LinkPump] = {}
         self._link_ids = itertools.count(1)
         self._progress = trio.Event()
+        # Outputs not yet carried out, in the order HopCore produced them (see apply).
+        self._outputs: deque[HopOutput] = deque()
+        self._applying = False
         # Per link: circuits whose local streams hold data not yet cut into cells (see _stream_send).
         self._unflushed: dict[int, set[CircuitRef]] = {}
         # Operator counters (status, /metrics): plain ints, as every cell is handled on the one trio thread.
@@ -52,6 +56,7 @@ class HopRuntime:
         port = StreamPort(
             send=self._stream_send,
             end=lambda ref, stream_id, reason: self.apply(core.stream_end(ref, stream_id, reason)),
+            destroy=lambda ref: self.apply(core.destroy_circuit(ref[0], ref[1], DestroyReason.PROTOCOL)),
             consumed=lambda ref, stream_id: self.apply(core.stream_consumed(ref, stream_id)),
             queued_bytes=core.stream_queued_bytes,
             wait_for_progress=self.wait_for_progress,
@@ -100,13 +105,30 @@ class HopRuntime:
             self.apply(self.core.expire(trio.current_time()))
 
     def apply(self, outputs: list[HopOutput]) -> None:
-        for output in outputs:
-            if isinstance(output, SendCell):
-                self._send(output)
-            elif isinstance(output, ConnectTo):
-                self.on_connect_to(output)
-            else:
-                self.on_service_event(output)
+        """Carry out HopCore's outputs in the order it produced them.
+
+        A backward cell is encrypted when HopCore makes it, so cells must reach the link in that order or
+        the client's keystream falls out of step. Carrying out an output can call HopCore again (a service
+        acks the data it was handed, which queues a stream SENDME): such a nested call only appends its
+        outputs, behind every earlier one, and the outermost call carries them out. Never re-entrant.
+        """
+        if not outputs:
+            return
+        self._outputs.extend(outputs)
+        if self._applying:
+            return
+        self._applying = True
+        try:
+            while self._outputs:
+                output = self._outputs.popleft()
+                if isinstance(output, SendCell):
+                    self._send(output)
+                elif isinstance(output, ConnectTo):
+                    self.on_connect_to(output)
+                else:
+                    self.on_service_event(output)
+        finally:
+            self._applying = False
 
     def on_connect_to(self, request: ConnectTo) -> None:
         self.apply(self.core.connect_result(request.request_id, None))
@@ -156,9 +178,11 @@ class HopRuntime:
         if pump is None:
             return
         circuit_id = output.cell.circuit_id
-        # DESTROY always goes out: it is what frees the buffers.
-        over_bound = pump.queued_cells(circuit_id) >= CIRCUIT_QUEUE_CELLS_MAX
-        if over_bound and output.cell.command != CellCommand.DESTROY:
+        if output.cell.command == CellCommand.DESTROY:
+            # The circuit is gone: what it still has queued here need not go, and must not count. DESTROY
+            # itself always goes out.
+            pump.discard_circuit(circuit_id)
+        elif pump.queued_cells(circuit_id) >= CIRCUIT_QUEUE_CELLS_MAX:
             log.info("circuit over its buffer bound on link %d: destroying it", output.link)
             self.apply(self.core.destroy_circuit(output.link, circuit_id, DestroyReason.RESOURCE_LIMIT))
             return

@@ -1,9 +1,18 @@
 """Request/response services at the end of a circuit (a GPU node's "inference", a relay's "directory").
 
-A stream to a service carries one request message from the client, then END(DONE). The host collects it
-(bounded), runs the service's handler, and streams the handler's response messages back, pausing while the
-stream's window is full; then END(DONE). An aborted stream or a dead circuit cancels the handler at its next
-checkpoint. A handler raises ServiceError for a request it refuses: the client gets an error message.
+A stream to a service carries one request message from the client, then END(DONE). The host collects it,
+decodes it once the stream ended, runs the service's handler, and streams the handler's response messages
+back, pausing while the stream's window is full; then END(DONE). An aborted stream or a dead circuit cancels
+the handler at its next checkpoint. A handler raises ServiceError for a request it refuses: the client gets an
+error message.
+
+The host acks request data as it takes it (so a request may be larger than the stream's window), which makes
+the host, not the window, the bound on what a sender can make it hold, checked before the data is kept:
+- a request is one message of at most REQUEST_BYTES_MAX (tp_net.messages.RequestReader); a stream that
+  carries more loses its circuit;
+- a circuit's unfinished requests hold at most REQUEST_BUFFER_BYTES_PER_CIRCUIT_MAX (past it the stream is
+  refused with OVERLOADED);
+- all unfinished requests hold at most REQUEST_BUFFER_BYTES_MAX (past it the largest is refused).
 """
 
 from __future__ import annotations
@@ -18,12 +27,14 @@ import trio
 
 from tp_net.circuit_hop import CircuitRef, ServiceEvent
 from tp_net.errors import RemoteProtocolError
-from tp_net.messages import MessageReader, encode_message
+from tp_net.messages import REQUEST_BYTES_MAX, RequestReader, encode_message
 from tp_net.streams import EndReason, StreamData, StreamEnded, StreamOpened
 
 log = logging.getLogger(__name__)
 
-REQUEST_BYTES_MAX = 1024 * 1024
+# Bytes of unfinished requests held for one circuit, and for all circuits together.
+REQUEST_BUFFER_BYTES_PER_CIRCUIT_MAX = 4 * REQUEST_BYTES_MAX
+REQUEST_BUFFER_BYTES_MAX = 64 * REQUEST_BYTES_MAX
 # Response bytes a stream may queue beyond its flow-control window before the handler is paused.
 STREAM_SEND_BUFFER_BYTES = 32 * 1024
 
@@ -39,29 +50,22 @@ class ServiceError(Exception):
         self.code = code
 
 
+@dataclass(frozen=True, kw_only=True)
 class StreamPort:
     """What the host needs from the circuit layer (HopCore plus the runtime that applies outputs)."""
 
-    def __init__(
-        self,
-        send: Callable[[CircuitRef, int, bytes], None],
-        end: Callable[[CircuitRef, int, EndReason], None],
-        consumed: Callable[[CircuitRef, int], None],
-        queued_bytes: Callable[[CircuitRef, int], int | None],
-        wait_for_progress: Callable[[], Any],
-    ) -> None:
-        self.send = send
-        self.end = end
-        self.consumed = consumed
-        self.queued_bytes = queued_bytes
-        self.wait_for_progress = wait_for_progress
+    send: Callable[[CircuitRef, int, bytes], None]
+    end: Callable[[CircuitRef, int, EndReason], None]
+    destroy: Callable[[CircuitRef], None]  # the circuit broke the protocol: tear it down
+    consumed: Callable[[CircuitRef, int], None]
+    queued_bytes: Callable[[CircuitRef, int], int | None]
+    wait_for_progress: Callable[[], Any]
 
 
 @dataclass(eq=False)
 class _Request:
     service: str
-    reader: MessageReader = field(default_factory=lambda: MessageReader(REQUEST_BYTES_MAX))
-    documents: list[Any] = field(default_factory=list)
+    reader: RequestReader = field(default_factory=RequestReader)
     scope: trio.CancelScope | None = None
 
 
@@ -70,7 +74,15 @@ class ServiceHost:
         self.services = dict(services)
         self._port = port
         self._requests: dict[StreamKey, _Request] = {}
+        # Bytes held by unfinished requests (RequestReader buffers), per circuit and in all.
+        self._buffered_per_circuit: dict[CircuitRef, int] = {}
+        self._buffered_bytes = 0
         self._nursery: trio.Nursery | None = None
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes held by requests whose stream has not ended yet."""
+        return self._buffered_bytes
 
     @property
     def active_requests(self) -> int:
@@ -86,6 +98,7 @@ class ServiceHost:
         key = (event.circuit, event.event.stream_id)
         stream_event = event.event
         if isinstance(stream_event, StreamOpened):
+            self._forget(key)
             self._requests[key] = _Request(stream_event.service)
         elif isinstance(stream_event, StreamData):
             self._request_data(key, stream_event.data)
@@ -96,12 +109,40 @@ class ServiceHost:
         request = self._requests.get(key)
         if request is None or request.scope is not None:
             return
-        try:
-            request.documents += request.reader.feed(data)
-        except RemoteProtocolError:
-            self._abort(key, EndReason.BAD_REQUEST)
+        circuit = key[0]
+        if self._buffered_per_circuit.get(circuit, 0) + len(data) > REQUEST_BUFFER_BYTES_PER_CIRCUIT_MAX:
+            self._abort(key, EndReason.OVERLOADED)
             return
+        while self._buffered_bytes + len(data) > REQUEST_BUFFER_BYTES_MAX:
+            # Some request holds bytes (a cell's data alone never exceeds the bound), so this ends.
+            largest = max(self._requests, key=lambda k: self._requests[k].reader.buffered_bytes)
+            log.info("unfinished requests over their bound: refusing the largest")
+            self._abort(largest, EndReason.OVERLOADED)
+            if largest == key:
+                return
+        try:
+            request.reader.feed(data)
+        except RemoteProtocolError:
+            # More than one message, or more than a request may be: no honest client sends that.
+            self._forget(key)
+            self._port.destroy(circuit)
+            return
+        self._count_buffered(circuit, len(data))
         self._port.consumed(*key)
+
+    def _count_buffered(self, circuit: CircuitRef, delta: int) -> None:
+        self._buffered_bytes += delta
+        held = self._buffered_per_circuit.get(circuit, 0) + delta
+        if held:
+            self._buffered_per_circuit[circuit] = held
+        else:
+            self._buffered_per_circuit.pop(circuit, None)
+
+    def _forget(self, key: StreamKey) -> None:
+        """Drop a request, and with it the count of the bytes it held."""
+        request = self._requests.pop(key, None)
+        if request is not None:
+            self._count_buffered(key[0], -request.reader.buffered_bytes)
 
     def _request_ended(self, key: StreamKey, reason: int) -> None:
         request = self._requests.get(key)
@@ -110,16 +151,25 @@ class ServiceHost:
         if reason != EndReason.DONE:
             if request.scope is not None:
                 request.scope.cancel()
-            del self._requests[key]
+            self._forget(key)
             return
-        if len(request.documents) != 1 or request.reader.pending_bytes or self._nursery is None:
+        if request.scope is not None:
+            return
+        try:
+            document = request.reader.document()
+        except RemoteProtocolError:
             self._abort(key, EndReason.BAD_REQUEST)
             return
+        if self._nursery is None:
+            self._abort(key, EndReason.INTERNAL)
+            return
+        self._count_buffered(key[0], -request.reader.buffered_bytes)
+        request.reader = RequestReader()  # the bytes are decoded: let them go
         request.scope = trio.CancelScope()
-        self._nursery.start_soon(self._serve, key, request, request.documents[0])
+        self._nursery.start_soon(self._serve, key, request, document)
 
     def _abort(self, key: StreamKey, reason: EndReason) -> None:
-        self._requests.pop(key, None)
+        self._forget(key)
         self._port.end(key[0], key[1], reason)
 
     async def _serve(self, key: StreamKey, request: _Request, document: Any) -> None:
@@ -136,7 +186,8 @@ class ServiceHost:
                 error = {"error": {"code": "internal_error", "message": "the service failed"}}
                 self._port.send(key[0], key[1], encode_message(error))
             self._port.end(key[0], key[1], EndReason.DONE)
-        self._requests.pop(key, None)
+        if self._requests.get(key) is request:
+            self._forget(key)
 
     async def _respond(self, key: StreamKey, handler: ServiceHandler, document: Any) -> None:
         if not isinstance(document, dict):

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tp_crypto.errors import LocalProtocolError, RemoteProtocolError
-from tp_net import codec
+from tp_net import codec, document_scan
 from tp_net.cells import (
     DIALER_ID_BIT,
     RELAY_DATA_BYTES_MAX,
@@ -279,9 +279,9 @@ def _nested(depth: int) -> Any:
 
 
 def test_document_depth_limit() -> None:
-    assert codec.decode_document(codec.encode_document(_nested(codec.DOCUMENT_DEPTH_MAX))) is not None
+    assert codec.decode_document(codec.encode_document(_nested(document_scan.DOCUMENT_DEPTH_MAX))) is not None
     with pytest.raises(RemoteProtocolError):
-        codec.decode_document(codec.encode_document(_nested(codec.DOCUMENT_DEPTH_MAX + 1)))
+        codec.decode_document(codec.encode_document(_nested(document_scan.DOCUMENT_DEPTH_MAX + 1)))
     with pytest.raises(RemoteProtocolError):
         codec.decode_document(b"\x91" * 100_000 + b"\x00")
 
