@@ -82,14 +82,24 @@ MEMORY_ALLOWANCE_BYTES = 4 * 1024 * 1024
 # --- the fake socket layer under the real WebSocket dialer ---------------------------------------------
 
 
-class _NoDns:
+class _NoDns(trio.abc.HostnameResolver):
     """trio's hostname resolver hook: a name (not a numeric address) is never looked up."""
 
-    async def getaddrinfo(self, *args: Any) -> Any:
+    async def getaddrinfo(  # noqa: PLR0917 (trio's signature)
+        self,
+        host: bytes | None,
+        port: bytes | str | int | None,
+        family: int = 0,
+        type: int = 0,
+        proto: int = 0,
+        flags: int = 0,
+    ) -> list[Any]:
         await trio.lowlevel.checkpoint()
         raise socket.gaierror(socket.EAI_NONAME, "the fuzzer resolves no names")
 
-    async def getnameinfo(self, *args: Any) -> Any:
+    async def getnameinfo(
+        self, sockaddr: tuple[str, int] | tuple[str, int, int, int], flags: int
+    ) -> tuple[str, str]:
         await trio.lowlevel.checkpoint()
         raise socket.gaierror(socket.EAI_NONAME, "the fuzzer resolves no names")
 
@@ -275,8 +285,10 @@ def document_bytes(spec: tuple[str, Any]) -> bytes:
     if kind == "framed":
         return framed(value)
     if kind == "special":
-        return SPECIAL_DOCUMENTS[value]
-    return bytes(value)  # "raw"
+        index: int = value
+        return SPECIAL_DOCUMENTS[index]
+    raw: bytes = value  # "raw"
+    return raw
 
 
 documents = st.one_of(
