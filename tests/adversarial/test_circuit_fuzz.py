@@ -8,7 +8,8 @@ documents (deep, oversized, full of empty maps) to the inference service. The on
  - every cell the hops send back opens at one of the attacker's layers and decodes (a normal answer, an END
    with a reason, a DESTROY: a protocol error for that circuit, never a keystream out of step);
  - memory grows by at most MEMORY_PER_BYTE_SENT_MAX bytes per byte the attacker sent (flow-control level);
- - afterwards an honest request on a fresh circuit gets its full answer.
+ - afterwards an honest request on a fresh circuit gets its full answer, and once both circuits are gone no
+   hop keeps a circuit or a service request of theirs.
 
 The three tests are three levels (stream, extend, flow control), so a failure says where to look.
 Relays dial ws:// addresses with the real WebSocketDialer, but trio.open_tcp_stream is replaced by a fake
@@ -40,7 +41,14 @@ from tp_crypto.errors import LocalProtocolError, RemoteProtocolError
 from tp_crypto.identity import Identity
 from tp_crypto.onion import HopHandshakeClient
 from tp_net import codec
-from tp_net.cells import RELAY_DATA_BYTES_MAX, RELAY_PAYLOAD_BYTES, CellCommand, DestroyReason, destroy_reason
+from tp_net.cells import (
+    RELAY_DATA_BYTES_MAX,
+    RELAY_PAYLOAD_BYTES,
+    CellCommand,
+    DestroyReason,
+    destroy_cell,
+    destroy_reason,
+)
 from tp_net.circuit_client import ClientCircuit, HopInfo
 from tp_net.client import Circuit, ClientLink
 from tp_net.frames import Cell, Frame
@@ -172,6 +180,11 @@ class Attacker:
         except LocalProtocolError:  # does not fit a cell: what arrives is its first bytes
             payload = codec.encode_relay_payload(RelayDrop(), RELAY_PAYLOAD_BYTES)
         self.send_payload(hop, payload)
+
+    def destroy(self) -> None:
+        if self.destroyed is None and not self.link.closed:
+            self.link.send_cells([destroy_cell(self.core.circuit_id, DestroyReason.REQUESTED)])
+        self.destroyed = DestroyReason.REQUESTED
 
     def extend_to(self, hop: HopInfo) -> None:
         self.pending_hop = hop.handshake()
@@ -443,6 +456,13 @@ async def settle() -> None:
     await trio.testing.wait_all_tasks_blocked(cushion=0.001)
 
 
+def assert_nothing_left(net: InProcessNetwork) -> None:
+    """Every circuit is gone from every hop, and with it every request a service was collecting."""
+    for hop in [*net.relays, net.node]:
+        assert hop.core.circuit_count == 0, f"{hop.core.circuit_count} circuits left"
+        assert not hop.services._requests, f"{len(hop.services._requests)} service requests left"
+
+
 async def honest_request_succeeds(net: InProcessNetwork) -> None:
     expected = [chunk async for chunk in FakeEngine().generate(HONEST_REQUEST)]
     async with ClientLink.connect(net.network.dialer(), net.relay_hops[0]) as link:
@@ -484,7 +504,10 @@ def run_example(
                         f"grew {peak - before} bytes for {attacker.bytes_sent} sent"
                     )
                 attacker.check_answers()
+                attacker.destroy()
                 await honest_request_succeeds(net)
+                await settle()
+                assert_nothing_left(net)
 
     with no_sockets():
         if not measure_memory:
