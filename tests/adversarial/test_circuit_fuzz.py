@@ -6,7 +6,8 @@ any address and id, BEGIN/DATA/END/SENDME in any order on any stream, DROPs, gar
 documents (deep, oversized, full of empty maps) to the inference service. The only acceptable outcomes:
  - no exception escapes a role (it would end the network's nursery and fail the example);
  - every cell the hops send back opens at one of the attacker's layers and decodes (a normal answer, an END
-   with a reason, a DESTROY: a protocol error for that circuit, never a keystream out of step);
+   with a reason, a DESTROY: a protocol error for that circuit, never a keystream out of step), and every
+   whole request on a fresh stream gets its END or the circuit's DESTROY, never silence;
  - memory grows by at most MEMORY_PER_BYTE_SENT_MAX bytes per byte the attacker sent (flow-control level);
  - afterwards an honest request on a fresh circuit gets its full answer, and once both circuits are gone no
    hop keeps a circuit or a service request of theirs.
@@ -55,6 +56,7 @@ from tp_net.frames import Cell, Frame
 from tp_net.link_pump import LinkPump
 from tp_net.messages import encode_message
 from tp_net.relay_messages import (
+    STREAM_ID_MAX,
     RelayBegin,
     RelayData,
     RelayDrop,
@@ -162,6 +164,8 @@ class Attacker:
     malformed: int = 0  # opened, but not relay messages
     bytes_sent: int = 0
     pending_hop: HopHandshakeClient | None = None
+    streams_used: set[int] = field(default_factory=set)
+    requests: list[int] = field(default_factory=list)  # fresh streams a whole request was sent on
 
     @property
     def hops(self) -> int:
@@ -175,11 +179,27 @@ class Attacker:
         self.link.send_cells([cell])
 
     def send(self, hop: int, message: Frame) -> None:
+        if isinstance(message, RelayBegin | RelayData | RelayEnd | RelaySendme):
+            self.streams_used.add(message.stream_id)
         try:
             payload = codec.encode_relay_payload(message, RELAY_PAYLOAD_BYTES)
         except LocalProtocolError:  # does not fit a cell: what arrives is its first bytes
             payload = codec.encode_relay_payload(RelayDrop(), RELAY_PAYLOAD_BYTES)
         self.send_payload(hop, payload)
+
+    def request(self, stream_id: int, data: bytes) -> None:
+        """BEGIN inference, the data, END(DONE): a whole request, which check_answers expects answered when
+        its stream is fresh."""
+        if 1 <= stream_id <= STREAM_ID_MAX and stream_id not in self.streams_used:
+            self.requests.append(stream_id)
+        self.send(-1, RelayBegin(stream_id, INFERENCE_SERVICE))
+        self.send_data(-1, stream_id, data)
+        self.send(-1, RelayEnd(stream_id, 0))
+
+    def send_data(self, hop: int, stream_id: int, data: bytes) -> None:
+        """`data` as DATA messages of at most a cell each."""
+        for start in range(0, len(data), RELAY_DATA_BYTES_MAX):
+            self.send(hop, RelayData(stream_id, data[start : start + RELAY_DATA_BYTES_MAX]))
 
     def destroy(self) -> None:
         if self.destroyed is None and not self.link.closed:
@@ -219,9 +239,15 @@ class Attacker:
             self.destroyed = DestroyReason.LINK_CLOSED
 
     def check_answers(self) -> None:
-        """What the hops sent back was always readable: answers, ENDs, SENDMEs, a DESTROY."""
+        """What the hops sent back was always readable (answers, ENDs, SENDMEs, a DESTROY), and every whole
+        request on a fresh stream was answered: an END for it (after an answer, or with a reason) or the
+        circuit's DESTROY, never silence."""
         assert self.unreadable == 0, f"{self.unreadable} backward cells opened at no layer"
         assert self.malformed == 0, f"{self.malformed} backward cells were not relay messages"
+        if self.destroyed is None:
+            ended = {m.stream_id for _, m in self.received if isinstance(m, RelayEnd)}
+            unanswered = [sid for sid in self.requests if sid not in ended]
+            assert not unanswered, f"requests on streams {unanswered} got no END and no DESTROY"
 
 
 class AttackerLink(ClientLink):
@@ -407,11 +433,6 @@ def known_hop(net: InProcessNetwork, node_id: bytes) -> HopInfo | None:
     return next((hop for hop in net.path() if hop.node_id == node_id), None)
 
 
-def send_data(attacker: Attacker, hop: int, stream_id: int, data: bytes) -> None:
-    for start in range(0, len(data), RELAY_DATA_BYTES_MAX):
-        attacker.send(hop, RelayData(stream_id, data[start : start + RELAY_DATA_BYTES_MAX]))
-
-
 def perform(net: InProcessNetwork, attacker: Attacker, action: tuple[Any, ...]) -> None:
     kind, *args = action
     if kind == "begin":
@@ -419,7 +440,7 @@ def perform(net: InProcessNetwork, attacker: Attacker, action: tuple[Any, ...]) 
         attacker.send(hop, RelayBegin(stream_id, service))
     elif kind == "data":
         hop, stream_id, spec = args
-        send_data(attacker, hop, stream_id, document_bytes(spec) or b"\x00")
+        attacker.send_data(hop, stream_id, document_bytes(spec) or b"\x00")
     elif kind == "end":
         hop, stream_id, reason = args
         attacker.send(hop, RelayEnd(stream_id, reason))
@@ -435,9 +456,7 @@ def perform(net: InProcessNetwork, attacker: Attacker, action: tuple[Any, ...]) 
         attacker.send_payload(hop, payload)
     elif kind == "request":
         stream_id, spec = args
-        attacker.send(-1, RelayBegin(stream_id, INFERENCE_SERVICE))
-        send_data(attacker, -1, stream_id, document_bytes(spec) or b"\x00")
-        attacker.send(-1, RelayEnd(stream_id, 0))
+        attacker.request(stream_id, document_bytes(spec) or b"\x00")
     elif kind == "extend":
         hop, node_id, address, handshake = args
         target = resolve_node_id(net, node_id)
