@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 import itertools
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from tp_crypto.errors import RemoteProtocolError
@@ -121,11 +121,15 @@ class HopCore:
         can_extend: bool,
         services: Iterable[str] = (),
         identity_key: bytes | None = None,
+        observe: Callable[[bytes], None] | None = None,
     ) -> None:
         """`onion_keys`: private onion keys, newest first (older ones still answer during rotation).
         `identity_key`: the X25519 private key of the node's identity, which answers bootstrap
-        handshakes (HopKey.IDENTITY) from clients that have no directory yet."""
+        handshakes (HopKey.IDENTITY) from clients that have no directory yet.
+        `observe`: called with every RELAY body this hop holds (forward: its layer removed; backward: as
+        received), for plaintext checks in tests and the simulator."""
         self.onion_keys = list(onion_keys)
+        self.observe = observe
         self._identity_key = identity_key
         self._rng = rng
         self._can_extend = can_extend
@@ -303,12 +307,16 @@ class HopCore:
                 circuit.extend_started = None
                 return self._originate(circuit, extended)
             if cell.command == CellCommand.RELAY and circuit.extend_started is None:
+                if self.observe is not None:
+                    self.observe(cell.body)
                 body = circuit.layer.backward.crypt(cell.body)
                 return [SendCell(circuit.prev[0], relay_cell(circuit.prev[1], body))]
             raise RemoteProtocolError(f"unexpected cell command {cell.command} from the next hop")
         if cell.command != CellCommand.RELAY:
             raise RemoteProtocolError(f"unexpected cell command {cell.command} from the previous hop")
         body = circuit.layer.forward.crypt(cell.body)
+        if self.observe is not None:
+            self.observe(body)
         payload = circuit.layer.forward.open(body)
         if payload is not None:
             outputs: list[HopOutput] = []

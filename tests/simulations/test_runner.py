@@ -13,6 +13,7 @@ from simulations.invariants import SimulationViolation
 from simulations.metrics import report_json
 from simulations.runner import run_once
 from tests.simulations.scenarios import TINY, tiny
+from tp_crypto.onion import OnionDirection
 
 
 def test_same_seed_gives_a_byte_identical_report_and_another_seed_does_not() -> None:
@@ -31,6 +32,19 @@ def test_requests_get_answers_through_the_real_network() -> None:
     assert requests["ttft_s"]["p50"] > 0
     assert report["machines"]["total"] == TINY.relays + TINY.gpu_nodes + TINY.clients
     assert report["invariant_checks"] > 1000
+    # Every relay on every circuit handed what it decrypted to the plaintext checker.
+    assert report["relay_cells_scanned"] > 3 * TINY.requests
+
+
+def test_an_onion_layer_that_encrypts_nothing_is_caught_at_an_honest_relay(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Positive control for the plaintext scan: with the layer cipher an identity, circuits still work (the
+    # tags are keyed per hop) but every relay decrypts the prompt; no relay is planted or hostile.
+    monkeypatch.setattr(OnionDirection, "crypt", lambda self, body: body)
+    with pytest.raises(SimulationViolation) as caught:
+        run_once(TINY, 5)
+    assert "decrypted plaintext" in caught.value.event
 
 
 def test_a_relay_that_stores_plaintext_stops_the_run_with_the_seed_and_the_event() -> None:
@@ -56,7 +70,8 @@ def test_hostile_loggers_see_guard_and_last_hop_and_link_clients() -> None:
     anonymity = run_once(scenario, 4).report["anonymity"]
     assert anonymity["hostile_fraction"] > 0.3
     assert anonymity["circuits"] > 0
-    assert anonymity["compromised_circuits"] >= anonymity["linked_pairs_true"] >= 0
+    assert anonymity["compromised_circuits"] >= anonymity["linked_pairs_true"] > 0
+    assert anonymity["linked_clients_per_hostile_guard"]
 
 
 def test_churn_partitions_and_skew_still_end_every_request_cleanly() -> None:
