@@ -1,9 +1,10 @@
 """Invariant checkers, run throughout a simulation (TigerBeetle VOPR style).
 
 - every request ends, with an answer or a clean error (a TokenPlaceError, a refusal, a timeout);
-- no relay ever holds plaintext: each request's prompt carries a unique sentinel, and every message a relay
-  receives, every log record (any machine, any level the run captures) and every relay's own store of what
-  it saw is scanned for the sentinels' common marker;
+- no relay ever holds plaintext: each request's prompt carries a unique sentinel, and every cell body a relay
+  holds after removing its onion layer (HopCore's `observe` hook, on honest and hostile relays alike), every
+  message a relay receives on a link, every log record (any machine, any level the run captures) and every
+  relay's own store of what it saw is scanned for the sentinels' common marker;
 - no circuit has two relays of one declared family (or one relay twice);
 - buffers stay under their bounds (tp_node.hop_runtime's per-circuit and per-link cell queues).
 
@@ -46,6 +47,7 @@ class InvariantChecker:
         self.violation: SimulationViolation | None = None
         self._stop: Callable[[], None] = lambda: None
         self.checks = 0
+        self.decrypted_cells = 0  # cell bodies relays decrypted and handed to scan_decrypted
 
     def arm(self, stop: Callable[[], None]) -> None:
         """`stop` cancels the world (called once, on the first violation)."""
@@ -62,6 +64,13 @@ class InvariantChecker:
         self.checks += 1
         if kind in ("relay", "authority") and SENTINEL_MARK_BYTES in message:
             self.fail(f"relay {machine_name} received plaintext of a request on a link")
+
+    def scan_decrypted(self, machine_name: str, body: bytes) -> None:
+        """A cell body a relay holds with its own onion layer removed (or received from the next hop)."""
+        self.checks += 1
+        self.decrypted_cells += 1
+        if SENTINEL_MARK_BYTES in body:
+            self.fail(f"relay {machine_name} decrypted plaintext of a request from a cell")
 
     def scan_stored(self, machine_name: str, data: bytes) -> None:
         self.checks += 1

@@ -126,6 +126,7 @@ class _Simulation:
             lambda machine, message: self.checker.scan_received(machine.name, machine.kind, message)
         )
         world.store = self.checker.scan_stored
+        world.decrypted = self.checker.scan_decrypted
 
     def _client_machine(self, index: int, mbps: float) -> Machine:
         return self._machine(
@@ -275,6 +276,7 @@ class _Simulation:
                 "directory_fetch_failures": self.feed.failures,
             },
             "invariant_checks": self.checker.checks,
+            "relay_cells_scanned": self.checker.decrypted_cells,
         }
 
 

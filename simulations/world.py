@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import trio
 
@@ -84,6 +85,7 @@ class World:
         self._subnets: set[tuple[int, int]] = set()
         self.bootstrap = self._make_bootstrap()
         self.store: Callable[[str, bytes], None] = lambda name, data: None
+        self.decrypted: Callable[[str, bytes], None] = lambda name, body: None  # every relay's cell bodies
         self.leak: Callable[[], bytes] | None = None  # set: the last relay built is a LeakyRelay
 
     # --- building ---------------------------------------------------------------------------------
@@ -256,6 +258,7 @@ class World:
             relay = SimRelay(sim.identity, keys, dialer=dialer, rng=rng, services=services)
         relay.sim_name = sim.machine.name
         relay.store = self.store
+        relay.core.observe = partial(self.decrypted, sim.machine.name)
         return relay
 
     async def _node_body(self, sim: SimMachine) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import enum
 import itertools
 import random
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from tp_crypto.errors import RemoteProtocolError
@@ -133,6 +133,7 @@ class HopCore:
         identity_key: bytes | None = None,
         extend_policy: ExtendPolicy | None = None,
         is_listed: IsListed | None = None,
+        observe: Callable[[bytes], None] | None = None,
     ) -> None:
         """`onion_keys`: private onion keys, newest first (older ones still answer during rotation).
         `identity_key`: the X25519 private key of the node's identity, which answers bootstrap
@@ -140,8 +141,11 @@ class HopCore:
         `extend_policy`: where EXTEND may dial (tp-relay always has one); None dials the client's address
         as given (in-memory networks and the simulator, whose addresses are not ws:// URLs).
         `is_listed`: whether a node id is in the hop's current directory (the CREATE tier of its links, see
-        tp_net.rate_limits); None when the hop has no directory (every proven node id is then a peer)."""
+        tp_net.rate_limits); None when the hop has no directory (every proven node id is then a peer).
+        `observe`: called with every RELAY body this hop holds (forward: its layer removed; backward: as
+        received), for plaintext checks in tests and the simulator."""
         self.onion_keys = list(onion_keys)
+        self.observe = observe
         self._identity_key = identity_key
         self._rng = rng
         self._can_extend = can_extend
@@ -331,6 +335,8 @@ class HopCore:
                 circuit.extend_started = None
                 return self._originate(circuit, extended)
             if cell.command == CellCommand.RELAY and circuit.extend_started is None:
+                if self.observe is not None:
+                    self.observe(cell.body)
                 body = circuit.layer.backward.crypt(cell.body)
                 return [SendCell(circuit.prev[0], relay_cell(circuit.prev[1], body))]
             raise RemoteProtocolError(f"unexpected cell command {cell.command} from the next hop")
@@ -342,6 +348,8 @@ class HopCore:
             if circuit.early_cells > RELAY_EARLY_CELLS_PER_CIRCUIT_MAX:
                 raise RemoteProtocolError("more RELAY_EARLY cells than a circuit may carry")
         body = circuit.layer.forward.crypt(cell.body)
+        if self.observe is not None:
+            self.observe(body)
         payload = circuit.layer.forward.open(body)
         if payload is not None:
             outputs: list[HopOutput] = []

@@ -20,9 +20,13 @@ STOP_TIMEOUT_S = 10.0
 
 
 class StartedProcess:
-    def __init__(self, process: trio.Process, announcement: dict[str, Any]) -> None:
+    def __init__(self, process: trio.Process, announcement: dict[str, Any], stdout: bytearray) -> None:
         self.process = process
         self.announcement = announcement
+        # Every byte the process wrote to stdout, its announcement included, read as it comes (so a chatty
+        # process never blocks on a full pipe); complete once `stdout_closed` is set.
+        self.stdout = stdout
+        self.stdout_closed = trio.Event()
 
     @property
     def cpu_seconds(self) -> float:
@@ -31,34 +35,54 @@ class StartedProcess:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def _read_line(stream: trio.abc.ReceiveStream) -> bytes:
-    buffer = b""
-    while b"\n" not in buffer:
+async def _read_line(stream: trio.abc.ReceiveStream, output: bytearray) -> bytes:
+    while b"\n" not in output:
         chunk = await stream.receive_some(4096)
         if not chunk:
-            raise RuntimeError(f"process exited before announcing itself: {buffer!r}")
-        buffer += chunk
-    return buffer.split(b"\n", 1)[0]
+            raise RuntimeError(f"process exited before announcing itself: {bytes(output)!r}")
+        output += chunk
+    return bytes(output.split(b"\n", 1)[0])
+
+
+async def _read_rest(stream: trio.abc.ReceiveStream, started: StartedProcess) -> None:
+    try:
+        while chunk := await stream.receive_some(65536):
+            started.stdout += chunk
+    finally:
+        started.stdout_closed.set()
 
 
 @asynccontextmanager
 async def python_process(
     args: Sequence[str], *, prefix: Sequence[str] = (), stderr: int | None = None
 ) -> AsyncIterator[StartedProcess]:
-    """Run `python -m ARGS` (after `prefix`, e.g. taskset); wait for its first stdout line (JSON);
-    SIGTERM (then SIGKILL) it at the end."""
+    """Run `python -m ARGS` (after `prefix`, e.g. taskset); wait for its first stdout line (JSON), then keep
+    reading its stdout into StartedProcess.stdout; SIGTERM (then SIGKILL) it at the end."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     process = await trio.lowlevel.open_process(
         [*prefix, sys.executable, "-m", *args], stdout=subprocess.PIPE, stderr=stderr, env=env
     )
     try:
         assert process.stdout is not None
+        output = bytearray()
         with trio.fail_after(STARTUP_TIMEOUT_S):
-            line = await _read_line(process.stdout)
-        yield StartedProcess(process, json.loads(line))
+            line = await _read_line(process.stdout, output)
+        started = StartedProcess(process, json.loads(line), output)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_read_rest, process.stdout, started)
+            try:
+                yield started
+            finally:
+                with trio.CancelScope(shield=True):
+                    await _stop(process)
+                    with trio.move_on_after(STOP_TIMEOUT_S):
+                        await started.stdout_closed.wait()  # what it wrote before it exited
+                nursery.cancel_scope.cancel()
     finally:
         with trio.CancelScope(shield=True):
             await _stop(process)
+            if process.stdout is not None:
+                await process.stdout.aclose()
 
 
 async def _stop(process: trio.Process) -> None:
@@ -72,7 +96,5 @@ async def _stop(process: trio.Process) -> None:
         os.kill(process.pid, signal.SIGKILL)
         await process.wait()
         raise AssertionError(f"process {process.pid} did not stop on SIGTERM")
-    if process.stdout is not None:
-        await process.stdout.aclose()
     if terminated and process.returncode != 0:
         raise AssertionError(f"process {process.pid} exited with {process.returncode} after SIGTERM")

@@ -5,13 +5,15 @@
 Attacks run at once, each in a loop until the time is up: CREATE cells on one link (far beyond its rate
 limit), circuits opening streams and sending directory requests, WebSocket messages above the size limit,
 junk bytes instead of a handshake, junk after a completed handshake, and text messages. It prints one JSON
-line when it starts and one with its counters when it ends (after S seconds or on SIGTERM; exit 0).
+line when it starts, one ({"ready": ...}) once every attack has got somewhere, and one with its counters
+when it ends (after S seconds, or at once on SIGTERM; exit 0).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import signal
 import sys
@@ -212,24 +214,53 @@ ATTACKS: dict[str, Attack] = {
 }
 
 
+# Per attack, the count that shows it got going: the "ready" line waits for all of them, and the test
+# measures only then, however loaded the machine.
+READY_COUNTS = {
+    "create flood": "creates sent",
+    "stream flood": "directory answers",
+    "begin flood": "streams opened",
+    "frame flood": "junk frames sent",
+}
+READY_POLL_S = 0.05
+
+
 async def run(address: str, node_id: bytes, seconds: float, attacks: list[str]) -> Counter[str]:
     async with trio.open_nursery() as nursery:
         flood = Flood(address, node_id, nursery)
         with trio.move_on_after(seconds):
             async with trio.open_nursery() as running:
+                # SIGTERM is handled from before the announcement on: a stop never kills it silently.
+                await running.start(_stop_on_sigterm, flood)
                 for name in attacks:
                     running.start_soon(flood.repeat, name, ATTACKS[name])
-                running.start_soon(_stop_on_sigterm, running.cancel_scope)
+                running.start_soon(_announce_ready, flood, attacks)
                 print(json.dumps({"flooding": address}), flush=True)
         nursery.cancel_scope.cancel()
     return flood.counts
 
 
-async def _stop_on_sigterm(scope: trio.CancelScope) -> None:
+async def _announce_ready(flood: Flood, attacks: list[str]) -> None:
+    wanted = [count for attack, count in READY_COUNTS.items() if attack in attacks]
+    while not all(flood.counts[count] for count in wanted):
+        await trio.sleep(READY_POLL_S)
+    print(json.dumps({"ready": dict(flood.counts)}), flush=True)
+
+
+async def _stop_on_sigterm(
+    flood: Flood, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """On SIGTERM: the counters, then exit at once. Closing politely could take long: the relay, busy with
+    the flood, reads slowly, and every link would wait for its goodbye to go out."""
     with trio.open_signal_receiver(signal.SIGTERM) as signals:
+        task_status.started()
         async for _ in signals:
-            scope.cancel()
-            return
+            _report(flood.counts)
+            os._exit(0)
+
+
+def _report(counts: Counter[str]) -> None:
+    print(json.dumps(dict(counts)), flush=True)
 
 
 def main() -> None:
@@ -240,8 +271,7 @@ def main() -> None:
     parser.add_argument("--attack", action="append", choices=sorted(ATTACKS), help="(default: all)")
     args = parser.parse_args()
     attacks = args.attack or sorted(ATTACKS)
-    counts = trio.run(run, args.address, bytes.fromhex(args.node_id), args.seconds, attacks)
-    print(json.dumps(dict(counts)), flush=True)
+    _report(trio.run(run, args.address, bytes.fromhex(args.node_id), args.seconds, attacks))
     sys.exit(0)
 
 

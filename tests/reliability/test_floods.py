@@ -1,12 +1,14 @@
 """A flooding client against a relay (real processes on 127.0.0.1): the relay keeps its limits and its memory
 bound, and another client's requests through it keep their latency.
 
-The flooder (tests/reliability/flooder.py, its own process at the lowest CPU priority, so that the test
-measures the relay and not the two-core machine) attacks the guard of the honest client's circuit with
-CREATE floods, frames for no circuit, pings and padding, stream and request floods, oversized messages,
-junk handshakes and junk after a handshake, all at once. The honest client's baseline is measured in the
-same test, in windows alternating with the flood windows (the flooder paused with SIGSTOP), so that both see
-the same load from the rest of the machine. `make slow` alternates 60 windows.
+The flooder (tests/reliability/flooder.py, its own process at the relays' CPU priority: at the lowest one a
+loaded machine starved it, and the test measured no flood at all) attacks the guard of the honest client's
+circuit with CREATE floods, frames for no circuit, pings and padding, stream and request floods, oversized
+messages, junk handshakes and junk after a handshake, all at once. The test measures only once the flooder
+reports that every attack has got going (its "ready" line), however long a loaded machine takes. The honest
+client's baseline is measured in the same test, in windows alternating with the flood windows (the flooder
+paused with SIGSTOP), so that both see the same load from the rest of the machine. `make slow` alternates
+60 windows.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import os
 import signal
 import statistics
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -29,17 +32,26 @@ from tp_node.gpu_node import INFERENCE_SERVICE
 from tp_node.local_network import local_network
 from tp_node.processes import StartedProcess, python_process
 
-FLOOD_SECONDS_MAX = 60.0  # the flooder stops on SIGTERM once the test has measured
-FLOOD_RAMP_S = 1.0
+FLOOD_SECONDS_MAX = 300.0  # a bound: the flooder stops on SIGTERM once the test has measured
 FLOODER_STOP_TIMEOUT_S = 10.0
+# Until every attack has got going (flooder.py's "ready" line): long, for a loaded machine.
+FLOODER_READY_TIMEOUT_S = 60.0
 WARMUP_REQUESTS = 10
-WINDOWS = 4
+WINDOWS = 8  # alternating pairs; p95 of 160 samples per side: a loaded machine is noisy
 REQUESTS_PER_WINDOW = 20
-SETTLE_S = 0.3
+SETTLE_S = 0.3  # after SIGCONT, for the flood to resume
+# With the flooder stopped, the baseline is measured once the relay is idle again: a loaded machine takes
+# longer to work off the backlog than any fixed pause.
+IDLE_SAMPLE_S = 0.1
+IDLE_CPU_SHARE_MAX = 0.2
+IDLE_TIMEOUT_S = 10.0
 REQUEST = {"messages": [{"role": "user", "content": "flood"}], "max_tokens": 4}
 P95_SLOWDOWN_MAX = 3.0
-# The flooder gets the CPU nobody else wants: the test measures the relay, not the two-core machine.
-FLOODER_NICENESS = 19
+# The relays, the node and the honest client (this process) run ahead of whatever else loads the machine
+# (root may raise priorities; CI runs as root), the flooder at the default: the test measures the relay
+# under a flood, not how much CPU other work leaves it or the client.
+MEASURED_NICENESS = -10
+FLOODER_NICENESS = 0
 # p95 latencies below this count as this much: scheduler noise on a shared 2-core VM is of this order.
 LATENCY_FLOOR_S = 0.02
 RSS_GROWTH_MAX_BYTES = 64 * 1024 * 1024
@@ -70,8 +82,19 @@ async def request_latencies(circuit: Circuit, count: int) -> list[float]:
     return latencies
 
 
+async def relay_idle(relay: StartedProcess) -> None:
+    """Returns once the relay uses under IDLE_CPU_SHARE_MAX of a core (it has worked off the flood's backlog),
+    or after IDLE_TIMEOUT_S."""
+    with trio.move_on_after(IDLE_TIMEOUT_S):
+        while True:
+            before = relay.cpu_seconds
+            await trio.sleep(IDLE_SAMPLE_S)
+            if relay.cpu_seconds - before < IDLE_CPU_SHARE_MAX * IDLE_SAMPLE_S:
+                return
+
+
 async def paused_and_flooding(
-    circuit: Circuit, flooder_pid: int, windows: int
+    circuit: Circuit, flooder_pid: int, relay: StartedProcess, windows: int
 ) -> tuple[list[float], list[float]]:
     """Request latencies with the flooder stopped (SIGSTOP) and running, in alternating windows, so that
     both samples see the same load from everything else on the machine."""
@@ -79,12 +102,22 @@ async def paused_and_flooding(
     flooding: list[float] = []
     for _ in range(windows):
         os.kill(flooder_pid, signal.SIGSTOP)
-        await trio.sleep(SETTLE_S)  # the relay works off what the flooder had sent
-        paused += await request_latencies(circuit, REQUESTS_PER_WINDOW)
-        os.kill(flooder_pid, signal.SIGCONT)
+        try:
+            await relay_idle(relay)  # the relay works off what the flooder had sent
+            paused += await request_latencies(circuit, REQUESTS_PER_WINDOW)
+        finally:
+            os.kill(flooder_pid, signal.SIGCONT)  # a stopped flooder would ignore the SIGTERM at the end
         await trio.sleep(SETTLE_S)
         flooding += await request_latencies(circuit, REQUESTS_PER_WINDOW)
     return paused, flooding
+
+
+async def flooding_started(flooder: StartedProcess) -> None:
+    """Returns once the flooder says every attack has got going."""
+    with trio.fail_after(FLOODER_READY_TIMEOUT_S):
+        while b'{"ready"' not in flooder.stdout:
+            assert not flooder.stdout_closed.is_set(), flooder.stdout
+            await trio.sleep(0.05)
 
 
 async def peak_rss(pid: int, peak: list[int]) -> None:
@@ -93,22 +126,27 @@ async def peak_rss(pid: int, peak: list[int]) -> None:
         await trio.sleep(RSS_SAMPLE_INTERVAL_S)
 
 
-async def rest_of_output(process: StartedProcess) -> bytes:
-    assert process.process.stdout is not None
-    output = b""
-    while chunk := await process.process.stdout.receive_some(65536):
-        output += chunk
-    return output
-
-
 @pytest.mark.parametrize(
     ("windows", "flood_seconds_max"),
-    [(WINDOWS, FLOOD_SECONDS_MAX), pytest.param(60, 600.0, marks=pytest.mark.slow)],
+    [(WINDOWS, FLOOD_SECONDS_MAX), pytest.param(60, 900.0, marks=pytest.mark.slow)],
 )
 async def test_a_flooding_client_gets_limited_and_others_keep_their_latency(
     nursery: trio.Nursery, tmp_path: Path, windows: int, flood_seconds_max: float
 ) -> None:
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    os.setpriority(os.PRIO_PROCESS, 0, MEASURED_NICENESS)  # this thread: the honest client's requests
+    try:
+        await flood_and_measure(tmp_path, nursery, windows, flood_seconds_max)
+    finally:
+        os.setpriority(os.PRIO_PROCESS, 0, own)
+
+
+async def flood_and_measure(
+    tmp_path: Path, nursery: trio.Nursery, windows: int, flood_seconds_max: float
+) -> None:
     async with local_network(tmp_path, log_level="warning") as network:
+        for process in [*network.relays, network.node]:
+            os.setpriority(os.PRIO_PROCESS, process.process.pid, MEASURED_NICENESS)
         path = network.path()
         victim = network.relays[0]
         dialer = WebSocketDialer(nursery)
@@ -119,21 +157,28 @@ async def test_a_flooding_client_gets_limited_and_others_keep_their_latency(
             fds_before = proc.fd_count(victim.process.pid)
             flooder_args = ["tests.reliability.flooder", "--address", victim.announcement["address"]]
             flooder_args += ["--node-id", victim.announcement["node_id"], "--seconds", str(flood_seconds_max)]
-            nice = ["nice", "-n", str(FLOODER_NICENESS)]
-            async with python_process(flooder_args, prefix=nice) as flooder:
+            async with python_process(flooder_args) as flooder:
+                os.setpriority(os.PRIO_PROCESS, flooder.process.pid, FLOODER_NICENESS)
                 started = time.monotonic()
                 peak = [rss_before]
                 async with trio.open_nursery() as sampling:
                     sampling.start_soon(peak_rss, victim.process.pid, peak)
-                    await trio.sleep(FLOOD_RAMP_S)  # let every attack get going
-                    baseline, during = await paused_and_flooding(circuit, flooder.process.pid, windows)
+                    await flooding_started(flooder)
+                    ready_at = time.monotonic()
+                    baseline, during = await paused_and_flooding(
+                        circuit, flooder.process.pid, victim, windows
+                    )
                     async with ClientLink.connect(dialer, path[0]) as newcomer:
                         await request_latencies(await newcomer.build_circuit(path), 1)
                     sampling.cancel_scope.cancel()
                 flooder.process.send_signal(signal.SIGTERM)
                 with trio.fail_after(FLOODER_STOP_TIMEOUT_S):
-                    counts = json.loads((await rest_of_output(flooder)).decode().strip().splitlines()[-1])
                     await flooder.process.wait()
+                    await flooder.stdout_closed.wait()
+                last = json.loads(flooder.stdout.decode().strip().splitlines()[-1])
+                assert "flooding" not in last and "ready" not in last, flooder.stdout  # its counters
+                counts = Counter[str](last)
+                ready_s = ready_at - started
                 flood_seconds = time.monotonic() - started
             after = await request_latencies(circuit, 5)
             fds_after = await fds_settled(victim.process.pid, fds_before)
@@ -143,13 +188,15 @@ async def test_a_flooding_client_gets_limited_and_others_keep_their_latency(
         "flood p95 ms": round(p95(during) * 1000, 2),
         "rss growth MiB": round((peak[0] - rss_before) / 2**20, 1),
         "flood": counts,
+        "flooder ready after s": round(ready_s, 2),
         "after ms": [round(x * 1000, 2) for x in after],
         "relay fds before, after": (fds_before, fds_after),
     }
     print(json.dumps(report))
     create_links = counts["create links"]
     answered_max = create_links * (CLIENT_CREATE_BURST + CLIENT_CREATE_RATE_PER_S * flood_seconds)
-    assert counts["creates sent"] > 5 * answered_max, counts  # a flood far beyond the limit
+    # Beyond the limit (so that the next line can fail), however little CPU a loaded machine left the flooder.
+    assert counts["creates sent"] > answered_max, counts
     assert counts["creates answered"] <= answered_max, counts
     assert counts["creates refused"] > counts["creates answered"], counts
     assert counts["directory answers"] > 0 and counts["streams opened"] > 0, counts

@@ -56,6 +56,17 @@ def test_plaintext_on_a_relay_link_is_a_violation_but_not_at_a_node() -> None:
     assert "relay-4" in checker.violation.event
 
 
+def test_plaintext_in_a_cell_a_relay_decrypted_is_a_violation() -> None:
+    checker, stopped = _stopped_checker()
+    checker.scan_decrypted("relay-2", bytes(509))
+    assert checker.violation is None
+    checker.scan_decrypted("relay-2", b"\x00" * 40 + sentinel(77, 5).encode())
+    assert checker.violation is not None
+    assert "relay-2 decrypted plaintext" in checker.violation.event
+    assert checker.decrypted_cells == 2
+    assert stopped == [True]
+
+
 def test_the_coalition_links_a_guard_sighting_to_the_next_last_hop_sighting() -> None:
     coalition = Coalition(frozenset({b"n" * 32}))
     coalition.guard_sightings += [(10.0, "relay-1", "client-1"), (20.0, "relay-1", "client-2")]

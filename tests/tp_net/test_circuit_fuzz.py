@@ -305,39 +305,60 @@ def test_client_circuits_survive_any_cells_in_any_state(
             assert out.circuit_id == client.circuit_id
 
 
+def _flip(body: bytes, bit: int) -> bytes:
+    return body[: bit // 8] + bytes([body[bit // 8] ^ (1 << bit % 8)]) + body[bit // 8 + 1 :]
+
+
+def _accepted_by(
+    secrets: list[tuple[bytes, bytes]], target: int, position: int, bit: int | None, forward: bool
+) -> list[int]:
+    """Carry a cell for hop `target` along its way with fresh layers, `bit` (when given) flipped before hop
+    `position` (or, backward, after it): the hops (forward) or client layers (backward) that accept it."""
+    client = [layer_from_secrets(f, b) for f, b in secrets]
+    hop_side = [layer_from_secrets(f, b) for f, b in secrets]
+    payload = random.Random(target).randbytes(RELAY_PAYLOAD_BYTES)
+    accepted = []
+    if forward:
+        body = client[target].forward.seal(payload)
+        for layer in reversed(client[: target + 1]):
+            body = layer.forward.crypt(body)
+        for index in range(len(secrets)):
+            if index == position and bit is not None:
+                body = _flip(body, bit)
+            body = hop_side[index].forward.crypt(body)
+            if hop_side[index].forward.open(body) == payload:
+                accepted.append(index)
+                break
+        return accepted
+    body = hop_side[target].backward.crypt(hop_side[target].backward.seal(payload))
+    for index in range(target - 1, -1, -1):
+        if index == position - 1 and bit is not None:
+            body = _flip(body, bit)
+        body = hop_side[index].backward.crypt(body)
+    if position == 0 and bit is not None:
+        body = _flip(body, bit)
+    for index, layer in enumerate(client):
+        body = layer.backward.crypt(body)
+        if layer.backward.open(body) == payload:
+            accepted.append(index)
+            break
+    return accepted
+
+
 @FUZZ
 @given(st.integers(0, 2**32), st.integers(1, 5), st.data())
 def test_any_single_bit_flip_anywhere_is_caught(seed: int, hops: int, data: st.DataObject) -> None:
     """Onion layers only: a cell for hop `target`, a bit flipped before hop `position` (or, backward,
-    after it), is accepted by nobody on the rest of the way."""
+    after it), is accepted by nobody on the rest of the way; the same cell unflipped (the positive control)
+    is accepted by its own hop, and only there."""
     rng = random.Random(seed)
     secrets = [(rng.randbytes(64), rng.randbytes(64)) for _ in range(hops)]
-    client = [layer_from_secrets(f, b) for f, b in secrets]
-    hop_side = [layer_from_secrets(f, b) for f, b in secrets]
     target = data.draw(st.integers(0, hops - 1))
     position = data.draw(st.integers(0, target))
     bit = data.draw(st.integers(0, CELL_BODY_BYTES * 8 - 1))
-    payload = rng.randbytes(RELAY_PAYLOAD_BYTES)
-    if data.draw(st.booleans()):
-        body = client[target].forward.seal(payload)
-        for layer in reversed(client[: target + 1]):
-            body = layer.forward.crypt(body)
-        for index in range(hops):
-            if index == position:
-                body = body[: bit // 8] + bytes([body[bit // 8] ^ (1 << bit % 8)]) + body[bit // 8 + 1 :]
-            body = hop_side[index].forward.crypt(body)
-            assert hop_side[index].forward.open(body) is None
-    else:
-        body = hop_side[target].backward.crypt(hop_side[target].backward.seal(payload))
-        for index in range(target - 1, -1, -1):
-            if index == position - 1:
-                body = body[: bit // 8] + bytes([body[bit // 8] ^ (1 << bit % 8)]) + body[bit // 8 + 1 :]
-            body = hop_side[index].backward.crypt(body)
-        if position == 0:
-            body = body[: bit // 8] + bytes([body[bit // 8] ^ (1 << bit % 8)]) + body[bit // 8 + 1 :]
-        for layer in client:
-            body = layer.backward.crypt(body)
-            assert layer.backward.open(body) is None
+    forward = data.draw(st.booleans())
+    assert _accepted_by(secrets, target, position, None, forward) == [target]
+    assert _accepted_by(secrets, target, position, bit, forward) == []
 
 
 # --- decoders -------------------------------------------------------------------------------------

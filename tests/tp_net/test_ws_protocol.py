@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import struct
 
 import pytest
-from hypothesis import given
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tp_net import ws_protocol
@@ -23,6 +24,10 @@ from tp_net.ws_protocol import (
 
 KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 MASK = b"\x01\x02\x03\x04"
+EXAMPLES = int(os.environ.get("TP_FUZZ_EXAMPLES", "300"))
+# No per-example deadline, as every other fuzzer here: a loaded 2-core machine stalls any example now and
+# then, and what matters is that the reader raises only protocol errors, not how fast.
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def test_accept_token_matches_the_rfc_example() -> None:
@@ -146,6 +151,7 @@ def test_fragments_count_towards_the_message_limit() -> None:
         reader.feed(bytes([Opcode.CONTINUATION, 3]))
 
 
+@FUZZ
 @given(st.binary(max_size=400), st.booleans())
 def test_fuzz_reader_raises_only_protocol_errors(data: bytes, masked: bool) -> None:
     reader = FrameReader(masked=masked, message_bytes_max=256)

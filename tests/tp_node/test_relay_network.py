@@ -14,7 +14,7 @@ from tp_crypto.identity import Identity
 from tp_net.cells import RELAY_DATA_BYTES_MAX, CellCommand
 from tp_net.circuit_hop import HopOutput, SendCell
 from tp_net.client import CircuitError, ClientLink, StreamError
-from tp_net.frames import Cell, Frame
+from tp_net.frames import Cell
 from tp_net.transport import Channel, Dialer
 from tp_net.transport_memory import MemoryNetwork
 from tp_node.engine import FakeEngine
@@ -27,47 +27,14 @@ PROMPT_SENTINEL = "PROMPT-SENTINEL-7f3a"
 RESPONSE_SENTINEL = "RESPONSE-SENTINEL-91c2"
 
 
-class RecordingChannel:
-    """Records every message that crosses a channel, both ways."""
-
-    def __init__(self, inner: Channel, record: list[bytes]) -> None:
-        self._inner = inner
-        self._record = record
-
-    async def send_message(self, message: bytes) -> None:
-        self._record.append(bytes(message))
-        await self._inner.send_message(message)
-
-    async def receive_message(self) -> bytes:
-        message = await self._inner.receive_message()
-        self._record.append(message)
-        return message
-
-    async def aclose(self) -> None:
-        await self._inner.aclose()
-
-
-class RecordingDialer:
-    def __init__(self, inner: Dialer, record: list[bytes]) -> None:
-        self._inner = inner
-        self._record = record
-
-    async def dial(self, address: str) -> Channel:
-        return RecordingChannel(await self._inner.dial(address), self._record)
-
-
 class RecordingRelay(Relay):
-    """A relay that keeps every cell body it receives and sends (what it sees, link crypto removed)."""
+    """An honest relay that keeps every cell body it decrypts (HopCore's observe hook: forward bodies with
+    its onion layer removed, backward bodies as they arrive), i.e. all it could read of a circuit."""
 
-    seen: list[bytes]
-
-    def _on_frames(self, link_id: int, frames: list[Frame]) -> None:
-        self.seen.extend(frame.body for frame in frames if isinstance(frame, Cell))
-        super()._on_frames(link_id, frames)
-
-    def apply(self, outputs: list[HopOutput]) -> None:
-        self.seen.extend(output.cell.body for output in outputs if isinstance(output, SendCell))
-        super().apply(outputs)
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.seen: list[bytes] = []
+        self.core.observe = self.seen.append
 
 
 class SentinelEngine:
@@ -84,26 +51,24 @@ async def ask(network_path: list[Any], dialer: Dialer, request: dict[str, Any]) 
 
 
 async def test_no_relay_sees_the_prompt_or_the_response() -> None:
-    wire: list[bytes] = []
     relays: list[RecordingRelay] = []
 
     def make_relay(
         index: int, identity: Identity, keys: list[bytes], net: MemoryNetwork, rng: random.Random
     ) -> Relay:
-        relay = RecordingRelay(identity, keys, dialer=RecordingDialer(net.dialer(), wire), rng=rng)
-        relay.seen = []
+        relay = RecordingRelay(identity, keys, dialer=net.dialer(), rng=rng)
         relays.append(relay)
         return relay
 
     async with in_process_network(make_relay=make_relay, engine=SentinelEngine()) as net:
         request = {"messages": [{"role": "user", "content": PROMPT_SENTINEL * 40}], "max_tokens": 4}
-        chunks = await ask(net.path(), RecordingDialer(net.network.dialer(), wire), request)
+        chunks = await ask(net.path(), net.network.dialer(), request)
         assert [chunk["text"] for chunk in chunks] == [RESPONSE_SENTINEL] * 50
         peers = [relay.core.peers() for relay in relays]
+    # Each relay decrypted the forward cells (EXTENDs, BEGIN, the request) and saw the answer's cells pass.
+    assert all(len(relay.seen) >= 20 for relay in relays), [len(relay.seen) for relay in relays]
     for sentinel in (PROMPT_SENTINEL.encode(), RESPONSE_SENTINEL.encode()):
         assert not any(sentinel in body for relay in relays for body in relay.seen)
-        assert not any(sentinel in message for message in wire)
-    assert all(relay.seen for relay in relays)
     # The guard knows the client (anonymous link) but not the node; the home relay the reverse.
     for relay_peers in peers:
         assert not (None in relay_peers and net.node_hop.node_id in relay_peers)
