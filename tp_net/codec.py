@@ -247,9 +247,14 @@ def _limited_unpack(data: bytes, what: str, *, bins: int, strs: int, arrays: int
             max_array_len=arrays,
             max_map_len=maps,
             max_ext_len=0,
+            ext_hook=_refuse_ext,  # max_ext_len=0 still lets a zero-length ext through
         )
     except Exception as exc:  # msgpack raises a zoo of types for bad input; all mean "malformed"
         raise RemoteProtocolError(f"malformed {what} ({exc.__class__.__name__})") from exc
+
+
+def _refuse_ext(code: int, data: bytes) -> Any:
+    raise ValueError("msgpack ext types are not part of the format")
 
 
 def _pack(obj: Any) -> bytes:

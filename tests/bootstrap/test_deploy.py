@@ -13,12 +13,14 @@ from typing import Any
 
 import pytest
 
+from tests.required import outcome_of, skip_unless_required
 from tp_node import relay_cli
 from tp_node.config import resolve
 
 DEPLOY = Path(__file__).resolve().parents[2] / "bootstrap" / "deploy"
 INSTALLED_BIN = "/opt/token.place/bin/"
-SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
+# CI (.ci/run) installs systemd and sets it to 1: then a missing systemd-analyze fails instead of skipping.
+REQUIRE_ENV = "TP_REQUIRE_SYSTEMD"
 HARDENING = {
     "DynamicUser": "yes",
     "NoNewPrivileges": "yes",
@@ -61,18 +63,39 @@ def test_units_are_hardened(unit: str) -> None:
     assert settings["LoadCredential"][0].startswith(f"{role.removeprefix('tp-')}.toml:/etc/token.place/")
 
 
-@pytest.mark.skipif(SYSTEMD_ANALYZE is None, reason="systemd-analyze is not installed on this machine")
+def find_systemd_analyze() -> str:
+    """The systemd-analyze command; skip (or, with TP_REQUIRE_SYSTEMD=1, fail) when it is missing."""
+    found = shutil.which("systemd-analyze")
+    if found is None:
+        skip_unless_required(REQUIRE_ENV, "systemd-analyze is not installed (Debian package systemd)")
+    return found
+
+
+@pytest.fixture
+def systemd_analyze() -> str:
+    return find_systemd_analyze()
+
+
+def test_a_missing_systemd_analyze_skips_or_fails_when_required(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.delenv(REQUIRE_ENV, raising=False)
+    kind, message = outcome_of(find_systemd_analyze)
+    assert kind == "skipped" and "systemd-analyze is not installed" in message, message
+    monkeypatch.setenv(REQUIRE_ENV, "1")
+    kind, message = outcome_of(find_systemd_analyze)
+    assert kind == "failed" and f"{REQUIRE_ENV}=1 but systemd-analyze" in message, message
+
+
 @pytest.mark.parametrize("unit", UNITS)
-def test_units_pass_systemd_analyze(unit: str, tmp_path: Path) -> None:
-    assert SYSTEMD_ANALYZE is not None
+def test_units_pass_systemd_analyze(unit: str, tmp_path: Path, systemd_analyze: str) -> None:
     path = rendered(unit, tmp_path)
     verify = subprocess.run(
-        [SYSTEMD_ANALYZE, "verify", str(path)], capture_output=True, text=True, timeout=60, check=False
+        [systemd_analyze, "verify", str(path)], capture_output=True, text=True, timeout=60, check=False
     )
     assert verify.returncode == 0, verify.stderr
     assert verify.stderr == ""  # unknown keys are only warnings: none may appear
     security = subprocess.run(
-        [SYSTEMD_ANALYZE, "security", "--offline=yes", "--no-pager", str(path)],
+        [systemd_analyze, "security", "--offline=yes", "--no-pager", str(path)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -83,14 +106,12 @@ def test_units_pass_systemd_analyze(unit: str, tmp_path: Path) -> None:
     assert float(match.group(1)) <= EXPOSURE_MAX[unit]
 
 
-@pytest.mark.skipif(SYSTEMD_ANALYZE is None, reason="systemd-analyze is not installed on this machine")
-def test_verify_does_catch_a_missing_executable(tmp_path: Path) -> None:
+def test_verify_does_catch_a_missing_executable(tmp_path: Path, systemd_analyze: str) -> None:
     """The check above can fail: a unit whose ExecStart does not exist is refused."""
-    assert SYSTEMD_ANALYZE is not None
     path = tmp_path / "tp-relay.service"
     path.write_text((DEPLOY / "tp-relay.service").read_text())  # /opt/token.place does not exist here
     verify = subprocess.run(
-        [SYSTEMD_ANALYZE, "verify", str(path)], capture_output=True, timeout=60, check=False
+        [systemd_analyze, "verify", str(path)], capture_output=True, timeout=60, check=False
     )
     assert verify.returncode != 0
 

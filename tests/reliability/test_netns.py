@@ -11,6 +11,7 @@ listens on a wildcard address (`ss -ltn`), since none was configured to.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import sys
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ import trio
 from bootstrap.new_network import BOOTSTRAP_FILE_NAME, create_network
 from tests.reliability import netns
 from tests.reliability.netns import Host
+from tests.required import outcome_of, skip_unless_required
 from tp_node.processes import StartedProcess, python_process
 
 pytestmark = pytest.mark.netns
@@ -35,11 +37,20 @@ PEER_SAMPLE_INTERVAL_S = 0.2
 WILDCARDS = {"0.0.0.0", "*", "[::]"}
 
 
-@pytest.fixture
-def hosts() -> Iterator[dict[str, Host]]:
+# CI (.ci/run) sets it to 1: then a machine that cannot make namespaces fails the test instead of skipping it.
+REQUIRE_ENV = "TP_REQUIRE_NETNS"
+
+
+def require_netns() -> None:
+    """Return when namespaces can be made here; skip (or, with TP_REQUIRE_NETNS=1, fail) with why not."""
     reason = netns.netns_unavailable_reason()
     if reason is not None:
-        pytest.skip(reason)
+        skip_unless_required(REQUIRE_ENV, reason)
+
+
+@pytest.fixture
+def hosts() -> Iterator[dict[str, Host]]:
+    require_netns()
     with netns.closing_hosts([*AUTHORITIES, "home", "node", "client"]) as made:
         yield made
 
@@ -115,6 +126,16 @@ async def test_no_relay_sees_both_the_client_and_the_node(hosts: dict[str, Host]
 
 
 def test_without_root_the_skip_reason_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(netns.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
     reason = netns.netns_unavailable_reason()
     assert reason is not None and reason.startswith("network namespaces need root")
+
+
+def test_without_root_the_test_skips_or_fails_when_required(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    monkeypatch.delenv(REQUIRE_ENV, raising=False)
+    kind, message = outcome_of(require_netns)
+    assert kind == "skipped" and "need root" in message, message
+    monkeypatch.setenv(REQUIRE_ENV, "1")
+    kind, message = outcome_of(require_netns)
+    assert kind == "failed" and f"{REQUIRE_ENV}=1 but network namespaces need root" in message, message

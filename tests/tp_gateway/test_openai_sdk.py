@@ -1,134 +1,112 @@
-"""The translation layer end to end through the official OpenAI SDK, over an in-memory HTTP transport.
-
-`FakeGateway` is the HTTP side in miniature (no circuits: a scripted node answers): it shows how the
-pieces fit, and the SDK's own parsing is the judge of what comes out.
+"""The gateway's HTTP API end to end through the official OpenAI SDK: the real app (tp_gateway.app) behind
+the in-process client's transport (tp_gateway.client, the app on its own trio thread), with a scripted
+overlay below it in place of circuits and a node. The SDK's own parsing is the judge of what comes out.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import AsyncGenerator, Callable, Iterator
+from typing import Any, cast
 
-import httpx2
+import httpx
 import openai
 import pytest
+import trio
 
-from tp_gateway.openai_api import (
-    SSE_DONE,
-    ApiCall,
-    ApiError,
-    ChatCompletionCollector,
-    ChatCompletionStream,
-    CompletionCollector,
-    CompletionStream,
-    embeddings_response,
-    invalid_json,
-    json_bytes,
-    model_list,
-    model_not_found,
-    model_object,
-    parse_chat,
-    parse_completion,
-    parse_embedding,
-    sse_error,
-    sse_event,
-)
+from tp_gateway.app import create_app
+from tp_gateway.client import BASE_URL, OverlayTransport
+from tp_gateway.client_thread import OverlayThread, Service
+from tp_gateway.overlay import Overlay, OverlayError
 
 MODELS = {"tiny-llama": 1_700_000_000, "tiny-embed": 1_700_000_001}
-Node = Callable[[dict[str, Any]], list[dict[str, Any]]]
-Stream = ChatCompletionStream | CompletionStream
-Collector = ChatCompletionCollector | CompletionCollector
+WAIT_S = 10.0
+Script = list[dict[str, Any] | OverlayError]
+Node = Callable[[dict[str, Any]], Script]
 
 
 def final(reason: str = "stop") -> dict[str, Any]:
     return {"finish_reason": reason, "usage": {"prompt_tokens": 4, "completion_tokens": 2, "total_tokens": 6}}
 
 
-class FakeGateway:
-    """Routes like the gateway, with `node` standing in for the overlay; records the documents sent."""
+class ScriptedOverlay:
+    """Stands in for tp_gateway.overlay.Overlay under the real app: `node` scripts each answer's chunk
+    documents, and an OverlayError in the script is raised where it stands (the overlay raises a node's
+    error document, or a broken circuit, that way). Records the documents the app sent."""
 
     def __init__(self, node: Node) -> None:
         self.node = node
+        self.ready = trio.Event()
+        self.ready.set()
+        self.pooled_circuits = 0
         self.documents: list[dict[str, Any]] = []
-        self.bodies: list[Any] = []
 
-    def __call__(self, request: httpx2.Request) -> httpx2.Response:
-        try:
-            return self._route(request)
-        except ApiError as error:  # everything before the first byte of a response
-            return httpx2.Response(error.status, content=json_bytes(error.to_json()))
+    def model_ids(self) -> list[str]:
+        return list(MODELS)
 
-    def _route(self, request: httpx2.Request) -> httpx2.Response:
-        path = request.url.path.removeprefix("/v1")
-        if request.method == "GET" and path == "/models":
-            return self._json(model_list(MODELS))
-        if request.method == "GET" and path.startswith("/models/"):
-            model_id = path.removeprefix("/models/")
-            if model_id not in MODELS:
-                raise model_not_found(model_id)
-            return self._json(model_object(model_id, MODELS[model_id]))
-        try:
-            body = json.loads(request.content)
-        except ValueError:
-            raise invalid_json() from None
-        self.bodies.append(body)
-        if path == "/embeddings":
-            call = parse_embedding(body)
-            encoding, count = call.encoding_format, call.input_count
-            return self._json(
-                embeddings_response(call.model, self._ask(call), encoding_format=encoding, input_count=count)
+    def model_created(self, model_id: str) -> int:
+        return MODELS[model_id]
+
+    async def generate(self, model_id: str, document: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
+        if model_id not in MODELS:
+            raise OverlayError("model_not_found", f"no node in the directory serves model {model_id!r}")
+        self.documents.append(document)
+        for item in self.node(document):
+            if isinstance(item, OverlayError):
+                raise item
+            yield item
+
+
+class Gateway:
+    """The real app on the in-process client's thread, and what went in: request bodies, documents."""
+
+    def __init__(self, node: Node) -> None:
+        self.overlay = ScriptedOverlay(node)
+        self.bodies: list[bytes] = []  # as the SDK sent them
+
+        async def open_service(nursery: trio.Nursery) -> Service:
+            return Service(
+                create_app(cast(Overlay, self.overlay)), self.overlay.ready, "not ready (scripted)"
             )
-        if path == "/chat/completions":
-            return self._generate(parse_chat(body), ChatCompletionStream, ChatCompletionCollector)
-        return self._generate(parse_completion(body), CompletionStream, CompletionCollector)
 
-    def _ask(self, call: ApiCall) -> list[dict[str, Any]]:
-        if call.model not in MODELS:
-            raise model_not_found(call.model)
-        self.documents.append(call.document())
-        return self.node(call.document())
+        thread = OverlayThread(open_service, ready_timeout_s=WAIT_S)
+        thread.start()
+        self.http = httpx.Client(
+            transport=OverlayTransport(thread),
+            base_url=BASE_URL,
+            event_hooks={"request": [self._record]},
+            timeout=WAIT_S,
+        )
 
-    def _generate(
-        self, call: ApiCall, stream_type: Callable[..., Stream], collector_type: Callable[..., Collector]
-    ) -> httpx2.Response:
-        chunks = self._ask(call)
-        ids = (call.model, "cmpl-test", 1_700_000_002)
-        if not call.stream:
-            collector = collector_type(*ids)
-            for chunk in chunks:
-                collector.feed(chunk)
-            return self._json(collector.result())
-        stream = stream_type(*ids, include_usage=call.include_usage)
-        events = list(self._events(stream, chunks))  # raises an ApiError met before the first event
-        return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=b"".join(events))
+    def _record(self, request: httpx.Request) -> None:
+        self.bodies.append(request.content)
 
-    @staticmethod
-    def _events(stream: Stream, chunks: list[dict[str, Any]]) -> Iterator[bytes]:
-        try:
-            for chunk in chunks:
-                yield from map(sse_event, stream.feed(chunk))
-        except ApiError as error:
-            if not stream.started:
-                raise
-            yield sse_error(error)  # after the first event: end the stream with the error, no [DONE]
-            return
-        yield SSE_DONE
-
-    @staticmethod
-    def _json(obj: dict[str, Any]) -> httpx2.Response:
-        return httpx2.Response(200, headers={"content-type": "application/json"}, content=json_bytes(obj))
+    @property
+    def documents(self) -> list[dict[str, Any]]:
+        return self.overlay.documents
 
 
-def client_for(node: Node) -> tuple[openai.OpenAI, FakeGateway]:
-    gateway = FakeGateway(node)
-    http = httpx2.Client(transport=httpx2.MockTransport(gateway))
-    return openai.OpenAI(
-        api_key="unused", base_url="http://gateway/v1", http_client=http, max_retries=0
-    ), gateway
+ClientFor = Callable[[Node], tuple[openai.OpenAI, Gateway]]
 
 
-def answering(*chunks: dict[str, Any]) -> Node:
+@pytest.fixture
+def client_for() -> Iterator[ClientFor]:
+    gateways: list[Gateway] = []
+
+    def make(node: Node) -> tuple[openai.OpenAI, Gateway]:
+        gateway = Gateway(node)
+        gateways.append(gateway)
+        # tp_gateway.client's transports are httpx's; openai 3 types http_client as httpx2's (either works).
+        http = cast(Any, gateway.http)
+        client = openai.OpenAI(api_key="unused", base_url=BASE_URL, http_client=http, max_retries=0)
+        return client, gateway
+
+    yield make
+    for gateway in gateways:
+        gateway.http.close()  # stops the app's thread
+
+
+def answering(*chunks: dict[str, Any] | OverlayError) -> Node:
     return lambda document: list(chunks)
 
 
@@ -136,7 +114,7 @@ HELLO = answering({"text": "Hel"}, {"text": "lo"}, final())
 MESSAGES: Any = [{"role": "user", "content": "hi"}]
 
 
-def test_models_are_listed_and_retrieved() -> None:
+def test_models_are_listed_and_retrieved(client_for: ClientFor) -> None:
     client, _ = client_for(HELLO)
     assert [(m.id, m.owned_by) for m in client.models.list()] == [
         ("tiny-embed", "token.place"),
@@ -148,7 +126,7 @@ def test_models_are_listed_and_retrieved() -> None:
     assert caught.value.code == "model_not_found"
 
 
-def test_a_chat_completion() -> None:
+def test_a_chat_completion(client_for: ClientFor) -> None:
     client, gateway = client_for(HELLO)
     completion = client.chat.completions.create(
         model="tiny-llama", messages=MESSAGES, temperature=0.2, user="me"
@@ -161,7 +139,7 @@ def test_a_chat_completion() -> None:
     ]
 
 
-def test_a_streamed_chat_completion_with_usage() -> None:
+def test_a_streamed_chat_completion_with_usage(client_for: ClientFor) -> None:
     client, _ = client_for(HELLO)
     chunks = list(
         client.chat.completions.create(
@@ -188,7 +166,7 @@ TOOL_NODE = answering(
 TOOLS: Any = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
 
 
-def test_tool_calls_pass_through() -> None:
+def test_tool_calls_pass_through(client_for: ClientFor) -> None:
     client, gateway = client_for(TOOL_NODE)
     completion = client.chat.completions.create(
         model="tiny-llama", messages=MESSAGES, tools=TOOLS, tool_choice="auto"
@@ -200,7 +178,7 @@ def test_tool_calls_pass_through() -> None:
     assert gateway.documents[0]["tools"] == TOOLS and gateway.documents[0]["tool_choice"] == "auto"
 
 
-def test_streamed_tool_calls_pass_through() -> None:
+def test_streamed_tool_calls_pass_through(client_for: ClientFor) -> None:
     client, _ = client_for(TOOL_NODE)
     stream = client.chat.completions.create(model="tiny-llama", messages=MESSAGES, tools=TOOLS, stream=True)
     deltas = [call for chunk in stream for call in chunk.choices[0].delta.tool_calls or []]
@@ -208,10 +186,9 @@ def test_streamed_tool_calls_pass_through() -> None:
     assert "".join(d.function.arguments or "" for d in deltas if d.function) == '{"a": 1}'
 
 
-def test_an_error_after_the_first_token_ends_the_stream_with_an_api_error() -> None:
-    client, _ = client_for(
-        answering({"text": "Hel"}, {"error": {"code": "internal_error", "message": "boom"}})
-    )
+def test_an_error_after_the_first_token_ends_the_stream_with_an_api_error(client_for: ClientFor) -> None:
+    # The overlay raises a node's error document as an OverlayError with the node's code and message.
+    client, _ = client_for(answering({"text": "Hel"}, OverlayError("internal_error", "boom")))
     stream = client.chat.completions.create(model="tiny-llama", messages=MESSAGES, stream=True)
     received = []
     with pytest.raises(openai.APIError, match="boom") as caught:
@@ -222,26 +199,28 @@ def test_an_error_after_the_first_token_ends_the_stream_with_an_api_error() -> N
 
 
 @pytest.mark.parametrize(
-    ("node_error", "exception", "status"),
+    ("code", "exception", "status"),
     [
-        ({"code": "invalid_max_tokens", "message": "too many"}, openai.BadRequestError, 400),
-        ({"code": "model_not_found", "message": "not here"}, openai.NotFoundError, 404),
-        ({"code": "overloaded", "message": "busy"}, openai.RateLimitError, 429),
-        ({"code": "content_policy_violation", "message": "no"}, openai.BadRequestError, 400),
-        ({"code": "internal_error", "message": "boom"}, openai.APIStatusError, 502),
+        ("invalid_max_tokens", openai.BadRequestError, 400),
+        ("model_not_found", openai.NotFoundError, 404),
+        ("overloaded", openai.RateLimitError, 429),
+        ("content_policy_violation", openai.BadRequestError, 400),
+        ("internal_error", openai.APIStatusError, 502),
+        ("unavailable", openai.APIStatusError, 503),  # no node could be reached
+        ("upstream", openai.APIStatusError, 502),  # the node ended the answer without a word
     ],
 )
 @pytest.mark.parametrize("stream", [False, True])
-def test_a_node_error_before_the_first_token_is_an_http_error(
-    node_error: dict[str, str], exception: type[openai.APIStatusError], status: int, stream: bool
+def test_an_overlay_error_before_the_first_token_is_an_http_error(
+    client_for: ClientFor, code: str, exception: type[openai.APIStatusError], status: int, stream: bool
 ) -> None:
-    client, _ = client_for(answering({"error": node_error}))
+    client, _ = client_for(answering(OverlayError(code, "scripted failure")))
     with pytest.raises(exception) as caught:
         list(client.chat.completions.create(model="tiny-llama", messages=MESSAGES, stream=stream))
     assert caught.value.status_code == status
 
 
-def test_validation_errors_reach_the_sdk_with_their_param() -> None:
+def test_validation_errors_reach_the_sdk_with_their_param(client_for: ClientFor) -> None:
     client, gateway = client_for(HELLO)
     with pytest.raises(openai.BadRequestError) as caught:
         client.chat.completions.create(model="tiny-llama", messages=MESSAGES, n=2)
@@ -251,7 +230,7 @@ def test_validation_errors_reach_the_sdk_with_their_param() -> None:
     assert gateway.documents == []
 
 
-def test_completions_stream_and_not() -> None:
+def test_completions_stream_and_not(client_for: ClientFor) -> None:
     client, gateway = client_for(HELLO)
     assert client.completions.create(model="tiny-llama", prompt="Say").choices[0].text == "Hello"
     texts = [
@@ -272,17 +251,41 @@ EMBEDDINGS = answering(
 
 
 @pytest.mark.parametrize("encoding_format", [openai.omit, "float"])
-def test_embeddings_in_the_sdks_default_base64_and_as_floats(encoding_format: Any) -> None:
+def test_embeddings_in_the_sdks_default_base64_and_as_floats(
+    client_for: ClientFor, encoding_format: Any
+) -> None:
     client, gateway = client_for(EMBEDDINGS)
     response = client.embeddings.create(model="tiny-embed", input=["a", "b"], encoding_format=encoding_format)
     assert [item.embedding for item in response.data] == [[1.0, 2.0], [0.5, -0.25]]
     assert response.usage.prompt_tokens == 4
-    assert gateway.bodies[0]["encoding_format"] == ("float" if encoding_format == "float" else "base64")
+    assert json.loads(gateway.bodies[0])["encoding_format"] == (
+        "float" if encoding_format == "float" else "base64"
+    )
     assert gateway.documents == [{"kind": "embedding", "model": "tiny-embed", "input": ["a", "b"]}]
 
 
-def test_a_body_that_is_not_json() -> None:
-    gateway = FakeGateway(HELLO)
-    response = gateway(httpx2.Request("POST", "http://gateway/v1/chat/completions", content=b"{nope"))
+def test_an_overlay_error_on_embeddings_is_an_http_error(client_for: ClientFor) -> None:
+    client, _ = client_for(answering(OverlayError("overloaded", "busy")))
+    with pytest.raises(openai.RateLimitError):
+        client.embeddings.create(model="tiny-embed", input="a")
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.embeddings.create(model="no-such-model", input="a")
+    assert caught.value.code == "model_not_found"
+
+
+def test_a_body_that_is_not_json(client_for: ClientFor) -> None:
+    _, gateway = client_for(HELLO)
+    headers = {"content-type": "application/json"}
+    response = gateway.http.post("/chat/completions", content=b"{nope", headers=headers)
     assert response.status_code == 400
-    assert json.loads(response.content)["error"]["type"] == "invalid_request_error"
+    assert response.json()["error"]["type"] == "invalid_request_error"
+    assert gateway.documents == []
+
+
+def test_an_error_document_mid_stream_is_an_api_error_too(client_for: ClientFor) -> None:
+    # Should a node's error document reach the app as a chunk, the stream still ends with the error.
+    node_error = {"error": {"code": "internal_error", "message": "boom"}}
+    client, _ = client_for(answering({"text": "Hel"}, node_error))
+    stream = client.chat.completions.create(model="tiny-llama", messages=MESSAGES, stream=True)
+    with pytest.raises(openai.APIError, match="boom"):
+        list(stream)
