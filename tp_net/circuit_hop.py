@@ -340,13 +340,7 @@ class HopCore:
                 body = circuit.layer.backward.crypt(cell.body)
                 return [SendCell(circuit.prev[0], relay_cell(circuit.prev[1], body))]
             raise RemoteProtocolError(f"unexpected cell command {cell.command} from the next hop")
-        early = cell.command == CellCommand.RELAY_EARLY
-        if cell.command != CellCommand.RELAY and not early:
-            raise RemoteProtocolError(f"unexpected cell command {cell.command} from the previous hop")
-        if early:
-            circuit.early_cells += 1
-            if circuit.early_cells > RELAY_EARLY_CELLS_PER_CIRCUIT_MAX:
-                raise RemoteProtocolError("more RELAY_EARLY cells than a circuit may carry")
+        early = self._count_early(circuit, cell)
         body = circuit.layer.forward.crypt(cell.body)
         if self.observe is not None:
             self.observe(body)
@@ -362,6 +356,19 @@ class HopCore:
             return [SendCell(circuit.next[0], relay_cell(circuit.next[1], body, early=early))]
         # The end of the circuit and nobody's cell: it was modified (or replayed) on the way.
         return self._teardown(circuit, DestroyReason.INTEGRITY, notify_both=True)
+
+    @staticmethod
+    def _count_early(circuit: _Circuit, cell: Cell) -> bool:
+        """Whether a cell from the client side is RELAY_EARLY; each counts against the circuit's extend
+        budget (its length)."""
+        early = cell.command == CellCommand.RELAY_EARLY
+        if cell.command != CellCommand.RELAY and not early:
+            raise RemoteProtocolError(f"unexpected cell command {cell.command} from the previous hop")
+        if early:
+            circuit.early_cells += 1
+            if circuit.early_cells > RELAY_EARLY_CELLS_PER_CIRCUIT_MAX:
+                raise RemoteProtocolError("more RELAY_EARLY cells than a circuit may carry")
+        return early
 
     def _handle_message(
         self, circuit: _Circuit, message: Frame, now: float, *, early: bool = False

@@ -560,11 +560,6 @@ def test_stream_messages_in_any_order_cost_only_the_circuit(actions: list[tuple[
     run_example(4, actions)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 15 item 1 on main: an EXTEND to ws://a..b:80/ or a non-ASCII path escapes Relay._dial "
-    "(UnicodeError); remove this mark when the EXTEND fixes land",
-)
 @FUZZ
 @given(st.integers(1, 3), st.lists(extend_actions, min_size=1, max_size=6))
 @example(1, [("extend", -1, b"\x01" * 32, "ws://a..b:80/", b"")])
@@ -578,12 +573,6 @@ def test_extend_to_any_address_costs_only_the_circuit(
     run_example(path_length, actions)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="issue 15 items 2 and 3 on main: past 63 KB in one stream the node's SENDMEs leave out of order "
-    "(backward cells open at no layer); documents of empty maps grow a node ~137 bytes per byte sent; "
-    "remove this mark when the flow-control fixes land",
-)
 @settings(FUZZ, max_examples=max(1, EXAMPLES // 8))
 @given(st.lists(flood_actions, min_size=1, max_size=4))
 @example([("request", 1, ("honest", 70_000))])  # over 63 KB: more than 64 cells in one stream

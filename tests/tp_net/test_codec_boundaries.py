@@ -14,6 +14,7 @@ import pytest
 
 from tp_crypto.errors import LocalProtocolError, RemoteProtocolError
 from tp_net import cells, codec
+from tp_net.document_scan import DOCUMENT_DEPTH_MAX
 from tp_net.frames import CIRCUIT_ID_MAX, CIRCUIT_ID_MIN, Padding, Ping
 from tp_net.relay_messages import RelayBegin, RelayData
 
@@ -122,9 +123,9 @@ def _nested_maps(depth: int) -> object:
 
 
 def test_the_depth_limit_counts_maps_like_lists() -> None:
-    assert codec.decode_document(codec.encode_document(_nested_maps(codec.DOCUMENT_DEPTH_MAX))) is not None
+    assert codec.decode_document(codec.encode_document(_nested_maps(DOCUMENT_DEPTH_MAX))) is not None
     with pytest.raises(RemoteProtocolError, match="deeper"):
-        codec.decode_document(codec.encode_document(_nested_maps(codec.DOCUMENT_DEPTH_MAX + 1)))
+        codec.decode_document(codec.encode_document(_nested_maps(DOCUMENT_DEPTH_MAX + 1)))
 
 
 @pytest.mark.parametrize("data", [b"\xd4\x01\x00", b"\x91\xd4\x01\x00", b"\xc7\x00\x01"])
