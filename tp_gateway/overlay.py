@@ -41,6 +41,7 @@ from tp_net.path_selection import (
     circuit_hops,
 )
 from tp_net.transport import Dialer
+from tp_node.directory_duties import DOCUMENT_RETRY_S, refresh_delay_s
 from tp_node.gpu_node import INFERENCE_SERVICE
 
 log = logging.getLogger(__name__)
@@ -52,7 +53,6 @@ CIRCUIT_MAX_AGE_S = 600.0
 CIRCUIT_KEEPALIVE_S = 60.0
 REQUEST_ATTEMPTS_MAX = 3
 CIRCUIT_WAIT_TIMEOUT_S = 10.0
-DIRECTORY_RETRY_S = 2.0
 # A guard that could not be dialed is left out of new paths this long (while other guards remain).
 GUARD_DOWN_S = 30.0
 
@@ -128,13 +128,22 @@ class Overlay:
                     self._dialer, sources, self.bootstrap.trust(), self._rng, time.time()
                 )
             except TokenPlaceError as exc:
-                log.info("no directory yet (retrying): %s", exc)
-                await trio.sleep(DIRECTORY_RETRY_S)
+                log.info(
+                    "no directory yet (asking again in %.0f s; the authorities sign the first one once %d of "
+                    "%d are up): %s",
+                    DOCUMENT_RETRY_S,
+                    self.bootstrap.threshold,
+                    len(self.bootstrap.authorities),
+                    exc,
+                )
+                await trio.sleep(DOCUMENT_RETRY_S)
                 continue
             self._use_directory(directory)
-            # A document missing a relay a path needs (a network still starting) is replaced next period:
-            # look again soon rather than in half a period.
-            await trio.sleep(DIRECTORY_RETRY_S if self._paths_failed else self.bootstrap.period_s / 2)
+            # A document missing a relay a path needs (a network still starting) is replaced soon: look
+            # again in a moment rather than when the next document is due.
+            delay = refresh_delay_s(directory.valid_after, self.bootstrap, time.time())
+            log.info("next directory document due in %.0f s", delay)
+            await trio.sleep(DOCUMENT_RETRY_S if self._paths_failed else delay)
 
     def _use_directory(self, directory: Directory) -> None:
         self.directory = directory

@@ -25,12 +25,13 @@ from tp_net.descriptors import (
 )
 from tp_net.directory_client import directory_request, fetch_document, publish_descriptor
 from tp_net.transport import Dialer
-from tp_node.authority_core import AuthorityCore, Schedule
+from tp_node.authority_core import AuthorityCore, Schedule, next_document_due
 from tp_node.directory_service import DirectoryService
 
 log = logging.getLogger(__name__)
 
 REPUBLISH_INTERVAL_S_MAX = 600.0
+DOCUMENT_RETRY_S = 2.0  # a role with no (or an overdue) document asks again this often
 WallClock = Callable[[], float]
 
 
@@ -92,17 +93,38 @@ class DescriptorPublisher:
             accepted[0] += 1
 
 
-async def refresh_documents(service: DirectoryService, bootstrap: Bootstrap, dialer: Dialer) -> None:
-    """Keep the relay's cached document fresh: ask the authorities every quarter period."""
+async def refresh_documents(
+    service: DirectoryService, bootstrap: Bootstrap, dialer: Dialer, wall_clock: WallClock = time.time
+) -> None:
+    """Keep the relay's cached document fresh: ask the authorities when the next one is due (at most a
+    quarter period apart), and every few seconds while there is none."""
     while True:
         for authority in bootstrap.authorities:
             try:
                 if service.offer_document(await fetch_document(dialer, authority.hop())):
-                    log.info("cached a new directory document")
+                    log.info(
+                        "cached a new directory document; %s", next_due_text(service, bootstrap, wall_clock())
+                    )
                 break
             except TokenPlaceError as exc:
                 log.debug("no document from authority %s: %s", short_id(authority.node_id), exc)
-        await trio.sleep(bootstrap.period_s / 4)
+        await trio.sleep(refresh_delay_s(service.current_valid_after(), bootstrap, wall_clock()))
+
+
+def refresh_delay_s(valid_after: int | None, bootstrap: Bootstrap, now: float) -> float:
+    """How long a role that holds a document valid from `valid_after` (None: none yet) waits before
+    fetching again: until the next is due, at least DOCUMENT_RETRY_S, at most a quarter period."""
+    if valid_after is None:
+        return min(DOCUMENT_RETRY_S, bootstrap.period_s / 4)
+    due = next_document_due(valid_after, bootstrap.period_s, now)
+    return max(DOCUMENT_RETRY_S, min(due - now, bootstrap.period_s / 4))
+
+
+def next_due_text(service: DirectoryService, bootstrap: Bootstrap, now: float) -> str:
+    valid_after = service.current_valid_after()
+    if valid_after is None:
+        return "no document yet"
+    return f"next due in {next_document_due(valid_after, bootstrap.period_s, now) - now:.0f} s"
 
 
 @dataclass
@@ -121,25 +143,57 @@ class AuthorityRunner:
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            first_aligned = Schedule.next_after(self.wall_clock(), self.core.period_s)
+            log.info(
+                "authority of %r: first document once %d of %d authorities are up, then one each %d s "
+                "(first aligned period %d)",
+                self.bootstrap.network,
+                self.bootstrap.threshold,
+                len(self.bootstrap.authorities),
+                self.core.period_s,
+                first_aligned.period,
+            )
+            while round_ := Schedule.first_round_after(self.wall_clock(), self.core.period_s, first_aligned):
+                await self._round(round_, first_round=True)
             while True:
-                schedule = Schedule.next_after(self.wall_clock(), self.core.period_s)
-                await self._sleep_until(schedule.vote_at)
-                vote = self.core.make_vote(schedule.period)
-                self._broadcast({"op": "vote", "vote": vote})
-                await self._sleep_until(schedule.sign_at)
-                signed = self.core.make_signature(schedule.period)
-                if signed is not None:
-                    body, signature = signed
-                    self._broadcast(
-                        {
-                            "op": "signature",
-                            "period": schedule.period,
-                            "body": body,
-                            "authority": self.core.identity.node_id,
-                            "signature": signature,
-                        }
-                    )
-                self.core.forget_before(self.wall_clock())
+                await self._round(
+                    Schedule.next_after(self.wall_clock(), self.core.period_s), first_round=False
+                )
+
+    async def _round(self, schedule: Schedule, *, first_round: bool) -> None:
+        await self._sleep_until(schedule.vote_at)
+        if first_round and not self.core.needs_first_round(self.wall_clock()):
+            return
+        vote = self.core.make_vote(schedule.period)
+        self._broadcast({"op": "vote", "vote": vote})
+        await self._sleep_until(schedule.sign_at)
+        if first_round and self.core.votes_for(schedule.period) < self.core.trust.threshold:
+            log.info(
+                "warm-up round %d: %d of the %d votes a document needs (waiting for more authorities)",
+                schedule.period,
+                self.core.votes_for(schedule.period),
+                self.core.trust.threshold,
+            )
+            return
+        signed = self.core.make_signature(schedule.period)
+        if signed is not None:
+            body, signature = signed
+            self._broadcast(
+                {
+                    "op": "signature",
+                    "period": schedule.period,
+                    "body": body,
+                    "authority": self.core.identity.node_id,
+                    "signature": signature,
+                }
+            )
+            due = next_document_due(schedule.period, self.core.period_s, self.wall_clock())
+            log.info(
+                "signed the document valid from %d; next due in %.0f s",
+                schedule.period,
+                due - self.wall_clock(),
+            )
+        self.core.forget_before(self.wall_clock())
 
     def forward(self, signed: SignedDescriptor, invitation: bytes | None) -> None:
         request: dict[str, object] = {

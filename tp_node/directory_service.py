@@ -12,7 +12,7 @@ import trio
 
 from tp_crypto.errors import RemoteProtocolError, TokenPlaceError
 from tp_net.descriptors import SignedDescriptor
-from tp_net.directory import DirectoryError, SignedDocument, Trust, verify_document
+from tp_net.directory import DirectoryError, SignedDocument, Trust, decode_body, verify_document
 from tp_node.authority_core import AuthorityCore
 from tp_node.services import ServiceError
 
@@ -44,6 +44,11 @@ class DirectoryService:
             if latest is not None:
                 return latest
         return self._cached
+
+    def current_valid_after(self) -> int | None:
+        """When the document we serve became valid (None: we have none)."""
+        document = self.current_document()
+        return None if document is None else decode_body(document.body).valid_after
 
     def offer_document(self, document: SignedDocument) -> bool:
         """Cache a document fetched elsewhere if it verifies and is newer than ours."""
