@@ -24,6 +24,7 @@ import trio
 from bootstrap.config import Bootstrap
 from tp_crypto.errors import TokenPlaceError
 from tp_crypto.identity import short_id
+from tp_gateway.node_backoff import NodeBackoff
 from tp_gateway.openai_errors import node_error_to_api
 from tp_net.circuit_client import HopInfo
 from tp_net.client import Circuit, ClientLink
@@ -45,6 +46,9 @@ from tp_node.directory_duties import DOCUMENT_RETRY_S, refresh_delay_s
 from tp_node.gpu_node import INFERENCE_SERVICE
 
 log = logging.getLogger(__name__)
+
+# Conditions the network will not resolve by itself soon: the message says what is wrong and what to do.
+NOT_SERVABLE_CODES = frozenset({"no_directory", "no_path", "nodes_down"})
 
 POOL_CIRCUITS_PER_NODE = 2
 POOL_NODES_MAX = 8
@@ -109,6 +113,7 @@ class Overlay:
         self.stats = _Stats()
         self.ready = trio.Event()
         self._paths_failed = False
+        self._backoff = NodeBackoff(time.monotonic)
 
     # --- running ------------------------------------------------------------------------------
 
@@ -153,6 +158,7 @@ class Overlay:
             self._guards = self._guard_store.guards_for(relays, self._rng, self._rules)
         elif not self._guards or not all(g in directory.relays for g in self._guards):
             self._guards = choose_guards(relays, self._rng, rules=self._rules)
+        self._backoff.keep_only(directory.nodes)
         log.info("directory: %d relays, %d nodes", len(directory.relays), len(directory.nodes))
         self.ready.set()
         self._pool_changed.set()
@@ -174,16 +180,27 @@ class Overlay:
     ) -> AsyncGenerator[dict[str, Any], None]:
         """The node's chunk documents for `document`, with failover before the first chunk."""
         self._wanted[model_id] = time.monotonic()
-        candidates = self.directory.nodes_for(model_id) if self.directory else []
+        if self.directory is None:
+            raise OverlayError(
+                "no_directory",
+                f"no directory of network {self.bootstrap.network!r} yet: its authorities sign the first "
+                f"one once {self.bootstrap.threshold} of the {len(self.bootstrap.authorities)} in the "
+                "bootstrap file are up, and the gateway asks for it every few seconds; start the authorities "
+                "(or check that their addresses in the bootstrap file are right)",
+            )
+        candidates = self.directory.nodes_for(model_id)
         if not candidates:
             raise OverlayError("model_not_found", f"no node in the directory serves model {model_id!r}")
         failure = OverlayError("unavailable", "no node serving the model could be reached")
         tried: set[bytes] = set()
         path_failed: set[bytes] = set()  # nodes whose circuit broke: another path may still reach them
         avoid: set[bytes] = set()  # relays of paths that broke: later attempts go around them
+        alive = [n for n in candidates if self._backoff.may_try(n.node_id)]
+        if not alive:
+            raise self._all_down(model_id, candidates)
         for _ in range(REQUEST_ATTEMPTS_MAX):
-            untried = [n for n in candidates if n.node_id not in tried]
-            retry = [n for n in candidates if n.node_id in path_failed]
+            untried = [n for n in alive if n.node_id not in tried]
+            retry = [n for n in alive if n.node_id in path_failed]
             node = choose_node(untried or retry, model_id, self._rng)
             if node is None:
                 break
@@ -200,6 +217,7 @@ class Overlay:
                     failure = OverlayError("upstream", "the node ended the answer without a word")
                     continue
                 self.stats.count("ok")
+                self._backoff.succeeded(node.node_id)
                 yield first
                 try:
                     async for chunk in chunks:
@@ -213,6 +231,27 @@ class Overlay:
                 return
         self.stats.count(failure.code)
         raise failure
+
+    def _all_down(self, model_id: str, nodes: list[NodeDescriptor]) -> OverlayError:
+        longest = max((self._backoff.down_for_s(n.node_id) or 0.0) for n in nodes)
+        return OverlayError(
+            "nodes_down",
+            f"every node that serves {model_id!r} ({len(nodes)} in the directory) has been unreachable, "
+            f"one for {longest:.0f} s: their operators may have stopped them (the directory drops a node "
+            f"within a period, {self.bootstrap.period_s} s, of it leaving); the gateway keeps trying them "
+            "less often. Pick another model from /v1/models, or start a node that serves this one",
+        )
+
+    def _path_advice(self, exc: PathError) -> OverlayError:
+        if self.bootstrap.local:
+            advice = "the network needs more relays (a path takes three different ones)"
+        else:
+            advice = (
+                'paths take relays of different IPv4 /16s: a network on one host needs "local": true in '
+                "its bootstrap file (python -m bootstrap.new_network sets it when every authority is in one "
+                "/16), a real one more relays in other /16s"
+            )
+        return OverlayError("no_path", f"no path through the network to a node: {exc}; {advice}")
 
     async def _attempt(
         self, node: NodeDescriptor, document: Mapping[str, Any], avoid: set[bytes]
@@ -229,6 +268,8 @@ class Overlay:
         except (TokenPlaceError, trio.TooSlowError) as exc:
             if isinstance(exc, OverlayError) and not node_error_to_api(exc.code, str(exc)).retry_elsewhere:
                 raise
+            if isinstance(exc, PathError):
+                raise _RetryableFailure(self._path_advice(exc)) from exc
             log.info("node %s failed: %s", short_id(node.node_id), exc.__class__.__name__)
             if isinstance(exc, OverlayError):  # the node's own error: keep its message
                 raise _RetryableFailure(exc) from exc
@@ -366,14 +407,16 @@ class Overlay:
             recent = max((self._wanted.get(m.model_id, 0.0) for m in node.models), default=0.0)
             return (-recent, -sum(m.free_slots for m in node.models))
 
-        return sorted(self.directory.nodes.values(), key=priority)[:POOL_NODES_MAX]
+        nodes = [n for n in self.directory.nodes.values() if self._backoff.may_try(n.node_id)]
+        return sorted(nodes, key=priority)[:POOL_NODES_MAX]
 
     async def _warm(self, node: NodeDescriptor) -> None:
         try:
             await self._build(node)
         except TokenPlaceError as exc:
-            log.info("warming a circuit to %s failed: %s", short_id(node.node_id), exc)
-            await trio.sleep(POOL_TICK_S)
+            self._backoff.failed(node.node_id, f"warming a circuit failed: {exc}")
+        else:
+            self._backoff.succeeded(node.node_id)
         finally:
             self._building.discard(node.node_id)
             self._pool_changed.set()

@@ -93,7 +93,12 @@ def test_readme_own_network_answers_within_30_s_of_the_last_authority(tmp_path: 
     env.update(HOME=str(home), PATH=f"{shims(tmp_path / 'bin')}:{env['PATH']}", PYTHONUNBUFFERED="1")
     log = (tmp_path / "processes.log").open("wb")
     shell = subprocess.Popen(
-        ["bash", str(script)], cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        ["bash", str(script)],
+        cwd=tmp_path,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         assert shell.wait(SCRIPT_TIMEOUT_S) == 0, (tmp_path / "processes.log").read_text()[-4000:]
