@@ -6,6 +6,7 @@ import argparse
 import json
 import re
 import socket
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -131,3 +132,11 @@ def test_the_tiny_model_is_written_offline_where_model_tiny_finds_it(
     path = resolve_model("tiny", cache)
     assert path == cache / sha256[1] / "tiny.gguf" and path.is_file()
     assert json.dumps(str(path)) and str(path) in out
+
+
+def test_make_install_only_sets_up_the_venv() -> None:
+    repo = Path(__file__).resolve().parents[2]
+    planned = subprocess.run(["make", "-n", "install"], cwd=repo, capture_output=True, text=True, check=True)
+    commands = planned.stdout
+    assert not re.search(r"pytest|tp-demo|ruff|mypy|tp-sim|benchmarks", commands), commands
+    assert "make: *** No rule" not in planned.stderr
