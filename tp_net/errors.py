@@ -55,6 +55,8 @@ class WrongPeerError(RemoteProtocolError):
 
     def __init__(self, expected: bytes, answered: bytes | None) -> None:
         who = answered.hex() if answered else "an anonymous peer"
-        super().__init__(f"the node at this address is {who}, not the expected {expected.hex()}")
+        super().__init__(
+            f"the node at this address is {who}, not the node it was expected to be ({expected.hex()})"
+        )
         self.expected = expected
         self.answered = answered
