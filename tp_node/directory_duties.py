@@ -8,6 +8,7 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import trio
 
@@ -20,9 +21,12 @@ from tp_net.descriptors import (
     Descriptor,
     ModelOffer,
     NodeDescriptor,
+    RelayDescriptor,
     SignedDescriptor,
+    decode_descriptor,
     sign_descriptor,
 )
+from tp_net.directory import decode_body
 from tp_net.directory_client import directory_request, fetch_document, publish_descriptor
 from tp_net.transport import Dialer
 from tp_node.authority_core import AuthorityCore, Schedule, next_document_due
@@ -118,6 +122,32 @@ def refresh_delay_s(valid_after: int | None, bootstrap: Bootstrap, now: float) -
         return min(DOCUMENT_RETRY_S, bootstrap.period_s / 4)
     due = next_document_due(valid_after, bootstrap.period_s, now)
     return max(DOCUMENT_RETRY_S, min(due - now, bootstrap.period_s / 4))
+
+
+def directory_status(service: DirectoryService, bootstrap: Bootstrap, now: float) -> dict[str, Any]:
+    """What `tp-relay status` shows of the directory: the document served, its age and signatures, and
+    when the next is due."""
+    status: dict[str, Any] = {
+        "network": bootstrap.network,
+        "threshold": bootstrap.threshold,
+        "authorities": len(bootstrap.authorities),
+        "period_s": bootstrap.period_s,
+        "valid_after": None,
+    }
+    document = service.current_document()
+    if document is None:
+        return status
+    body = decode_body(document.body)
+    kinds = [decode_descriptor(d.body) for d in body.descriptors]
+    relays = sum(1 for d in kinds if isinstance(d, RelayDescriptor))
+    return status | {
+        "valid_after": body.valid_after,
+        "age_s": round(now - body.valid_after),
+        "signatures": len(document.signatures),
+        "relays": relays,
+        "nodes": len(kinds) - relays,
+        "next_due_in_s": round(next_document_due(body.valid_after, bootstrap.period_s, now) - now),
+    }
 
 
 def next_due_text(service: DirectoryService, bootstrap: Bootstrap, now: float) -> str:

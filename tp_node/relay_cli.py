@@ -32,6 +32,7 @@ from tp_node.directory_duties import (
     AuthorityRunner,
     DescriptorPublisher,
     descriptor_expiry,
+    directory_status,
     refresh_documents,
 )
 from tp_node.directory_service import DirectoryService
@@ -146,7 +147,12 @@ async def _relay(args: argparse.Namespace, nursery: trio.Nursery) -> None:
     with naming_listener("links", "--listen", *listen):
         address = await nursery.start(relay.serve, WebSocketListener(*listen))
     advertised = advertise or address
-    metrics_url = await start_operator_services(nursery, args, Vitals("relay", relay))
+    vitals = Vitals(
+        "authority" if authority else "relay",
+        relay,
+        directory=lambda: directory_status(service, bootstrap, time.time()),
+    )
+    metrics_url = await start_operator_services(nursery, args, vitals)
 
     def describe(now: float) -> RelayDescriptor:
         return RelayDescriptor(
