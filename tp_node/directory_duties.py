@@ -169,6 +169,7 @@ class AuthorityRunner:
     def __post_init__(self) -> None:
         self._nursery: trio.Nursery | None = None
         self.peers = [a for a in self.bootstrap.authorities if a.node_id != self.core.identity.node_id]
+        self.unreachable: set[bytes] = set()  # peers whose last request failed
 
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
@@ -246,6 +247,30 @@ class AuthorityRunner:
             await directory_request(self.dialer, [peer.hop()], dict(request))
         except TokenPlaceError as exc:
             log.info("authority %s: %s failed: %s", short_id(peer.node_id), request["op"], exc)
+            if peer.node_id not in self.unreachable:
+                self.unreachable.add(peer.node_id)
+                log.warning(
+                    "authority %s at %s is unreachable (%s); %s",
+                    peer.node_id.hex(),
+                    peer.address,
+                    exc,
+                    self.reachability(),
+                )
+        else:
+            if peer.node_id in self.unreachable:
+                self.unreachable.discard(peer.node_id)
+                log.info("authority %s is reachable again; %s", peer.node_id.hex(), self.reachability())
+
+    def reachability(self) -> str:
+        """How many authorities this one reaches (itself included) and whether the threshold holds."""
+        reachable = len(self.bootstrap.authorities) - len(self.unreachable)
+        holds = (
+            "the threshold still holds"
+            if reachable >= self.bootstrap.threshold
+            else "below the threshold: no new directory documents until enough are back"
+        )
+        total, threshold = len(self.bootstrap.authorities), self.bootstrap.threshold
+        return f"{reachable} of {total} authorities reachable, threshold {threshold}: {holds}"
 
     async def _sleep_until(self, wall_time: float) -> None:
         await trio.sleep(max(0.0, wall_time - self.wall_clock()))
