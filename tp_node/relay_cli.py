@@ -173,6 +173,7 @@ async def _relay(args: argparse.Namespace, nursery: trio.Nursery) -> None:
         describe,
         lambda a: [a.hop()],
         invitation=args.invitation.read_bytes() if args.invitation else None,
+        withdraw_on_stop=True,
     )
     nursery.start_soon(publisher.run)
     if runner is not None:
