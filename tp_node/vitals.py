@@ -70,8 +70,7 @@ def describe(status: dict[str, Any]) -> str:
     """The snapshot for a terminal."""
     bandwidth = status["bandwidth"]
     lines = [
-        f"{status['role']} (version {status['version']}, up {status['uptime_s']:.0f} s)",
-        f"node id: {status['node_id']}",
+        f"{status['role']} {status['node_id']} (version {status['version']}, up {status['uptime_s']:.0f} s)",
         f"links: {status['links']['count']} ({', '.join(status['links']['peers']) or 'none'})",
         f"circuits: {status['circuits']}",
         f"bandwidth: {bandwidth['bytes_received']} bytes in, {bandwidth['bytes_sent']} bytes out "

@@ -20,7 +20,6 @@ from tp_node.local_network import free_ports
 
 FIRST_ANSWER_S = 30.0
 SCRIPT_TIMEOUT_S = 120.0
-REQUEST_TIMEOUT_S = 10.0
 SECTION = "## Run your own network"
 README = Path(__file__).resolve().parents[2] / "README.md"
 COMMANDS = {
@@ -73,10 +72,10 @@ def chat_request(curl_block: str) -> tuple[str, bytes]:
     return url[1], body[1].encode()
 
 
-def post(url: str, body: bytes) -> tuple[int, dict[str, object]]:
+def post(url: str, body: bytes, timeout_s: float) -> tuple[int, dict[str, object]]:
     request = urllib.request.Request(url, body, {"Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(request, timeout=REQUEST_TIMEOUT_S) as response:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"{}")
@@ -106,8 +105,8 @@ def test_readme_own_network_answers_within_30_s_of_the_last_authority(tmp_path: 
         url, body = chat_request(curl_block)
         status, answer = 0, {}
         while time.time() < started + FIRST_ANSWER_S:
-            try:
-                status, answer = post(url, body)
+            try:  # a request may take the rest of the time: the answer counts when it comes
+                status, answer = post(url, body, max(1.0, started + FIRST_ANSWER_S - time.time()))
             except (OSError, ValueError):
                 status = 0  # the gateway is not listening yet
             if status == 200:
@@ -117,7 +116,7 @@ def test_readme_own_network_answers_within_30_s_of_the_last_authority(tmp_path: 
         print(f"first answer {answered_after:.1f} s after the last authority started")
         logs = (tmp_path / "processes.log").read_text()[-6000:]
         assert status == 200, f"last answer {status} {answer}\n{logs}"
-        assert answered_after <= FIRST_ANSWER_S + REQUEST_TIMEOUT_S, answered_after
+        assert answered_after <= FIRST_ANSWER_S + 1, answered_after
         choices = answer["choices"]
         assert isinstance(choices, list) and choices[0]["message"]["content"], answer
     finally:

@@ -45,7 +45,7 @@ def status(directory: dict[str, object]) -> dict[str, object]:
 def test_status_shows_the_role_the_whole_id_and_the_directory() -> None:
     service = DirectoryService(TRUST, wall_clock=lambda: T0 + 60)
     waiting = describe(status(directory_status(service, BOOTSTRAP, T0 + 60)))
-    assert waiting.startswith("authority ") and f"node id: {NODE_ID}" in waiting
+    assert waiting.startswith(f"authority {NODE_ID} "), "the role, and the whole id to copy"
     assert "directory: none yet" in waiting and "2 of 3 authorities" in waiting
 
     body = document([signed_relay(1), signed_relay(2), signed_node(1)]).encode()
