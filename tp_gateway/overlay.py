@@ -114,6 +114,7 @@ class Overlay:
         self.ready = trio.Event()
         self._paths_failed = False
         self._backoff = NodeBackoff(time.monotonic)
+        self._path_error: PathError | None = None  # why the pool last found no path (until one is found)
 
     # --- running ------------------------------------------------------------------------------
 
@@ -197,6 +198,8 @@ class Overlay:
         avoid: set[bytes] = set()  # relays of paths that broke: later attempts go around them
         alive = [n for n in candidates if self._backoff.may_try(n.node_id)]
         if not alive:
+            if self._path_error is not None:  # not down: no path reaches them
+                raise self._path_advice(self._path_error)
             raise self._all_down(model_id, candidates)
         for _ in range(REQUEST_ATTEMPTS_MAX):
             untried = [n for n in alive if n.node_id not in tried]
@@ -415,8 +418,11 @@ class Overlay:
             await self._build(node)
         except TokenPlaceError as exc:
             self._backoff.failed(node.node_id, f"warming a circuit failed: {exc}")
+            if isinstance(exc, PathError):
+                self._path_error = exc
         else:
             self._backoff.succeeded(node.node_id)
+            self._path_error = None
         finally:
             self._building.discard(node.node_id)
             self._pool_changed.set()

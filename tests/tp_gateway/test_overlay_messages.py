@@ -68,6 +68,14 @@ async def test_one_host_network_not_marked_local_says_to_set_local() -> None:
     assert "bootstrap.new_network" in str(error)
 
 
+async def test_no_path_stays_the_reason_after_the_pool_backs_off_from_the_node() -> None:
+    gateway = overlay(local=False, directory=one_host_directory())
+    directory = gateway.directory
+    assert directory is not None
+    await gateway._warm(next(iter(directory.nodes.values())))  # the pool finds no path, backs off
+    assert_names_a_fix(await failure(gateway), "no_path", '"local": true')
+
+
 async def test_no_directory_yet_says_which_authorities_to_start() -> None:
     error = await failure(overlay(local=True, directory=None))
     assert_names_a_fix(error, "no_directory", "start the authorities")
