@@ -1,11 +1,12 @@
-# token.place: two commands, `make demo` and `make test`. Targets create .venv when it is missing.
+# token.place: two commands, `make demo` and `make test`. Targets create .venv when it is missing;
+# `make install` only does that (then use .venv/bin/tp-relay, tp-node, tp-gateway).
 # pip's wheel cache is left on, so llama-cpp-python is compiled once per machine, not once per venv.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest slow fuzz bench clean
+.PHONY: install demo test lint typecheck pytest slow fuzz bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +15,8 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[node,dev]'
 	touch $(STAMP)
+
+install: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/tp-demo

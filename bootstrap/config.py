@@ -49,6 +49,10 @@ class Bootstrap:
     authorities: tuple[BootstrapAuthority, ...]
     local: bool = False
 
+    def entry(self, node_id: bytes) -> BootstrapAuthority | None:
+        """The authority with this node id, if it is one."""
+        return next((a for a in self.authorities if a.node_id == node_id), None)
+
     def trust(self) -> Trust:
         return Trust(self.network, frozenset(a.node_id for a in self.authorities), self.threshold)
 

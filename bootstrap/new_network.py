@@ -4,9 +4,15 @@ r"""Create a new token.place network: authority identity keys and the bootstrap 
         --authority ws://a1.example:7000/ --authority ws://a2.example:7000/ \
         --authority ws://a3.example:7000/ --out ./my-net
 
-writes ./my-net/authority-1/identity.key ... (mode 0600: give each to its operator, who runs
-`tp-relay --authority --data-dir DIR --bootstrap bootstrap.json`) and ./my-net/bootstrap.json (public:
-give it to every relay, node and gateway of the network).
+writes ./my-net/authority-1/identity.key ... (mode 0600: give each authority-N folder to its operator, who
+runs `tp-relay --authority --data-dir my-net/authority-N --bootstrap my-net/bootstrap.json`; the authority
+listens where its --authority entry says) and ./my-net/bootstrap.json (public: give it to every relay, node
+and gateway of the network).
+
+Paths avoid two relays of one IPv4 /16 (IPv6 /32): a network whose authorities all share one (e.g. all on
+127.0.0.1, to try it on one host) could never build a path, so it is marked `local` (that rule is off).
+The directory is signed once per --period-s (default 300 s); a new network's first document comes as soon
+as --threshold authorities are up.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from pathlib import Path
 from bootstrap.config import PERIOD_S_DEFAULT, PERIOD_S_MIN, Bootstrap, BootstrapAuthority, write_bootstrap
 from tp_crypto.errors import TokenPlaceError
 from tp_crypto.identity import create_key_file
+from tp_net.path_selection import subnet_key
 
 BOOTSTRAP_FILE_NAME = "bootstrap.json"
 
@@ -32,9 +39,17 @@ def create_network(
     for index, address in enumerate(addresses, start=1):
         identity = create_key_file(out / f"authority-{index}" / "identity.key")
         authorities.append(BootstrapAuthority(identity.node_id, address))
-    bootstrap = Bootstrap(name, threshold, period_s, tuple(authorities), local)
+    bootstrap = Bootstrap(
+        name, threshold, period_s, tuple(authorities), local or one_subnet(addresses) is not None
+    )
     write_bootstrap(out / BOOTSTRAP_FILE_NAME, bootstrap)
     return bootstrap
+
+
+def one_subnet(addresses: Sequence[str]) -> str | None:
+    """The one IPv4 /16 (IPv6 /32, host name) every authority is in, or None when they differ."""
+    subnets = {subnet_key(address) for address in addresses}
+    return subnets.pop() if len(subnets) == 1 else None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -53,7 +68,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--threshold", type=int, required=True, help="signatures a document needs")
     parser.add_argument("--period-s", type=int, default=PERIOD_S_DEFAULT, help="seconds per directory period")
-    parser.add_argument("--local", action="store_true", help="all relays on one host (tests, demos)")
+    parser.add_argument(
+        "--local",
+        action="store_true",
+        help="relays may share a /16 (tests, demos); implied when every authority is in one /16",
+    )
     parser.add_argument(
         "--out", type=Path, required=True, help="directory to write keys and bootstrap.json to"
     )
@@ -70,8 +89,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc))
     print(
         f"created network {bootstrap.network!r}: {len(bootstrap.authorities)} authorities, "
-        f"threshold {bootstrap.threshold}; bootstrap file {args.out / BOOTSTRAP_FILE_NAME}"
+        f"threshold {bootstrap.threshold}, period {bootstrap.period_s} s; "
+        f"bootstrap file {(args.out / BOOTSTRAP_FILE_NAME).absolute()}"
     )
+    subnet = one_subnet(args.authority)
+    if subnet is not None and not args.local:
+        print(f"every authority is in {subnet}: marked local (paths may use relays of one /16)")
+    bootstrap_file = (args.out / BOOTSTRAP_FILE_NAME).absolute()
+    for index, authority in enumerate(bootstrap.authorities, start=1):
+        data_dir = (args.out / f"authority-{index}").absolute()
+        print(
+            f"authority {index}: tp-relay --authority --data-dir {data_dir} --bootstrap {bootstrap_file}"
+            f"  # listens on {authority.address}"
+        )
     return 0
 
 

@@ -52,7 +52,8 @@ from tp_gateway.openai_api import (
     unknown_route,
     upstream_failure,
 )
-from tp_gateway.overlay import Overlay, OverlayError
+from tp_gateway.openai_errors import network_cannot_serve
+from tp_gateway.overlay import NOT_SERVABLE_CODES, Overlay, OverlayError
 from tp_net.messages import REQUEST_BYTES_MAX
 
 log = logging.getLogger(__name__)
@@ -81,6 +82,8 @@ def api_error(error: OverlayError, model: str) -> ApiError:
         return model_not_found(model)
     if error.code == "unavailable":
         return no_capacity()
+    if error.code in NOT_SERVABLE_CODES:
+        return network_cannot_serve(error.code, str(error))
     if error.code == "upstream":
         return upstream_failure(str(error))
     return node_error_to_api(error.code, str(error))

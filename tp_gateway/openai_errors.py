@@ -132,6 +132,11 @@ def no_capacity() -> ApiError:
     )
 
 
+def network_cannot_serve(code: str, reason: str) -> ApiError:
+    """A 503 that will not go away by retrying: `reason` (the gateway's own words) says what to do."""
+    return ApiError(503, f"The token.place network cannot serve this request now: {reason}.", code=code)
+
+
 def upstream_failure(reason: str) -> ApiError:
     """The overlay failed us (a circuit died, a node broke the protocol); `reason` is ours, not user text."""
     return ApiError(502, f"The token.place network failed this request: {reason}", code="upstream_error")

@@ -24,6 +24,7 @@ import trio
 from bootstrap.config import Bootstrap
 from tp_crypto.errors import TokenPlaceError
 from tp_crypto.identity import short_id
+from tp_gateway.node_backoff import NodeBackoff
 from tp_gateway.openai_errors import node_error_to_api
 from tp_net.circuit_client import HopInfo
 from tp_net.client import Circuit, ClientLink
@@ -42,9 +43,13 @@ from tp_net.path_selection import (
     circuit_hops,
 )
 from tp_net.transport import Dialer
+from tp_node.directory_duties import DOCUMENT_RETRY_S, refresh_delay_s
 from tp_node.gpu_node import INFERENCE_SERVICE
 
 log = logging.getLogger(__name__)
+
+# Conditions the network will not resolve by itself soon: the message says what is wrong and what to do.
+NOT_SERVABLE_CODES = frozenset({"no_directory", "no_path", "nodes_down"})
 
 POOL_CIRCUITS_PER_NODE = 2
 POOL_NODES_MAX = 8
@@ -53,7 +58,6 @@ CIRCUIT_MAX_AGE_S = 600.0
 CIRCUIT_KEEPALIVE_S = 60.0
 REQUEST_ATTEMPTS_MAX = 3
 CIRCUIT_WAIT_TIMEOUT_S = 10.0
-DIRECTORY_RETRY_S = 2.0
 # A guard that could not be dialed is left out of new paths this long (while other guards remain).
 GUARD_DOWN_S = 30.0
 
@@ -110,6 +114,8 @@ class Overlay:
         self.stats = _Stats()
         self.ready = trio.Event()
         self._paths_failed = False
+        self._backoff = NodeBackoff(time.monotonic)
+        self._path_error: PathError | None = None  # why the pool last found no path (until one is found)
 
     # --- running ------------------------------------------------------------------------------
 
@@ -129,13 +135,22 @@ class Overlay:
                     self._dialer, sources, self.bootstrap.trust(), self._rng, time.time()
                 )
             except TokenPlaceError as exc:
-                log.info("no directory yet (retrying): %s", exc)
-                await trio.sleep(DIRECTORY_RETRY_S)
+                log.info(
+                    "no directory yet (asking again in %.0f s; the authorities sign the first one once %d of "
+                    "%d are up): %s",
+                    DOCUMENT_RETRY_S,
+                    self.bootstrap.threshold,
+                    len(self.bootstrap.authorities),
+                    exc,
+                )
+                await trio.sleep(DOCUMENT_RETRY_S)
                 continue
             self._use_directory(directory)
-            # A document missing a relay a path needs (a network still starting) is replaced next period:
-            # look again soon rather than in half a period.
-            await trio.sleep(DIRECTORY_RETRY_S if self._paths_failed else self.bootstrap.period_s / 2)
+            # A document missing a relay a path needs (a network still starting) is replaced soon: look
+            # again in a moment rather than when the next document is due.
+            delay = refresh_delay_s(directory.valid_after, self.bootstrap, time.time())
+            log.info("next directory document due in %.0f s", delay)
+            await trio.sleep(DOCUMENT_RETRY_S if self._paths_failed else delay)
 
     def _use_directory(self, directory: Directory) -> None:
         self.directory = directory
@@ -145,6 +160,7 @@ class Overlay:
             self._guards = self._stored_guards(self._guard_store, relays)
         elif not self._guards or not all(g in directory.relays for g in self._guards):
             self._guards = choose_guards(relays, self._rng, rules=self._rules)
+        self._backoff.keep_only(directory.nodes)
         log.info("directory: %d relays, %d nodes", len(directory.relays), len(directory.nodes))
         self.ready.set()
         self._pool_changed.set()
@@ -180,16 +196,29 @@ class Overlay:
     ) -> AsyncGenerator[dict[str, Any], None]:
         """The node's chunk documents for `document`, with failover before the first chunk."""
         self._wanted[model_id] = time.monotonic()
-        candidates = self.directory.nodes_for(model_id) if self.directory else []
+        if self.directory is None:
+            raise OverlayError(
+                "no_directory",
+                f"no directory of network {self.bootstrap.network!r} yet: its authorities sign the first "
+                f"one once {self.bootstrap.threshold} of the {len(self.bootstrap.authorities)} in the "
+                "bootstrap file are up, and the gateway asks for it every few seconds; start the authorities "
+                "(or check that their addresses in the bootstrap file are right)",
+            )
+        candidates = self.directory.nodes_for(model_id)
         if not candidates:
             raise OverlayError("model_not_found", f"no node in the directory serves model {model_id!r}")
         failure = OverlayError("unavailable", "no node serving the model could be reached")
         tried: set[bytes] = set()
         path_failed: set[bytes] = set()  # nodes whose circuit broke: another path may still reach them
         avoid: set[bytes] = set()  # relays of paths that broke: later attempts go around them
+        alive = [n for n in candidates if self._backoff.may_try(n.node_id)]
+        if not alive:
+            if self._path_error is not None:  # not down: no path reaches them
+                raise self._path_advice(self._path_error)
+            raise self._all_down(model_id, candidates)
         for _ in range(REQUEST_ATTEMPTS_MAX):
-            untried = [n for n in candidates if n.node_id not in tried]
-            retry = [n for n in candidates if n.node_id in path_failed]
+            untried = [n for n in alive if n.node_id not in tried]
+            retry = [n for n in alive if n.node_id in path_failed]
             node = choose_node(untried or retry, model_id, self._rng)
             if node is None:
                 break
@@ -206,6 +235,7 @@ class Overlay:
                     failure = OverlayError("upstream", "the node ended the answer without a word")
                     continue
                 self.stats.count("ok")
+                self._backoff.succeeded(node.node_id)
                 yield first
                 try:
                     async for chunk in chunks:
@@ -219,6 +249,27 @@ class Overlay:
                 return
         self.stats.count(failure.code)
         raise failure
+
+    def _all_down(self, model_id: str, nodes: list[NodeDescriptor]) -> OverlayError:
+        longest = max((self._backoff.down_for_s(n.node_id) or 0.0) for n in nodes)
+        return OverlayError(
+            "nodes_down",
+            f"every node that serves {model_id!r} ({len(nodes)} in the directory) has been unreachable, "
+            f"one for {longest:.0f} s: their operators may have stopped them (the directory drops a node "
+            f"within a period, {self.bootstrap.period_s} s, of it leaving); the gateway keeps trying them "
+            "less often. Pick another model from /v1/models, or start a node that serves this one",
+        )
+
+    def _path_advice(self, exc: PathError) -> OverlayError:
+        if self.bootstrap.local:
+            advice = "the network needs more relays (a path takes three different ones)"
+        else:
+            advice = (
+                'paths take relays of different IPv4 /16s: a network on one host needs "local": true in '
+                "its bootstrap file (python -m bootstrap.new_network sets it when every authority is in one "
+                "/16), a real one more relays in other /16s"
+            )
+        return OverlayError("no_path", f"no path through the network to a node: {exc}; {advice}")
 
     async def _attempt(
         self, node: NodeDescriptor, document: Mapping[str, Any], avoid: set[bytes]
@@ -235,6 +286,8 @@ class Overlay:
         except (TokenPlaceError, trio.TooSlowError) as exc:
             if isinstance(exc, OverlayError) and not node_error_to_api(exc.code, str(exc)).retry_elsewhere:
                 raise
+            if isinstance(exc, PathError):
+                raise _RetryableFailure(self._path_advice(exc)) from exc
             log.info("node %s failed: %s", short_id(node.node_id), exc.__class__.__name__)
             if isinstance(exc, OverlayError):  # the node's own error: keep its message
                 raise _RetryableFailure(exc) from exc
@@ -372,14 +425,19 @@ class Overlay:
             recent = max((self._wanted.get(m.model_id, 0.0) for m in node.models), default=0.0)
             return (-recent, -sum(m.free_slots for m in node.models))
 
-        return sorted(self.directory.nodes.values(), key=priority)[:POOL_NODES_MAX]
+        nodes = [n for n in self.directory.nodes.values() if self._backoff.may_try(n.node_id)]
+        return sorted(nodes, key=priority)[:POOL_NODES_MAX]
 
     async def _warm(self, node: NodeDescriptor) -> None:
         try:
             await self._build(node)
         except TokenPlaceError as exc:
-            log.info("warming a circuit to %s failed: %s", short_id(node.node_id), exc)
-            await trio.sleep(POOL_TICK_S)
+            self._backoff.failed(node.node_id, f"warming a circuit failed: {exc}")
+            if isinstance(exc, PathError):
+                self._path_error = exc
+        else:
+            self._backoff.succeeded(node.node_id)
+            self._path_error = None
         finally:
             self._building.discard(node.node_id)
             self._pool_changed.set()

@@ -22,6 +22,7 @@ __all__ = [
     "RemoteProtocolError",
     "TokenPlaceError",
     "TransportError",
+    "WrongPeerError",
 ]
 
 
@@ -47,3 +48,15 @@ class LinkClosed(TransportError):
     def __init__(self, message: str, reason: int | None = None) -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class WrongPeerError(RemoteProtocolError):
+    """The node that answered at an address is not the one we dialed (`answered` is None: it sent no id)."""
+
+    def __init__(self, expected: bytes, answered: bytes | None) -> None:
+        who = answered.hex() if answered else "an anonymous peer"
+        super().__init__(
+            f"the node at this address is {who}, not the node it was expected to be ({expected.hex()})"
+        )
+        self.expected = expected
+        self.answered = answered

@@ -19,6 +19,7 @@ from tp_crypto.errors import LocalProtocolError, RemoteProtocolError
 from tp_crypto.identity import Identity, node_id_to_x25519, short_id
 from tp_crypto.noise import XX, CipherState, HandshakeState, generate_keypair
 from tp_net import codec
+from tp_net.errors import WrongPeerError
 from tp_net.frames import LINK_PROTOCOL_VERSION, Frame, LinkHello
 
 LINK_PROLOGUE = b"token.place link"
@@ -178,7 +179,8 @@ class LinkHandshake:
         hello = self._read_hello(payload)
         if step is HandshakeStep.AWAIT_LISTENER_HELLO:
             if hello.node_id != self._expected_peer_id:
-                raise RemoteProtocolError("the relay is not the node it was expected to be")
+                assert self._expected_peer_id is not None  # a dialer always expects one (see __init__)
+                raise WrongPeerError(self._expected_peer_id, hello.node_id)
             self.peer_id = hello.node_id
             return self._own_hello_message()
         self.peer_id = hello.node_id

@@ -8,6 +8,12 @@ signatures. Accepted descriptors are also forwarded to the other authorities as 
 agree. A forward carries the forwarding authority's signature over the descriptor (`forward_proof`); an
 upload that claims to be a forward without one that verifies is refused (`check_forward`), so nobody else can
 place a descriptor at one authority only (a forward is not forwarded again).
+
+A new network does not wait a whole period for its first document: until the first aligned period's vote,
+authorities hold a warm-up round every FIRST_ROUND_INTERVAL_S (at wall-clock multiples of it, so they agree on
+the round without talking), voting at the round's start and signing FIRST_ROUND_SIGN_DELAY_S later. The
+document of a round is valid from the round's time, which is never a multiple of the period: that is how a
+warm-up document is told from an aligned one (`next_document_due`).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from tp_net.directory import (
     DOCUMENT_DOMAIN,
     DOCUMENT_VALID_PERIODS,
     DirectoryError,
+    DocumentBody,
     SignedDocument,
     Trust,
     Vote,
@@ -41,6 +48,8 @@ log = logging.getLogger(__name__)
 ACCEPTED_DESCRIPTORS_MAX = 20_000
 PERIODS_KEPT = 3
 FORWARD_DOMAIN = b"forwarded descriptor"
+FIRST_ROUND_INTERVAL_S = 4  # warm-up rounds (before the first aligned period) start this often
+FIRST_ROUND_SIGN_DELAY_S = 2.0  # a warm-up round's votes arrive within this; then each authority signs
 
 
 class Admission(enum.Enum):
@@ -63,6 +72,28 @@ class Schedule:
         if now >= period - period_s / 2:
             period += period_s
         return cls(period, period - period_s / 2, period - period_s / 4)
+
+    @classmethod
+    def first_round_after(cls, now: float, period_s: int, first_aligned: Schedule) -> Schedule | None:
+        """The next warm-up round after `now`, or None when the first aligned period's vote comes first."""
+        slot = (int(now) // FIRST_ROUND_INTERVAL_S + 1) * FIRST_ROUND_INTERVAL_S
+        if slot % period_s == 0:  # keep warm-up documents distinguishable from aligned ones
+            slot += FIRST_ROUND_INTERVAL_S
+        if slot + FIRST_ROUND_SIGN_DELAY_S >= first_aligned.vote_at:
+            return None
+        return cls(slot, float(slot), slot + FIRST_ROUND_SIGN_DELAY_S)
+
+
+def next_document_due(valid_after: int, period_s: int, now: float) -> float:
+    """When the document after one valid from `valid_after` is expected to be signed (wall clock).
+
+    After a warm-up document: the next warm-up round; after an aligned one: the next period's signing; when
+    that time has passed with no new document, the next signing the schedule holds."""
+    if valid_after % period_s:
+        due = valid_after + FIRST_ROUND_INTERVAL_S + FIRST_ROUND_SIGN_DELAY_S
+    else:
+        due = valid_after + period_s - period_s / 4
+    return due if due > now else Schedule.next_after(now, period_s).sign_at
 
 
 @dataclass
@@ -154,6 +185,15 @@ class AuthorityCore:
     def votes_for(self, period: int) -> int:
         return len(self._votes.get(period, {}))
 
+    def needs_first_round(self, now: float) -> bool:
+        """Warm-up: whether the document we serve (if any) lacks a node we accepted, or lists one we no
+        longer hold (only node ids count: every republish changes a descriptor's bytes)."""
+        document = self.latest_document(now)
+        if document is None:
+            return True
+        listed = {descriptor.node_id for descriptor in _opened(decode_body(document.body))}
+        return listed != set(self._accepted)
+
     # --- documents ----------------------------------------------------------------------------
 
     def make_signature(self, period: int) -> tuple[bytes, bytes] | None:
@@ -212,8 +252,10 @@ class AuthorityCore:
         self._candidates = {p: c for p, c in self._candidates.items() if p >= oldest}
 
     def _is_open(self, period: int, now: float) -> bool:
-        """Periods being decided around `now` (allowing for clock skew between authorities)."""
-        return period % self.period_s == 0 and now - self.period_s <= period <= now + 2 * self.period_s
+        """Periods (and warm-up rounds) being decided around `now` (allowing for clock skew between
+        authorities)."""
+        aligned = period % self.period_s == 0 or period % FIRST_ROUND_INTERVAL_S == 0
+        return aligned and now - self.period_s <= period <= now + 2 * self.period_s
 
     def _add_candidate(self, period: int, body: bytes, authority: bytes, signature: bytes) -> None:
         candidates = self._candidates.setdefault(period, {})
@@ -225,3 +267,13 @@ def _forwarded(trust: Trust, signed: SignedDescriptor) -> bytes:
     """What a forward proof signs: the network and the signed descriptor, each length-prefixed."""
     parts = (trust.network.encode(), signed.body, signed.signature)
     return b"".join(len(part).to_bytes(4, "big") + part for part in parts)
+
+
+def _opened(body: DocumentBody) -> list[Descriptor]:
+    opened = []
+    for signed in body.descriptors:
+        try:
+            opened.append(signed.open(body.valid_after))
+        except RemoteProtocolError:
+            continue  # never in a document we signed; a peer's bad one simply does not count
+    return opened

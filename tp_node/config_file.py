@@ -18,6 +18,32 @@ HEADER = """\
 """
 
 
+# What a commented-out setting shows when it has no default: a value that is valid when uncommented.
+EXAMPLES: dict[str, Any] = {
+    "listen": "0.0.0.0:7000",
+    "advertise": "ws://relay.example.org:7000/",
+    "bootstrap": "/etc/token.place/bootstrap.json",
+    "invitation": "/etc/token.place/invitation.token",
+    "metrics": "127.0.0.1:9100",
+    "home_relay": ["0" * 64 + "@ws://relay.example.org:7000/"],
+    "model": "/var/lib/token.place/models/model.gguf",
+    "model_id": "my-model",
+    "n_ctx": 8192,
+    "n_threads": 4,
+    "chat_format": "chatml",
+    "moderation_blocklist": "/etc/token.place/blocklist.txt",
+    "moderation_plugin": "/etc/token.place/moderation.py",
+    "api_key": "a-long-random-secret",
+}
+
+
+def example_value(key: str, action: argparse.Action) -> Any:
+    """The default, else the example; [] for a list with neither."""
+    if action.default is not None:
+        return action.default
+    return EXAMPLES.get(key, [] if isinstance(action, argparse._AppendAction) else None)
+
+
 def toml_value(value: Any) -> str | None:
     """`value` as TOML, or None when it has no TOML form (then only the comment is written)."""
     if isinstance(value, tuple) and len(value) == 2 and isinstance(value[1], int):
@@ -49,7 +75,7 @@ def render_config(
         if key in values:
             lines.append(f"{key} = {toml_value(values[key])}")
         else:
-            default = toml_value(action.default)
+            default = toml_value(example_value(key, action))
             lines.append(f"# {key} = {default}" if default is not None else f"# {key} =")
         lines.append("")
     return "\n".join(lines)

@@ -3,11 +3,13 @@ keep a fresh document cached (relays), and, on authorities, vote and sign each p
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import trio
 
@@ -20,17 +22,24 @@ from tp_net.descriptors import (
     Descriptor,
     ModelOffer,
     NodeDescriptor,
+    RelayDescriptor,
     SignedDescriptor,
+    decode_descriptor,
     sign_descriptor,
 )
+from tp_net.directory import decode_body
 from tp_net.directory_client import directory_request, fetch_document, publish_descriptor
 from tp_net.transport import Dialer
-from tp_node.authority_core import AuthorityCore, Schedule
+from tp_node.authority_core import AuthorityCore, Schedule, next_document_due
 from tp_node.directory_service import DirectoryService
 
 log = logging.getLogger(__name__)
 
 REPUBLISH_INTERVAL_S_MAX = 600.0
+DOCUMENT_RETRY_S = 2.0  # a role with no (or an overdue) document asks again this often
+DESCRIPTOR_PERIODS = 2  # a descriptor's lifetime, in periods
+WITHDRAWN_LIFETIME_S = 10  # a withdrawal: the last descriptor, expiring this soon (too soon for any vote)
+WITHDRAW_TIMEOUT_S = 3.0  # how long a stopping role spends withdrawing
 WallClock = Callable[[], float]
 
 
@@ -39,8 +48,10 @@ def republish_interval_s(bootstrap: Bootstrap) -> float:
 
 
 def descriptor_expiry(now: float, bootstrap: Bootstrap) -> int:
-    """Descriptors live a few periods (at most 3 h): republishing keeps them alive, a dead node drops out."""
-    return int(now) + min(DESCRIPTOR_LIFETIME_S, 4 * bootstrap.period_s)
+    """Descriptors live DESCRIPTOR_PERIODS periods (at most 3 h): republishing (each half period) keeps them
+    in every vote, and a node that dies without a word drops out of the votes a period and a half after
+    its last publish. One that stops cleanly withdraws at once (DescriptorPublisher.withdraw)."""
+    return int(now) + min(DESCRIPTOR_LIFETIME_S, DESCRIPTOR_PERIODS * bootstrap.period_s)
 
 
 @dataclass
@@ -54,6 +65,7 @@ class DescriptorPublisher:
     path_to: Callable[[BootstrapAuthority], Sequence[HopInfo]]
     invitation: bytes | None = None
     wall_clock: WallClock = time.time
+    withdraw_on_stop: bool = False  # real roles do; a simulated crash must stay silent
 
     def __post_init__(self) -> None:
         self.published = trio.Event()
@@ -64,21 +76,40 @@ class DescriptorPublisher:
         self._wakeup.set()
 
     async def run(self) -> None:
-        while True:
-            await self.publish_once()
-            with trio.move_on_after(republish_interval_s(self.bootstrap)):
-                await self._wakeup.wait()
-            self._wakeup = trio.Event()
+        try:
+            while True:
+                await self.publish_once()
+                with trio.move_on_after(republish_interval_s(self.bootstrap)):
+                    await self._wakeup.wait()
+                self._wakeup = trio.Event()
+        finally:
+            if self.withdraw_on_stop and self.published.is_set():
+                with trio.CancelScope(shield=True), trio.move_on_after(WITHDRAW_TIMEOUT_S):
+                    await self.withdraw()
+
+    async def withdraw(self) -> int:
+        """On a clean stop: publish a descriptor that expires before any coming vote, so the authorities
+        drop us from the next document (within a period) instead of listing us until we expire."""
+        now = self.wall_clock()
+        descriptor = dataclasses.replace(self.make_descriptor(now), expires=int(now) + WITHDRAWN_LIFETIME_S)
+        accepted = await self._publish_signed(sign_descriptor(self.identity, descriptor))
+        log.info("withdrew from the directory (%d authorities accepted)", accepted)
+        return accepted
 
     async def publish_once(self) -> int:
         """Publish to all authorities at once; returns how many accepted."""
-        signed = sign_descriptor(self.identity, self.make_descriptor(self.wall_clock()))
+        accepted = await self._publish_signed(
+            sign_descriptor(self.identity, self.make_descriptor(self.wall_clock()))
+        )
+        if accepted:
+            self.published.set()
+        return accepted
+
+    async def _publish_signed(self, signed: SignedDescriptor) -> int:
         accepted = [0]
         async with trio.open_nursery() as nursery:
             for authority in self.bootstrap.authorities:
                 nursery.start_soon(self._publish_to, authority, signed, accepted)
-        if accepted[0]:
-            self.published.set()
         return accepted[0]
 
     async def _publish_to(
@@ -92,17 +123,64 @@ class DescriptorPublisher:
             accepted[0] += 1
 
 
-async def refresh_documents(service: DirectoryService, bootstrap: Bootstrap, dialer: Dialer) -> None:
-    """Keep the relay's cached document fresh: ask the authorities every quarter period."""
+async def refresh_documents(
+    service: DirectoryService, bootstrap: Bootstrap, dialer: Dialer, wall_clock: WallClock = time.time
+) -> None:
+    """Keep the relay's cached document fresh: ask the authorities when the next one is due (at most a
+    quarter period apart), and every few seconds while there is none."""
     while True:
         for authority in bootstrap.authorities:
             try:
                 if service.offer_document(await fetch_document(dialer, authority.hop())):
-                    log.info("cached a new directory document")
+                    log.info(
+                        "cached a new directory document; %s", next_due_text(service, bootstrap, wall_clock())
+                    )
                 break
             except TokenPlaceError as exc:
                 log.debug("no document from authority %s: %s", short_id(authority.node_id), exc)
-        await trio.sleep(bootstrap.period_s / 4)
+        await trio.sleep(refresh_delay_s(service.current_valid_after(), bootstrap, wall_clock()))
+
+
+def refresh_delay_s(valid_after: int | None, bootstrap: Bootstrap, now: float) -> float:
+    """How long a role that holds a document valid from `valid_after` (None: none yet) waits before
+    fetching again: until the next is due, at least DOCUMENT_RETRY_S, at most a quarter period."""
+    if valid_after is None:
+        return min(DOCUMENT_RETRY_S, bootstrap.period_s / 4)
+    due = next_document_due(valid_after, bootstrap.period_s, now)
+    return max(DOCUMENT_RETRY_S, min(due - now, bootstrap.period_s / 4))
+
+
+def directory_status(service: DirectoryService, bootstrap: Bootstrap, now: float) -> dict[str, Any]:
+    """What `tp-relay status` shows of the directory: the document served, its age and signatures, and
+    when the next is due."""
+    status: dict[str, Any] = {
+        "network": bootstrap.network,
+        "threshold": bootstrap.threshold,
+        "authorities": len(bootstrap.authorities),
+        "period_s": bootstrap.period_s,
+        "valid_after": None,
+    }
+    document = service.current_document()
+    if document is None:
+        return status
+    body = decode_body(document.body)
+    kinds = [decode_descriptor(d.body) for d in body.descriptors]
+    relays = sum(1 for d in kinds if isinstance(d, RelayDescriptor))
+    return status | {
+        "valid_after": body.valid_after,
+        "age_s": round(now - body.valid_after),
+        "signatures": len(document.signatures),
+        "relays": relays,
+        "nodes": len(kinds) - relays,
+        "next_due_in_s": round(next_document_due(body.valid_after, bootstrap.period_s, now) - now),
+    }
+
+
+def next_due_text(service: DirectoryService, bootstrap: Bootstrap, now: float) -> str:
+    valid_after = service.current_valid_after()
+    if valid_after is None:
+        return "no document yet"
+    return f"next due in {next_document_due(valid_after, bootstrap.period_s, now) - now:.0f} s"
 
 
 @dataclass
@@ -117,29 +195,62 @@ class AuthorityRunner:
     def __post_init__(self) -> None:
         self._nursery: trio.Nursery | None = None
         self.peers = [a for a in self.bootstrap.authorities if a.node_id != self.core.identity.node_id]
+        self.unreachable: set[bytes] = set()  # peers whose last request failed
 
     async def run(self) -> None:
         async with trio.open_nursery() as nursery:
             self._nursery = nursery
+            first_aligned = Schedule.next_after(self.wall_clock(), self.core.period_s)
+            log.info(
+                "authority of %r: first document once %d of %d authorities are up, then one each %d s "
+                "(first aligned period %d)",
+                self.bootstrap.network,
+                self.bootstrap.threshold,
+                len(self.bootstrap.authorities),
+                self.core.period_s,
+                first_aligned.period,
+            )
+            while round_ := Schedule.first_round_after(self.wall_clock(), self.core.period_s, first_aligned):
+                await self._round(round_, first_round=True)
             while True:
-                schedule = Schedule.next_after(self.wall_clock(), self.core.period_s)
-                await self._sleep_until(schedule.vote_at)
-                vote = self.core.make_vote(schedule.period)
-                self._broadcast({"op": "vote", "vote": vote})
-                await self._sleep_until(schedule.sign_at)
-                signed = self.core.make_signature(schedule.period)
-                if signed is not None:
-                    body, signature = signed
-                    self._broadcast(
-                        {
-                            "op": "signature",
-                            "period": schedule.period,
-                            "body": body,
-                            "authority": self.core.identity.node_id,
-                            "signature": signature,
-                        }
-                    )
-                self.core.forget_before(self.wall_clock())
+                await self._round(
+                    Schedule.next_after(self.wall_clock(), self.core.period_s), first_round=False
+                )
+
+    async def _round(self, schedule: Schedule, *, first_round: bool) -> None:
+        await self._sleep_until(schedule.vote_at)
+        if first_round and not self.core.needs_first_round(self.wall_clock()):
+            return
+        vote = self.core.make_vote(schedule.period)
+        self._broadcast({"op": "vote", "vote": vote})
+        await self._sleep_until(schedule.sign_at)
+        if first_round and self.core.votes_for(schedule.period) < self.core.trust.threshold:
+            log.info(
+                "warm-up round %d: %d of the %d votes a document needs (waiting for more authorities)",
+                schedule.period,
+                self.core.votes_for(schedule.period),
+                self.core.trust.threshold,
+            )
+            return
+        signed = self.core.make_signature(schedule.period)
+        if signed is not None:
+            body, signature = signed
+            self._broadcast(
+                {
+                    "op": "signature",
+                    "period": schedule.period,
+                    "body": body,
+                    "authority": self.core.identity.node_id,
+                    "signature": signature,
+                }
+            )
+            due = next_document_due(schedule.period, self.core.period_s, self.wall_clock())
+            log.info(
+                "signed the document valid from %d; next due in %.0f s",
+                schedule.period,
+                due - self.wall_clock(),
+            )
+        self.core.forget_before(self.wall_clock())
 
     def forward(self, signed: SignedDescriptor, invitation: bytes | None) -> None:
         request: dict[str, object] = {
@@ -162,6 +273,30 @@ class AuthorityRunner:
             await directory_request(self.dialer, [peer.hop()], dict(request))
         except TokenPlaceError as exc:
             log.info("authority %s: %s failed: %s", short_id(peer.node_id), request["op"], exc)
+            if peer.node_id not in self.unreachable:
+                self.unreachable.add(peer.node_id)
+                log.warning(
+                    "authority %s at %s is unreachable (%s); %s",
+                    peer.node_id.hex(),
+                    peer.address,
+                    exc,
+                    self.reachability(),
+                )
+        else:
+            if peer.node_id in self.unreachable:
+                self.unreachable.discard(peer.node_id)
+                log.info("authority %s is reachable again; %s", peer.node_id.hex(), self.reachability())
+
+    def reachability(self) -> str:
+        """How many authorities this one reaches (itself included) and whether the threshold holds."""
+        reachable = len(self.bootstrap.authorities) - len(self.unreachable)
+        holds = (
+            "the threshold still holds"
+            if reachable >= self.bootstrap.threshold
+            else "below the threshold: no new directory documents until enough are back"
+        )
+        total, threshold = len(self.bootstrap.authorities), self.bootstrap.threshold
+        return f"{reachable} of {total} authorities reachable, threshold {threshold}: {holds}"
 
     async def _sleep_until(self, wall_time: float) -> None:
         await trio.sleep(max(0.0, wall_time - self.wall_clock()))

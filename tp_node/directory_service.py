@@ -12,7 +12,7 @@ import trio
 
 from tp_crypto.errors import RemoteProtocolError, TokenPlaceError
 from tp_net.descriptors import SignedDescriptor
-from tp_net.directory import DirectoryError, SignedDocument, Trust, verify_document
+from tp_net.directory import DirectoryError, SignedDocument, Trust, decode_body, verify_document
 from tp_node.authority_core import AuthorityCore
 from tp_node.services import ServiceError
 
@@ -75,6 +75,11 @@ class DirectoryService:
             return
         self._listed = {node_id: relay.address for node_id, relay in directory.relays.items()}
         self._listed_ids = frozenset(directory.relays) | frozenset(directory.nodes)
+
+    def current_valid_after(self) -> int | None:
+        """When the document we serve became valid (None: we have none)."""
+        document = self.current_document()
+        return None if document is None else decode_body(document.body).valid_after
 
     def offer_document(self, document: SignedDocument) -> bool:
         """Cache a document fetched elsewhere if it verifies and is newer than ours."""

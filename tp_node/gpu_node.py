@@ -17,7 +17,7 @@ import trio
 
 from tp_crypto.identity import Identity, short_id
 from tp_net.circuit_hop import HopCore
-from tp_net.errors import TokenPlaceError
+from tp_net.errors import TokenPlaceError, WrongPeerError
 from tp_net.link_trio import dial_link
 from tp_net.transport import Dialer
 from tp_node.engine import Engine
@@ -74,6 +74,14 @@ class GpuNode(HopRuntime):
             try:
                 link = await dial_link(
                     self._dialer, relay.address, expected_peer_id=relay.node_id, identity=self.identity
+                )
+            except WrongPeerError as exc:
+                log.warning(
+                    "home relay at %s is node %s, not %s: fix --home-relay (`tp-relay status` on the relay "
+                    "shows its node id)",
+                    relay.address,
+                    exc.answered.hex() if exc.answered else "(anonymous)",
+                    relay.node_id.hex(),
                 )
             except TokenPlaceError as exc:
                 log.info("home relay %s unreachable (%s)", short_id(relay.node_id), exc.__class__.__name__)

@@ -19,6 +19,7 @@ from tp_crypto.identity import Identity, create_key_file, load_key_file
 from tp_node.config import ConfigError, file_value, flag_of, is_list, is_switch, resolve, settings
 from tp_node.config_file import render_config
 from tp_node.launch import IDENTITY_FILE, default_data_dir
+from tp_node.models import model_argument
 
 CONFIG_FILE_MODE = 0o600  # a gateway's file may hold its API key
 
@@ -96,6 +97,8 @@ def _init_parser(role: str, actions: Mapping[str, argparse.Action]) -> argparse.
 def _absolute(action: argparse.Action, value: Any) -> Any:
     if action.type is Path and isinstance(value, str):
         return str(Path(value).expanduser().absolute())
+    if action.dest == "model" and isinstance(value, str):
+        return model_argument(value)
     return value
 
 

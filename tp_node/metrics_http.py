@@ -13,6 +13,8 @@ from typing import Any
 
 import trio
 
+from tp_node.listen_errors import naming_listener
+
 log = logging.getLogger(__name__)
 
 METRICS_PATH = "/metrics"
@@ -100,7 +102,8 @@ async def serve_metrics(
     task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve /metrics on host:port until cancelled; reports the URL."""
-    listeners = await trio.open_tcp_listeners(port, host=host)
+    with naming_listener("Prometheus /metrics", "--metrics", host, port):
+        listeners = await trio.open_tcp_listeners(port, host=host)
     bound_host, bound_port = listeners[0].socket.getsockname()[:2]
     log.info("metrics on http://%s:%d%s", bound_host, bound_port, METRICS_PATH)
     task_status.started(f"http://{bound_host}:{bound_port}{METRICS_PATH}")

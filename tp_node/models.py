@@ -37,6 +37,8 @@ RETRY_DELAY_S = 1.0
 PROGRESS_INTERVAL_S = 0.2
 PART_SUFFIX = ".part"
 USER_AGENT = "token.place-node"
+TINY_MODEL_ID = "tiny"  # `tp-node models tiny`: the generated test model, no network needed
+TINY_MODEL_FILE_NAME = "tiny.gguf"
 
 Progress = Callable[[int, int | None], None]
 
@@ -114,10 +116,18 @@ def _entry(raw: dict[str, Any]) -> CatalogueEntry:
 
 
 def resolve_model(text: str, cache_dir: Path) -> Path:
-    """`--model` accepts a file path or a catalogue id that was pulled into `cache_dir`."""
+    """`--model` accepts a file path, a catalogue id that was pulled into `cache_dir`, or `tiny` (written
+    there by `tp-node models tiny`)."""
     path = Path(text).expanduser()
     if path.exists():
         return path
+    if text == TINY_MODEL_ID:
+        written = sorted(cache_dir.glob(f"*/{TINY_MODEL_FILE_NAME}"))
+        if written:
+            return written[0]
+        raise ModelError(
+            f"model {text!r} is not in {cache_dir}: run `tp-node models tiny` first (no network)"
+        )
     entry = load_catalogue().get(text)
     if entry is None:
         raise ModelError(f"model file {path} does not exist (and {text!r} is not a catalogue id)")
@@ -125,6 +135,27 @@ def resolve_model(text: str, cache_dir: Path) -> Path:
         if entry.sha256 is None or candidate.parent.name == entry.sha256:
             return candidate
     raise ModelError(f"model {text!r} is not in {cache_dir}: run `tp-node models pull {text}` first")
+
+
+def model_argument(text: str) -> str:
+    """`--model` as a config file keeps it: an existing file (or a .gguf path) made absolute, an id as is."""
+    path = Path(text).expanduser()
+    if path.exists() or path.suffix == ".gguf" or os.sep in text:
+        return str(path.absolute())
+    return text
+
+
+def store_model(cache_dir: Path, file_name: str, write: Callable[[Path], object]) -> tuple[Path, str]:
+    """Have `write` write a model file, then keep it in the cache as CACHE/SHA256/FILE (the folders are
+    created); returns the path and the sha256."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    part = cache_dir / f"{file_name}{PART_SUFFIX}"
+    write(part)
+    sha256 = file_sha256(part)
+    final = cached_path(cache_dir, sha256, file_name)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    part.replace(final)
+    return final, sha256
 
 
 # Downloads.

@@ -1,4 +1,4 @@
-"""`tp-node models`: pull GGUF files into the cache (verified by sha256) and list what is known."""
+"""`tp-node models`: pull GGUF files into the cache (verified by sha256), write the tiny test model, list."""
 
 from __future__ import annotations
 
@@ -8,7 +8,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from tp_node.gguf_header import ModelError
-from tp_node.models import ProgressBar, default_cache_dir, file_name_of, load_catalogue, pull
+from tp_node.models import (
+    TINY_MODEL_FILE_NAME,
+    TINY_MODEL_ID,
+    ProgressBar,
+    default_cache_dir,
+    file_name_of,
+    load_catalogue,
+    pull,
+    store_model,
+)
 
 EXIT_FAILURE = 1
 
@@ -29,6 +38,15 @@ def _pull(args: argparse.Namespace) -> Path:
         return pull(url, sha256, args.cache_dir, progress=bar)
     finally:
         bar.close()
+
+
+def _tiny(args: argparse.Namespace) -> None:
+    try:
+        from tp_node.testing.tiny_model import write_tiny_model
+    except ImportError as exc:  # gguf and numpy come with the node extra
+        raise ModelError(f"the tiny model needs the node extra (pip install '.[node]'): {exc}") from exc
+    path, sha256 = store_model(args.cache_dir, TINY_MODEL_FILE_NAME, write_tiny_model)
+    print(f"wrote {path}\nsha256 {sha256}\nserve it with: tp-node --engine llama --model {TINY_MODEL_ID} ...")
 
 
 def _list(args: argparse.Namespace) -> None:
@@ -52,10 +70,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     pull_parser.add_argument("--sha256", metavar="HEX", help="the file's sha256 (required for a URL)")
     commands.add_parser("list", parents=[common], help="the catalogue and what is in the cache")
+    commands.add_parser(
+        "tiny",
+        parents=[common],
+        help=f"write the tiny random-weight test model into the cache (no network; serve it with "
+        f"--model {TINY_MODEL_ID}; it answers gibberish)",
+    )
     args = parser.parse_args(argv)
     try:
         if args.command == "pull":
             print(_pull(args))
+        elif args.command == "tiny":
+            _tiny(args)
         else:
             _list(args)
     except ModelError as exc:

@@ -116,6 +116,7 @@ async def _node(args: argparse.Namespace, nursery: trio.Nursery) -> None:
         rng=random.Random(),
         invitation=args.invitation.read_bytes() if args.invitation else None,
     )
+    publisher.withdraw_on_stop = True  # a clean stop leaves the directory at its next document
     nursery.start_soon(publisher.run)
     announce(
         {

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import trio
 
-from bootstrap.config import Bootstrap, BootstrapError, load_bootstrap
+from bootstrap.config import Bootstrap, BootstrapError, bootstrap_path, load_bootstrap
 from tp_crypto.identity import Identity
 from tp_net.descriptors import RelayDescriptor
 from tp_net.directory_client import DIRECTORY_SERVICE
@@ -42,11 +42,13 @@ from tp_node.directory_duties import (
     AuthorityRunner,
     DescriptorPublisher,
     descriptor_expiry,
+    directory_status,
     refresh_documents,
 )
 from tp_node.directory_service import DirectoryService
 from tp_node.init_cli import init_main
 from tp_node.launch import announce, load_identity, software_version
+from tp_node.listen_errors import naming_listener
 from tp_node.onion_keys import ONION_KEY_FILE, OnionKeyRing
 from tp_node.operator import start_operator_services
 from tp_node.relay import Relay
@@ -56,6 +58,7 @@ from tp_node.vitals import Vitals
 
 log = logging.getLogger(__name__)
 
+LISTEN_DEFAULT = ("127.0.0.1", 7000)
 CAPACITY_DEFAULT = 1000
 CAPACITY_MAX = 10**7  # what a relay descriptor allows
 KEY_ROTATION_CHECK_S = 600.0
@@ -90,8 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--listen",
         type=host_port,
-        default=("127.0.0.1", 7000),
-        help="HOST:PORT to accept links on (default 127.0.0.1:7000; port 0 picks a free one)",
+        default=None,
+        help="HOST:PORT to accept links on (default 127.0.0.1:7000, an authority: its bootstrap entry's; "
+        "port 0 picks a free one)",
     )
     parser.add_argument(
         "--advertise",
@@ -172,6 +176,7 @@ async def _relay(args: argparse.Namespace, nursery: trio.Nursery) -> None:
         bootstrap.trust(), authority=authority, forward=runner.forward if runner else None
     )
     limits = _link_limits(args)
+    listen, advertise = listen_and_advertise(args, identity, bootstrap)
     relay = Relay(
         identity,
         ring.private_keys(),
@@ -182,10 +187,16 @@ async def _relay(args: argparse.Namespace, nursery: trio.Nursery) -> None:
         link_limits=limits,
         is_listed=service.is_listed,
     )
-    listener = WebSocketListener(*args.listen, connections=ConnectionCounter(limits))
-    address = await nursery.start(relay.serve, listener)
-    advertised = args.advertise or address
-    metrics_url = await start_operator_services(nursery, args, Vitals("relay", relay))
+    with naming_listener("links", "--listen", *listen):
+        listener = WebSocketListener(*listen, connections=ConnectionCounter(limits))
+        address = await nursery.start(relay.serve, listener)
+    advertised = advertise or address
+    vitals = Vitals(
+        "authority" if authority else "relay",
+        relay,
+        directory=lambda: directory_status(service, bootstrap, time.time()),
+    )
+    metrics_url = await start_operator_services(nursery, args, vitals)
 
     def describe(now: float) -> RelayDescriptor:
         return RelayDescriptor(
@@ -206,6 +217,7 @@ async def _relay(args: argparse.Namespace, nursery: trio.Nursery) -> None:
         describe,
         lambda a: [a.hop()],
         invitation=args.invitation.read_bytes() if args.invitation else None,
+        withdraw_on_stop=True,
     )
     nursery.start_soon(publisher.run)
     if runner is not None:
@@ -231,6 +243,28 @@ def _link_limits(args: argparse.Namespace) -> LinkLimits:
     if args.links_max and args.links_max > links_max:
         log.warning("--links-max lowered to %d to fit the open-file limit of %d", links_max, fds_max)
     return LinkLimits(args.links_per_address_max, links_max, args.link_idle_timeout)
+
+
+def listen_and_advertise(
+    args: argparse.Namespace, identity: Identity, bootstrap: Bootstrap
+) -> tuple[tuple[str, int], str | None]:
+    """Where to listen and what to advertise. An authority listens where its bootstrap entry says unless
+    --listen moves it (same port: a proxy or 0.0.0.0 may sit in front) and always advertises its entry."""
+    entry = bootstrap.entry(identity.node_id) if args.authority else None
+    if entry is None:
+        return args.listen or LISTEN_DEFAULT, args.advertise
+    host, port, _ = parse_ws_address(entry.address)
+    where = f"this authority's entry in {bootstrap_path(args.bootstrap)} is {entry.address}"
+    if args.advertise is not None and args.advertise != entry.address:
+        raise BootstrapError(f"--advertise {args.advertise}: {where}; drop --advertise or make them equal")
+    if args.listen is None:
+        return (host, port), entry.address
+    if args.advertise is None and args.listen[1] != port:
+        raise BootstrapError(
+            f"--listen {args.listen[0]}:{args.listen[1]}: {where}, which every role dials; drop --listen "
+            f"(an authority listens where its entry says) or listen on port {port}"
+        )
+    return args.listen, entry.address
 
 
 def _authority_core(

@@ -7,6 +7,7 @@ node ids only, never anything a circuit carries.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,6 +25,7 @@ class Vitals:
     role: str
     runtime: HopRuntime
     engine: ModelSource | None = None
+    directory: Callable[[], dict[str, Any]] | None = None  # relays: the document they serve
     started: float = field(default_factory=time.monotonic)
 
     def snapshot(self) -> dict[str, Any]:
@@ -44,6 +46,8 @@ class Vitals:
             },
             "load": {"queued_cells": runtime.queued_cells()},
         }
+        if self.directory is not None:
+            status["directory"] = self.directory()
         if self.engine is not None:
             models = [
                 {
@@ -66,8 +70,7 @@ def describe(status: dict[str, Any]) -> str:
     """The snapshot for a terminal."""
     bandwidth = status["bandwidth"]
     lines = [
-        f"{status['role']} {status['node_id'][:16]} "
-        f"(version {status['version']}, up {status['uptime_s']:.0f} s)",
+        f"{status['role']} {status['node_id']} (version {status['version']}, up {status['uptime_s']:.0f} s)",
         f"links: {status['links']['count']} ({', '.join(status['links']['peers']) or 'none'})",
         f"circuits: {status['circuits']}",
         f"bandwidth: {bandwidth['bytes_received']} bytes in, {bandwidth['bytes_sent']} bytes out "
@@ -75,9 +78,23 @@ def describe(status: dict[str, Any]) -> str:
         f"load: {status['load']['queued_cells']} queued cells"
         + (f", {status['load']['requests']} requests" if "requests" in status["load"] else ""),
     ]
+    if "directory" in status:
+        lines.append(describe_directory(status["directory"]))
     for model in status.get("models", []):
         lines.append(
             f"model {model['id']}: {model['active']}/{model['slots']} slots busy, "
             f"{model['queued']}/{model['queue_limit']} queued"
         )
     return "\n".join(lines)
+
+
+def describe_directory(directory: dict[str, Any]) -> str:
+    network = f"network {directory['network']!r}"
+    needs = f"{directory['threshold']} of {directory['authorities']} authorities"
+    if directory.get("valid_after") is None:
+        return f"directory: none yet ({network}: the first is signed once {needs} are up)"
+    return (
+        f"directory: {network}, valid from {directory['age_s']} s ago, {directory['signatures']} signatures "
+        f"({needs} needed), {directory['relays']} relays, {directory['nodes']} nodes; "
+        f"next due in {directory['next_due_in_s']} s"
+    )

@@ -160,7 +160,8 @@ def model_tensors(seed: int, vocab_size: int) -> dict[str, Matrix]:
 
 
 def write_tiny_model(path: pathlib.Path, *, seed: int = 0) -> pathlib.Path:
-    """Write the tiny model to ``path`` (overwriting it) and return ``path``."""
+    """Write the tiny model to ``path`` (overwriting it; its folder is created) and return ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     vocab_size = FIRST_TEXT_ID + len(TEXT_PIECES)
     writer = gguf.GGUFWriter(str(path), "llama")
     try:
