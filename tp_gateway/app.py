@@ -13,7 +13,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import Any
 
@@ -248,8 +248,8 @@ class _Routes:
     async def _generate(
         self,
         call: ApiCall,
-        make_stream: Callable[[str, str, int, bool], Stream],
-        make_collector: Callable[[str, str, int], Collector],
+        make_stream: type[Stream],
+        make_collector: type[Collector],
         id_prefix: str,
     ) -> Response:
         completion_id, created = id_prefix + secrets.token_hex(12), int(time.time())
@@ -269,12 +269,24 @@ class _Routes:
         self._metrics.observe_first_token(time.monotonic() - started)
         if call.stream:
             events = _events(
-                make_stream(call.model, completion_id, created, call.include_usage), first, chunks, call
+                make_stream(
+                    call.model,
+                    completion_id,
+                    created,
+                    call.include_usage,
+                    choices=call.choices,
+                    top_logprobs=call.top_logprobs,
+                ),
+                first,
+                chunks,
+                call,
             )
             response = Response(events, mimetype="text/event-stream")
             response.timeout = None  # answers can take minutes
             return response
-        collector = make_collector(call.model, completion_id, created)
+        collector = make_collector(
+            call.model, completion_id, created, choices=call.choices, top_logprobs=call.top_logprobs
+        )
         await _collect(collector, first, chunks, call)
         return _json_response(collector.result())
 
