@@ -52,7 +52,6 @@ CHAT_IGNORED = {
     "user": "string",
     "metadata": "object",
     "store": "boolean",
-    "parallel_tool_calls": "boolean",
     "service_tier": "string",
     "reasoning_effort": "string",
     "verbosity": "string",
@@ -189,6 +188,12 @@ def _chat_logprobs(body: Mapping[str, Any]) -> dict[str, Any]:
     return {"logprobs": top}
 
 
+def _parallel_tool_calls(body: Mapping[str, Any], tools: list[dict[str, Any]]) -> bool | None:
+    """False when asked (at most one call per answer); None (the node's default: several) otherwise."""
+    value = body.get("parallel_tool_calls")
+    return False if value is not None and not boolean(value, "parallel_tool_calls") and tools else None
+
+
 def _refuse_chat_extras(body: Mapping[str, Any]) -> None:
     for name in ("functions", "function_call"):
         if body.get(name) is not None:
@@ -214,6 +219,7 @@ def parse_chat(body: object) -> ChatCall:
         "tools": tools or None,
         "tool_choice": chat_fields.tool_choice(fields.get("tool_choice"), tools),
         "response_format": chat_fields.response_format(fields.get("response_format")),
+        "parallel_tool_calls": _parallel_tool_calls(fields, tools),
     }
     document = {
         "kind": "chat",

@@ -181,6 +181,8 @@ class FakeEngine:
     ) -> AsyncGenerator[dict[str, Any], None]:
         """One choice's pieces, then {"finish_reason", "tokens"} (its completion tokens)."""
         tool = request.named_tool()
+        if request.tool_choice == "required":  # the fake always calls the first tool
+            tool = str(request.tools[0]["function"]["name"])
         if tool is not None:
             await trio.lowlevel.checkpoint()
             yield tool_call_start(0, f"call_fake_{choice}", tool, "{}")

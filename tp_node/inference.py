@@ -42,7 +42,9 @@ GENERATION_FIELDS = frozenset(
     | {"n", "logprobs", "logit_bias"}
 )
 FIELDS_BY_KIND = {
-    "chat": COMMON_FIELDS | GENERATION_FIELDS | {"messages", "response_format", "tools", "tool_choice"},
+    "chat": COMMON_FIELDS
+    | GENERATION_FIELDS
+    | {"messages", "response_format", "tools", "tool_choice", "parallel_tool_calls"},
     "completion": COMMON_FIELDS | GENERATION_FIELDS | {"prompt"},
     "embedding": COMMON_FIELDS | {"input"},
 }
@@ -74,6 +76,7 @@ class InferenceRequest:
     n: int = 1  # choices, each its own generation
     logprobs: int | None = None  # None: no log probabilities; k: each token's, with its k top alternatives
     logit_bias: Mapping[int, float] = field(default_factory=dict)  # token id -> bias added to its logit
+    parallel_tool_calls: bool = True
 
     def texts(self) -> list[str]:
         """Every piece of text the requester wrote (moderation reads these)."""
@@ -242,18 +245,11 @@ def _tool_choice(
 ) -> str | dict[str, Any] | None:
     value = document.get("tool_choice")
     if value is None:
-        return None
+        return "auto" if tools else None  # OpenAI's default when tools are given
     if not tools:
         raise _fail("invalid_tool_choice", "tool_choice needs tools")
-    if value in ("none", "auto"):
+    if value in ("none", "auto", "required"):
         return str(value)
-    if value == "required":
-        # llama-cpp-python forces a call only through a named tool's grammar.
-        if len(tools) != 1:
-            raise _fail(
-                "invalid_tool_choice", "tool_choice 'required' needs exactly one tool; name one instead"
-            )
-        value = {"type": "function", "function": {"name": tools[0]["function"]["name"]}}
     names = {tool["function"]["name"] for tool in tools}
     function = value.get("function") if isinstance(value, dict) else None
     if not isinstance(function, dict) or value.get("type") != "function" or function.get("name") not in names:
@@ -263,6 +259,13 @@ def _tool_choice(
             "one of the tools}}",
         )
     return {"type": "function", "function": {"name": function["name"]}}
+
+
+def _parallel_tool_calls(document: Mapping[str, Any]) -> bool:
+    value = document.get("parallel_tool_calls", True)
+    if not isinstance(value, bool):
+        raise _fail("invalid_parallel_tool_calls", "parallel_tool_calls must be a boolean")
+    return value
 
 
 def _response_format(document: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -340,6 +343,7 @@ def parse_request(document: Mapping[str, Any]) -> InferenceRequest:
         response_format=_response_format(document),
         tools=tools,
         tool_choice=_tool_choice(document, tools),
+        parallel_tool_calls=_parallel_tool_calls(document),
         **common,
     )
 

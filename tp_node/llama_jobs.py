@@ -23,6 +23,7 @@ from typing import Any, cast
 
 import llama_cpp
 import numpy as np
+from llama_cpp.llama_grammar import LlamaGrammar
 
 from tp_node.gguf_header import ModelError
 from tp_node.handoff import BatchPipe, PipeClosed
@@ -36,6 +37,7 @@ from tp_node.inference import (
     tool_call_arguments,
     tool_call_start,
 )
+from tp_node.tool_grammar import parse_calls, plain_messages, system_prompt, tool_grammar
 
 log = logging.getLogger(__name__)
 
@@ -159,7 +161,7 @@ def _sampling(request: InferenceRequest, choice: int) -> dict[str, Any]:
 
 
 def _chat_arguments(request: InferenceRequest, choice: int) -> dict[str, Any]:
-    arguments = {"messages": [dict(m) for m in request.messages], **_sampling(request, choice)}
+    arguments = {"messages": plain_messages(request.messages), **_sampling(request, choice)}
     if request.response_format is not None:
         arguments["response_format"] = dict(request.response_format)
     if request.tools:
@@ -184,8 +186,42 @@ def _text(llm: MeteredLlama, text: str) -> dict[str, Any]:
     return {"text": text, "logprobs": llm.take_logprobs()}
 
 
+def _run_tool_chat(llm: MeteredLlama, request: InferenceRequest, choice: int, emit: Emit) -> str | None:
+    """tool_choice "auto" or "required" (tp_node.tool_grammar): text streams as it comes; a call (output
+    starting with "{") is held until it is whole, then sent as OpenAI's tool-call deltas."""
+    mode, parallel = str(request.tool_choice), request.parallel_tool_calls
+    grammar = LlamaGrammar.from_string(tool_grammar(request.tools, mode, parallel), verbose=False)
+    messages = plain_messages(request.messages, system_prompt(request.tools, mode, parallel))
+    arguments = {"messages": messages, **_sampling(request, choice), "grammar": grammar}
+    held, is_text, finish = "", False, "length"
+    with _chunks(llm.create_chat_completion(**arguments)) as stream:
+        for chunk in stream:
+            if llm.cancel.is_set():
+                return None
+            choice_delta = chunk["choices"][0]
+            content = (choice_delta.get("delta") or {}).get("content") or ""
+            if is_text and content:
+                emit(_text(llm, content))
+            elif content:
+                held += content
+                if not held.startswith("{"):
+                    emit(_text(llm, held))
+                    is_text, held = True, ""
+            finish = choice_delta.get("finish_reason") or finish
+    calls = parse_calls(held) if held else None
+    if calls is None:
+        if held:  # a call cut off by max_tokens or the context: sent as the text it is
+            emit(_text(llm, held))
+        return finish
+    for index, (name, call_arguments) in enumerate(calls):
+        emit(tool_call_start(index, "call_" + secrets.token_hex(12), name, call_arguments))
+    return "tool_calls"
+
+
 def _run_chat(llm: MeteredLlama, request: InferenceRequest, choice: int, emit: Emit) -> str | None:
     """One choice's pieces; its finish reason, or None when cancelled."""
+    if request.tool_choice in ("auto", "required"):
+        return _run_tool_chat(llm, request, choice, emit)
     translator, finish = ChatDeltaTranslator(), "length"
     with _chunks(llm.create_chat_completion(**_chat_arguments(request, choice))) as stream:
         for chunk in stream:

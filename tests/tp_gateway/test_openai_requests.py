@@ -119,6 +119,7 @@ def test_every_chat_field_reaches_the_node_document() -> None:
             }
         ],
         "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+        "parallel_tool_calls": False,
         "response_format": {
             "type": "json_schema",
             "json_schema": {"name": "w", "schema": {"type": "object"}},
