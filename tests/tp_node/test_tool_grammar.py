@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
+from tp_node.inference import EngineError
 from tp_node.llama_engine import LlamaEngine, ModelConfig, open_llama_engine
-from tp_node.tool_grammar import parse_calls, plain_messages, tool_grammar
+from tp_node.tool_grammar import SCHEMA_REPEAT_MAX, parse_calls, plain_messages, tool_grammar
 
 MESSAGES = [{"role": "user", "content": "What time is it?"}]
 WEATHER = {
@@ -109,3 +110,16 @@ def test_earlier_tool_turns_become_plain_roles() -> None:
     assert (
         plain[2]["role"] == "user" and json.loads(plain[2]["content"])["tool_response"]["content"] == "12:00"
     )
+
+
+async def test_a_schema_bound_that_would_blow_up_the_grammar_is_refused_before_it_is_built(
+    engine: LlamaEngine,
+) -> None:
+    huge = {
+        "type": "object",
+        "properties": {"s": {"type": "array", "items": {"maxLength": SCHEMA_REPEAT_MAX + 1}}},
+    }
+    tool = {"type": "function", "function": {"name": "f", "parameters": huge}}
+    with pytest.raises(EngineError) as refused:
+        await ask(engine, {"messages": MESSAGES, "tools": [tool], "max_tokens": 4})
+    assert refused.value.code == "invalid_tools"
