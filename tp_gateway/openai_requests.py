@@ -250,7 +250,7 @@ def _refuse_completion_extras(body: Mapping[str, Any]) -> None:
     if body.get("suffix") is not None and string(body["suffix"], "suffix"):
         raise unsupported("suffix", "token.place does not support insertion with a suffix.")
     best_of = body.get("best_of")
-    if best_of is not None and integer(best_of, "best_of", 1, INT_MAX) != body.get("n", 1):
+    if best_of is not None and integer(best_of, "best_of", 1, INT_MAX) != (body.get("n") or 1):
         raise unsupported(
             "best_of", "token.place returns every choice it generates, so 'best_of' must equal 'n'."
         )
