@@ -1,4 +1,6 @@
-"""The OpenAI-compatible HTTP API (QuartTrio), under /v1 and /api/v1.
+"""The OpenAI-compatible HTTP API (QuartTrio), under /v1 and /api/v1, and the same API under /v2 and /api/v2
+(the routes token.place's clients call). Model aliases (gateway configuration: a stable name for a model the
+network serves) are listed with the models and resolved before a request leaves.
 
 Requests are validated and translated by tp_gateway.openai_* (sans-IO); this module reads bodies, checks
 the API key, calls the overlay, and writes JSON or server-sent events. Errors before the first token get a
@@ -9,11 +11,12 @@ closes the response generator, which cancels the stream on the circuit, which st
 from __future__ import annotations
 
 import hmac
+import importlib.metadata
 import json
 import logging
 import secrets
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from typing import Any
 
@@ -61,7 +64,8 @@ log = logging.getLogger(__name__)
 LOOPBACK_ONLY = SiteRules()
 # The only routes without the API key: the chat page and its files (the page asks for the key), and the
 # health and metrics routes under /v1 and /api/v1 (what docs/PROTOCOL.md promises), by endpoint name.
-API_PREFIXES = {"v1": "/v1", "api_v1": "/api/v1"}  # blueprint name: URL prefix
+API_PREFIXES = {"v1": "/v1", "api_v1": "/api/v1", "v2": "/v2", "api_v2": "/api/v2"}  # blueprint: URL prefix
+SERVICE_NAME = "tp-gateway"
 KEYLESS_ENDPOINTS = frozenset(
     {"chat_page", "static"} | {f"{name}.{view}" for name in API_PREFIXES for view in ("health", "metrics")}
 )
@@ -95,14 +99,16 @@ def create_app(
     site: SiteRules = LOOPBACK_ONLY,
     api_key: str | None = None,
     metrics: Metrics | None = None,
+    aliases: Mapping[str, str] | None = None,
 ) -> QuartTrio:
-    """The app; `site` says which Host and Origin values it answers (default: loopback, no CORS)."""
+    """The app; `site` says which Host and Origin values it answers (default: loopback, no CORS);
+    `aliases` maps alias -> model id."""
     app = QuartTrio(__name__)
     # The node refuses requests over REQUEST_BYTES_MAX; refusing larger bodies here gives the client a 413.
     app.config["MAX_CONTENT_LENGTH"] = REQUEST_BYTES_MAX
     app.config["SEND_FILE_MAX_AGE_DEFAULT"] = None  # the chat page's files: revalidated, so upgrades show
     counters = metrics or Metrics()
-    routes = _Routes(overlay, counters)
+    routes = _Routes(overlay, counters, dict(aliases or {}))
     api = Blueprint("v1", __name__)
     api.add_url_rule("/models", view_func=routes.models, methods=["GET"])
     api.add_url_rule("/models/<path:model_id>", view_func=routes.model, methods=["GET"])
@@ -186,23 +192,52 @@ async def _body() -> object:
         raise invalid_json() from None
 
 
+def _version() -> str:
+    try:
+        return importlib.metadata.version("token-place")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 class _Routes:
-    def __init__(self, overlay: Overlay, metrics: Metrics) -> None:
+    def __init__(self, overlay: Overlay, metrics: Metrics, aliases: dict[str, str]) -> None:
         self._overlay = overlay
         self._metrics = metrics
+        self._aliases = aliases
+        self._version = _version()
+
+    def _listed(self) -> dict[str, int]:
+        """{model id or alias: created} for the models the network serves now, and aliases of them."""
+        ids = self._overlay.model_ids()
+        listed = {m: self._overlay.model_created(m) for m in ids}
+        for alias, target in self._aliases.items():
+            if target in ids and alias not in listed:
+                listed[alias] = listed[target]
+        return listed
 
     async def models(self) -> Response:
-        ids = self._overlay.model_ids()
-        return _json_response(model_list({m: self._overlay.model_created(m) for m in ids}))
+        return _json_response(model_list(self._listed()))
 
     async def model(self, model_id: str) -> Response:
-        if model_id not in self._overlay.model_ids():
+        listed = self._listed()
+        if model_id not in listed:
             raise model_not_found(model_id)
-        return _json_response(model_object(model_id, self._overlay.model_created(model_id)))
+        return _json_response(model_object(model_id, listed[model_id]))
+
+    def _resolved(self, call: ApiCall) -> tuple[str, dict[str, Any]]:
+        """(the model id to ask the network for, the node document naming it): aliases resolved."""
+        model = self._aliases.get(call.model, call.model)
+        return model, {**call.document(), "model": model}
 
     async def health(self) -> Response:
         ready = self._overlay.ready.is_set()
-        body = {"status": "ok" if ready else "starting", "models": len(self._overlay.model_ids())}
+        body: dict[str, Any] = {
+            "status": "ok" if ready else "starting",
+            "version": self._version,
+            "service": SERVICE_NAME,
+            "timestamp": int(time.time()),
+            "models": len(self._overlay.model_ids()),
+        }
         body["pooled_circuits"] = self._overlay.pooled_circuits
         return Response(json_bytes(body), status=200 if ready else 503, mimetype="application/json")
 
@@ -239,7 +274,7 @@ class _Routes:
     async def _embed(self, call: EmbeddingCall) -> dict[str, Any]:
         chunks: list[object] = []
         try:
-            async with aclosing(self._overlay.generate(call.model, call.document())) as stream:
+            async with aclosing(self._overlay.generate(*self._resolved(call))) as stream:
                 async for chunk in stream:
                     chunks.append(chunk)
         except OverlayError as exc:
@@ -251,13 +286,13 @@ class _Routes:
     async def _generate(
         self,
         call: ApiCall,
-        make_stream: Callable[[str, str, int, bool], Stream],
-        make_collector: Callable[[str, str, int], Collector],
+        make_stream: type[Stream],
+        make_collector: type[Collector],
         id_prefix: str,
     ) -> Response:
         completion_id, created = id_prefix + secrets.token_hex(12), int(time.time())
         started = time.monotonic()
-        chunks = self._overlay.generate(call.model, call.document())
+        chunks = self._overlay.generate(*self._resolved(call))
         try:
             first = await chunks.__anext__()
         except OverlayError as exc:
@@ -272,12 +307,24 @@ class _Routes:
         self._metrics.observe_first_token(time.monotonic() - started)
         if call.stream:
             events = _events(
-                make_stream(call.model, completion_id, created, call.include_usage), first, chunks, call
+                make_stream(
+                    call.model,
+                    completion_id,
+                    created,
+                    call.include_usage,
+                    choices=call.choices,
+                    top_logprobs=call.top_logprobs,
+                ),
+                first,
+                chunks,
+                call,
             )
             response = Response(events, mimetype="text/event-stream")
             response.timeout = None  # answers can take minutes
             return response
-        collector = make_collector(call.model, completion_id, created)
+        collector = make_collector(
+            call.model, completion_id, created, choices=call.choices, top_logprobs=call.top_logprobs
+        )
         await _collect(collector, first, chunks, call)
         return _json_response(collector.result())
 

@@ -68,6 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
         "other sites' requests are refused (repeatable; default: none)",
     )
     parser.add_argument(
+        "--model-alias",
+        action="append",
+        default=[],
+        type=model_alias,
+        metavar="ALIAS=MODEL",
+        help="also list MODEL as ALIAS in /v1/models and serve requests for ALIAS with it (repeatable)",
+    )
+    parser.add_argument(
         INSECURE_FLAG,
         action="store_true",
         help="serve a non-loopback --listen without --api-key: anyone who reaches the port uses the "
@@ -76,6 +84,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_bootstrap_argument(parser)
     add_common_arguments(parser, "gateway")
     return parser
+
+
+def model_alias(text: str) -> tuple[str, str]:
+    alias, _, model = text.partition("=")
+    if not alias or not model:
+        raise argparse.ArgumentTypeError("expected ALIAS=MODEL")
+    return alias, model
 
 
 def cors_origin(text: str) -> str:
@@ -141,7 +156,7 @@ async def _gateway(args: argparse.Namespace, nursery: trio.Nursery) -> None:
     # An address literal is served with the port through the connection's local address; a name as given.
     names = [*args.allow_host] if is_address(host) else [host, *args.allow_host]
     site = SiteRules.of(hosts=names, cors_origins=args.cors_origin)
-    app = create_app(overlay, site=site, api_key=args.api_key)
+    app = create_app(overlay, site=site, api_key=args.api_key, aliases=dict(args.model_alias))
     base_url = await nursery.start(serve_gateway, app, *args.listen)
     with trio.move_on_after(30):
         await overlay.ready.wait()

@@ -43,7 +43,7 @@ def embeddings_response(
     """
     reader = ResponseReader("embedding")
     vectors = _vectors(reader, chunks)
-    usage = reader.final().usage.to_json()
+    usage = reader.usage().to_json()
     count = len(vectors) if input_count is None else input_count
     if sorted(vectors) != list(range(count)):
         raise malformed_chunk("embeddings are missing or have indices beyond the inputs")

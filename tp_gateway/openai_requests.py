@@ -1,17 +1,19 @@
 """OpenAI request bodies -> checked calls carrying the node's inference request document.
 
 `parse_chat`, `parse_completion` and `parse_embedding` take the parsed JSON body (any value) and raise
-only ApiError(400) naming the bad field. Fields OpenAI defines that token.place cannot honour (n > 1,
-logprobs, audio...) are refused rather than silently dropped; the rest it does not need (user, metadata,
-store...) are type-checked and dropped: `user` in particular never leaves the gateway.
+only ApiError(400) naming the bad field. `n`, `logprobs`/`top_logprobs` and `logit_bias` are checked by the
+node's own rules (tp_node.inference: one definition, enforced here and at the node). Fields OpenAI defines
+that token.place cannot honour (audio, echo...) are refused rather than silently dropped; the rest it does
+not need (user, metadata, store...) are type-checked and dropped: `user` in particular never leaves the
+gateway.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from tp_gateway import openai_chat_fields as chat_fields
 from tp_gateway.openai_fields import (
@@ -30,6 +32,7 @@ from tp_gateway.openai_fields import (
     string,
     unsupported,
 )
+from tp_node.inference import CHOICES_MAX, TOP_LOGPROBS_MAX, EngineError, check_logit_bias
 
 MODEL_ID_CHARS_MAX = 128
 MAX_TOKENS_LIMIT = 100_000
@@ -49,9 +52,7 @@ CHAT_IGNORED = {
     "user": "string",
     "metadata": "object",
     "store": "boolean",
-    "parallel_tool_calls": "boolean",
     "service_tier": "string",
-    "top_logprobs": "integer",
     "reasoning_effort": "string",
     "verbosity": "string",
     "prediction": "object",
@@ -72,6 +73,16 @@ class ApiCall:
     def document(self) -> dict[str, Any]:
         """The node's request document (a fresh copy the caller may change)."""
         return copy.deepcopy(dict(self.node_document))
+
+    @property
+    def choices(self) -> int:
+        return int(self.node_document.get("n", 1))
+
+    @property
+    def top_logprobs(self) -> int | None:
+        """None: no log probabilities; k: each token's, with k alternatives."""
+        value = self.node_document.get("logprobs")
+        return None if value is None else int(value)
 
 
 class ChatCall(ApiCall):
@@ -104,16 +115,30 @@ def _streaming(body: Mapping[str, Any]) -> tuple[bool, bool]:
     return True, include is not None and boolean(include, "stream_options.include_usage")
 
 
-def _single_choice(body: Mapping[str, Any], name: str = "n") -> None:
-    if body.get(name) is not None and integer(body[name], name, 1, INT_MAX) != 1:
-        raise unsupported(name, f"token.place returns one choice per request, so '{name}' must be 1.")
+T = TypeVar("T")
 
 
-def _no_logit_bias(body: Mapping[str, Any]) -> None:
-    if body.get("logit_bias") is not None and mapping(body["logit_bias"], "logit_bias"):
-        raise unsupported(
-            "logit_bias", "token.place does not support logit bias; send an empty object or null."
-        )
+def _node_rule(rule: Callable[[object], T], value: object, param: str) -> T:
+    """A field checked by the node's own rule; its refusal as the gateway's 400."""
+    try:
+        return rule(value)
+    except EngineError as exc:
+        raise invalid(param, f"{exc}.") from None
+
+
+def _choices_and_bias(body: Mapping[str, Any]) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    if body.get("n") is not None and (n := integer(body["n"], "n", 1, CHOICES_MAX)) > 1:
+        fields["n"] = n
+    if body.get("logit_bias") is not None:
+        bias = mapping(body["logit_bias"], "logit_bias")
+        if _node_rule(check_logit_bias, bias, "logit_bias"):
+            fields["logit_bias"] = {key: float(value) for key, value in bias.items()}
+    return fields
+
+
+def _top_logprobs(value: object, param: str) -> int:
+    return integer(value, param, 0, TOP_LOGPROBS_MAX)
 
 
 def _max_tokens(body: Mapping[str, Any], names: tuple[str, ...]) -> int | None:
@@ -140,9 +165,7 @@ def _stop(value: object) -> list[str]:
 
 def _generation(body: Mapping[str, Any], max_tokens: int | None) -> dict[str, Any]:
     """The sampling fields shared by chat and completions; only those set go to the node."""
-    _single_choice(body)
-    _no_logit_bias(body)
-    fields: dict[str, Any] = {"max_tokens": max_tokens}
+    fields: dict[str, Any] = {"max_tokens": max_tokens, **_choices_and_bias(body)}
     for name, (low, high) in SAMPLING_RANGES.items():
         if body.get(name) is not None:
             fields[name] = number(body[name], name, low, high)
@@ -153,9 +176,25 @@ def _generation(body: Mapping[str, Any], max_tokens: int | None) -> dict[str, An
     return {name: value for name, value in fields.items() if value is not None}
 
 
+def _chat_logprobs(body: Mapping[str, Any]) -> dict[str, Any]:
+    """Chat's `logprobs` (a boolean) and `top_logprobs` -> the node's `logprobs` (alternatives per token)."""
+    wanted = body.get("logprobs") is not None and boolean(body["logprobs"], "logprobs")
+    top = body.get("top_logprobs")
+    if top is None:
+        return {"logprobs": 0} if wanted else {}
+    top = _top_logprobs(top, "top_logprobs")
+    if not wanted:
+        raise invalid("top_logprobs", "'top_logprobs' is only allowed when 'logprobs' is true.")
+    return {"logprobs": top}
+
+
+def _parallel_tool_calls(body: Mapping[str, Any], tools: list[dict[str, Any]]) -> bool | None:
+    """False when asked (at most one call per answer); None (the node's default: several) otherwise."""
+    value = body.get("parallel_tool_calls")
+    return False if value is not None and not boolean(value, "parallel_tool_calls") and tools else None
+
+
 def _refuse_chat_extras(body: Mapping[str, Any]) -> None:
-    if body.get("logprobs") is not None and boolean(body["logprobs"], "logprobs"):
-        raise unsupported("logprobs", "token.place does not return log probabilities.")
     for name in ("functions", "function_call"):
         if body.get(name) is not None:
             raise unsupported(name, "this deprecated field is not supported; use 'tools' and 'tool_choice'.")
@@ -180,12 +219,14 @@ def parse_chat(body: object) -> ChatCall:
         "tools": tools or None,
         "tool_choice": chat_fields.tool_choice(fields.get("tool_choice"), tools),
         "response_format": chat_fields.response_format(fields.get("response_format")),
+        "parallel_tool_calls": _parallel_tool_calls(fields, tools),
     }
     document = {
         "kind": "chat",
         "model": model,
         "messages": messages,
         **_generation(fields, _max_tokens(fields, ("max_completion_tokens", "max_tokens"))),
+        **_chat_logprobs(fields),
         **{name: value for name, value in extras.items() if value is not None},
     }
     return ChatCall(model, stream, include_usage, document)
@@ -198,7 +239,7 @@ def _prompt(value: object) -> str:
         raise unsupported("prompt", "token ids are not supported; send the prompt as text.")
     if len(value) > 1:
         raise unsupported(
-            "prompt", "token.place returns one choice per request; send one prompt per request."
+            "prompt", "token.place answers one prompt per request; send one prompt per request."
         )
     return string(array(value, "prompt", "a string or an array of strings", 1)[0], "prompt[0]")
 
@@ -208,10 +249,11 @@ def _refuse_completion_extras(body: Mapping[str, Any]) -> None:
         raise unsupported("echo", "token.place does not echo the prompt.")
     if body.get("suffix") is not None and string(body["suffix"], "suffix"):
         raise unsupported("suffix", "token.place does not support insertion with a suffix.")
-    if body.get("logprobs") is not None:
-        integer(body["logprobs"], "logprobs", 0, 5)
-        raise unsupported("logprobs", "token.place does not return log probabilities.")
-    _single_choice(body, "best_of")
+    best_of = body.get("best_of")
+    if best_of is not None and integer(best_of, "best_of", 1, INT_MAX) != (body.get("n") or 1):
+        raise unsupported(
+            "best_of", "token.place returns every choice it generates, so 'best_of' must equal 'n'."
+        )
 
 
 def parse_completion(body: object) -> CompletionCall:
@@ -223,6 +265,8 @@ def parse_completion(body: object) -> CompletionCall:
     ignored(fields, OTHER_IGNORED)
     max_tokens = _max_tokens(fields, ("max_tokens",)) or COMPLETION_MAX_TOKENS_DEFAULT
     document = {"kind": "completion", "model": model, "prompt": prompt, **_generation(fields, max_tokens)}
+    if fields.get("logprobs") is not None:  # completions: an integer, the alternatives per token
+        document["logprobs"] = _top_logprobs(fields["logprobs"], "logprobs")
     return CompletionCall(model, stream, include_usage, document)
 
 

@@ -21,6 +21,8 @@ from tp_node.inference import (
     InferenceRequest,
     embedding_chunk,
     final_chunk,
+    for_choice,
+    logprob_entry,
     parse_request,
     tool_call_start,
 )
@@ -156,14 +158,40 @@ class FakeEngine:
 
     async def _generate_text(self, request: InferenceRequest) -> AsyncGenerator[dict[str, Any], None]:
         prompt = "\n".join(request.texts())
-        prompt_tokens = len(prompt.split())
+        prompt_tokens, completion_tokens = len(prompt.split()), 0
+        unknown = [token for token in request.logit_bias if token >= len(FAKE_VOCABULARY)]
+        if unknown:
+            raise EngineError(
+                "invalid_logit_bias", f"logit_bias names token {unknown[0]}, not in the vocabulary"
+            )
+        for choice in range(request.n):
+            finish = "length"
+            async for chunk in self._choice(request, prompt, choice):
+                if "finish_reason" in chunk:
+                    finish, completion_tokens = chunk["finish_reason"], completion_tokens + chunk["tokens"]
+                else:
+                    yield for_choice(chunk, choice, request.n)
+            if choice < request.n - 1:
+                yield for_choice({"finish_reason": finish}, choice, request.n)
+            else:
+                yield for_choice(final_chunk(finish, prompt_tokens, completion_tokens), choice, request.n)
+
+    async def _choice(
+        self, request: InferenceRequest, prompt: str, choice: int
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """One choice's pieces, then {"finish_reason", "tokens"} (its completion tokens)."""
         tool = request.named_tool()
+        if request.tool_choice == "required":  # the fake always calls the first tool
+            tool = str(request.tools[0]["function"]["name"])
         if tool is not None:
             await trio.lowlevel.checkpoint()
-            yield tool_call_start(0, "call_fake_0", tool, "{}")
-            yield final_chunk("tool_calls", prompt_tokens, 1)
+            yield tool_call_start(0, f"call_fake_{choice}", tool, "{}")
+            yield {"finish_reason": "tool_calls", "tokens": 1}
             return
-        seed = hashlib.blake2b(prompt.encode(), digest_size=8).digest()
+        # Choice 0 is what a request with n = 1 gets; every other choice is a generation of its own.
+        seed = hashlib.blake2b(
+            prompt.encode() + (b"\0%d" % choice if choice else b""), digest_size=8
+        ).digest()
         max_tokens = request.max_tokens or FAKE_MAX_TOKENS_DEFAULT
         scanner = _StopScanner(request.stop)
         produced = 0
@@ -171,10 +199,31 @@ class FakeEngine:
         while produced < max_tokens and not scanner.stopped:
             due = started + (produced + 1) * self.token_delay_s
             await (trio.sleep_until(due) if self.token_delay_s else trio.lowlevel.checkpoint())
-            text = scanner.feed(fake_token(seed, produced))
+            token = fake_biased_token(seed, produced, request.logit_bias)
+            text = scanner.feed(token)
             produced += 1
-            if text:
+            if text and request.logprobs is not None:
+                yield {"text": text, "logprobs": [fake_logprob(token, seed, produced, request.logprobs)]}
+            elif text:
                 yield {"text": text}
         if not scanner.stopped and (rest := scanner.flush()):
             yield {"text": rest}
-        yield final_chunk("stop" if scanner.stopped else "length", prompt_tokens, produced)
+        yield {"finish_reason": "stop" if scanner.stopped else "length", "tokens": produced}
+
+
+def fake_biased_token(seed: bytes, index: int, logit_bias: Mapping[int, float]) -> str:
+    """fake_token, unless `logit_bias` (token id: vocabulary index) favours another: the most favoured word
+    wins, ties going to the first in the order that starts at fake_token's pick."""
+    if not logit_bias:
+        return fake_token(seed, index)
+    first = FAKE_VOCABULARY.index(fake_token(seed, index)[:-1])
+    order = [(first + k) % len(FAKE_VOCABULARY) for k in range(len(FAKE_VOCABULARY))]
+    return FAKE_VOCABULARY[max(order, key=lambda word: logit_bias.get(word, 0.0))] + " "
+
+
+def fake_logprob(token: str, seed: bytes, index: int, top: int) -> dict[str, Any]:
+    """A deterministic log probability for a fake token, with `top` alternatives (itself first)."""
+    logprob = -(hashlib.blake2b(seed + index.to_bytes(8, "big"), digest_size=1).digest()[0] + 1) / 256
+    others = [word + " " for word in FAKE_VOCABULARY if word + " " != token]
+    alternatives = [(token, logprob)] + [(word, logprob - 1.0 - k) for k, word in enumerate(others)]
+    return logprob_entry(token, logprob, alternatives[:top])

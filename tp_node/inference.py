@@ -28,13 +28,23 @@ MAX_TOKENS_LIMIT = 100_000
 SEED_ABS_MAX = 2**64
 ERROR_FIELD_CHARS_MAX = 64
 TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# `n`, `logprobs` and `logit_bias`: checked here and, by importing these rules, at the gateway (one home).
+CHOICES_MAX = 8  # each choice is a whole generation on the request's slot, one after the other
+TOP_LOGPROBS_MAX = 20  # alternatives per token (OpenAI's own limit)
+LOGIT_BIAS_ENTRIES_MAX = 300
+LOGIT_BIAS_ABS_MAX = 100.0
+TOKEN_ID_MAX = 2**31 - 1  # llama.cpp's llama_token is an int32; the engine checks against the vocabulary
+TOKEN_ID = re.compile(r"0|[1-9][0-9]{0,9}")
 
 COMMON_FIELDS = frozenset({"kind", "model"})
 GENERATION_FIELDS = frozenset(
     {"max_tokens", "temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty"}
+    | {"n", "logprobs", "logit_bias"}
 )
 FIELDS_BY_KIND = {
-    "chat": COMMON_FIELDS | GENERATION_FIELDS | {"messages", "response_format", "tools", "tool_choice"},
+    "chat": COMMON_FIELDS
+    | GENERATION_FIELDS
+    | {"messages", "response_format", "tools", "tool_choice", "parallel_tool_calls"},
     "completion": COMMON_FIELDS | GENERATION_FIELDS | {"prompt"},
     "embedding": COMMON_FIELDS | {"input"},
 }
@@ -63,6 +73,10 @@ class InferenceRequest:
     response_format: Mapping[str, Any] | None = None
     tools: tuple[Mapping[str, Any], ...] = ()
     tool_choice: str | Mapping[str, Any] | None = field(default=None)
+    n: int = 1  # choices, each its own generation
+    logprobs: int | None = None  # None: no log probabilities; k: each token's, with its k top alternatives
+    logit_bias: Mapping[int, float] = field(default_factory=dict)  # token id -> bias added to its logit
+    parallel_tool_calls: bool = True
 
     def texts(self) -> list[str]:
         """Every piece of text the requester wrote (moderation reads these)."""
@@ -119,6 +133,48 @@ def _stop(document: Mapping[str, Any]) -> tuple[str, ...]:
             f"of 1..{STOP_SEQUENCE_CHARS_MAX} characters",
         )
     return tuple(stops)
+
+
+def check_n(value: object) -> int:
+    """`n`: how many choices (None: one)."""
+    if value is None:
+        return 1
+    if type(value) is not int or not 1 <= value <= CHOICES_MAX:
+        raise _fail("invalid_n", f"n must be an integer in 1..{CHOICES_MAX}")
+    return value
+
+
+def check_top_logprobs(value: object) -> int:
+    """How many alternatives to return with each token's log probability."""
+    if type(value) is not int or not 0 <= value <= TOP_LOGPROBS_MAX:
+        raise _fail("invalid_logprobs", f"logprobs must be an integer in 0..{TOP_LOGPROBS_MAX}")
+    return value
+
+
+def check_logit_bias(value: object) -> dict[int, float]:
+    """{token id as a decimal string: bias}; None or {} is no bias."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or len(value) > LOGIT_BIAS_ENTRIES_MAX:
+        raise _fail(
+            "invalid_logit_bias", f"logit_bias must be a map of at most {LOGIT_BIAS_ENTRIES_MAX} entries"
+        )
+    biases: dict[int, float] = {}
+    for key, bias in value.items():
+        if not (isinstance(key, str) and TOKEN_ID.fullmatch(key) and int(key) <= TOKEN_ID_MAX):
+            raise _fail("invalid_logit_bias", "logit_bias keys must be token ids (decimal integer strings)")
+        if isinstance(bias, bool) or not isinstance(bias, int | float) or not abs(bias) <= LOGIT_BIAS_ABS_MAX:
+            raise _fail(
+                "invalid_logit_bias",
+                f"logit_bias values must be numbers in -{LOGIT_BIAS_ABS_MAX:g}..{LOGIT_BIAS_ABS_MAX:g}",
+            )
+        biases[int(key)] = float(bias)
+    return biases
+
+
+def _logprobs(document: Mapping[str, Any]) -> int | None:
+    value = document.get("logprobs")
+    return None if value is None else check_top_logprobs(value)
 
 
 def _content(value: Any, index: int) -> str | None:
@@ -189,18 +245,11 @@ def _tool_choice(
 ) -> str | dict[str, Any] | None:
     value = document.get("tool_choice")
     if value is None:
-        return None
+        return "auto" if tools else None  # OpenAI's default when tools are given
     if not tools:
         raise _fail("invalid_tool_choice", "tool_choice needs tools")
-    if value in ("none", "auto"):
+    if value in ("none", "auto", "required"):
         return str(value)
-    if value == "required":
-        # llama-cpp-python forces a call only through a named tool's grammar.
-        if len(tools) != 1:
-            raise _fail(
-                "invalid_tool_choice", "tool_choice 'required' needs exactly one tool; name one instead"
-            )
-        value = {"type": "function", "function": {"name": tools[0]["function"]["name"]}}
     names = {tool["function"]["name"] for tool in tools}
     function = value.get("function") if isinstance(value, dict) else None
     if not isinstance(function, dict) or value.get("type") != "function" or function.get("name") not in names:
@@ -210,6 +259,13 @@ def _tool_choice(
             "one of the tools}}",
         )
     return {"type": "function", "function": {"name": function["name"]}}
+
+
+def _parallel_tool_calls(document: Mapping[str, Any]) -> bool:
+    value = document.get("parallel_tool_calls", True)
+    if not isinstance(value, bool):
+        raise _fail("invalid_parallel_tool_calls", "parallel_tool_calls must be a boolean")
+    return value
 
 
 def _response_format(document: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -273,6 +329,9 @@ def parse_request(document: Mapping[str, Any]) -> InferenceRequest:
         "seed": _seed(document),
         "presence_penalty": _number(document, "presence_penalty", 0.0, -2.0, 2.0),
         "frequency_penalty": _number(document, "frequency_penalty", 0.0, -2.0, 2.0),
+        "n": check_n(document.get("n")),
+        "logprobs": _logprobs(document),
+        "logit_bias": check_logit_bias(document.get("logit_bias")),
     }
     if kind == "completion":
         return InferenceRequest(kind, model, prompt=_prompt(document), **common)
@@ -284,6 +343,7 @@ def parse_request(document: Mapping[str, Any]) -> InferenceRequest:
         response_format=_response_format(document),
         tools=tools,
         tool_choice=_tool_choice(document, tools),
+        parallel_tool_calls=_parallel_tool_calls(document),
         **common,
     )
 
@@ -301,6 +361,20 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
 
 def final_chunk(finish_reason: str, prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
     return {"finish_reason": finish_reason, "usage": usage(prompt_tokens, completion_tokens)}
+
+
+def for_choice(chunk: dict[str, Any], choice: int, n: int) -> dict[str, Any]:
+    """A chunk of choice `choice`: marked `"choice": i` when the request asked for several (n > 1)."""
+    return {**chunk, "choice": choice} if n > 1 else chunk
+
+
+def logprob_entry(token: str, logprob: float, top: Sequence[tuple[str, float]]) -> dict[str, Any]:
+    """One output token's log probability and its most likely alternatives (OpenAI's chat shape)."""
+    return {
+        "token": token,
+        "logprob": logprob,
+        "top_logprobs": [{"token": text, "logprob": value} for text, value in top],
+    }
 
 
 def tool_call_start(index: int, call_id: str, name: str, arguments: str) -> dict[str, Any]:
@@ -326,10 +400,15 @@ def embedding_chunk(index: int, vector: Sequence[float]) -> dict[str, Any]:
 
 def _merge(last: dict[str, Any], chunk: Mapping[str, Any]) -> bool:
     """Fold `chunk` into `last` when that loses nothing; True if it did."""
-    if set(last) == set(chunk) == {"text"}:
+    keys = set(chunk) - {"choice"}
+    if set(last) != set(chunk) or last.get("choice") != chunk.get("choice"):
+        return False
+    if keys in ({"text"}, {"text", "logprobs"}):
         last["text"] += chunk["text"]
+        if "logprobs" in keys:
+            last["logprobs"] = [*last["logprobs"], *chunk["logprobs"]]
         return True
-    if set(last) == set(chunk) == {"tool_calls"}:
+    if keys == {"tool_calls"}:
         previous, call = last["tool_calls"][-1], chunk["tool_calls"][0]
         if (
             len(chunk["tool_calls"]) == 1
@@ -355,5 +434,5 @@ def coalesce(chunks: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
 def _copy(chunk: Mapping[str, Any]) -> dict[str, Any]:
     if "tool_calls" in chunk:
         calls = [dict(call, function=dict(call["function"])) for call in chunk["tool_calls"]]
-        return {"tool_calls": calls}
+        return {**chunk, "tool_calls": calls}
     return dict(chunk)

@@ -18,9 +18,12 @@ import threading
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from contextlib import closing
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, cast
 
 import llama_cpp
+import numpy as np
+from llama_cpp.llama_grammar import LlamaGrammar
 
 from tp_node.gguf_header import ModelError
 from tp_node.handoff import BatchPipe, PipeClosed
@@ -29,9 +32,12 @@ from tp_node.inference import (
     InferenceRequest,
     embedding_chunk,
     final_chunk,
+    for_choice,
+    logprob_entry,
     tool_call_arguments,
     tool_call_start,
 )
+from tp_node.tool_grammar import parse_calls, plain_messages, system_prompt, tool_grammar
 
 log = logging.getLogger(__name__)
 
@@ -67,10 +73,13 @@ class MeteredLlama(llama_cpp.Llama):
         self.cancel = threading.Event()
         self.prompt_tokens = 0
         self.completion_tokens = 0
+        self.top_logprobs: int | None = None  # set: record each output token's log probability
+        self.logprobs: list[dict[str, Any]] = []  # recorded since the last take_logprobs()
 
-    def start_request(self, cancel: threading.Event) -> None:
+    def start_request(self, cancel: threading.Event, top_logprobs: int | None = None) -> None:
         self.cancel = cancel
         self.prompt_tokens = self.completion_tokens = 0
+        self.top_logprobs, self.logprobs = top_logprobs, []
         # No KV-cache reuse across requests: another user's prefix hit would show in time to first token.
         self.reset()  # type: ignore[no-untyped-call]
 
@@ -83,7 +92,27 @@ class MeteredLlama(llama_cpp.Llama):
             # Counted as llama-cpp-python's own usage counts: the end-of-generation token is not output.
             if not llama_cpp.llama_vocab_is_eog(self._model.vocab, token):
                 self.completion_tokens += 1
+                if self.top_logprobs is not None:
+                    self.logprobs.append(self._logprob(token, self.top_logprobs))
             yield token
+
+    def _logprob(self, token: int, top: int) -> dict[str, Any]:
+        """The sampled token's log probability under the model (the logits it was sampled from, before
+        any bias or temperature), and the `top` most likely tokens there."""
+        pointer = llama_cpp.llama_get_logits_ith(self._ctx.ctx, -1)
+        logits = np.ctypeslib.as_array(pointer, shape=(self.n_vocab(),)).astype(np.float64)
+        logprobs = logits - (logits.max() + np.log(np.exp(logits - logits.max()).sum()))
+        best = np.argpartition(-logprobs, top)[:top] if 0 < top < len(logprobs) else np.arange(top)
+        best = best[np.argsort(-logprobs[best], kind="stable")]
+        alternatives = [(self._piece(int(i)), float(logprobs[i])) for i in best]
+        return logprob_entry(self._piece(token), float(logprobs[token]), alternatives)
+
+    def _piece(self, token: int) -> str:
+        return self.detokenize([token]).decode("utf-8", errors="replace")
+
+    def take_logprobs(self) -> list[dict[str, Any]]:
+        taken, self.logprobs = self.logprobs, []
+        return taken
 
 
 class ChatDeltaTranslator:
@@ -110,26 +139,29 @@ class ChatDeltaTranslator:
         return chunks
 
 
-def _seed(request: InferenceRequest) -> int:
+def _seed(request: InferenceRequest, choice: int) -> int:
     # Without a seed every request gets fresh randomness, never a sequence shared with other users.
-    return request.seed % SEED_MODULUS if request.seed is not None else secrets.randbelow(SEED_MODULUS)
+    if request.seed is None:
+        return secrets.randbelow(SEED_MODULUS)
+    return (request.seed + choice) % SEED_MODULUS  # each choice a generation of its own
 
 
-def _sampling(request: InferenceRequest) -> dict[str, Any]:
+def _sampling(request: InferenceRequest, choice: int) -> dict[str, Any]:
     return {
         "max_tokens": request.max_tokens,
         "temperature": request.temperature,
         "top_p": request.top_p,
         "stop": list(request.stop),
-        "seed": _seed(request),
+        "seed": _seed(request, choice),
         "presence_penalty": request.presence_penalty,
         "frequency_penalty": request.frequency_penalty,
+        "logit_bias": dict(request.logit_bias) or None,
         "stream": True,
     }
 
 
-def _chat_arguments(request: InferenceRequest) -> dict[str, Any]:
-    arguments = {"messages": [dict(m) for m in request.messages], **_sampling(request)}
+def _chat_arguments(request: InferenceRequest, choice: int) -> dict[str, Any]:
+    arguments = {"messages": plain_messages(request.messages), **_sampling(request, choice)}
     if request.response_format is not None:
         arguments["response_format"] = dict(request.response_format)
     if request.tools:
@@ -139,6 +171,7 @@ def _chat_arguments(request: InferenceRequest) -> dict[str, Any]:
 
 
 Output = BatchPipe[dict[str, Any]]
+Emit = Callable[[dict[str, Any]], None]
 
 
 def _chunks(result: object) -> closing[Generator[dict[str, Any], None, None]]:
@@ -146,30 +179,98 @@ def _chunks(result: object) -> closing[Generator[dict[str, Any], None, None]]:
     return closing(cast("Generator[dict[str, Any], None, None]", result))
 
 
-def _run_chat(llm: MeteredLlama, request: InferenceRequest, output: Output) -> None:
+def _text(llm: MeteredLlama, text: str) -> dict[str, Any]:
+    """A text piece, with the log probabilities of the tokens sampled since the previous one if asked."""
+    if llm.top_logprobs is None:
+        return {"text": text}
+    return {"text": text, "logprobs": llm.take_logprobs()}
+
+
+def _run_tool_chat(llm: MeteredLlama, request: InferenceRequest, choice: int, emit: Emit) -> str | None:
+    """tool_choice "auto" or "required" (tp_node.tool_grammar): text streams as it comes; a call (output
+    starting with "{") is held until it is whole, then sent as OpenAI's tool-call deltas."""
+    mode, parallel = str(request.tool_choice), request.parallel_tool_calls
+    grammar = LlamaGrammar.from_string(tool_grammar(request.tools, mode, parallel), verbose=False)
+    messages = plain_messages(request.messages, system_prompt(request.tools, mode, parallel))
+    arguments = {"messages": messages, **_sampling(request, choice), "grammar": grammar}
+    held, is_text, finish = "", False, "length"
+    with _chunks(llm.create_chat_completion(**arguments)) as stream:
+        for chunk in stream:
+            if llm.cancel.is_set():
+                return None
+            choice_delta = chunk["choices"][0]
+            content = (choice_delta.get("delta") or {}).get("content") or ""
+            if is_text and content:
+                emit(_text(llm, content))
+            elif content:
+                held += content
+                if not held.startswith("{"):
+                    emit(_text(llm, held))
+                    is_text, held = True, ""
+            finish = choice_delta.get("finish_reason") or finish
+    calls = parse_calls(held) if held else None
+    if calls is None:
+        if held:  # a call cut off by max_tokens or the context: sent as the text it is
+            emit(_text(llm, held))
+        return finish
+    for index, (name, call_arguments) in enumerate(calls):
+        emit(tool_call_start(index, "call_" + secrets.token_hex(12), name, call_arguments))
+    return "tool_calls"
+
+
+def _run_chat(llm: MeteredLlama, request: InferenceRequest, choice: int, emit: Emit) -> str | None:
+    """One choice's pieces; its finish reason, or None when cancelled."""
+    if request.tool_choice in ("auto", "required"):
+        return _run_tool_chat(llm, request, choice, emit)
     translator, finish = ChatDeltaTranslator(), "length"
-    with _chunks(llm.create_chat_completion(**_chat_arguments(request))) as stream:
+    with _chunks(llm.create_chat_completion(**_chat_arguments(request, choice))) as stream:
         for chunk in stream:
             if llm.cancel.is_set():
-                return
-            choice = chunk["choices"][0]
-            for piece in translator.feed(choice.get("delta") or {}):
-                output.put(piece)
-            finish = choice.get("finish_reason") or finish
-    output.put(final_chunk(finish, llm.prompt_tokens, llm.completion_tokens))
+                return None
+            choice_delta = chunk["choices"][0]
+            for piece in translator.feed(choice_delta.get("delta") or {}):
+                emit(_text(llm, piece["text"]) if "text" in piece else piece)
+            finish = choice_delta.get("finish_reason") or finish
+    return finish
 
 
-def _run_completion(llm: MeteredLlama, request: InferenceRequest, output: Output) -> None:
+def _run_completion(llm: MeteredLlama, request: InferenceRequest, choice: int, emit: Emit) -> str | None:
     finish = "length"
-    with _chunks(llm.create_completion(prompt=request.prompt, **_sampling(request))) as stream:
+    with _chunks(llm.create_completion(prompt=request.prompt, **_sampling(request, choice))) as stream:
         for chunk in stream:
             if llm.cancel.is_set():
-                return
-            choice = chunk["choices"][0]
-            if choice.get("text"):
-                output.put({"text": choice["text"]})
-            finish = choice.get("finish_reason") or finish
-    output.put(final_chunk(finish, llm.prompt_tokens, llm.completion_tokens))
+                return None
+            choice_text = chunk["choices"][0]
+            if choice_text.get("text"):
+                emit(_text(llm, choice_text["text"]))
+            finish = choice_text.get("finish_reason") or finish
+    return finish
+
+
+def _put(output: Output, choice: int, n: int, piece: dict[str, Any]) -> None:
+    output.put(for_choice(piece, choice, n))
+
+
+def _run_generation(llm: MeteredLlama, request: InferenceRequest, output: Output) -> None:
+    """`n` choices one after the other on this slot, each a generation of its own; usage counts the prompt
+    once and every choice's tokens."""
+    unknown = [token for token in request.logit_bias if token >= llm.n_vocab()]
+    if unknown:
+        raise EngineError("invalid_logit_bias", f"logit_bias names token {unknown[0]}, not in the vocabulary")
+    runner = _run_chat if request.kind == "chat" else _run_completion
+    prompt_tokens = 0
+    for choice in range(request.n):
+        finish = runner(llm, request, choice, partial(_put, output, choice, request.n))
+        if finish is None:
+            return
+        llm.take_logprobs()  # those of tokens no piece carried (a stop sequence's)
+        prompt_tokens = prompt_tokens or llm.prompt_tokens
+        end = (
+            final_chunk(finish, prompt_tokens, llm.completion_tokens)
+            if choice == request.n - 1
+            else {"finish_reason": finish}
+        )
+        output.put(for_choice(end, choice, request.n))
 
 
 def _run_embedding(llm: MeteredLlama, request: InferenceRequest, output: Output) -> None:
@@ -184,8 +285,8 @@ def _run_embedding(llm: MeteredLlama, request: InferenceRequest, output: Output)
 
 
 _RUNNERS: dict[str, Callable[[MeteredLlama, InferenceRequest, Output], None]] = {
-    "chat": _run_chat,
-    "completion": _run_completion,
+    "chat": _run_generation,
+    "completion": _run_generation,
     "embedding": _run_embedding,
 }
 
@@ -220,7 +321,7 @@ def run_job(job: Job, llm: MeteredLlama) -> None:
     error: EngineError | None = None
     try:
         if not job.cancel.is_set():
-            llm.start_request(job.cancel)
+            llm.start_request(job.cancel, job.request.logprobs)
             _RUNNERS[job.request.kind](llm, job.request, job.output)
     except PipeClosed:
         pass

@@ -119,6 +119,7 @@ def test_every_chat_field_reaches_the_node_document() -> None:
             }
         ],
         "tool_choice": {"type": "function", "function": {"name": "get_weather"}},
+        "parallel_tool_calls": False,
         "response_format": {
             "type": "json_schema",
             "json_schema": {"name": "w", "schema": {"type": "object"}},
@@ -252,7 +253,7 @@ REFUSALS: list[tuple[Parser, object, str | None, str]] = [
         "stream_options.include_usage",
         "invalid_type",
     ),
-    (parse_chat, chat(n=2), "n", "unsupported_value"),
+    (parse_chat, chat(n=9), "n", "integer_above_max_value"),
     (parse_chat, chat(n=0), "n", "integer_below_min_value"),
     (parse_chat, chat(n=1.0), "n", "invalid_type"),
     (parse_chat, chat(temperature=2.5), "temperature", "decimal_above_max_value"),
@@ -275,9 +276,12 @@ REFUSALS: list[tuple[Parser, object, str | None, str]] = [
     (parse_chat, chat(stop=["a"] * 5), "stop", "array_above_max_length"),
     (parse_chat, chat(stop=["a", 1]), "stop[1]", "invalid_type"),
     (parse_chat, chat(stop=["x" * 257]), "stop[0]", "string_above_max_length"),
-    (parse_chat, chat(logprobs=True), "logprobs", "unsupported_value"),
+    (parse_chat, chat(top_logprobs=2), "top_logprobs", "invalid_value"),
+    (parse_chat, chat(logprobs=True, top_logprobs=21), "top_logprobs", "integer_above_max_value"),
     (parse_chat, chat(logprobs="yes"), "logprobs", "invalid_type"),
-    (parse_chat, chat(logit_bias={"1": 5}), "logit_bias", "unsupported_value"),
+    (parse_chat, chat(logit_bias={"1": 101}), "logit_bias", "invalid_value"),
+    (parse_chat, chat(logit_bias={"01": 1}), "logit_bias", "invalid_value"),
+    (parse_chat, chat(logit_bias={str(n): 1 for n in range(301)}), "logit_bias", "invalid_value"),
     (parse_chat, chat(logit_bias=[1]), "logit_bias", "invalid_type"),
     (parse_chat, chat(functions=[{"name": "f"}]), "functions", "unsupported_value"),
     (parse_chat, chat(function_call="auto"), "function_call", "unsupported_value"),
@@ -371,10 +375,9 @@ REFUSALS: list[tuple[Parser, object, str | None, str]] = [
     (parse_completion, completion(prompt=[[1, 2]]), "prompt", "unsupported_value"),
     (parse_completion, completion(echo=True), "echo", "unsupported_value"),
     (parse_completion, completion(suffix="end"), "suffix", "unsupported_value"),
-    (parse_completion, completion(logprobs=2), "logprobs", "unsupported_value"),
-    (parse_completion, completion(logprobs=9), "logprobs", "integer_above_max_value"),
+    (parse_completion, completion(logprobs=21), "logprobs", "integer_above_max_value"),
     (parse_completion, completion(best_of=3), "best_of", "unsupported_value"),
-    (parse_completion, completion(n=3), "n", "unsupported_value"),
+    (parse_completion, completion(n=3, best_of=2), "best_of", "unsupported_value"),
     (parse_completion, completion(max_tokens=0), "max_tokens", "integer_below_min_value"),
     (parse_completion, completion(stream_options={"include_usage": True}), "stream_options", "invalid_value"),
     (parse_embedding, embedding(input=DROP), "input", "missing_required_parameter"),
@@ -416,7 +419,7 @@ def test_messages_say_what_is_allowed() -> None:
         parse_chat(chat(messages=[{"role": "function", "content": "x"}]))
     with pytest.raises(ApiError, match=r"Expected a value <= 2"):
         parse_chat(chat(temperature=3))
-    with pytest.raises(ApiError, match=r"'n' must be 1"):
-        parse_chat(chat(n=4))
+    with pytest.raises(ApiError, match=r"Expected a value <= 8"):
+        parse_chat(chat(n=9))
     with pytest.raises(ApiError, match=r"got a string instead"):
         parse_chat(chat(messages=SECRET))

@@ -223,8 +223,8 @@ def test_an_overlay_error_before_the_first_token_is_an_http_error(
 def test_validation_errors_reach_the_sdk_with_their_param(client_for: ClientFor) -> None:
     client, gateway = client_for(HELLO)
     with pytest.raises(openai.BadRequestError) as caught:
-        client.chat.completions.create(model="tiny-llama", messages=MESSAGES, n=2)
-    assert (caught.value.param, caught.value.code) == ("n", "unsupported_value")
+        client.chat.completions.create(model="tiny-llama", messages=MESSAGES, n=9)
+    assert (caught.value.param, caught.value.code) == ("n", "integer_above_max_value")
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="unknown", messages=MESSAGES)
     assert gateway.documents == []

@@ -79,10 +79,14 @@ def test_nulls_mean_defaults() -> None:
     assert request == parse_request(CHAT)
 
 
-def test_required_tool_choice_names_the_only_tool() -> None:
-    request = parse_request({**CHAT, "tools": [WEATHER_TOOL], "tool_choice": "required"})
-    assert request.tool_choice == {"type": "function", "function": {"name": "get_weather"}}
-    assert request.named_tool() == "get_weather"
+def test_required_tool_choice_takes_any_number_of_tools_and_tools_alone_mean_auto() -> None:
+    request = parse_request({**CHAT, "tools": [WEATHER_TOOL, CLOCK_TOOL], "tool_choice": "required"})
+    assert request.tool_choice == "required" and request.named_tool() is None
+    assert parse_request({**CHAT, "tools": [WEATHER_TOOL]}).tool_choice == "auto"
+    assert (
+        parse_request({**CHAT, "tools": [WEATHER_TOOL], "parallel_tool_calls": False}).parallel_tool_calls
+        is False
+    )
 
 
 def test_texts_are_what_the_requester_wrote() -> None:
@@ -137,7 +141,7 @@ BAD_REQUESTS: list[tuple[dict[str, Any], str]] = [
     ({**CHAT, "tools": [{"type": "function", "function": {"name": "f", "parameters": []}}]}, "invalid_tools"),
     ({**CHAT, "tool_choice": "auto"}, "invalid_tool_choice"),
     ({**CHAT, "tools": [WEATHER_TOOL], "tool_choice": "always"}, "invalid_tool_choice"),
-    ({**CHAT, "tools": [WEATHER_TOOL, CLOCK_TOOL], "tool_choice": "required"}, "invalid_tool_choice"),
+    ({**CHAT, "tools": [WEATHER_TOOL], "parallel_tool_calls": 1}, "invalid_parallel_tool_calls"),
     (
         {**CHAT, "tools": [WEATHER_TOOL], "tool_choice": {"type": "function", "function": {"name": "other"}}},
         "invalid_tool_choice",

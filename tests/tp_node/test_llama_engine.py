@@ -111,7 +111,8 @@ async def test_seeded_sampling_is_reproducible_and_matches_direct(
 async def test_a_named_tool_streams_openai_tool_call_deltas(
     engine: LlamaEngine, tiny_model_path: Path
 ) -> None:
-    request = {**GREEDY, "max_tokens": 20, "tools": [WEATHER], "tool_choice": "required"}
+    named = {"type": "function", "function": {"name": "get_weather"}}
+    request = {**GREEDY, "max_tokens": 20, "tools": [WEATHER], "tool_choice": named}
     chunks = await ask(engine, request)
     direct = direct_chat(
         tiny_model_path,
