@@ -25,6 +25,7 @@ from bootstrap.config import Bootstrap
 from tp_crypto.errors import TokenPlaceError
 from tp_crypto.identity import short_id
 from tp_gateway.openai_errors import node_error_to_api
+from tp_net.cells import DestroyReason
 from tp_net.circuit_client import HopInfo
 from tp_net.client import Circuit, ClientLink
 from tp_net.descriptors import NodeDescriptor, RelayDescriptor
@@ -41,6 +42,7 @@ from tp_net.path_selection import (
     choose_path,
     circuit_hops,
 )
+from tp_net.stream_deadlines import stream_deadlines
 from tp_net.transport import Dialer
 from tp_node.gpu_node import INFERENCE_SERVICE
 
@@ -72,9 +74,10 @@ class _Pooled:
     circuit: Circuit
     built_at: float
     last_used: float
+    retired: bool = False  # a hop left the directory: no new request takes it (those on it finish)
 
     def usable(self, now: float) -> bool:
-        return self.circuit.is_open and now - self.built_at < CIRCUIT_MAX_AGE_S
+        return self.circuit.is_open and not self.retired and now - self.built_at < CIRCUIT_MAX_AGE_S
 
 
 @dataclass
@@ -146,8 +149,19 @@ class Overlay:
         elif not self._guards or not all(g in directory.relays for g in self._guards):
             self._guards = choose_guards(relays, self._rng, rules=self._rules)
         log.info("directory: %d relays, %d nodes", len(directory.relays), len(directory.nodes))
+        self._retire_unlisted_circuits(directory)
         self.ready.set()
         self._pool_changed.set()
+
+    def _retire_unlisted_circuits(self, directory: Directory) -> None:
+        """Pooled circuits through a relay or to a node the new directory no longer lists are retired (the
+        hop may have gone silent); the pool builds replacements."""
+        for entries in self._pool.values():
+            for pooled in entries:
+                hops = pooled.circuit.core.path
+                listed = all(hop.node_id in directory.relays for hop in hops[:-1])
+                if not listed or hops[-1].node_id not in directory.nodes:
+                    pooled.retired = True
 
     def _stored_guards(self, store: GuardStore, relays: list[RelayDescriptor]) -> list[bytes]:
         """The guard file's guards that the directory still lists (topped up). A guard file that cannot be
@@ -226,7 +240,7 @@ class Overlay:
         try:
             with trio.fail_after(CIRCUIT_WAIT_TIMEOUT_S):
                 circuit = await self._circuit_to(node, avoid)
-            async with aclosing(circuit.request(INFERENCE_SERVICE, dict(document))) as chunks:
+            async with aclosing(_within_deadlines(circuit, INFERENCE_SERVICE, document)) as chunks:
                 async for chunk in chunks:
                     error = chunk.get("error") if isinstance(chunk, dict) else None
                     if isinstance(error, dict):
@@ -383,6 +397,28 @@ class Overlay:
         finally:
             self._building.discard(node.node_id)
             self._pool_changed.set()
+
+
+async def _within_deadlines(
+    circuit: Circuit, service: str, document: Mapping[str, Any]
+) -> AsyncGenerator[Any, None]:
+    """The answer's messages, each within its deadline (tp_net.stream_deadlines); when one passes, the
+    circuit is destroyed (its path went silent: no later request may use it) and trio.TooSlowError raised."""
+    deadlines = stream_deadlines(len(circuit.core.path))
+    wait_s = deadlines.first_chunk_s
+    async with aclosing(circuit.request(service, dict(document))) as messages:
+        while True:
+            with trio.move_on_after(wait_s) as waited:
+                try:
+                    message = await messages.__anext__()
+                except StopAsyncIteration:
+                    return
+            if waited.cancelled_caught:
+                log.info("no chunk within %.1f s: dropping the circuit", wait_s)
+                circuit.destroy(DestroyReason.TIMEOUT)
+                raise trio.TooSlowError
+            yield message
+            wait_s = deadlines.chunk_gap_s
 
 
 class _RetryableFailure(Exception):
