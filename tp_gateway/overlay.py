@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import aclosing, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,6 +163,14 @@ class Overlay:
                 if not listed or hops[-1].node_id not in directory.nodes:
                     pooled.retired = True
 
+    def _retire_circuits_sharing(self, silent: Circuit) -> None:
+        """A circuit's path went silent: pooled circuits through any of its relays take no new request."""
+        relays = {hop.node_id for hop in silent.core.path[:-1]}
+        for entries in self._pool.values():
+            for pooled in entries:
+                if relays & {hop.node_id for hop in pooled.circuit.core.path[:-1]}:
+                    pooled.retired = True
+
     def _stored_guards(self, store: GuardStore, relays: list[RelayDescriptor]) -> list[bytes]:
         """The guard file's guards that the directory still lists (topped up). A guard file that cannot be
         read or is corrupt is replaced by new guards, never a reason to stop: it would stop every restart."""
@@ -240,7 +248,8 @@ class Overlay:
         try:
             with trio.fail_after(CIRCUIT_WAIT_TIMEOUT_S):
                 circuit = await self._circuit_to(node, avoid)
-            async with aclosing(_within_deadlines(circuit, INFERENCE_SERVICE, document)) as chunks:
+            answer = _within_deadlines(circuit, INFERENCE_SERVICE, document, self._retire_circuits_sharing)
+            async with aclosing(answer) as chunks:
                 async for chunk in chunks:
                     error = chunk.get("error") if isinstance(chunk, dict) else None
                     if isinstance(error, dict):
@@ -400,10 +409,11 @@ class Overlay:
 
 
 async def _within_deadlines(
-    circuit: Circuit, service: str, document: Mapping[str, Any]
+    circuit: Circuit, service: str, document: Mapping[str, Any], on_silent: Callable[[Circuit], None]
 ) -> AsyncGenerator[Any, None]:
     """The answer's messages, each within its deadline (tp_net.stream_deadlines); when one passes, the
-    circuit is destroyed (its path went silent: no later request may use it) and trio.TooSlowError raised."""
+    circuit is destroyed (its path went silent: no later request may use it), `on_silent` hears of it, and
+    trio.TooSlowError is raised."""
     deadlines = stream_deadlines(len(circuit.core.path))
     wait_s = deadlines.first_chunk_s
     async with aclosing(circuit.request(service, dict(document))) as messages:
@@ -416,6 +426,7 @@ async def _within_deadlines(
             if waited.cancelled_caught:
                 log.info("no chunk within %.1f s: dropping the circuit", wait_s)
                 circuit.destroy(DestroyReason.TIMEOUT)
+                on_silent(circuit)
                 raise trio.TooSlowError
             yield message
             wait_s = deadlines.chunk_gap_s

@@ -68,9 +68,12 @@ class FakeCircuit:
         self.destroyed.append(reason)
 
 
-async def _drain(circuit: FakeCircuit) -> list[Any]:
+async def _drain(circuit: FakeCircuit, silent: list[Circuit] | None = None) -> list[Any]:
+    """The answer's messages; circuits reported silent go to `silent`."""
     received: list[Any] = []
-    async with aclosing(_within_deadlines(cast(Circuit, circuit), "inference", {})) as messages:
+    silent = [] if silent is None else silent
+    answer = _within_deadlines(cast(Circuit, circuit), "inference", {}, silent.append)
+    async with aclosing(answer) as messages:
         async for message in messages:
             received.append(message)
     return received
@@ -89,10 +92,12 @@ async def test_a_path_silent_before_the_first_chunk_is_given_up_and_its_circuit_
 ) -> None:
     circuit = FakeCircuit(chunks=0)
     started = trio.current_time()
+    silent: list[Circuit] = []
     with pytest.raises(trio.TooSlowError):
-        await _drain(circuit)
+        await _drain(circuit, silent)
     assert trio.current_time() - started == pytest.approx(FIRST_S)
     assert circuit.destroyed == [DestroyReason.TIMEOUT]
+    assert silent == [circuit]
 
 
 async def test_a_path_silent_mid_answer_is_given_up_within_the_gap_deadline(
@@ -108,8 +113,9 @@ async def test_a_path_silent_mid_answer_is_given_up_within_the_gap_deadline(
 
 async def test_an_answer_that_ends_is_untouched(autojump_clock: trio.testing.MockClock) -> None:
     circuit = FakeCircuit(chunks=5, ends=True)
-    assert await _drain(circuit) == [{"n": n} for n in range(5)]
-    assert circuit.destroyed == []
+    silent: list[Circuit] = []
+    assert await _drain(circuit, silent) == [{"n": n} for n in range(5)]
+    assert circuit.destroyed == [] and silent == []
 
 
 def test_pooled_circuits_through_a_hop_that_left_the_directory_are_retired() -> None:
@@ -133,3 +139,15 @@ def test_pooled_circuits_through_a_hop_that_left_the_directory_are_retired() -> 
     assert [p.retired for p in pooled] == [True, False]
     overlay._use_directory(Directory(NETWORK, T0, T0 + 60, T0 + 120, {r.node_id: r for r in relays}, {}))
     assert pooled[1].retired  # the node itself left
+
+
+def test_a_silent_circuit_retires_the_pooled_circuits_sharing_a_relay_with_it() -> None:
+    relays = [HopInfo(bytes([n]) * 32, b"k" * 32, f"ws://r{n}.example.net:7000/") for n in range(5)]
+    node = HopInfo(b"n" * 32, b"k" * 32)
+    overlay = Overlay(Bootstrap(NETWORK, 1, 300, ()), cast(Any, None), rng=random.Random(4))
+    paths = ([0, 1, 2], [3, 1, 4], [3, 4, 0], [4, 3, 2])
+    circuits = [FakeCircuit(chunks=0, core=_Core((*[relays[i] for i in p], node))) for p in paths]
+    pooled = [_Pooled(cast(Any, circuit), 0.0, 0.0) for circuit in circuits]
+    overlay._pool[node.node_id] = list(pooled)
+    overlay._retire_circuits_sharing(cast(Circuit, FakeCircuit(chunks=0, core=_Core((relays[1], node)))))
+    assert [p.retired for p in pooled] == [True, True, False, False]  # the node alone is no reason
