@@ -58,6 +58,9 @@ CIRCUIT_WAIT_TIMEOUT_S = 10.0
 DIRECTORY_RETRY_S = 2.0
 # A guard that could not be dialed is left out of new paths this long (while other guards remain).
 GUARD_DOWN_S = 30.0
+# The guard and middle of a path that went silent are left out of new paths this long (while others remain):
+# past the link silence deadline (tp_net.liveness), by when the links to a dead relay have been closed.
+SILENT_PATH_AVOID_S = 30.0
 
 
 class OverlayError(TokenPlaceError):
@@ -103,6 +106,7 @@ class Overlay:
         self.directory: Directory | None = None
         self._guards: list[bytes] = []
         self._guards_down: dict[bytes, float] = {}  # guard node id -> monotonic time it may be tried again
+        self._silent_relays: dict[bytes, float] = {}  # relay on a silent path -> monotonic time to forgive
         self._links: dict[bytes, ClientLink] = {}
         self._linking: dict[bytes, trio.Event] = {}
         self._pool: dict[bytes, list[_Pooled]] = {}
@@ -164,12 +168,21 @@ class Overlay:
                     pooled.retired = True
 
     def _retire_circuits_sharing(self, silent: Circuit) -> None:
-        """A circuit's path went silent: pooled circuits through any of its relays take no new request."""
-        relays = {hop.node_id for hop in silent.core.path[:-1]}
+        """A circuit's path went silent: pooled circuits through its guard or middle take no new request, and
+        new paths go around those two for SILENT_PATH_AVOID_S (a preference, like `avoid`). The home relay is
+        spared: it is the node's only way in, and every circuit to the node shares it."""
+        relays = _suspects(silent)
+        until = time.monotonic() + SILENT_PATH_AVOID_S
+        for relay in relays:
+            self._silent_relays[relay] = until
         for entries in self._pool.values():
             for pooled in entries:
-                if relays & {hop.node_id for hop in pooled.circuit.core.path[:-1]}:
+                if relays & _suspects(pooled.circuit):
                     pooled.retired = True
+
+    def _recently_silent(self) -> set[bytes]:
+        now = time.monotonic()
+        return {relay for relay, until in self._silent_relays.items() if until > now}
 
     def _stored_guards(self, store: GuardStore, relays: list[RelayDescriptor]) -> list[bytes]:
         """The guard file's guards that the directory still lists (topped up). A guard file that cannot be
@@ -308,6 +321,7 @@ class Overlay:
         """A path around the relays in `avoid` and the guards recently down if there is one, else any path:
         both are preferences (a guard marked down may be back), never a reason to fail."""
         relays = list(directory.relays.values())
+        avoid = avoid | self._recently_silent()
         spared = [relay for relay in relays if relay.node_id not in avoid]
         usable = self._usable_guards()
         options = ((spared, usable), (spared, self._guards), (relays, usable), (relays, self._guards))
@@ -430,6 +444,12 @@ async def _within_deadlines(
                 raise trio.TooSlowError
             yield message
             wait_s = deadlines.chunk_gap_s
+
+
+def _suspects(circuit: Circuit) -> set[bytes]:
+    """The relays of a circuit that may have made it silent, and that another path can do without: its guard
+    and middle (not its home relay, the last relay, nor the node)."""
+    return {hop.node_id for hop in circuit.core.path[:-2]}
 
 
 class _RetryableFailure(Exception):

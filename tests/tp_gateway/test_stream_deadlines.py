@@ -141,7 +141,7 @@ def test_pooled_circuits_through_a_hop_that_left_the_directory_are_retired() -> 
     assert pooled[1].retired  # the node itself left
 
 
-def test_a_silent_circuit_retires_the_pooled_circuits_sharing_a_relay_with_it() -> None:
+def test_a_silent_path_retires_pooled_circuits_sharing_its_guard_or_middle_and_new_paths_avoid_them() -> None:
     relays = [HopInfo(bytes([n]) * 32, b"k" * 32, f"ws://r{n}.example.net:7000/") for n in range(5)]
     node = HopInfo(b"n" * 32, b"k" * 32)
     overlay = Overlay(Bootstrap(NETWORK, 1, 300, ()), cast(Any, None), rng=random.Random(4))
@@ -149,5 +149,8 @@ def test_a_silent_circuit_retires_the_pooled_circuits_sharing_a_relay_with_it() 
     circuits = [FakeCircuit(chunks=0, core=_Core((*[relays[i] for i in p], node))) for p in paths]
     pooled = [_Pooled(cast(Any, circuit), 0.0, 0.0) for circuit in circuits]
     overlay._pool[node.node_id] = list(pooled)
-    overlay._retire_circuits_sharing(cast(Circuit, FakeCircuit(chunks=0, core=_Core((relays[1], node)))))
-    assert [p.retired for p in pooled] == [True, True, False, False]  # the node alone is no reason
+    silent = FakeCircuit(chunks=0, core=_Core((relays[1], relays[2], relays[4], node)))
+    overlay._retire_circuits_sharing(cast(Circuit, silent))
+    # Guard or middle shared: retired; sharing only the home relay (the last relay) or the node is no reason.
+    assert [p.retired for p in pooled] == [True, True, False, False]
+    assert overlay._recently_silent() == {relays[1].node_id, relays[2].node_id}
