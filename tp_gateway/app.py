@@ -52,6 +52,7 @@ from tp_gateway.openai_api import (
     unknown_route,
     upstream_failure,
 )
+from tp_gateway.openai_errors import model_gone
 from tp_gateway.overlay import Overlay, OverlayError
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,8 @@ CHAT_PAGE_HEADERS = {
 def api_error(error: OverlayError, model: str) -> ApiError:
     if error.code == "model_not_found":
         return model_not_found(model)
+    if error.code == "model_gone":
+        return model_gone(model, error.retry_after_s)
     if error.code == "unavailable":
         return no_capacity()
     if error.code == "upstream":
@@ -160,7 +163,10 @@ def create_app(
 
 
 def _error_response(error: ApiError) -> Response:
-    return Response(json_bytes(error.to_json()), status=error.status, mimetype="application/json")
+    response = Response(json_bytes(error.to_json()), status=error.status, mimetype="application/json")
+    if error.retry_after_s is not None:
+        response.headers["Retry-After"] = str(error.retry_after_s)
+    return response
 
 
 def _refusal(error: ApiError) -> Response:

@@ -61,8 +61,10 @@ class ApiError(Exception):
         param: str | None = None,
         code: str | None = None,
         retry_elsewhere: bool = False,
+        retry_after_s: int | None = None,
     ) -> None:
         super().__init__(message)
+        self.retry_after_s = retry_after_s  # sent as a Retry-After header
         self.status = status
         self.message = message
         self.type = error_type(status)
@@ -129,6 +131,18 @@ def no_capacity() -> ApiError:
         503,
         "No node that serves this model can take the request right now; retry shortly.",
         code="overloaded",
+    )
+
+
+def model_gone(model_id: str, retry_after_s: int | None) -> ApiError:
+    """A model that nodes served recently and none serves now: try again later, not "does not exist"."""
+    name = shown(model_id, SHOWN_ID_CHARS_MAX)
+    return ApiError(
+        503,
+        f"No node serves the model '{name}' right now; retry later.",
+        param="model",
+        code="model_unavailable",
+        retry_after_s=retry_after_s,
     )
 
 

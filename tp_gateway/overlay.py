@@ -11,6 +11,7 @@ chunk, it tries another node (at most REQUEST_ATTEMPTS_MAX). After the first chu
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping
@@ -58,6 +59,9 @@ CIRCUIT_WAIT_TIMEOUT_S = 10.0
 DIRECTORY_RETRY_S = 2.0
 # A guard that could not be dialed is left out of new paths this long (while other guards remain).
 GUARD_DOWN_S = 30.0
+# A model listed in a directory this recently, and not now, is "gone for now" (503 with Retry-After), not
+# unknown (404).
+MODEL_REMEMBERED_S = 3600.0
 # The guard and middle of a path that went silent are left out of new paths this long (while others remain):
 # past the link silence deadline (tp_net.liveness), by when the links to a dead relay have been closed.
 SILENT_PATH_AVOID_S = 30.0
@@ -70,6 +74,7 @@ class OverlayError(TokenPlaceError):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
+        self.retry_after_s: int | None = None  # when to ask again (a Retry-After header), if known
 
 
 @dataclass(eq=False)
@@ -106,6 +111,7 @@ class Overlay:
         self.directory: Directory | None = None
         self._guards: list[bytes] = []
         self._guards_down: dict[bytes, float] = {}  # guard node id -> monotonic time it may be tried again
+        self._models_seen: dict[str, float] = {}  # model id -> monotonic time a directory last listed it
         self._silent_relays: dict[bytes, float] = {}  # relay on a silent path -> monotonic time to forgive
         self._links: dict[bytes, ClientLink] = {}
         self._linking: dict[bytes, trio.Event] = {}
@@ -154,6 +160,8 @@ class Overlay:
             self._guards = choose_guards(relays, self._rng, rules=self._rules)
         log.info("directory: %d relays, %d nodes", len(directory.relays), len(directory.nodes))
         self._retire_unlisted_circuits(directory)
+        now = time.monotonic()
+        self._models_seen.update((model_id, now) for model_id in directory.model_ids())
         self.ready.set()
         self._pool_changed.set()
 
@@ -217,7 +225,7 @@ class Overlay:
         self._wanted[model_id] = time.monotonic()
         candidates = self.directory.nodes_for(model_id) if self.directory else []
         if not candidates:
-            raise OverlayError("model_not_found", f"no node in the directory serves model {model_id!r}")
+            raise self._no_node_for(model_id)
         failure = OverlayError("unavailable", "no node serving the model could be reached")
         tried: set[bytes] = set()
         path_failed: set[bytes] = set()  # nodes whose circuit broke: another path may still reach them
@@ -254,6 +262,16 @@ class Overlay:
                 return
         self.stats.count(failure.code)
         raise failure
+
+    def _no_node_for(self, model_id: str) -> OverlayError:
+        """Why no node serves `model_id`: gone for now ("model_gone", with when to retry) if a directory
+        listed it within MODEL_REMEMBERED_S, else never seen ("model_not_found")."""
+        seen = self._models_seen.get(model_id)
+        if seen is not None and time.monotonic() - seen < MODEL_REMEMBERED_S:
+            error = OverlayError("model_gone", f"no node serves model {model_id!r} right now")
+            error.retry_after_s = max(1, math.ceil(self.bootstrap.period_s / 2))  # the next directory
+            return error
+        return OverlayError("model_not_found", f"no node in the directory serves model {model_id!r}")
 
     async def _attempt(
         self, node: NodeDescriptor, document: Mapping[str, Any], avoid: set[bytes]
