@@ -31,7 +31,7 @@ from tp_net.circuit_client import HopInfo
 from tp_net.client import Circuit, ClientLink
 from tp_net.descriptors import NodeDescriptor, RelayDescriptor
 from tp_net.directory import Directory
-from tp_net.directory_client import fetch_directory
+from tp_net.directory_client import KeptLinks, fetch_directory
 from tp_net.path_selection import (
     LOCAL_NETWORK_RULES,
     STRICT_RULES,
@@ -120,6 +120,7 @@ class Overlay:
         self._wanted: dict[str, float] = {}  # model id -> when last requested
         self._pool_changed = trio.Event()
         self._nursery: trio.Nursery | None = None
+        self._directory_links: KeptLinks | None = None
         self.stats = _Stats()
         self.ready = trio.Event()
         self._paths_failed = False
@@ -128,7 +129,8 @@ class Overlay:
 
     async def run(self) -> None:
         """Fetch and refresh the directory and keep the pool warm, until cancelled."""
-        async with trio.open_nursery() as nursery:
+        async with KeptLinks.open(self._dialer) as kept, trio.open_nursery() as nursery:
+            self._directory_links = kept  # one link per authority, reused by every fetch
             self._nursery = nursery
             nursery.start_soon(self._refresh_directory)
             await self.ready.wait()
@@ -139,7 +141,12 @@ class Overlay:
         while True:
             try:
                 directory, _ = await fetch_directory(
-                    self._dialer, sources, self.bootstrap.trust(), self._rng, time.time()
+                    self._dialer,
+                    sources,
+                    self.bootstrap.trust(),
+                    self._rng,
+                    time.time(),
+                    kept=self._directory_links,
                 )
             except TokenPlaceError as exc:
                 log.info("no directory yet (retrying): %s", exc)
