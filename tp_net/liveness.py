@@ -59,15 +59,12 @@ class LinkLiveness:
         self._last_ping_at = None
 
     def poll(self, now: float) -> LivenessAction:
-        """What to do now: WAIT, PING (then call `ping_sent`), or DEAD."""
-        silent_for = now - self.last_received_at
-        if silent_for >= self.limits.silence_deadline_s:
+        """What to do now: WAIT, PING (then call `ping_sent`), or DEAD. The thresholds are the very sums
+        `next_check_at` returns, so a caller woken at that time never finds WAIT again (floats: a - b >= c
+        may differ from a >= b + c)."""
+        if now >= self._dead_at():
             return LivenessAction.DEAD
-        if silent_for < self.limits.keepalive_idle_s:
-            return LivenessAction.WAIT
-        if self._last_ping_at is not None and now - self._last_ping_at < self.limits.keepalive_idle_s:
-            return LivenessAction.WAIT
-        return LivenessAction.PING
+        return LivenessAction.PING if now >= self._ping_at() else LivenessAction.WAIT
 
     def ping_sent(self, now: float) -> int:
         """Note a Ping going out now; returns its token."""
@@ -79,9 +76,11 @@ class LinkLiveness:
 
     def next_check_at(self) -> float:
         """When `poll` may next answer something other than WAIT (if nothing is received meanwhile)."""
-        deadline = self.last_received_at + self.limits.silence_deadline_s
-        if self._last_ping_at is None:
-            ping_at = self.last_received_at + self.limits.keepalive_idle_s
-        else:
-            ping_at = self._last_ping_at + self.limits.keepalive_idle_s
-        return min(deadline, ping_at)
+        return min(self._dead_at(), self._ping_at())
+
+    def _dead_at(self) -> float:
+        return self.last_received_at + self.limits.silence_deadline_s
+
+    def _ping_at(self) -> float:
+        since = self.last_received_at if self._last_ping_at is None else self._last_ping_at
+        return since + self.limits.keepalive_idle_s

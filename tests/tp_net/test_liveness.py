@@ -59,3 +59,17 @@ def test_limits_must_leave_room_for_a_ping() -> None:
         LivenessLimits(keepalive_idle_s=10.0, silence_deadline_s=10.0)
     with pytest.raises(ValueError):
         LivenessLimits(keepalive_idle_s=0.0)
+
+
+def test_woken_at_the_next_check_it_never_waits_again() -> None:
+    """Float sums: 0.1 + 5.0 - 0.1 < 5.0. A poll at next_check_at() must act, or a caller on a virtual clock
+    (the simulator) would spin at that instant for ever."""
+    for received_at in (0.1, 0.3, 1e9 + 0.7, 12345.678):
+        liveness = LinkLiveness(received_at)
+        for _ in range(4):
+            now = liveness.next_check_at()
+            action = liveness.poll(now)
+            assert action is not LivenessAction.WAIT, (received_at, now)
+            if action is LivenessAction.DEAD:
+                break
+            liveness.ping_sent(now)
