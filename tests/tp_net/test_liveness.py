@@ -64,7 +64,10 @@ def test_limits_must_leave_room_for_a_ping() -> None:
 def test_woken_at_the_next_check_it_never_waits_again() -> None:
     """Float sums: 0.1 + 5.0 - 0.1 < 5.0. A poll at next_check_at() must act, or a caller on a virtual clock
     (the simulator) would spin at that instant for ever."""
-    for received_at in (0.1, 0.3, 1e9 + 0.7, 12345.678):
+    # Times where (t + IDLE) - t < IDLE in binary floating point (found by search).
+    awkward = [t for t in (254.8055718451292, 8189.035009917622, 32764.378511647275) if (t + IDLE) - t < IDLE]
+    assert awkward
+    for received_at in awkward:
         liveness = LinkLiveness(received_at)
         for _ in range(4):
             now = liveness.next_check_at()
