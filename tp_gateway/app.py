@@ -55,7 +55,7 @@ from tp_gateway.openai_api import (
     unknown_route,
     upstream_failure,
 )
-from tp_gateway.openai_errors import network_cannot_serve
+from tp_gateway.openai_errors import model_gone, network_cannot_serve
 from tp_gateway.overlay import NOT_SERVABLE_CODES, Overlay, OverlayError
 from tp_net.messages import REQUEST_BYTES_MAX
 
@@ -84,6 +84,8 @@ CHAT_PAGE_HEADERS = {
 def api_error(error: OverlayError, model: str) -> ApiError:
     if error.code == "model_not_found":
         return model_not_found(model)
+    if error.code == "model_gone":
+        return model_gone(model, error.retry_after_s)
     if error.code == "unavailable":
         return no_capacity()
     if error.code in NOT_SERVABLE_CODES:
@@ -169,7 +171,10 @@ def create_app(
 
 
 def _error_response(error: ApiError) -> Response:
-    return Response(json_bytes(error.to_json()), status=error.status, mimetype="application/json")
+    response = Response(json_bytes(error.to_json()), status=error.status, mimetype="application/json")
+    if error.retry_after_s is not None:
+        response.headers["Retry-After"] = str(error.retry_after_s)
+    return response
 
 
 def _refusal(error: ApiError) -> Response:

@@ -61,8 +61,10 @@ class ApiError(Exception):
         param: str | None = None,
         code: str | None = None,
         retry_elsewhere: bool = False,
+        retry_after_s: int | None = None,
     ) -> None:
         super().__init__(message)
+        self.retry_after_s = retry_after_s  # sent as a Retry-After header
         self.status = status
         self.message = message
         self.type = error_type(status)
@@ -135,6 +137,18 @@ def no_capacity() -> ApiError:
 def network_cannot_serve(code: str, reason: str) -> ApiError:
     """A 503 that will not go away by retrying: `reason` (the gateway's own words) says what to do."""
     return ApiError(503, f"The token.place network cannot serve this request now: {reason}.", code=code)
+
+
+def model_gone(model_id: str, retry_after_s: int | None) -> ApiError:
+    """A model that nodes served recently and none serves now: try again later, not "does not exist"."""
+    name = shown(model_id, SHOWN_ID_CHARS_MAX)
+    return ApiError(
+        503,
+        f"No node serves the model '{name}' right now; retry later.",
+        param="model",
+        code="model_unavailable",
+        retry_after_s=retry_after_s,
+    )
 
 
 def upstream_failure(reason: str) -> ApiError:

@@ -11,9 +11,10 @@ chunk, it tries another node (at most REQUEST_ATTEMPTS_MAX). After the first chu
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import aclosing, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,11 +27,12 @@ from tp_crypto.errors import TokenPlaceError
 from tp_crypto.identity import short_id
 from tp_gateway.node_backoff import NodeBackoff
 from tp_gateway.openai_errors import node_error_to_api
+from tp_net.cells import DestroyReason
 from tp_net.circuit_client import HopInfo
 from tp_net.client import Circuit, ClientLink
 from tp_net.descriptors import NodeDescriptor, RelayDescriptor
 from tp_net.directory import Directory
-from tp_net.directory_client import fetch_directory
+from tp_net.directory_client import KeptLinks, fetch_directory
 from tp_net.path_selection import (
     LOCAL_NETWORK_RULES,
     STRICT_RULES,
@@ -42,6 +44,7 @@ from tp_net.path_selection import (
     choose_path,
     circuit_hops,
 )
+from tp_net.stream_deadlines import stream_deadlines
 from tp_net.transport import Dialer
 from tp_node.directory_duties import DOCUMENT_RETRY_S, refresh_delay_s
 from tp_node.gpu_node import INFERENCE_SERVICE
@@ -60,6 +63,12 @@ REQUEST_ATTEMPTS_MAX = 3
 CIRCUIT_WAIT_TIMEOUT_S = 10.0
 # A guard that could not be dialed is left out of new paths this long (while other guards remain).
 GUARD_DOWN_S = 30.0
+# A model listed in a directory this recently, and not now, is "gone for now" (503 with Retry-After), not
+# unknown (404).
+MODEL_REMEMBERED_S = 3600.0
+# The guard and middle of a path that went silent are left out of new paths this long (while others remain):
+# past the link silence deadline (tp_net.liveness), by when the links to a dead relay have been closed.
+SILENT_PATH_AVOID_S = 30.0
 
 
 class OverlayError(TokenPlaceError):
@@ -69,6 +78,7 @@ class OverlayError(TokenPlaceError):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
+        self.retry_after_s: int | None = None  # when to ask again (a Retry-After header), if known
 
 
 @dataclass(eq=False)
@@ -76,9 +86,10 @@ class _Pooled:
     circuit: Circuit
     built_at: float
     last_used: float
+    retired: bool = False  # a hop left the directory: no new request takes it (those on it finish)
 
     def usable(self, now: float) -> bool:
-        return self.circuit.is_open and now - self.built_at < CIRCUIT_MAX_AGE_S
+        return self.circuit.is_open and not self.retired and now - self.built_at < CIRCUIT_MAX_AGE_S
 
 
 @dataclass
@@ -104,6 +115,8 @@ class Overlay:
         self.directory: Directory | None = None
         self._guards: list[bytes] = []
         self._guards_down: dict[bytes, float] = {}  # guard node id -> monotonic time it may be tried again
+        self._models_seen: dict[str, float] = {}  # model id -> monotonic time a directory last listed it
+        self._silent_relays: dict[bytes, float] = {}  # relay on a silent path -> monotonic time to forgive
         self._links: dict[bytes, ClientLink] = {}
         self._linking: dict[bytes, trio.Event] = {}
         self._pool: dict[bytes, list[_Pooled]] = {}
@@ -111,6 +124,7 @@ class Overlay:
         self._wanted: dict[str, float] = {}  # model id -> when last requested
         self._pool_changed = trio.Event()
         self._nursery: trio.Nursery | None = None
+        self._directory_links: KeptLinks | None = None
         self.stats = _Stats()
         self.ready = trio.Event()
         self._paths_failed = False
@@ -121,7 +135,8 @@ class Overlay:
 
     async def run(self) -> None:
         """Fetch and refresh the directory and keep the pool warm, until cancelled."""
-        async with trio.open_nursery() as nursery:
+        async with KeptLinks.open(self._dialer) as kept, trio.open_nursery() as nursery:
+            self._directory_links = kept  # one link per authority, reused by every fetch
             self._nursery = nursery
             nursery.start_soon(self._refresh_directory)
             await self.ready.wait()
@@ -132,7 +147,12 @@ class Overlay:
         while True:
             try:
                 directory, _ = await fetch_directory(
-                    self._dialer, sources, self.bootstrap.trust(), self._rng, time.time()
+                    self._dialer,
+                    sources,
+                    self.bootstrap.trust(),
+                    self._rng,
+                    time.time(),
+                    kept=self._directory_links,
                 )
             except TokenPlaceError as exc:
                 log.info(
@@ -162,8 +182,38 @@ class Overlay:
             self._guards = choose_guards(relays, self._rng, rules=self._rules)
         self._backoff.keep_only(directory.nodes)
         log.info("directory: %d relays, %d nodes", len(directory.relays), len(directory.nodes))
+        self._retire_unlisted_circuits(directory)
+        now = time.monotonic()
+        self._models_seen.update((model_id, now) for model_id in directory.model_ids())
         self.ready.set()
         self._pool_changed.set()
+
+    def _retire_unlisted_circuits(self, directory: Directory) -> None:
+        """Pooled circuits through a relay or to a node the new directory no longer lists are retired (the
+        hop may have gone silent); the pool builds replacements."""
+        for entries in self._pool.values():
+            for pooled in entries:
+                hops = pooled.circuit.core.path
+                listed = all(hop.node_id in directory.relays for hop in hops[:-1])
+                if not listed or hops[-1].node_id not in directory.nodes:
+                    pooled.retired = True
+
+    def _retire_circuits_sharing(self, silent: Circuit) -> None:
+        """A circuit's path went silent: pooled circuits through its guard or middle take no new request, and
+        new paths go around those two for SILENT_PATH_AVOID_S (a preference, like `avoid`). The home relay is
+        spared: it is the node's only way in, and every circuit to the node shares it."""
+        relays = _suspects(silent)
+        until = time.monotonic() + SILENT_PATH_AVOID_S
+        for relay in relays:
+            self._silent_relays[relay] = until
+        for entries in self._pool.values():
+            for pooled in entries:
+                if relays & _suspects(pooled.circuit):
+                    pooled.retired = True
+
+    def _recently_silent(self) -> set[bytes]:
+        now = time.monotonic()
+        return {relay for relay, until in self._silent_relays.items() if until > now}
 
     def _stored_guards(self, store: GuardStore, relays: list[RelayDescriptor]) -> list[bytes]:
         """The guard file's guards that the directory still lists (topped up). A guard file that cannot be
@@ -206,7 +256,7 @@ class Overlay:
             )
         candidates = self.directory.nodes_for(model_id)
         if not candidates:
-            raise OverlayError("model_not_found", f"no node in the directory serves model {model_id!r}")
+            raise self._no_node_for(model_id)
         failure = OverlayError("unavailable", "no node serving the model could be reached")
         tried: set[bytes] = set()
         path_failed: set[bytes] = set()  # nodes whose circuit broke: another path may still reach them
@@ -271,13 +321,24 @@ class Overlay:
             )
         return OverlayError("no_path", f"no path through the network to a node: {exc}; {advice}")
 
+    def _no_node_for(self, model_id: str) -> OverlayError:
+        """Why no node serves `model_id`: gone for now ("model_gone", with when to retry) if a directory
+        listed it within MODEL_REMEMBERED_S, else never seen ("model_not_found")."""
+        seen = self._models_seen.get(model_id)
+        if seen is not None and time.monotonic() - seen < MODEL_REMEMBERED_S:
+            error = OverlayError("model_gone", f"no node serves model {model_id!r} right now")
+            error.retry_after_s = max(1, math.ceil(self.bootstrap.period_s / 2))  # the next directory
+            return error
+        return OverlayError("model_not_found", f"no node in the directory serves model {model_id!r}")
+
     async def _attempt(
         self, node: NodeDescriptor, document: Mapping[str, Any], avoid: set[bytes]
     ) -> AsyncGenerator[dict[str, Any], None]:
         try:
             with trio.fail_after(CIRCUIT_WAIT_TIMEOUT_S):
                 circuit = await self._circuit_to(node, avoid)
-            async with aclosing(circuit.request(INFERENCE_SERVICE, dict(document))) as chunks:
+            answer = _within_deadlines(circuit, INFERENCE_SERVICE, document, self._retire_circuits_sharing)
+            async with aclosing(answer) as chunks:
                 async for chunk in chunks:
                     error = chunk.get("error") if isinstance(chunk, dict) else None
                     if isinstance(error, dict):
@@ -338,6 +399,7 @@ class Overlay:
         """A path around the relays in `avoid` and the guards recently down if there is one, else any path:
         both are preferences (a guard marked down may be back), never a reason to fail."""
         relays = list(directory.relays.values())
+        avoid = avoid | self._recently_silent()
         spared = [relay for relay in relays if relay.node_id not in avoid]
         usable = self._usable_guards()
         options = ((spared, usable), (spared, self._guards), (relays, usable), (relays, self._guards))
@@ -441,6 +503,36 @@ class Overlay:
         finally:
             self._building.discard(node.node_id)
             self._pool_changed.set()
+
+
+async def _within_deadlines(
+    circuit: Circuit, service: str, document: Mapping[str, Any], on_silent: Callable[[Circuit], None]
+) -> AsyncGenerator[Any, None]:
+    """The answer's messages, each within its deadline (tp_net.stream_deadlines); when one passes, the
+    circuit is destroyed (its path went silent: no later request may use it), `on_silent` hears of it, and
+    trio.TooSlowError is raised."""
+    deadlines = stream_deadlines(len(circuit.core.path))
+    wait_s = deadlines.first_chunk_s
+    async with aclosing(circuit.request(service, dict(document))) as messages:
+        while True:
+            with trio.move_on_after(wait_s) as waited:
+                try:
+                    message = await messages.__anext__()
+                except StopAsyncIteration:
+                    return
+            if waited.cancelled_caught:
+                log.info("no chunk within %.1f s: dropping the circuit", wait_s)
+                circuit.destroy(DestroyReason.TIMEOUT)
+                on_silent(circuit)
+                raise trio.TooSlowError
+            yield message
+            wait_s = deadlines.chunk_gap_s
+
+
+def _suspects(circuit: Circuit) -> set[bytes]:
+    """The relays of a circuit that may have made it silent, and that another path can do without: its guard
+    and middle (not its home relay, the last relay, nor the node)."""
+    return {hop.node_id for hop in circuit.core.path[:-2]}
 
 
 class _RetryableFailure(Exception):

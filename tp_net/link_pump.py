@@ -7,6 +7,9 @@ queued per circuit are counted: the owner refuses to queue beyond its bound and 
 Control replies are bounded apart from the cells: at most one Pong is owed to the peer at a time. A Ping that
 arrives while a Pong still waits replaces its token (the Pong answers the latest Ping), so a peer that sends
 Pings and never reads costs one frame here, and Pongs never count toward the owner's cell bounds.
+
+The writer also keeps the link's liveness (tp_net.liveness): a keepalive Ping after a silence, and an abort
+(no goodbye) once nothing was received for the silence deadline, which ends the reader and the writer.
 """
 
 from __future__ import annotations
@@ -19,19 +22,25 @@ import trio
 from tp_net.errors import LinkClosed, RemoteProtocolError
 from tp_net.frames import Cell, Frame, Ping, Pong
 from tp_net.link_trio import Link
+from tp_net.liveness import LinkLiveness, LivenessAction, LivenessLimits
 
 # Largest number of frames handed to one Link.send (one or a few WebSocket messages).
 SEND_BATCH_FRAMES_MAX = 512
 
 
 class LinkPump:
-    def __init__(self, link: Link, link_id: int) -> None:
+    def __init__(self, link: Link, link_id: int, *, liveness: LivenessLimits | None = None) -> None:
         self.link = link
         self.link_id = link_id
         self._queue: deque[Frame] = deque()
         self._queued_cells: Counter[int] = Counter()
         # The one Pong owed to the peer, if any (sent at the front of the next batch).
         self._owed_pong: Pong | None = None
+        # Our keepalive Ping, if one waits to go out (sent at the front of the next batch).
+        self._ping_due: Ping | None = None
+        self.liveness = LinkLiveness(trio.current_time(), liveness)
+        # Set when the link was closed because the peer fell silent.
+        self.silent = False
         # When a cell last came in or was queued to go out (trio time): the owner's idle-link clock.
         self.last_cell_at = trio.current_time()
         self._has_work = trio.Event()
@@ -74,7 +83,7 @@ class LinkPump:
     @property
     def busy(self) -> bool:
         """A send is in flight or frames wait: what is added now leaves with the next batch anyway."""
-        return self._sending or bool(self._queue) or self._owed_pong is not None
+        return self._sending or bool(self._queue) or self._owed_pong is not None or self._ping_due is not None
 
     def wake(self) -> None:
         """Make the writer run before_batch (and send what it adds) even if nothing is queued."""
@@ -91,9 +100,36 @@ class LinkPump:
         self._has_work.set()
 
     async def run_writer(self) -> None:
-        """Send queued frames until the link closes."""
+        """Send queued frames (and keepalive Pings) until the link closes or falls silent."""
         try:
-            while True:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._keep_alive)
+                await self._write()
+                nursery.cancel_scope.cancel()
+        finally:
+            self.closed.set()
+
+    async def _keep_alive(self) -> None:
+        """Apply the liveness decisions until the link is closed (as dead, here, or by anyone else)."""
+        liveness = self.liveness
+        while not self.closed.is_set():
+            with trio.move_on_at(liveness.next_check_at()):
+                await self.closed.wait()
+            now = trio.current_time()
+            action = liveness.poll(now)
+            if action is LivenessAction.PING:
+                self._ping_due = Ping(liveness.ping_sent(now))
+                self._has_work.set()
+            elif action is LivenessAction.DEAD and not self.closed.is_set():
+                self.silent = True
+                self.closed.set()
+                self._has_work.set()  # the writer wakes and ends
+                await self.link.abort()
+                return
+
+    async def _write(self) -> None:
+        try:
+            while not self.closed.is_set():
                 await self._has_work.wait()
                 if self.before_batch is not None:
                     self.before_batch()
@@ -109,8 +145,6 @@ class LinkPump:
                 self._uncount(batch)
         except LinkClosed:
             pass
-        finally:
-            self.closed.set()
 
     async def run_reader(self, on_frames: Callable[[list[Frame]], None]) -> None:
         """Hand received frames to `on_frames` (answering Pings here) until the link closes."""
@@ -130,6 +164,7 @@ class LinkPump:
 
     def _note_received(self, frames: list[Frame]) -> None:
         """Owe a Pong for the latest Ping (replacing one still owed); note when cells arrived."""
+        self.liveness.received(trio.current_time())
         cells = False
         for frame in frames:
             if isinstance(frame, Ping):
@@ -143,6 +178,9 @@ class LinkPump:
 
     def _take_batch(self) -> list[Frame]:
         batch: list[Frame] = []
+        if self._ping_due is not None:
+            batch.append(self._ping_due)
+            self._ping_due = None
         if self._owed_pong is not None:
             batch.append(self._owed_pong)
             self._owed_pong = None

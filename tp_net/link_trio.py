@@ -98,6 +98,17 @@ class Link:
             await self._say_goodbye(reason)
         await self._close_channel()
 
+    async def abort(self) -> None:
+        """Close the channel at once, without a goodbye: for a peer that stopped answering (a goodbye would
+        only wait for it). Tasks blocked sending or receiving on the link get LinkClosed. Idempotent."""
+        if self._closed and self._send_broken:
+            return
+        self._closed = True
+        self._send_broken = True
+        with trio.CancelScope() as scope:
+            scope.cancel()  # a cancelled channel close skips its polite goodbye (tp_net.transport.Channel)
+            await self._close_channel()
+
     async def _say_goodbye(self, reason: CloseReason) -> None:
         with trio.move_on_after(LINK_CLOSE_TIMEOUT_S):
             async with self._send_lock:

@@ -9,6 +9,7 @@ background task per connection), so a forwarded cell costs one wake-up, not thre
 from __future__ import annotations
 
 import base64
+import contextlib
 import logging
 import os
 import random
@@ -29,6 +30,13 @@ log = logging.getLogger(__name__)
 WS_RECEIVE_BYTES = 64 * 1024
 WS_CLOSE_TIMEOUT_S = 2.0
 WS_ACCEPT_TIMEOUT_S = 10.0
+# TCP's own dead-peer detection, for what the link's Pings cannot see (a link whose sends are stuck in the
+# kernel, a handshake in progress): probes after this long idle, this far apart, this many unanswered.
+TCP_KEEPALIVE_IDLE_S = 10
+TCP_KEEPALIVE_INTERVAL_S = 5
+TCP_KEEPALIVE_PROBES = 3
+# Sent data unacknowledged for this long kills the connection (instead of ~15 minutes of retransmissions).
+TCP_USER_TIMEOUT_MS = 20_000
 
 _STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
@@ -38,6 +46,7 @@ class WebSocketChannel:
 
     def __init__(self, stream: trio.SocketStream, *, client: bool, received: bytes = b"") -> None:
         self._stream = stream
+        set_dead_peer_timeouts(stream.socket)
         self.peer_host = peer_host(stream)
         self._client = client
         self._reader = FrameReader(masked=not client, message_bytes_max=CHANNEL_MESSAGE_BYTES_MAX)
@@ -189,6 +198,24 @@ class WebSocketChannel:
         self._gone.set()
         with trio.CancelScope(shield=True):
             await self._stream.aclose()
+
+
+def set_dead_peer_timeouts(sock: trio.socket.SocketType) -> None:
+    """TCP keepalive and TCP_USER_TIMEOUT on a connection, where the platform has them (Linux has all)."""
+    tcp = trio.socket.IPPROTO_TCP
+    options = [
+        (trio.socket.SOL_SOCKET, trio.socket.SO_KEEPALIVE, 1),
+        (tcp, getattr(trio.socket, "TCP_KEEPIDLE", None), TCP_KEEPALIVE_IDLE_S),
+        (tcp, getattr(trio.socket, "TCP_KEEPINTVL", None), TCP_KEEPALIVE_INTERVAL_S),
+        (tcp, getattr(trio.socket, "TCP_KEEPCNT", None), TCP_KEEPALIVE_PROBES),
+        (tcp, getattr(trio.socket, "TCP_USER_TIMEOUT", None), TCP_USER_TIMEOUT_MS),
+    ]
+    for level, option, value in options:
+        if option is None:
+            continue
+        # A socket already closed, an unusual platform: the link's Pings (tp_net.liveness) still apply.
+        with contextlib.suppress(OSError):
+            sock.setsockopt(level, option, value)
 
 
 def peer_host(stream: trio.SocketStream) -> str | None:

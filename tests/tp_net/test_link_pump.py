@@ -1,13 +1,18 @@
-"""LinkPump: control replies are bounded (one Pong owed per link) and never count as queued cells."""
+"""LinkPump: control replies are bounded (one Pong owed per link) and never count as queued cells; a
+silent peer is pinged, then its link is aborted."""
 
 from __future__ import annotations
 
+import pytest
 import trio
+import trio.testing
 
 from tp_crypto.identity import Identity
+from tp_net.errors import LinkClosed
 from tp_net.frames import CELL_BODY_BYTES, Cell, Frame, Ping, Pong
 from tp_net.link_pump import LinkPump
 from tp_net.link_trio import Link, accept_link, dial_link
+from tp_net.liveness import LINK_SILENCE_DEADLINE_S
 from tp_net.transport import Channel
 from tp_net.transport_memory import MemoryNetwork
 
@@ -62,3 +67,38 @@ async def test_a_pong_never_counts_as_a_queued_cell(nursery: trio.Nursery) -> No
     while len(frames) < 2:
         frames += await peer.receive()
     assert Pong(1) in frames
+
+
+async def test_a_silent_peer_gets_pings_then_the_link_is_aborted(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    """The peer's process stops answering (it neither reads nor writes): Pings go out, and once nothing came
+    in for the silence deadline the link is closed without a goodbye and the reader ends."""
+    peer, pump = await _linked(nursery)
+    started = trio.current_time()
+    with trio.fail_after(LINK_SILENCE_DEADLINE_S + 1):
+        await pump.closed.wait()
+    assert pump.silent
+    assert trio.current_time() - started == pytest.approx(LINK_SILENCE_DEADLINE_S, abs=0.01)
+    pings = [frame for frame in await peer.receive() if isinstance(frame, Ping)]
+    assert pings and pump.liveness.pings_sent >= 2
+    with pytest.raises(LinkClosed):
+        while True:
+            await peer.receive()
+
+
+async def test_a_peer_that_answers_pings_keeps_its_link(
+    nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
+) -> None:
+    peer, pump = await _linked(nursery)
+
+    async def answer() -> None:
+        while True:
+            for frame in await peer.receive():
+                if isinstance(frame, Ping):
+                    await peer.send([Pong(frame.token)])
+
+    nursery.start_soon(answer)
+    await trio.sleep(10 * LINK_SILENCE_DEADLINE_S)
+    assert not pump.closed.is_set()
+    assert pump.liveness.pings_sent >= 10

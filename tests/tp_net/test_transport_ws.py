@@ -12,7 +12,14 @@ import trio_websocket
 
 from tp_net.errors import ChannelClosed, DialError, RemoteProtocolError
 from tp_net.transport import CHANNEL_MESSAGE_BYTES_MAX, Channel
-from tp_net.transport_ws import WebSocketDialer, WebSocketListener, parse_ws_address
+from tp_net.transport_ws import (
+    TCP_KEEPALIVE_IDLE_S,
+    TCP_USER_TIMEOUT_MS,
+    WebSocketChannel,
+    WebSocketDialer,
+    WebSocketListener,
+    parse_ws_address,
+)
 
 
 @asynccontextmanager
@@ -130,3 +137,28 @@ async def test_a_server_that_is_not_websocket_is_a_dial_error(nursery: trio.Nurs
         assert "refused the upgrade" in str(exc)
     else:
         raise AssertionError("dial succeeded")
+
+
+async def test_both_ends_of_a_connection_detect_a_dead_peer_in_tcp(nursery: trio.Nursery) -> None:
+    """Keepalive probes and TCP_USER_TIMEOUT on dialed and accepted sockets, so the kernel gives up on a
+    vanished peer in seconds, not after ~15 minutes of retransmissions."""
+    accepted: list[Channel] = []
+    ready = trio.Event()
+
+    async def handler(channel: Channel) -> None:
+        accepted.append(channel)
+        ready.set()
+        await trio.sleep_forever()
+
+    address = await nursery.start(WebSocketListener("127.0.0.1", 0).serve, handler)
+    dialed = await WebSocketDialer().dial(address)
+    await ready.wait()
+    for channel in (dialed, accepted[0]):
+        assert isinstance(channel, WebSocketChannel)
+        sock = channel._stream.socket
+        assert sock.getsockopt(trio.socket.SOL_SOCKET, trio.socket.SO_KEEPALIVE) == 1
+        if hasattr(trio.socket, "TCP_USER_TIMEOUT"):  # Linux
+            tcp = trio.socket.IPPROTO_TCP
+            assert sock.getsockopt(tcp, trio.socket.TCP_USER_TIMEOUT) == TCP_USER_TIMEOUT_MS
+            assert sock.getsockopt(tcp, trio.socket.TCP_KEEPIDLE) == TCP_KEEPALIVE_IDLE_S
+    await dialed.aclose()

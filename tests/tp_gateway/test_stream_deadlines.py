@@ -1,0 +1,156 @@
+"""Request deadlines (tp_net.stream_deadlines, applied by the gateway): a silent path is given up within the
+first-chunk deadline (the gateway then fails over) or, once chunks flow, within the inter-chunk deadline, and
+its circuit is destroyed so no later request takes it from the pool. Fake clock, fake circuit."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Any, cast
+
+import pytest
+import trio
+import trio.testing
+
+from bootstrap.config import Bootstrap
+from tests.tp_net.directory_factories import (
+    NETWORK,
+    NODE_SEED_BASE,
+    RELAY_SEED_BASE,
+    T0,
+    identity,
+    node_descriptor,
+    relay_descriptor,
+)
+from tp_gateway.overlay import Overlay, _Pooled, _within_deadlines
+from tp_net.cells import DestroyReason
+from tp_net.circuit_client import HopInfo
+from tp_net.client import Circuit
+from tp_net.descriptors import RelayDescriptor
+from tp_net.directory import Directory
+from tp_net.stream_deadlines import (
+    CHUNK_GAP_DEADLINE_S,
+    FIRST_CHUNK_DEADLINE_S,
+    HOP_ALLOWANCE_S,
+    stream_deadlines,
+)
+
+HOPS = 4  # guard, middle, home relay, node
+FIRST_S = FIRST_CHUNK_DEADLINE_S + HOPS * HOP_ALLOWANCE_S
+GAP_S = CHUNK_GAP_DEADLINE_S + HOPS * HOP_ALLOWANCE_S
+
+
+@dataclass
+class _Core:
+    path: tuple[object, ...] = (None,) * HOPS
+
+
+@dataclass
+class FakeCircuit:
+    """Answers with `chunks` chunks `gap_s` apart, then falls silent forever (or ends, if `ends`)."""
+
+    chunks: int
+    gap_s: float = 0.1
+    ends: bool = False
+    core: _Core = field(default_factory=_Core)
+    destroyed: list[DestroyReason] = field(default_factory=list)
+
+    async def request(self, service: str, document: Any) -> AsyncGenerator[Any, None]:
+        for n in range(self.chunks):
+            await trio.sleep(self.gap_s)
+            yield {"n": n}
+        if not self.ends:
+            await trio.sleep_forever()
+
+    def destroy(self, reason: DestroyReason = DestroyReason.REQUESTED) -> None:
+        self.destroyed.append(reason)
+
+
+async def _drain(circuit: FakeCircuit, silent: list[Circuit] | None = None) -> list[Any]:
+    """The answer's messages; circuits reported silent go to `silent`."""
+    received: list[Any] = []
+    silent = [] if silent is None else silent
+    answer = _within_deadlines(cast(Circuit, circuit), "inference", {}, silent.append)
+    async with aclosing(answer) as messages:
+        async for message in messages:
+            received.append(message)
+    return received
+
+
+def test_deadlines_grow_with_the_path() -> None:
+    deadlines = stream_deadlines(HOPS)
+    assert (deadlines.first_chunk_s, deadlines.chunk_gap_s) == (FIRST_S, GAP_S)
+    assert stream_deadlines(HOPS + 1).chunk_gap_s > GAP_S
+    with pytest.raises(ValueError):
+        stream_deadlines(0)
+
+
+async def test_a_path_silent_before_the_first_chunk_is_given_up_and_its_circuit_destroyed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    circuit = FakeCircuit(chunks=0)
+    started = trio.current_time()
+    silent: list[Circuit] = []
+    with pytest.raises(trio.TooSlowError):
+        await _drain(circuit, silent)
+    assert trio.current_time() - started == pytest.approx(FIRST_S)
+    assert circuit.destroyed == [DestroyReason.TIMEOUT]
+    assert silent == [circuit]
+
+
+async def test_a_path_silent_mid_answer_is_given_up_within_the_gap_deadline(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    circuit = FakeCircuit(chunks=3, gap_s=GAP_S * 0.9)  # slow but steady chunks are fine
+    started = trio.current_time()
+    with pytest.raises(trio.TooSlowError):
+        await _drain(circuit)
+    assert trio.current_time() - started == pytest.approx(3 * GAP_S * 0.9 + GAP_S)
+    assert circuit.destroyed == [DestroyReason.TIMEOUT]
+
+
+async def test_an_answer_that_ends_is_untouched(autojump_clock: trio.testing.MockClock) -> None:
+    circuit = FakeCircuit(chunks=5, ends=True)
+    silent: list[Circuit] = []
+    assert await _drain(circuit, silent) == [{"n": n} for n in range(5)]
+    assert circuit.destroyed == [] and silent == []
+
+
+def test_pooled_circuits_through_a_hop_that_left_the_directory_are_retired() -> None:
+    """A relay that fell silent drops out of the next document: pooled circuits through it take no more
+    requests (the ones through listed hops stay in use)."""
+    relays = [relay_descriptor(identity(RELAY_SEED_BASE + n), number=n) for n in range(1, 6)]
+    node = node_descriptor(identity(NODE_SEED_BASE + 1))
+
+    def directory(listed: list[RelayDescriptor]) -> Directory:
+        return Directory(NETWORK, T0, T0 + 60, T0 + 120, {r.node_id: r for r in listed}, {node.node_id: node})
+
+    overlay = Overlay(Bootstrap(NETWORK, 1, 300, ()), cast(Any, None), rng=random.Random(3))
+    overlay._use_directory(directory(relays))
+    pooled = []
+    for path in (relays[0:3], relays[1:4]):
+        hops = [HopInfo(r.node_id, r.onion_keys[0], r.address) for r in path]
+        circuit = FakeCircuit(chunks=0, core=_Core((*hops, HopInfo(node.node_id, node.onion_keys[0]))))
+        pooled.append(_Pooled(cast(Any, circuit), 0.0, 0.0))
+    overlay._pool[node.node_id] = list(pooled)
+    overlay._use_directory(directory([r for r in relays if r is not relays[0]]))
+    assert [p.retired for p in pooled] == [True, False]
+    overlay._use_directory(Directory(NETWORK, T0, T0 + 60, T0 + 120, {r.node_id: r for r in relays}, {}))
+    assert pooled[1].retired  # the node itself left
+
+
+def test_a_silent_path_retires_pooled_circuits_sharing_its_guard_or_middle_and_new_paths_avoid_them() -> None:
+    relays = [HopInfo(bytes([n]) * 32, b"k" * 32, f"ws://r{n}.example.net:7000/") for n in range(5)]
+    node = HopInfo(b"n" * 32, b"k" * 32)
+    overlay = Overlay(Bootstrap(NETWORK, 1, 300, ()), cast(Any, None), rng=random.Random(4))
+    paths = ([0, 1, 2], [3, 1, 4], [3, 4, 0], [4, 3, 2])
+    circuits = [FakeCircuit(chunks=0, core=_Core((*[relays[i] for i in p], node))) for p in paths]
+    pooled = [_Pooled(cast(Any, circuit), 0.0, 0.0) for circuit in circuits]
+    overlay._pool[node.node_id] = list(pooled)
+    silent = FakeCircuit(chunks=0, core=_Core((relays[1], relays[2], relays[4], node)))
+    overlay._retire_circuits_sharing(cast(Circuit, silent))
+    # Guard or middle shared: retired; sharing only the home relay (the last relay) or the node is no reason.
+    assert [p.retired for p in pooled] == [True, True, False, False]
+    assert overlay._recently_silent() == {relays[1].node_id, relays[2].node_id}
