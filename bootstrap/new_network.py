@@ -31,17 +31,19 @@ BOOTSTRAP_FILE_NAME = "bootstrap.json"
 
 
 def create_network(
-    out: Path, name: str, addresses: Sequence[str], threshold: int, *, period_s: int, local: bool
+    out: Path, name: str, addresses: Sequence[str], threshold: int, *, period_s: int, local: bool | None
 ) -> Bootstrap:
+    """`local`: whether paths may use relays of one /16; None decides by the authorities' addresses (all in
+    one /16: local, as a one-host network could never build a path otherwise)."""
     if not 1 <= threshold <= len(addresses):
         raise ValueError(f"threshold must be in 1..{len(addresses)}")
     authorities = []
     for index, address in enumerate(addresses, start=1):
         identity = create_key_file(out / f"authority-{index}" / "identity.key")
         authorities.append(BootstrapAuthority(identity.node_id, address))
-    bootstrap = Bootstrap(
-        name, threshold, period_s, tuple(authorities), local or one_subnet(addresses) is not None
-    )
+    if local is None:
+        local = one_subnet(addresses) is not None
+    bootstrap = Bootstrap(name, threshold, period_s, tuple(authorities), local)
     write_bootstrap(out / BOOTSTRAP_FILE_NAME, bootstrap)
     return bootstrap
 
@@ -82,8 +84,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not all(address.startswith("ws://") for address in args.authority):
         parser.error("every --authority must be a ws:// URL")
     try:
+        local = True if args.local else None
         bootstrap = create_network(
-            args.out, args.name, args.authority, args.threshold, period_s=args.period_s, local=args.local
+            args.out, args.name, args.authority, args.threshold, period_s=args.period_s, local=local
         )
     except (ValueError, TokenPlaceError) as exc:
         parser.error(str(exc))

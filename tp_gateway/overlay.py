@@ -262,10 +262,12 @@ class Overlay:
         path_failed: set[bytes] = set()  # nodes whose circuit broke: another path may still reach them
         avoid: set[bytes] = set()  # relays of paths that broke: later attempts go around them
         alive = [n for n in candidates if self._backoff.may_try(n.node_id)]
-        if not alive:
-            if self._path_error is not None:  # not down: no path reaches them
-                raise self._path_advice(self._path_error)
-            raise self._all_down(model_id, candidates)
+        all_backed_off = not alive
+        if all_backed_off and self._path_error is not None:  # not down: no path reaches them
+            raise self._path_advice(self._path_error)
+        # A request still tries nodes the pool backs off from: the relay that failed their warm-up may be
+        # what is down, and this request's paths go around it.
+        alive = alive or candidates
         for _ in range(REQUEST_ATTEMPTS_MAX):
             untried = [n for n in alive if n.node_id not in tried]
             retry = [n for n in alive if n.node_id in path_failed]
@@ -298,6 +300,8 @@ class Overlay:
                     raise error from None
                 return
         self.stats.count(failure.code)
+        if all_backed_off and failure.code == "unavailable":
+            raise self._all_down(model_id, candidates)
         raise failure
 
     def _all_down(self, model_id: str, nodes: list[NodeDescriptor]) -> OverlayError:

@@ -82,7 +82,9 @@ async def sample_peers(relays: list[Host], peers: dict[str, set[str]]) -> None:
 async def test_no_relay_sees_both_the_client_and_the_node(hosts: dict[str, Host], tmp_path: Path) -> None:
     network_dir = tmp_path / "network"
     addresses = [relay_address(hosts[name]) for name in AUTHORITIES]
-    create_network(network_dir, f"netns-{secrets.token_hex(4)}", addresses, 2, period_s=PERIOD_S, local=False)
+    # `local`: the hosts have private addresses (10.N.0.1), which relays of a public network never extend to
+    # (tp_net.extend_policy); each relay is in its own /16, so paths are chosen as in a public network.
+    create_network(network_dir, f"netns-{secrets.token_hex(4)}", addresses, 2, period_s=PERIOD_S, local=True)
     bootstrap = network_dir / BOOTSTRAP_FILE_NAME
     client, node_host = hosts["client"], hosts["node"]
     async with AsyncExitStack() as stack:

@@ -15,7 +15,7 @@ import pytest
 import trio
 
 from tp_gateway.app import create_app
-from tp_gateway.client import BASE_URL, OverlayTransport
+from tp_gateway.client import BASE_URL, IN_PROCESS_SITE, OverlayTransport
 from tp_gateway.client_thread import OverlayThread, Service
 from tp_gateway.overlay import Overlay, OverlayError
 
@@ -65,9 +65,8 @@ class Gateway:
         self.bodies: list[bytes] = []  # as the SDK sent them
 
         async def open_service(nursery: trio.Nursery) -> Service:
-            return Service(
-                create_app(cast(Overlay, self.overlay)), self.overlay.ready, "not ready (scripted)"
-            )
+            app = create_app(cast(Overlay, self.overlay), site=IN_PROCESS_SITE)
+            return Service(app, self.overlay.ready, "not ready (scripted)")
 
         thread = OverlayThread(open_service, ready_timeout_s=WAIT_S)
         thread.start()
