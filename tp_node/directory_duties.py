@@ -115,12 +115,17 @@ class DescriptorPublisher:
     async def _publish_to(
         self, authority: BootstrapAuthority, signed: SignedDescriptor, accepted: list[int]
     ) -> None:
-        try:
-            await publish_descriptor(self.dialer, self.path_to(authority), signed, self.invitation)
-        except TokenPlaceError as exc:
-            log.info("publishing to authority %s failed: %s", short_id(authority.node_id), exc)
-        else:
-            accepted[0] += 1
+        # A silent authority must not hold back the next round: the descriptor would expire at the others.
+        with trio.move_on_after(republish_interval_s(self.bootstrap)) as scope:
+            try:
+                await publish_descriptor(self.dialer, self.path_to(authority), signed, self.invitation)
+            except TokenPlaceError as exc:
+                log.info("publishing to authority %s failed: %s", short_id(authority.node_id), exc)
+                return
+        if scope.cancelled_caught:
+            log.info("publishing to authority %s timed out", short_id(authority.node_id))
+            return
+        accepted[0] += 1
 
 
 async def refresh_documents(
