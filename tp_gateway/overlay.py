@@ -14,7 +14,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from contextlib import aclosing, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,9 +114,9 @@ class Overlay:
         self._rules = LOCAL_NETWORK_RULES if bootstrap.local else STRICT_RULES
         self.directory: Directory | None = None
         self._guards: list[bytes] = []
-        self._guards_down: dict[bytes, float] = {}  # guard node id -> monotonic time it may be tried again
+        self._guards_down = _Shunned()  # guards recently unreachable
         self._models_seen: dict[str, float] = {}  # model id -> monotonic time a directory last listed it
-        self._silent_relays: dict[bytes, float] = {}  # relay on a silent path -> monotonic time to forgive
+        self._silent_relays = _Shunned()  # relays of paths that recently went silent
         self._links: dict[bytes, ClientLink] = {}
         self._linking: dict[bytes, trio.Event] = {}
         self._pool: dict[bytes, list[_Pooled]] = {}
@@ -203,17 +203,14 @@ class Overlay:
         new paths go around those two for SILENT_PATH_AVOID_S (a preference, like `avoid`). The home relay is
         spared: it is the node's only way in, and every circuit to the node shares it."""
         relays = _suspects(silent)
-        until = time.monotonic() + SILENT_PATH_AVOID_S
-        for relay in relays:
-            self._silent_relays[relay] = until
+        self._silent_relays.shun(relays, SILENT_PATH_AVOID_S)
         for entries in self._pool.values():
             for pooled in entries:
                 if relays & _suspects(pooled.circuit):
                     pooled.retired = True
 
     def _recently_silent(self) -> set[bytes]:
-        now = time.monotonic()
-        return {relay for relay, until in self._silent_relays.items() if until > now}
+        return self._silent_relays.active()
 
     def _stored_guards(self, store: GuardStore, relays: list[RelayDescriptor]) -> list[bytes]:
         """The guard file's guards that the directory still lists (topped up). A guard file that cannot be
@@ -414,8 +411,8 @@ class Overlay:
 
     def _usable_guards(self) -> list[bytes]:
         """Our guards, less those recently unreachable (all of them if every one was)."""
-        now = time.monotonic()
-        usable = [guard for guard in self._guards if self._guards_down.get(guard, 0.0) <= now]
+        down = self._guards_down.active()
+        usable = [guard for guard in self._guards if guard not in down]
         return usable or self._guards
 
     async def _link_to(self, guard: Any) -> ClientLink:
@@ -443,7 +440,7 @@ class Overlay:
                 await link.lost.wait()
         except Exception as exc:  # the gateway's edge: whatever a dial raises costs only this guard's link
             log.info("link to guard %s failed: %s", short_id(guard.node_id), exc.__class__.__name__)
-            self._guards_down[guard.node_id] = time.monotonic() + GUARD_DOWN_S
+            self._guards_down.shun([guard.node_id], GUARD_DOWN_S)
         finally:
             self._links.pop(guard.node_id, None)
             event = self._linking.pop(guard.node_id, None)
@@ -551,3 +548,24 @@ def _node_error(error: Mapping[str, Any]) -> OverlayError:
     return OverlayError(
         code if isinstance(code, str) else "upstream", message if isinstance(message, str) else ""
     )
+
+
+class _Shunned:
+    """Relays left out of new paths for a while (a preference, never a ban): id -> monotonic time it is
+    forgiven. Expired entries are dropped when asked, so the map holds only relays shunned now."""
+
+    def __init__(self) -> None:
+        self._until: dict[bytes, float] = {}
+
+    def shun(self, relays: Iterable[bytes], seconds: float) -> None:
+        until = time.monotonic() + seconds
+        for relay in relays:
+            self._until[relay] = until
+
+    def active(self) -> set[bytes]:
+        now = time.monotonic()
+        self._until = {relay: until for relay, until in self._until.items() if until > now}
+        return set(self._until)
+
+    def __contains__(self, relay: object) -> bool:
+        return relay in self.active()
