@@ -34,9 +34,10 @@ from tp_net.cells import RELAY_DATA_BYTES_MAX
 from tp_net.circuit_client import HopInfo
 from tp_net.client import Circuit, ClientLink
 from tp_net.frames import CELL_BODY_BYTES
+from tp_net.inference_contract import INFERENCE_SERVICE
 from tp_net.rate_limits import CLIENT_CREATE_RATE_PER_S
 from tp_net.transport_ws import WebSocketDialer
-from tp_node.gpu_node import INFERENCE_SERVICE, GpuNode, HomeRelay
+from tp_node.gpu_node import GpuNode, HomeRelay
 from tp_node.local_network import LOCAL_PERIOD_S, free_ports, local_network
 from tp_node.processes import StartedProcess, python_process
 

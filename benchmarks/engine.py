@@ -30,8 +30,8 @@ import llama_cpp
 import trio
 
 from tp_net.client import ClientLink
+from tp_net.inference_contract import INFERENCE_SERVICE
 from tp_net.transport_ws import WebSocketDialer
-from tp_node.gpu_node import INFERENCE_SERVICE
 from tp_node.llama_engine import HANDOFF_INTERVAL_S, LlamaEngine, ModelConfig, open_llama_engine
 from tp_node.local_network import local_network
 from tp_node.slots import SlotWorker

@@ -24,10 +24,10 @@ import trio
 
 from benchmarks.stats import summary
 from tp_net.client import ClientLink
+from tp_net.inference_contract import INFERENCE_SERVICE
 from tp_net.transport import Channel
 from tp_net.transport_ws import WebSocketDialer, WebSocketListener
 from tp_node.engine import FakeEngine
-from tp_node.gpu_node import INFERENCE_SERVICE
 from tp_node.testing.memory_network import in_process_network
 
 MESSAGE_BYTES = 1_100

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-READY_TIMEOUT_S = 60.0
+MODEL_READY_TIMEOUT_S = 60.0
 READY_POLL_S = 0.2
 MESSAGES = [{"role": "user", "content": "How private is this?"}]
 
@@ -63,7 +63,11 @@ def complete_chat(client: httpx.Client, base_url: str, body: dict[str, Any]) -> 
 
 
 def wait_for_model(
-    client: httpx.Client, base_url: str, *, warm_circuit: bool = True, timeout_s: float = READY_TIMEOUT_S
+    client: httpx.Client,
+    base_url: str,
+    *,
+    warm_circuit: bool = True,
+    timeout_s: float = MODEL_READY_TIMEOUT_S,
 ) -> str:
     """The first model the server lists, once it has a warm circuit to a node if `warm_circuit` (a gateway;
     the direct server has no circuits)."""

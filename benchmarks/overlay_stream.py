@@ -15,9 +15,9 @@ import trio
 from benchmarks.network import BenchNetwork
 from benchmarks.results import RATIO_TARGET, Row, measured
 from tp_net.client import Circuit, ClientLink
+from tp_net.inference_contract import INFERENCE_SERVICE
 from tp_net.transport_ws import WebSocketDialer
 from tp_node.engine import FakeEngine
-from tp_node.gpu_node import INFERENCE_SERVICE
 
 Arm = Callable[[], Awaitable[float]]
 

@@ -13,8 +13,8 @@ import trio
 from benchmarks.network import LOG_LEVEL, BenchNetwork
 from benchmarks.results import Bound, Row, Target, measured
 from tp_net.client import Circuit, ClientLink
+from tp_net.inference_contract import INFERENCE_SERVICE
 from tp_net.transport_ws import WebSocketDialer
-from tp_node.gpu_node import INFERENCE_SERVICE
 from tp_node.processes import python_process
 
 KIB_PER_MB = 1024.0

@@ -27,6 +27,7 @@ from tp_net.descriptors import NodeDescriptor, RelayDescriptor
 from tp_net.directory import Directory, Trust
 from tp_net.directory_client import fetch_directory
 from tp_net.errors import DialError
+from tp_net.inference_contract import INFERENCE_SERVICE
 from tp_net.path_selection import (
     GUARDS_PER_CLIENT,
     STRICT_RULES,
@@ -37,7 +38,6 @@ from tp_net.path_selection import (
     circuit_hops,
 )
 from tp_node.engine import FAKE_MODEL_ID
-from tp_node.gpu_node import INFERENCE_SERVICE
 
 FEED_REFRESH_FRACTION = 8  # the feed looks for a new document every period_s / this
 FEED_RETRY_S = 5.0

@@ -5,7 +5,6 @@ node's document shapes: only the fields a node reads survive, so an SDK's echoed
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,18 +18,22 @@ from tp_gateway.openai_fields import (
     string,
     unsupported,
 )
+from tp_net.inference_contract import (
+    MESSAGES_MAX,
+    RESPONSE_FORMAT_TYPES,
+    ROLES,
+    TOOL_CHOICE_MODES,
+    TOOL_NAME,
+    TOOL_NAME_CHARS_MAX,
+    TOOLS_MAX,
+)
 
-ROLES = ("system", "developer", "user", "assistant", "tool")
-MESSAGES_MAX = 1024
 CONTENT_PARTS_MAX = 1024
-TOOLS_MAX = 128
 TOOL_CALLS_MAX = 128
 NAME_CHARS_MAX = 64
-TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+TOOL_NAME_RULE = f"expected 1 to {TOOL_NAME_CHARS_MAX} of the characters a-z, A-Z, 0-9, _ and -."
 # Content part types OpenAI defines; any other type is reported without echoing it.
 KNOWN_PART_TYPES = ("text", "image_url", "input_audio", "file", "refusal")
-TOOL_CHOICE_MODES = ("none", "auto", "required")
-RESPONSE_FORMAT_TYPES = ("text", "json_object", "json_schema")
 
 
 def _text_part(value: object, param: str) -> str:
@@ -117,7 +120,7 @@ def _tool(value: object, param: str) -> dict[str, Any]:
     function = mapping(required_in(tool, "function", param), f"{param}.function")
     name = string(required_in(function, "name", f"{param}.function"), f"{param}.function.name")
     if not TOOL_NAME.fullmatch(name):
-        raise invalid(f"{param}.function.name", "expected 1 to 64 of the characters a-z, A-Z, 0-9, _ and -.")
+        raise invalid(f"{param}.function.name", TOOL_NAME_RULE)
     checked: dict[str, Any] = {"name": name}
     if function.get("description") is not None:
         checked["description"] = string(function["description"], f"{param}.function.description")
@@ -160,9 +163,7 @@ def _json_schema_format(value: Mapping[str, Any]) -> dict[str, Any]:
         required_in(spec, "name", "response_format.json_schema"), "response_format.json_schema.name"
     )
     if not TOOL_NAME.fullmatch(name):
-        raise invalid(
-            "response_format.json_schema.name", "expected 1 to 64 of the characters a-z, A-Z, 0-9, _ and -."
-        )
+        raise invalid("response_format.json_schema.name", TOOL_NAME_RULE)
     if spec.get("schema") is None:
         return {"type": "json_object"}  # no schema to follow: any JSON object will do
     schema = mapping(spec["schema"], "response_format.json_schema.schema")

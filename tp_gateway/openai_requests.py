@@ -1,11 +1,11 @@
 """OpenAI request bodies -> checked calls carrying the node's inference request document.
 
 `parse_chat`, `parse_completion` and `parse_embedding` take the parsed JSON body (any value) and raise
-only ApiError(400) naming the bad field. `n`, `logprobs`/`top_logprobs` and `logit_bias` are checked by the
-node's own rules (tp_node.inference: one definition, enforced here and at the node). Fields OpenAI defines
-that token.place cannot honour (audio, echo...) are refused rather than silently dropped; the rest it does
-not need (user, metadata, store...) are type-checked and dropped: `user` in particular never leaves the
-gateway.
+only ApiError(400) naming the bad field. Every limit is the inference contract's (tp_net.inference_contract:
+one definition, enforced here and at the node), and `logit_bias` is checked by the contract's own rule.
+Fields OpenAI defines that token.place cannot honour (audio, echo...) are refused rather than silently
+dropped; the rest it does not need (user, metadata, store...) are type-checked and dropped: `user` in
+particular never leaves the gateway.
 """
 
 from __future__ import annotations
@@ -32,22 +32,22 @@ from tp_gateway.openai_fields import (
     string,
     unsupported,
 )
-from tp_node.inference import CHOICES_MAX, TOP_LOGPROBS_MAX, EngineError, check_logit_bias
+from tp_net.inference_contract import (
+    CHOICES_MAX,
+    EMBEDDING_INPUTS_MAX,
+    MAX_TOKENS_LIMIT,
+    MODEL_ID_CHARS_MAX,
+    SAMPLING_RANGES,
+    STOP_SEQUENCE_CHARS_MAX,
+    STOP_SEQUENCES_MAX,
+    TOP_LOGPROBS_MAX,
+    EngineError,
+    check_logit_bias,
+)
 
-MODEL_ID_CHARS_MAX = 128
-MAX_TOKENS_LIMIT = 100_000
 # OpenAI's legacy /completions default; chat has none (the node stops at end of text or context).
 COMPLETION_MAX_TOKENS_DEFAULT = 16
-STOP_SEQUENCES_MAX = 4
-STOP_SEQUENCE_CHARS_MAX = 256
-EMBEDDING_INPUTS_MAX = 256
 ENCODING_FORMATS = ("float", "base64")
-SAMPLING_RANGES = {
-    "temperature": (0.0, 2.0),
-    "top_p": (0.0, 1.0),
-    "presence_penalty": (-2.0, 2.0),
-    "frequency_penalty": (-2.0, 2.0),
-}
 CHAT_IGNORED = {
     "user": "string",
     "metadata": "object",

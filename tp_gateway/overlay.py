@@ -33,6 +33,7 @@ from tp_net.client import Circuit, ClientLink
 from tp_net.descriptors import NodeDescriptor, RelayDescriptor
 from tp_net.directory import Directory
 from tp_net.directory_client import KeptLinks, fetch_directory
+from tp_net.inference_contract import INFERENCE_SERVICE
 from tp_net.path_selection import (
     LOCAL_NETWORK_RULES,
     STRICT_RULES,
@@ -47,7 +48,6 @@ from tp_net.path_selection import (
 from tp_net.stream_deadlines import stream_deadlines
 from tp_net.transport import Dialer
 from tp_node.directory_duties import DOCUMENT_RETRY_S, refresh_delay_s
-from tp_node.gpu_node import INFERENCE_SERVICE
 
 log = logging.getLogger(__name__)
 

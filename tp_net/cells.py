@@ -29,7 +29,7 @@ RELAY_DATA_BYTES_MAX = (
 # Circuit ids a link's dialer allocates have this bit set; the listener's have it clear. So both ends of a
 # link can create circuits on it without ever choosing the same id.
 DIALER_ID_BIT = 1 << 30
-_LENGTH_BYTES = 2
+_BODY_LENGTH_BYTES = 2
 # RELAY_EARLY cells a hop forwards or accepts on one circuit; past it the circuit is destroyed. As only an
 # early cell may carry EXTEND, this caps a circuit's length (and a loop r0 -> r1 -> r0 ...) at the relays.
 RELAY_EARLY_CELLS_PER_CIRCUIT_MAX = 7
@@ -60,17 +60,17 @@ class DestroyReason(enum.IntEnum):
 
 
 def handshake_cell(circuit_id: int, command: CellCommand, message: bytes) -> Cell:
-    if len(message) > CELL_BODY_BYTES - _LENGTH_BYTES:
+    if len(message) > CELL_BODY_BYTES - _BODY_LENGTH_BYTES:
         raise LocalProtocolError("handshake message does not fit in a cell")
-    body = len(message).to_bytes(_LENGTH_BYTES, "big") + message
+    body = len(message).to_bytes(_BODY_LENGTH_BYTES, "big") + message
     return Cell(circuit_id, command, body + bytes(CELL_BODY_BYTES - len(body)))
 
 
 def handshake_message(cell: Cell) -> bytes:
-    length = int.from_bytes(cell.body[:_LENGTH_BYTES], "big")
-    if length > CELL_BODY_BYTES - _LENGTH_BYTES:
+    length = int.from_bytes(cell.body[:_BODY_LENGTH_BYTES], "big")
+    if length > CELL_BODY_BYTES - _BODY_LENGTH_BYTES:
         raise RemoteProtocolError("handshake length exceeds the cell")
-    return cell.body[_LENGTH_BYTES : _LENGTH_BYTES + length]
+    return cell.body[_BODY_LENGTH_BYTES : _BODY_LENGTH_BYTES + length]
 
 
 def destroy_cell(circuit_id: int, reason: DestroyReason) -> Cell:

@@ -23,13 +23,11 @@ from tp_net.frames import Cell, Frame
 from tp_net.link_pump import LinkPump
 from tp_net.link_trio import dial_link
 from tp_net.messages import MessageReader, encode_message, encode_request
-from tp_net.streams import EndReason, StreamData, StreamEnded
+from tp_net.streams import STREAM_SEND_BUFFER_BYTES, EndReason, StreamData, StreamEnded
 from tp_net.transport import Dialer
 from tp_net.trio_util import background_nursery
 
 CIRCUIT_BUILD_TIMEOUT_S = 10.0
-# Bytes a stream may queue beyond its flow-control window before send() waits.
-STREAM_SEND_BUFFER_BYTES = 64 * 1024
 # Bytes one response may carry in all: far more than a directory document or the longest answer a model
 # gives; a node that sends more (or a malformed message) loses its circuit.
 RESPONSE_BYTES_MAX = 64 * 1024 * 1024

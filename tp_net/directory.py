@@ -17,7 +17,7 @@ from typing import Any
 from tp_crypto.errors import RemoteProtocolError, TokenPlaceError
 from tp_crypto.identity import SIGNATURE_BYTES, Identity
 from tp_crypto.signed import sign, verify
-from tp_net.codec import decode_document, encode_document
+from tp_net.codec import DOCUMENT_BYTES_MAX, decode_document, encode_document
 from tp_net.descriptors import (
     CLOCK_SKEW_ALLOWED_S,
     Descriptor,
@@ -29,7 +29,6 @@ from tp_net.descriptors import (
 VOTE_DOMAIN = b"vote"
 DOCUMENT_DOMAIN = b"directory"
 INVITATION_DOMAIN = b"invitation"
-DOCUMENT_BYTES_MAX = 8 * 1024 * 1024
 DESCRIPTORS_PER_DOCUMENT_MAX = 20_000
 # Far more than any network has authorities; bounds the signature checks one document can cost a client.
 SIGNATURES_PER_DOCUMENT_MAX = 64

@@ -20,6 +20,7 @@ __all__ = [
     "LocalProtocolError",
     "ProtocolError",
     "RemoteProtocolError",
+    "ServiceError",
     "TokenPlaceError",
     "TransportError",
     "WrongPeerError",
@@ -60,3 +61,11 @@ class WrongPeerError(RemoteProtocolError):
         )
         self.expected = expected
         self.answered = answered
+
+
+class ServiceError(Exception):
+    """A request the service refuses; `code` is machine-readable, the message safe to show the client."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code

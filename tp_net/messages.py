@@ -12,7 +12,7 @@ from typing import Any
 from tp_crypto.errors import LocalProtocolError, RemoteProtocolError
 from tp_net import codec
 
-_LENGTH_BYTES = 4
+_MESSAGE_LENGTH_BYTES = 4
 # A request's document, in encoded bytes: the most a service accepts on one stream, and the gateway's
 # largest body.
 REQUEST_BYTES_MAX = 1024 * 1024
@@ -20,7 +20,7 @@ REQUEST_BYTES_MAX = 1024 * 1024
 
 def encode_message(document: Any) -> bytes:
     data = codec.encode_document(document)
-    return len(data).to_bytes(_LENGTH_BYTES, "big") + data
+    return len(data).to_bytes(_MESSAGE_LENGTH_BYTES, "big") + data
 
 
 def encode_request(document: Any) -> bytes:
@@ -29,14 +29,14 @@ def encode_request(document: Any) -> bytes:
     data = codec.encode_document(document)
     if len(data) > REQUEST_BYTES_MAX:
         raise LocalProtocolError(f"request of {len(data)} bytes exceeds {REQUEST_BYTES_MAX}")
-    return len(data).to_bytes(_LENGTH_BYTES, "big") + data
+    return len(data).to_bytes(_MESSAGE_LENGTH_BYTES, "big") + data
 
 
 def _announced_length(buffer: bytes | bytearray, message_bytes_max: int) -> int | None:
     """The length a message's header announces (None while the header is incomplete)."""
-    if len(buffer) < _LENGTH_BYTES:
+    if len(buffer) < _MESSAGE_LENGTH_BYTES:
         return None
-    length = int.from_bytes(buffer[:_LENGTH_BYTES], "big")
+    length = int.from_bytes(buffer[:_MESSAGE_LENGTH_BYTES], "big")
     if length > message_bytes_max:
         raise RemoteProtocolError(f"stream message of {length} bytes exceeds {message_bytes_max}")
     return length
@@ -62,10 +62,10 @@ class MessageReader:
         self._buffer += data
         documents = []
         while (length := _announced_length(self._buffer, self._message_bytes_max)) is not None:
-            end = _LENGTH_BYTES + length
+            end = _MESSAGE_LENGTH_BYTES + length
             if len(self._buffer) < end:
                 break
-            documents.append(codec.decode_document(bytes(self._buffer[_LENGTH_BYTES:end])))
+            documents.append(codec.decode_document(bytes(self._buffer[_MESSAGE_LENGTH_BYTES:end])))
             del self._buffer[:end]
         return documents
 
@@ -88,8 +88,8 @@ class RequestReader:
         """Add data; RemoteProtocolError when it goes past the message or the size limit."""
         length = _announced_length(self._buffer, self._message_bytes_max)
         if length is None:  # the header is still incomplete: look at it with this data's first bytes
-            length = _announced_length(self._buffer + data[:_LENGTH_BYTES], self._message_bytes_max)
-        limit = _LENGTH_BYTES + (self._message_bytes_max if length is None else length)
+            length = _announced_length(self._buffer + data[:_MESSAGE_LENGTH_BYTES], self._message_bytes_max)
+        limit = _MESSAGE_LENGTH_BYTES + (self._message_bytes_max if length is None else length)
         if len(self._buffer) + len(data) > limit:
             raise RemoteProtocolError("a request is one message, and this stream carries more")
         self._buffer += data
@@ -101,6 +101,6 @@ class RequestReader:
     def document(self) -> Any:
         """The request's document; RemoteProtocolError if the message is incomplete or malformed."""
         length = _announced_length(self._buffer, self._message_bytes_max)
-        if length is None or len(self._buffer) != _LENGTH_BYTES + length:
+        if length is None or len(self._buffer) != _MESSAGE_LENGTH_BYTES + length:
             raise RemoteProtocolError("the request message is incomplete")
-        return codec.decode_document(bytes(self._buffer[_LENGTH_BYTES:]))
+        return codec.decode_document(bytes(self._buffer[_MESSAGE_LENGTH_BYTES:]))

@@ -39,6 +39,9 @@ CIRCUIT_SENDME_CELLS = 64
 STREAM_WINDOW_CELLS = 128
 STREAM_SENDME_CELLS = 32
 STREAMS_PER_CIRCUIT_MAX = 512
+# Bytes a stream's sender may queue beyond its window before it waits (the client's send(), a service's
+# handler): the window (128 cells) keeps the path busy, so this only bridges the writer's next turn.
+STREAM_SEND_BUFFER_BYTES = 32 * 1024
 
 
 class EndReason(enum.IntEnum):

@@ -17,8 +17,8 @@ from tp_crypto.errors import TokenPlaceError
 CONTROL_VERSION = 1
 CONTROL_SOCKET_NAME = "control.sock"
 COMMANDS = ("status",)
-REQUEST_BYTES_MAX = 1024
-RESPONSE_BYTES_MAX = 1 << 20
+CONTROL_REQUEST_BYTES_MAX = 1024
+CONTROL_RESPONSE_BYTES_MAX = 1 << 20
 LINE_END = b"\n"
 
 
@@ -34,7 +34,7 @@ def encode_request(command: str) -> bytes:
 
 def decode_request(line: bytes) -> str:
     """The command a request line asks for."""
-    message = _object(line, REQUEST_BYTES_MAX, "request")
+    message = _object(line, CONTROL_REQUEST_BYTES_MAX, "request")
     command = message.get("command")
     if command not in COMMANDS:
         raise ControlError(f"unknown control command {command!r} (known: {', '.join(COMMANDS)})")
@@ -51,7 +51,7 @@ def encode_error(message: str) -> bytes:
 
 def decode_response(line: bytes) -> dict[str, Any]:
     """The result of a response line; ControlError carrying the server's message when it failed."""
-    message = _object(line, RESPONSE_BYTES_MAX, "response")
+    message = _object(line, CONTROL_RESPONSE_BYTES_MAX, "response")
     if message.get("ok") is not True:
         raise ControlError(f"control request failed: {message.get('error', 'no reason given')}")
     result = message.get("result")

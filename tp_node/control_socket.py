@@ -13,8 +13,8 @@ from typing import Any
 import trio
 
 from tp_node.control import (
-    REQUEST_BYTES_MAX,
-    RESPONSE_BYTES_MAX,
+    CONTROL_REQUEST_BYTES_MAX,
+    CONTROL_RESPONSE_BYTES_MAX,
     ControlError,
     LineReader,
     decode_request,
@@ -57,7 +57,7 @@ async def query(path: Path, command: str) -> dict[str, Any]:
             stream = await trio.open_unix_socket(str(path))
             async with stream:
                 await stream.send_all(encode_request(command))
-                return decode_response(await _receive_line(stream, RESPONSE_BYTES_MAX))
+                return decode_response(await _receive_line(stream, CONTROL_RESPONSE_BYTES_MAX))
     except (FileNotFoundError, ConnectionRefusedError):
         raise ControlError(
             f"nothing answers on {path}: is the role running with this data directory?"
@@ -102,7 +102,7 @@ async def _answer(stream: trio.abc.Stream, status: StatusSource) -> None:
     async with stream:
         try:
             with trio.fail_after(CONTROL_TIMEOUT_S):
-                decode_request(await _receive_line(stream, REQUEST_BYTES_MAX))
+                decode_request(await _receive_line(stream, CONTROL_REQUEST_BYTES_MAX))
                 reply = encode_result(status())
         except ControlError as exc:
             reply = encode_error(str(exc))

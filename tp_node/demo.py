@@ -27,7 +27,7 @@ from tp_node.local_network import local_network
 from tp_node.processes import python_process
 
 DEMO_STATE_DIR = Path("tp-demo-state")
-READY_TIMEOUT_S = 90.0
+DEMO_READY_TIMEOUT_S = 90.0
 ANSWER_TIMEOUT_S = 60.0
 DEMO_PROMPT = "Say hello to token.place."
 
@@ -103,7 +103,7 @@ def _get_json(url: str, body: dict[str, Any] | None = None) -> Any:
 
 
 def _wait_for_model(base_url: str) -> str | None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
+    deadline = time.monotonic() + DEMO_READY_TIMEOUT_S
     while time.monotonic() < deadline:
         try:
             models = _get_json(f"{base_url}/models")["data"]

@@ -13,8 +13,8 @@ import trio
 from tp_crypto.errors import RemoteProtocolError, TokenPlaceError
 from tp_net.descriptors import SignedDescriptor
 from tp_net.directory import DirectoryError, SignedDocument, Trust, decode_body, verify_document
+from tp_net.errors import ServiceError
 from tp_node.authority_core import AuthorityCore
-from tp_node.services import ServiceError
 
 log = logging.getLogger(__name__)
 

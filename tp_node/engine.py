@@ -16,8 +16,8 @@ from typing import Any, Protocol
 
 import trio
 
+from tp_net.inference_contract import EngineError
 from tp_node.inference import (
-    EngineError,
     InferenceRequest,
     embedding_chunk,
     final_chunk,

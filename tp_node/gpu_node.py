@@ -18,6 +18,7 @@ import trio
 from tp_crypto.identity import Identity, short_id
 from tp_net.circuit_hop import HopCore
 from tp_net.errors import TokenPlaceError, WrongPeerError
+from tp_net.inference_contract import INFERENCE_SERVICE
 from tp_net.link_trio import dial_link
 from tp_net.transport import Dialer
 from tp_node.engine import Engine
@@ -25,7 +26,6 @@ from tp_node.hop_runtime import HopRuntime
 
 log = logging.getLogger(__name__)
 
-INFERENCE_SERVICE = "inference"
 RECONNECT_BACKOFF_MIN_S = 0.25
 RECONNECT_BACKOFF_MAX_S = 30.0
 

@@ -9,50 +9,34 @@ possible (one stream message each).
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tp_node.services import ServiceError
-
-KINDS = ("chat", "completion", "embedding")
-ROLES = ("system", "developer", "user", "assistant", "tool")
-MODEL_ID_CHARS_MAX = 128
-MESSAGES_MAX = 1024
-STOP_SEQUENCES_MAX = 4
-STOP_SEQUENCE_CHARS_MAX = 256
-EMBEDDING_INPUTS_MAX = 256
-TOOLS_MAX = 128
-MAX_TOKENS_LIMIT = 100_000
-SEED_ABS_MAX = 2**64
-ERROR_FIELD_CHARS_MAX = 64
-TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
-# `n`, `logprobs` and `logit_bias`: checked here and, by importing these rules, at the gateway (one home).
-CHOICES_MAX = 8  # each choice is a whole generation on the request's slot, one after the other
-TOP_LOGPROBS_MAX = 20  # alternatives per token (OpenAI's own limit)
-LOGIT_BIAS_ENTRIES_MAX = 300
-LOGIT_BIAS_ABS_MAX = 100.0
-TOKEN_ID_MAX = 2**31 - 1  # llama.cpp's llama_token is an int32; the engine checks against the vocabulary
-TOKEN_ID = re.compile(r"0|[1-9][0-9]{0,9}")
-
-COMMON_FIELDS = frozenset({"kind", "model"})
-GENERATION_FIELDS = frozenset(
-    {"max_tokens", "temperature", "top_p", "stop", "seed", "presence_penalty", "frequency_penalty"}
-    | {"n", "logprobs", "logit_bias"}
+from tp_net.inference_contract import (
+    EMBEDDING_INPUTS_MAX,
+    FIELDS_BY_KIND,
+    KINDS,
+    MAX_TOKENS_LIMIT,
+    MESSAGE_FIELDS,
+    MESSAGES_MAX,
+    MODEL_ID_CHARS_MAX,
+    ROLES,
+    SAMPLING_RANGES,
+    SEED_ABS_MAX,
+    STOP_SEQUENCE_CHARS_MAX,
+    STOP_SEQUENCES_MAX,
+    TOOL_CHOICE_MODES,
+    TOOL_NAME,
+    TOOL_NAME_CHARS_MAX,
+    TOOLS_MAX,
+    EngineError,
+    check_logit_bias,
+    check_n,
+    check_top_logprobs,
 )
-FIELDS_BY_KIND = {
-    "chat": COMMON_FIELDS
-    | GENERATION_FIELDS
-    | {"messages", "response_format", "tools", "tool_choice", "parallel_tool_calls"},
-    "completion": COMMON_FIELDS | GENERATION_FIELDS | {"prompt"},
-    "embedding": COMMON_FIELDS | {"input"},
-}
-MESSAGE_FIELDS = frozenset({"role", "content", "name", "tool_calls", "tool_call_id"})
 
-
-class EngineError(ServiceError):
-    """A request the engine cannot serve; `code` is machine-readable, the message safe to show."""
+ERROR_FIELD_CHARS_MAX = 64
 
 
 @dataclass(frozen=True)
@@ -93,10 +77,11 @@ def _fail(code: str, message: str) -> EngineError:
     return EngineError(code, message)
 
 
-def _number(document: Mapping[str, Any], name: str, default: float, low: float, high: float) -> float:
+def _number(document: Mapping[str, Any], name: str, default: float) -> float:
     value = document.get(name)
     if value is None:
         return default
+    low, high = SAMPLING_RANGES[name]
     if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
         raise _fail(f"invalid_{name}", f"{name} must be a number in {low:g}..{high:g}")
     return float(value)
@@ -133,43 +118,6 @@ def _stop(document: Mapping[str, Any]) -> tuple[str, ...]:
             f"of 1..{STOP_SEQUENCE_CHARS_MAX} characters",
         )
     return tuple(stops)
-
-
-def check_n(value: object) -> int:
-    """`n`: how many choices (None: one)."""
-    if value is None:
-        return 1
-    if type(value) is not int or not 1 <= value <= CHOICES_MAX:
-        raise _fail("invalid_n", f"n must be an integer in 1..{CHOICES_MAX}")
-    return value
-
-
-def check_top_logprobs(value: object) -> int:
-    """How many alternatives to return with each token's log probability."""
-    if type(value) is not int or not 0 <= value <= TOP_LOGPROBS_MAX:
-        raise _fail("invalid_logprobs", f"logprobs must be an integer in 0..{TOP_LOGPROBS_MAX}")
-    return value
-
-
-def check_logit_bias(value: object) -> dict[int, float]:
-    """{token id as a decimal string: bias}; None or {} is no bias."""
-    if value is None:
-        return {}
-    if not isinstance(value, dict) or len(value) > LOGIT_BIAS_ENTRIES_MAX:
-        raise _fail(
-            "invalid_logit_bias", f"logit_bias must be a map of at most {LOGIT_BIAS_ENTRIES_MAX} entries"
-        )
-    biases: dict[int, float] = {}
-    for key, bias in value.items():
-        if not (isinstance(key, str) and TOKEN_ID.fullmatch(key) and int(key) <= TOKEN_ID_MAX):
-            raise _fail("invalid_logit_bias", "logit_bias keys must be token ids (decimal integer strings)")
-        if isinstance(bias, bool) or not isinstance(bias, int | float) or not abs(bias) <= LOGIT_BIAS_ABS_MAX:
-            raise _fail(
-                "invalid_logit_bias",
-                f"logit_bias values must be numbers in -{LOGIT_BIAS_ABS_MAX:g}..{LOGIT_BIAS_ABS_MAX:g}",
-            )
-        biases[int(key)] = float(bias)
-    return biases
 
 
 def _logprobs(document: Mapping[str, Any]) -> int | None:
@@ -223,7 +171,9 @@ def _tool(value: Any, index: int) -> dict[str, Any]:
         raise _fail("invalid_tools", f'tools[{index}] must be {{"type": "function", "function": {{...}}}}')
     name = function.get("name")
     if not isinstance(name, str) or not TOOL_NAME.fullmatch(name):
-        raise _fail("invalid_tools", f"tools[{index}].function.name must be 1..64 of [A-Za-z0-9_-]")
+        raise _fail(
+            "invalid_tools", f"tools[{index}].function.name must be 1..{TOOL_NAME_CHARS_MAX} of [A-Za-z0-9_-]"
+        )
     if not isinstance(function.get("parameters", {}), dict):
         raise _fail("invalid_tools", f"tools[{index}].function.parameters must be a JSON schema map")
     if not isinstance(function.get("description", ""), str):
@@ -248,7 +198,7 @@ def _tool_choice(
         return "auto" if tools else None  # OpenAI's default when tools are given
     if not tools:
         raise _fail("invalid_tool_choice", "tool_choice needs tools")
-    if value in ("none", "auto", "required"):
+    if value in TOOL_CHOICE_MODES:
         return str(value)
     names = {tool["function"]["name"] for tool in tools}
     function = value.get("function") if isinstance(value, dict) else None
@@ -323,12 +273,12 @@ def parse_request(document: Mapping[str, Any]) -> InferenceRequest:
         return InferenceRequest(kind, model, inputs=_inputs(document))
     common: dict[str, Any] = {
         "max_tokens": _max_tokens(document),
-        "temperature": _number(document, "temperature", 1.0, 0.0, 2.0),
-        "top_p": _number(document, "top_p", 1.0, 0.0, 1.0),
+        "temperature": _number(document, "temperature", 1.0),
+        "top_p": _number(document, "top_p", 1.0),
         "stop": _stop(document),
         "seed": _seed(document),
-        "presence_penalty": _number(document, "presence_penalty", 0.0, -2.0, 2.0),
-        "frequency_penalty": _number(document, "frequency_penalty", 0.0, -2.0, 2.0),
+        "presence_penalty": _number(document, "presence_penalty", 0.0),
+        "frequency_penalty": _number(document, "frequency_penalty", 0.0),
         "n": check_n(document.get("n")),
         "logprobs": _logprobs(document),
         "logit_bias": check_logit_bias(document.get("logit_bias")),

@@ -21,10 +21,11 @@ from typing import Any
 import llama_cpp
 import trio
 
+from tp_net.inference_contract import MODEL_ID_CHARS_MAX, EngineError
 from tp_node.engine import ModelInfo
 from tp_node.gguf_header import GgufInfo, ModelError, read_gguf_info
 from tp_node.handoff import BatchPipe
-from tp_node.inference import MODEL_ID_CHARS_MAX, EngineError, InferenceRequest, coalesce, parse_request
+from tp_node.inference import InferenceRequest, coalesce, parse_request
 from tp_node.llama_jobs import Job, MeteredLlama, create_llama, destroy_llama, run_job
 from tp_node.models import file_sha256
 from tp_node.slots import SlotPool, SlotWorker

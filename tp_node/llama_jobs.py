@@ -25,10 +25,10 @@ import llama_cpp
 import numpy as np
 from llama_cpp.llama_grammar import LlamaGrammar
 
+from tp_net.inference_contract import EngineError
 from tp_node.gguf_header import ModelError
 from tp_node.handoff import BatchPipe, PipeClosed
 from tp_node.inference import (
-    EngineError,
     InferenceRequest,
     embedding_chunk,
     final_chunk,

@@ -20,9 +20,10 @@ from typing import Any, Protocol
 
 import trio
 
+from tp_net.inference_contract import EngineError
 from tp_node.engine import ModelInfo, ServingEngine
 from tp_node.gguf_header import ModelError
-from tp_node.inference import EngineError, InferenceRequest, parse_request
+from tp_node.inference import InferenceRequest, parse_request
 
 log = logging.getLogger(__name__)
 

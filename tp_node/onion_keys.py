@@ -15,9 +15,9 @@ from pathlib import Path
 
 from tp_crypto.errors import KeyFileError
 from tp_crypto.noise import generate_keypair, x25519_public
+from tp_crypto.noise_primitives import DH_BYTES
 
 ONION_KEY_FILE = "onion_keys.json"
-KEY_BYTES = 32
 
 ONION_KEY_ROTATION_S = 7 * 24 * 3600
 ONION_KEY_GRACE_S = 24 * 3600
@@ -98,8 +98,8 @@ def _read_keys(path: Path) -> list[_OnionKey]:
     except (OSError, ValueError, TypeError, KeyError) as exc:
         reason = exc.__class__.__name__
         raise KeyFileError(f"onion key file {path} is unreadable or malformed ({reason})") from exc
-    if not keys or any(len(key.private) != KEY_BYTES or len(key.public) != KEY_BYTES for key in keys):
-        raise KeyFileError(f"onion key file {path} holds no key or a key that is not {KEY_BYTES} bytes")
+    if not keys or any(len(key.private) != DH_BYTES or len(key.public) != DH_BYTES for key in keys):
+        raise KeyFileError(f"onion key file {path} holds no key or a key that is not {DH_BYTES} bytes")
     if any(x25519_public(key.private) != key.public for key in keys):
         raise KeyFileError(f"onion key file {path} holds a public key that does not match its private key")
     return keys

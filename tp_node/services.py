@@ -26,28 +26,18 @@ from typing import Any
 import trio
 
 from tp_net.circuit_hop import CircuitRef, ServiceEvent
-from tp_net.errors import RemoteProtocolError
+from tp_net.errors import RemoteProtocolError, ServiceError
 from tp_net.messages import REQUEST_BYTES_MAX, RequestReader, encode_message
-from tp_net.streams import EndReason, StreamData, StreamEnded, StreamOpened
+from tp_net.streams import STREAM_SEND_BUFFER_BYTES, EndReason, StreamData, StreamEnded, StreamOpened
 
 log = logging.getLogger(__name__)
 
 # Bytes of unfinished requests held for one circuit, and for all circuits together.
 REQUEST_BUFFER_BYTES_PER_CIRCUIT_MAX = 4 * REQUEST_BYTES_MAX
 REQUEST_BUFFER_BYTES_MAX = 64 * REQUEST_BYTES_MAX
-# Response bytes a stream may queue beyond its flow-control window before the handler is paused.
-STREAM_SEND_BUFFER_BYTES = 32 * 1024
 
 ServiceHandler = Callable[[Mapping[str, Any]], AsyncGenerator[Mapping[str, Any], None]]
 StreamKey = tuple[CircuitRef, int]
-
-
-class ServiceError(Exception):
-    """A request the service refuses; `code` is machine-readable, the message safe to show the client."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -17,7 +17,7 @@ from typing import Any
 
 from llama_cpp.llama_grammar import json_schema_to_gbnf
 
-from tp_node.inference import EngineError
+from tp_net.inference_contract import EngineError
 
 TOOL_CALLS_PER_ANSWER_MAX = 8  # parallel calls in one answer (1 when parallel_tool_calls is false)
 # llama.cpp expands a grammar's x{m,n} into m..n copies of x: a schema's bounds are refused above this, before

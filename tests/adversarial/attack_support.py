@@ -17,8 +17,8 @@ import trio
 from tests.integration.gateway_network import RunningGateway
 from tests.reliability.proc import fd_count, rss_bytes
 from tp_net.client import ClientLink
+from tp_net.inference_contract import INFERENCE_SERVICE
 from tp_net.transport_ws import WebSocketDialer
-from tp_node.gpu_node import INFERENCE_SERVICE
 from tp_node.local_network import LocalNetwork
 from tp_node.processes import StartedProcess
 

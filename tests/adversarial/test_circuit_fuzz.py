@@ -53,6 +53,7 @@ from tp_net.cells import (
 from tp_net.circuit_client import ClientCircuit, HopInfo
 from tp_net.client import Circuit, ClientLink
 from tp_net.frames import Cell, Frame
+from tp_net.inference_contract import INFERENCE_SERVICE
 from tp_net.link_pump import LinkPump
 from tp_net.messages import encode_message
 from tp_net.relay_messages import (
@@ -69,7 +70,6 @@ from tp_net.transport import Channel, Dialer
 from tp_net.transport_memory import MemoryNetwork
 from tp_net.transport_ws import WebSocketDialer
 from tp_node.engine import FakeEngine
-from tp_node.gpu_node import INFERENCE_SERVICE
 from tp_node.relay import Relay
 from tp_node.testing.memory_network import InProcessNetwork, in_process_network
 

@@ -28,10 +28,10 @@ from tp_net.directory import verify_document
 from tp_net.directory_client import fetch_document
 from tp_net.errors import TokenPlaceError
 from tp_net.frames import Cell
+from tp_net.inference_contract import INFERENCE_SERVICE
 from tp_net.relay_messages import RelayExtend
 from tp_net.transport_ws import WebSocketDialer
 from tp_node.engine import fake_token
-from tp_node.gpu_node import INFERENCE_SERVICE
 from tp_node.hop_runtime import EXPIRE_INTERVAL_S
 from tp_node.local_network import LocalNetwork, free_ports, local_network
 from tp_node.processes import StartedProcess, python_process

@@ -17,10 +17,10 @@ from tp_net.circuit_client import HopInfo
 from tp_net.client import ClientLink
 from tp_net.directory import Directory, verify_document
 from tp_net.directory_client import fetch_directory, fetch_document
+from tp_net.inference_contract import INFERENCE_SERVICE
 from tp_net.path_selection import LOCAL_NETWORK_RULES, choose_guards, choose_node, choose_path, circuit_hops
 from tp_net.transport_ws import WebSocketDialer
 from tp_node.engine import FAKE_MODEL_ID
-from tp_node.gpu_node import INFERENCE_SERVICE
 from tp_node.local_network import LocalNetwork, local_network
 
 CONVERGE_TIMEOUT_S = 40

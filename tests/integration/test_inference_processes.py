@@ -13,8 +13,8 @@ import trio
 
 from tests.tp_node.chunk_shapes import assert_well_formed, text_of
 from tp_net.client import Circuit, ClientLink, Stream
+from tp_net.inference_contract import INFERENCE_SERVICE
 from tp_net.transport_ws import WebSocketDialer
-from tp_node.gpu_node import INFERENCE_SERVICE
 from tp_node.local_network import local_network
 
 SENTINEL = "okapi-31d9"

@@ -26,9 +26,9 @@ import trio
 
 from tests.reliability import proc
 from tp_net.client import Circuit, ClientLink
+from tp_net.inference_contract import INFERENCE_SERVICE
 from tp_net.rate_limits import CLIENT_CREATE_BURST, CLIENT_CREATE_RATE_PER_S
 from tp_net.transport_ws import WebSocketDialer
-from tp_node.gpu_node import INFERENCE_SERVICE
 from tp_node.local_network import local_network
 from tp_node.processes import StartedProcess, python_process
 

@@ -12,7 +12,7 @@ import pytest
 import trio
 
 from tp_node.control import (
-    REQUEST_BYTES_MAX,
+    CONTROL_REQUEST_BYTES_MAX,
     ControlError,
     LineReader,
     decode_request,
@@ -40,7 +40,7 @@ def test_requests_and_responses_round_trip() -> None:
         (b"[1]", "not a JSON object"),
         (b'{"v": 2, "command": "status"}', "version 2, expected 1"),
         (b'{"v": 1, "command": "shutdown"}', "unknown control command 'shutdown'"),
-        (b"{" + b" " * REQUEST_BYTES_MAX + b"}", "longer than 1024 bytes"),
+        (b"{" + b" " * CONTROL_REQUEST_BYTES_MAX + b"}", "longer than 1024 bytes"),
     ],
 )
 def test_bad_requests_are_refused_with_a_reason(line: bytes, message: str) -> None:

@@ -6,13 +6,8 @@ from typing import Any
 
 import pytest
 
-from tp_node.inference import (
-    EngineError,
-    coalesce,
-    parse_request,
-    tool_call_arguments,
-    tool_call_start,
-)
+from tp_net.inference_contract import EngineError
+from tp_node.inference import coalesce, parse_request, tool_call_arguments, tool_call_start
 
 CHAT = {"messages": [{"role": "user", "content": "hi"}]}
 WEATHER_TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}

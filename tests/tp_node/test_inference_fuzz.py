@@ -9,7 +9,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tp_node.inference import FIELDS_BY_KIND, EngineError, InferenceRequest, parse_request
+from tp_net.inference_contract import FIELDS_BY_KIND, EngineError
+from tp_node.inference import InferenceRequest, parse_request
 
 EXAMPLES = int(os.environ.get("TP_FUZZ_EXAMPLES", "200"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])

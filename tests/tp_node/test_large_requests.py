@@ -14,9 +14,9 @@ import pytest
 import trio
 
 from tp_net.client import ClientLink
+from tp_net.inference_contract import INFERENCE_SERVICE
 from tp_net.messages import REQUEST_BYTES_MAX, encode_message
 from tp_node.engine import FakeEngine
-from tp_node.gpu_node import INFERENCE_SERVICE
 from tp_node.llama_engine import ModelConfig, open_llama_engine
 from tp_node.testing.memory_network import in_process_network
 

@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 
 from tests.tp_node.chunk_shapes import assert_well_formed
+from tp_net.inference_contract import EngineError
 from tp_node.engine import FakeEngine, ModelInfo
 from tp_node.engine_cli import add_engine_arguments, open_engine
 from tp_node.gguf_header import ModelError
-from tp_node.inference import EngineError
 from tp_node.moderation import Blocklist, ModeratedEngine, ModerationConfigError, PluginModerator
 
 

@@ -15,9 +15,8 @@ import trio
 
 from tests.tp_node.chunk_shapes import text_of
 from tp_net.client import ClientLink
+from tp_net.inference_contract import INFERENCE_SERVICE, EngineError
 from tp_node.engine import ServingEngine
-from tp_node.gpu_node import INFERENCE_SERVICE
-from tp_node.inference import EngineError
 from tp_node.llama_engine import ModelConfig, open_llama_engine
 from tp_node.moderation import Blocklist, ModeratedEngine
 from tp_node.testing.memory_network import in_process_network

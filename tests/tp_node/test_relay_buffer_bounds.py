@@ -13,9 +13,9 @@ import trio
 from tp_crypto.identity import Identity
 from tp_net.cells import RELAY_DATA_BYTES_MAX, DestroyReason
 from tp_net.client import Circuit, ClientLink, Stream
+from tp_net.inference_contract import INFERENCE_SERVICE
 from tp_net.transport import Channel, Dialer
 from tp_net.transport_memory import MemoryNetwork
-from tp_node.gpu_node import INFERENCE_SERVICE
 from tp_node.hop_runtime import CIRCUIT_QUEUE_CELLS_MAX, LINK_QUEUE_CELLS_MAX
 from tp_node.relay import Relay
 from tp_node.testing.memory_network import InProcessNetwork, RelayFactory, in_process_network

@@ -15,10 +15,10 @@ from tp_net.cells import RELAY_DATA_BYTES_MAX, CellCommand
 from tp_net.circuit_hop import HopOutput, SendCell
 from tp_net.client import CircuitError, ClientLink, StreamError
 from tp_net.frames import Cell
+from tp_net.inference_contract import INFERENCE_SERVICE
 from tp_net.transport import Channel, Dialer
 from tp_net.transport_memory import MemoryNetwork
 from tp_node.engine import FakeEngine
-from tp_node.gpu_node import INFERENCE_SERVICE
 from tp_node.hop_runtime import CIRCUIT_QUEUE_CELLS_MAX
 from tp_node.relay import Relay
 from tp_node.testing.memory_network import in_process_network

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tp_node.inference import EngineError
+from tp_net.inference_contract import EngineError
 from tp_node.llama_engine import LlamaEngine, ModelConfig, open_llama_engine
 from tp_node.tool_grammar import SCHEMA_REPEAT_MAX, parse_calls, plain_messages, tool_grammar
 
