@@ -1,6 +1,6 @@
 """The simulated machines: authorities, relays and GPU nodes running the real role code on SimNetwork.
 
-Each machine is wired like its CLI wires it (tp_node.relay_cli, tp_node.node_cli), with the simulator's
+Each machine is assembled by the same tp_node.roles functions the commands use, with the simulator's
 dialer and listener, a wall clock on trio's virtual clock plus the machine's skew, and keys drawn from the
 run's seed. A machine runs in its own cancel scope: a crash cancels it and breaks its links; a restart runs
 it again with the same identity and keys (as a restarted process with its data directory would).
@@ -9,7 +9,7 @@ it again with the same identity and keys (as a restarted process with its data d
 from __future__ import annotations
 
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
 
@@ -21,24 +21,13 @@ from simulations.config import Scenario
 from simulations.netsim import MBPS, Machine, SimNetwork
 from tp_crypto.identity import Identity
 from tp_crypto.noise_primitives import x25519_public
-from tp_net.circuit_client import HopInfo
-from tp_net.descriptors import RelayDescriptor
 from tp_net.directory import make_invitation
-from tp_net.directory_client import DIRECTORY_SERVICE
 from tp_net.transport import Dialer
-from tp_node.authority_core import Admission, AuthorityCore
-from tp_node.directory_duties import (
-    AuthorityRunner,
-    DescriptorPublisher,
-    descriptor_expiry,
-    node_publisher,
-    refresh_documents,
-)
-from tp_node.directory_service import DirectoryService
+from tp_node.authority_core import Admission
 from tp_node.engine import FakeEngine
-from tp_node.gpu_node import GpuNode, HomeRelay
+from tp_node.gpu_node import HomeRelay
 from tp_node.hop_runtime import HopRuntime
-from tp_node.node_cli import model_offers
+from tp_node.roles import RelayPlan, open_node, open_relay
 from tp_node.services import ServiceHandler
 
 SIM_VERSION = "tp-sim"
@@ -188,54 +177,34 @@ class World:
         return [(s.machine.name, s.hop) for s in [*self.relays, *self.nodes] if s.hop is not None]
 
     async def _relay_body(self, sim: SimMachine) -> None:
-        scenario, machine = self.scenario, sim.machine
-        dialer = self.network.dialer(machine)
-        trust = self.bootstrap.trust()
-        authority = runner = None
-        if sim.role == "authority":
-            authority = AuthorityCore(
-                sim.identity, trust, period_s=scenario.period_s, admission=Admission(scenario.admission)
-            )
-            runner = AuthorityRunner(authority, self.bootstrap, dialer, wall_clock=machine.wall_clock)
-        service = DirectoryService(
-            trust,
-            authority=authority,
-            forward=runner.forward if runner else None,
-            wall_clock=machine.wall_clock,
+        machine = sim.machine
+        plan = RelayPlan(
+            capacity=sim.capacity,
+            version=SIM_VERSION,
+            family=sim.family,
+            advertise=machine.address,
+            invitation=sim.invitation,
+            refresh_directory=self.scenario.relays_cache_directory,
         )
-        relay = self._make_relay(sim, dialer, {DIRECTORY_SERVICE: service.handle})
-        async with trio.open_nursery() as nursery:
-            await nursery.start(relay.serve, self.network.listener(machine))
-            sim.hop = relay
+        dialer = self.network.dialer(machine)
+        opening = open_relay(
+            sim.identity,
+            self.bootstrap,
+            plan,
+            dialer=dialer,
+            listener=self.network.listener(machine),
+            onion_public_keys=lambda: (sim.onion_public,),
+            make_relay=lambda services, _directory: self._make_relay(sim, dialer, services),
+            wall_clock=machine.wall_clock,
+            admission=Admission(self.scenario.admission) if sim.role == "authority" else None,
+        )
+        async with opening as role:
+            sim.hop = role.relay
+            await trio.sleep_forever()
 
-            def describe(now: float) -> RelayDescriptor:
-                return RelayDescriptor(
-                    sim.identity.node_id,
-                    machine.address or "",
-                    (sim.onion_public,),
-                    sim.capacity,
-                    sim.family,
-                    SIM_VERSION,
-                    int(now),
-                    descriptor_expiry(now, self.bootstrap),
-                )
-
-            publisher = DescriptorPublisher(
-                sim.identity,
-                self.bootstrap,
-                dialer,
-                describe,
-                lambda a: [a.hop()],
-                sim.invitation,
-                machine.wall_clock,
-            )
-            nursery.start_soon(publisher.run)
-            if runner is not None:
-                nursery.start_soon(runner.run)
-            elif scenario.relays_cache_directory:
-                nursery.start_soon(refresh_documents, service, self.bootstrap, dialer)
-
-    def _make_relay(self, sim: SimMachine, dialer: Dialer, services: dict[str, ServiceHandler]) -> SimRelay:
+    def _make_relay(
+        self, sim: SimMachine, dialer: Dialer, services: Mapping[str, ServiceHandler]
+    ) -> SimRelay:
         rng = random.Random(f"{self.seed}:{sim.machine.name}:{sim.crashes}")
         keys = [sim.onion_private]
         if sim.hostile:
@@ -263,31 +232,19 @@ class World:
 
     async def _node_body(self, sim: SimMachine) -> None:
         machine = sim.machine
-        dialer = self.network.dialer(machine)
-        rng = random.Random(f"{self.seed}:{machine.name}:{sim.crashes}")
-        engine = FakeEngine(token_delay_s=self.scenario.token_delay_s)
-        node = GpuNode(
+        opening = open_node(
             sim.identity,
-            [sim.onion_private],
+            self.bootstrap,
+            onion_keys=[sim.onion_private],
+            onion_public_keys=lambda: (sim.onion_public,),
             home_relays=sim.home_relays,
-            engine=engine,
-            dialer=dialer,
-            rng=rng,
+            engine=FakeEngine(token_delay_s=self.scenario.token_delay_s),
+            dialer=self.network.dialer(machine),
+            rng=random.Random(f"{self.seed}:{machine.name}:{sim.crashes}"),
+            version=SIM_VERSION,
+            invitation=sim.invitation,
+            wall_clock=machine.wall_clock,
         )
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(node.run)
-            sim.hop = node
-            await node.linked.wait()
-            publisher = node_publisher(
-                sim.identity,
-                self.bootstrap,
-                dialer,
-                home_relays=[HopInfo(r.node_id, None, r.address) for r in sim.home_relays],
-                onion_public_keys=lambda: (sim.onion_public,),
-                offers=lambda: model_offers(engine.models()),
-                version=SIM_VERSION,
-                rng=rng,
-                invitation=sim.invitation,
-            )
-            publisher.wall_clock = machine.wall_clock
-            nursery.start_soon(publisher.run)
+        async with opening as role:
+            sim.hop = role.node
+            await trio.sleep_forever()

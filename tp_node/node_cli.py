@@ -13,8 +13,6 @@ import trio
 
 from bootstrap.config import load_bootstrap
 from tp_crypto.identity import NODE_ID_BYTES
-from tp_net.circuit_client import HopInfo
-from tp_net.descriptors import LOAD_MAX, MAX_CONCURRENT_MAX, ModelOffer
 from tp_net.transport_ws import WebSocketDialer
 from tp_node.cli_common import (
     add_bootstrap_argument,
@@ -23,14 +21,14 @@ from tp_node.cli_common import (
     resolve_settings,
     run_role,
 )
-from tp_node.directory_duties import node_publisher
-from tp_node.engine import ModelInfo, ServingEngine
+from tp_node.engine import ServingEngine
 from tp_node.engine_cli import add_engine_arguments, open_engine
-from tp_node.gpu_node import GpuNode, HomeRelay
+from tp_node.gpu_node import HomeRelay
 from tp_node.init_cli import init_main
 from tp_node.launch import announce, load_identity, software_version
 from tp_node.onion_keys import ONION_KEY_FILE, OnionKeyRing
 from tp_node.operator import start_operator_services
+from tp_node.roles import open_node
 from tp_node.status_cli import status_main
 from tp_node.vitals import Vitals
 
@@ -93,55 +91,31 @@ async def _node(args: argparse.Namespace, nursery: trio.Nursery) -> None:
     ring = OnionKeyRing.load_or_create(args.data_dir / ONION_KEY_FILE, time.time())
     onion_keys, onion_public = ring.private_keys(), ring.public_keys()[0]
     engine = await nursery.start(_serve_engine, args)
-    dialer = WebSocketDialer(nursery)
-    node = GpuNode(
-        identity,
-        onion_keys,
-        home_relays=args.home_relay,
-        engine=engine,
-        dialer=dialer,
-        rng=random.Random(),
-    )
-    nursery.start_soon(node.run)
-    metrics_url = await start_operator_services(nursery, args, Vitals("node", node, engine))
-    await node.linked.wait()
-    publisher = node_publisher(
+    opening = open_node(
         identity,
         bootstrap,
-        dialer,
-        home_relays=[HopInfo(relay.node_id, None, relay.address) for relay in args.home_relay],
+        onion_keys=onion_keys,
         onion_public_keys=lambda: (onion_public,),
-        offers=lambda: model_offers(engine.models()),
-        version=software_version(),
+        home_relays=args.home_relay,
+        engine=engine,
+        dialer=WebSocketDialer(nursery),
         rng=random.Random(),
+        version=software_version(),
         invitation=args.invitation.read_bytes() if args.invitation else None,
+        withdraw_on_stop=True,
     )
-    publisher.withdraw_on_stop = True  # a clean stop leaves the directory at its next document
-    nursery.start_soon(publisher.run)
-    announce(
-        {
-            "role": "node",
-            "node_id": identity.node_id.hex(),
-            "onion_key": onion_public.hex(),
-            "metrics": metrics_url,
-        }
-    )
-
-
-def model_offers(models: Sequence[ModelInfo]) -> tuple[ModelOffer, ...]:
-    """What the descriptor advertises: each model and its current load (requests running or waiting)."""
-    return tuple(
-        ModelOffer(
-            model.model_id,
-            bytes.fromhex(model.sha256),
-            model.parameter_count,
-            model.quantisation,
-            model.context_length,
-            min(model.max_concurrent, MAX_CONCURRENT_MAX),  # an unlimited fake engine still fits the field
-            min(model.active_requests + model.queued_requests, LOAD_MAX),
+    async with opening as role:
+        metrics_url = await start_operator_services(nursery, args, Vitals("node", role.node, engine))
+        await role.wait_linked()
+        announce(
+            {
+                "role": "node",
+                "node_id": identity.node_id.hex(),
+                "onion_key": onion_public.hex(),
+                "metrics": metrics_url,
+            }
         )
-        for model in models
-    )
+        await trio.sleep_forever()
 
 
 async def _serve_engine(

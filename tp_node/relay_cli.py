@@ -9,16 +9,14 @@ import resource
 import sys
 import time
 from collections.abc import Sequence
+from contextlib import AsyncExitStack
 from pathlib import Path
 
 import trio
 
 from bootstrap.config import Bootstrap, BootstrapError, bootstrap_path, load_bootstrap
 from tp_crypto.identity import Identity
-from tp_net.descriptors import RelayDescriptor
-from tp_net.directory_client import DIRECTORY_SERVICE
 from tp_net.errors import DialError
-from tp_net.extend_policy import ExtendPolicy
 from tp_net.link_limits import (
     LINK_IDLE_TIMEOUT_S,
     LINKS_MAX,
@@ -28,7 +26,7 @@ from tp_net.link_limits import (
     links_max_for_fds,
 )
 from tp_net.transport_ws import WebSocketDialer, WebSocketListener, parse_ws_address
-from tp_node.authority_core import Admission, AuthorityCore
+from tp_node.authority_core import Admission
 from tp_node.cli_common import (
     add_bootstrap_argument,
     add_common_arguments,
@@ -39,13 +37,9 @@ from tp_node.cli_common import (
     run_role,
 )
 from tp_node.directory_duties import (
-    AuthorityRunner,
     DescriptorPublisher,
-    descriptor_expiry,
     directory_status,
-    refresh_documents,
 )
-from tp_node.directory_service import DirectoryService
 from tp_node.init_cli import init_main
 from tp_node.launch import announce, load_identity, software_version
 from tp_node.listen_errors import naming_listener
@@ -53,6 +47,7 @@ from tp_node.onion_keys import ONION_KEY_FILE, OnionKeyRing
 from tp_node.operator import start_operator_services
 from tp_node.relay import Relay
 from tp_node.release_cli import add_release_key_argument, verify_main
+from tp_node.roles import RelayPlan, open_relay, standard_relay
 from tp_node.status_cli import status_main
 from tp_node.vitals import Vitals
 
@@ -170,70 +165,49 @@ async def _relay(args: argparse.Namespace, nursery: trio.Nursery) -> None:
     key_file = args.data_dir / ONION_KEY_FILE
     ring = OnionKeyRing.load_or_create(key_file, time.time())
     dialer = WebSocketDialer(nursery)
-    authority = _authority_core(args, identity, bootstrap)
-    runner = AuthorityRunner(authority, bootstrap, dialer) if authority else None
-    service = DirectoryService(
-        bootstrap.trust(), authority=authority, forward=runner.forward if runner else None
-    )
     limits = _link_limits(args)
     listen, advertise = listen_and_advertise(args, identity, bootstrap)
-    relay = Relay(
-        identity,
-        ring.private_keys(),
-        dialer=dialer,
-        rng=random.Random(),
-        services={DIRECTORY_SERVICE: service.handle},
-        extend_policy=ExtendPolicy(service.listed_relays, local_network=bootstrap.local),
-        link_limits=limits,
-        is_listed=service.is_listed,
-    )
-    with naming_listener("links", "--listen", *listen):
-        listener = WebSocketListener(*listen, connections=ConnectionCounter(limits))
-        address = await nursery.start(relay.serve, listener)
-    advertised = advertise or address
-    vitals = Vitals(
-        "authority" if authority else "relay",
-        relay,
-        directory=lambda: directory_status(service, bootstrap, time.time()),
-    )
-    metrics_url = await start_operator_services(nursery, args, vitals)
-
-    def describe(now: float) -> RelayDescriptor:
-        return RelayDescriptor(
-            identity.node_id,
-            advertised,
-            ring.public_keys(),
-            args.capacity,
-            args.family,
-            software_version(),
-            int(now),
-            descriptor_expiry(now, bootstrap),
-        )
-
-    publisher = DescriptorPublisher(
-        identity,
-        bootstrap,
-        dialer,
-        describe,
-        lambda a: [a.hop()],
+    plan = RelayPlan(
+        capacity=args.capacity,
+        version=software_version(),
+        family=args.family,
+        advertise=advertise,
         invitation=args.invitation.read_bytes() if args.invitation else None,
         withdraw_on_stop=True,
     )
-    nursery.start_soon(publisher.run)
-    if runner is not None:
-        nursery.start_soon(runner.run)
-    else:
-        nursery.start_soon(refresh_documents, service, bootstrap, dialer)
-    nursery.start_soon(_rotate_onion_keys, ring, key_file, relay, publisher)
-    announce(
-        {
-            "role": "authority" if authority else "relay",
-            "address": address,
-            "node_id": identity.node_id.hex(),
-            "onion_key": ring.public_keys()[0].hex(),
-            "metrics": metrics_url,
-        }
+    make_relay = standard_relay(
+        identity, ring.private_keys(), bootstrap, dialer=dialer, rng=random.Random(), link_limits=limits
     )
+    async with AsyncExitStack() as stack:
+        with naming_listener("links", "--listen", *listen):
+            listener = WebSocketListener(*listen, connections=ConnectionCounter(limits))
+            opening = open_relay(
+                identity,
+                bootstrap,
+                plan,
+                dialer=dialer,
+                listener=listener,
+                onion_public_keys=ring.public_keys,
+                make_relay=make_relay,
+                admission=Admission(args.admission) if args.authority else None,
+            )
+            role = await stack.enter_async_context(opening)
+        kind = "authority" if role.authority else "relay"
+        vitals = Vitals(
+            kind, role.relay, directory=lambda: directory_status(role.directory, bootstrap, time.time())
+        )
+        metrics_url = await start_operator_services(nursery, args, vitals)
+        nursery.start_soon(_rotate_onion_keys, ring, key_file, role.relay, role.publisher)
+        announce(
+            {
+                "role": kind,
+                "address": role.address,
+                "node_id": identity.node_id.hex(),
+                "onion_key": ring.public_keys()[0].hex(),
+                "metrics": metrics_url,
+            }
+        )
+        await trio.sleep_forever()
 
 
 def _link_limits(args: argparse.Namespace) -> LinkLimits:
@@ -265,21 +239,6 @@ def listen_and_advertise(
             f"(an authority listens where its entry says) or listen on port {port}"
         )
     return args.listen, entry.address
-
-
-def _authority_core(
-    args: argparse.Namespace, identity: Identity, bootstrap: Bootstrap
-) -> AuthorityCore | None:
-    if not args.authority:
-        return None
-    if identity.node_id not in bootstrap.trust().authorities:
-        raise BootstrapError(
-            f"--authority: this relay's node id {identity.node_id.hex()} is not an authority "
-            f"of network {bootstrap.network!r} in the bootstrap file"
-        )
-    return AuthorityCore(
-        identity, bootstrap.trust(), period_s=bootstrap.period_s, admission=Admission(args.admission)
-    )
 
 
 async def _rotate_onion_keys(

@@ -62,3 +62,12 @@ def test_the_gateway_does_not_import_the_node_package() -> None:
     allowed = {"tp_node.directory_duties", "tp_node.cli_common", "tp_node.launch"}
     imports = _importers(("tp_gateway",), "tp_node")
     assert {path: hits - allowed for path, hits in imports.items() if hits - allowed} == {}
+
+
+def test_the_simulator_imports_no_command_module() -> None:
+    imports = {
+        path: {m for m in hits if m.endswith("_cli") or m.endswith(".cli")}
+        for path, hits in _importers(("simulations",), "tp_node").items()
+    }
+    assert {path: hits for path, hits in imports.items() if hits} == {}
+    assert "tp_node.roles" in _imported_modules(ROOT / "simulations" / "world.py")
