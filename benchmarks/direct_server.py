@@ -18,12 +18,12 @@ from typing import Any, cast
 
 import trio
 
+from tp_cli.common import host_port, run_role
+from tp_cli.launch import announce
 from tp_gateway.app import create_app
 from tp_gateway.cli import serve_gateway
 from tp_gateway.overlay import Overlay, OverlayError
-from tp_node.cli_common import host_port, run_role
 from tp_node.engine import EngineError, FakeEngine
-from tp_node.launch import announce
 
 
 class _NoStats:

@@ -15,9 +15,9 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from bootstrap.config import load_bootstrap
 from tp_crypto.errors import TokenPlaceError
 from tp_crypto.identity import NODE_ID_BYTES, load_key_file
+from tp_net.bootstrap_config import load_bootstrap
 from tp_net.directory import make_invitation
 
 DAY_S = 24 * 3600

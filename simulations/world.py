@@ -15,12 +15,12 @@ from functools import partial
 
 import trio
 
-from bootstrap.config import Bootstrap, BootstrapAuthority
 from simulations.adversary import Coalition, HostileRelay, LeakyRelay, SimRelay
 from simulations.config import Scenario
 from simulations.netsim import MBPS, Machine, SimNetwork
 from tp_crypto.identity import Identity
 from tp_crypto.noise_primitives import x25519_public
+from tp_net.bootstrap_config import Bootstrap, BootstrapAuthority
 from tp_net.directory import make_invitation
 from tp_net.transport import Dialer
 from tp_node.authority_core import Admission

@@ -13,19 +13,19 @@ import hypercorn.config
 import hypercorn.trio
 import trio
 
-from bootstrap.config import load_bootstrap
-from tp_gateway.app import create_app
-from tp_gateway.http_guard import SiteRules, is_address, is_loopback, origin_argument
-from tp_gateway.overlay import Overlay
-from tp_net.transport_ws import WebSocketDialer
-from tp_node.cli_common import (
+from tp_cli.common import (
     add_bootstrap_argument,
     add_common_arguments,
     host_port,
     resolve_settings,
     run_role,
 )
-from tp_node.launch import announce
+from tp_cli.launch import announce
+from tp_gateway.app import create_app
+from tp_gateway.http_guard import SiteRules, is_address, is_loopback, origin_argument
+from tp_gateway.overlay import Overlay
+from tp_net.bootstrap_config import load_bootstrap
+from tp_net.transport_ws import WebSocketDialer
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ import anyio.to_thread
 import httpx
 import trio
 
-from bootstrap.config import Bootstrap, load_bootstrap
+from tp_cli.launch import default_data_dir
 from tp_gateway.app import create_app
 from tp_gateway.client_thread import (
     RESPONSE_END,
@@ -44,8 +44,8 @@ from tp_gateway.client_thread import (
 )
 from tp_gateway.http_guard import SiteRules
 from tp_gateway.overlay import Overlay
+from tp_net.bootstrap_config import Bootstrap, load_bootstrap
 from tp_net.transport_ws import WebSocketDialer
-from tp_node.launch import default_data_dir
 
 IN_PROCESS_HOST = "token.place"
 BASE_URL = f"http://{IN_PROCESS_HOST}/v1"

@@ -22,11 +22,11 @@ from typing import Any
 
 import trio
 
-from bootstrap.config import Bootstrap
 from tp_crypto.errors import TokenPlaceError
 from tp_crypto.identity import short_id
 from tp_gateway.node_backoff import NodeBackoff
 from tp_gateway.openai_errors import node_error_to_api
+from tp_net.bootstrap_config import Bootstrap
 from tp_net.cells import DestroyReason
 from tp_net.circuit_client import HopInfo
 from tp_net.client import Circuit, ClientLink

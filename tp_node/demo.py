@@ -21,8 +21,8 @@ from typing import Any
 
 import trio
 
-from tp_node.cli_common import EXIT_FAILURE, host_port
-from tp_node.launch import run_until_signalled, setup_logging
+from tp_cli.common import EXIT_FAILURE, host_port
+from tp_cli.launch import run_until_signalled, setup_logging
 from tp_node.local_network import local_network
 from tp_node.processes import python_process
 

@@ -13,9 +13,9 @@ from typing import Any
 
 import trio
 
-from bootstrap.config import Bootstrap, BootstrapAuthority
 from tp_crypto.errors import TokenPlaceError
 from tp_crypto.identity import Identity, short_id
+from tp_net.bootstrap_config import Bootstrap, BootstrapAuthority
 from tp_net.circuit_client import HopInfo
 from tp_net.descriptors import (
     DESCRIPTOR_LIFETIME_S,

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from tp_node.cli_common import int_in
+from tp_cli.common import int_in
 from tp_node.engine import FakeEngine, ServingEngine
 from tp_node.gguf_header import ModelError
 from tp_node.models import default_cache_dir, resolve_model

@@ -15,10 +15,10 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from tp_cli.config import ConfigError, file_value, flag_of, is_list, is_switch, resolve, settings
+from tp_cli.config_file import render_config
+from tp_cli.launch import IDENTITY_FILE, default_data_dir
 from tp_crypto.identity import Identity, create_key_file, load_key_file
-from tp_node.config import ConfigError, file_value, flag_of, is_list, is_switch, resolve, settings
-from tp_node.config_file import render_config
-from tp_node.launch import IDENTITY_FILE, default_data_dir
 from tp_node.models import model_argument
 
 CONFIG_FILE_MODE = 0o600  # a gateway's file may hold its API key

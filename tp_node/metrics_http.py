@@ -21,7 +21,6 @@ METRICS_PATH = "/metrics"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 REQUEST_HEAD_BYTES_MAX = 8192
 REQUEST_TIMEOUT_S = 5.0
-DEFAULT_METRICS_HOST = "127.0.0.1"
 HEAD_END = b"\r\n\r\n"
 
 

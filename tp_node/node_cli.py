@@ -11,21 +11,21 @@ from pathlib import Path
 
 import trio
 
-from bootstrap.config import load_bootstrap
-from tp_crypto.identity import NODE_ID_BYTES
-from tp_net.transport_ws import WebSocketDialer
-from tp_node.cli_common import (
+from tp_cli.common import (
     add_bootstrap_argument,
     add_common_arguments,
     add_metrics_argument,
     resolve_settings,
     run_role,
 )
+from tp_cli.launch import announce, load_identity, software_version
+from tp_crypto.identity import NODE_ID_BYTES
+from tp_net.bootstrap_config import load_bootstrap
+from tp_net.transport_ws import WebSocketDialer
 from tp_node.engine import ServingEngine
 from tp_node.engine_cli import add_engine_arguments, open_engine
 from tp_node.gpu_node import HomeRelay
 from tp_node.init_cli import init_main
-from tp_node.launch import announce, load_identity, software_version
 from tp_node.onion_keys import ONION_KEY_FILE, OnionKeyRing
 from tp_node.operator import start_operator_services
 from tp_node.roles import open_node

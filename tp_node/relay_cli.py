@@ -14,8 +14,18 @@ from pathlib import Path
 
 import trio
 
-from bootstrap.config import Bootstrap, BootstrapError, bootstrap_path, load_bootstrap
+from tp_cli.common import (
+    add_bootstrap_argument,
+    add_common_arguments,
+    add_metrics_argument,
+    host_port,
+    int_in,
+    resolve_settings,
+    run_role,
+)
+from tp_cli.launch import announce, load_identity, software_version
 from tp_crypto.identity import Identity
+from tp_net.bootstrap_config import Bootstrap, BootstrapError, bootstrap_path, load_bootstrap
 from tp_net.errors import DialError
 from tp_net.link_limits import (
     LINK_IDLE_TIMEOUT_S,
@@ -27,21 +37,11 @@ from tp_net.link_limits import (
 )
 from tp_net.transport_ws import WebSocketDialer, WebSocketListener, parse_ws_address
 from tp_node.authority_core import Admission
-from tp_node.cli_common import (
-    add_bootstrap_argument,
-    add_common_arguments,
-    add_metrics_argument,
-    host_port,
-    int_in,
-    resolve_settings,
-    run_role,
-)
 from tp_node.directory_duties import (
     DescriptorPublisher,
     directory_status,
 )
 from tp_node.init_cli import init_main
-from tp_node.launch import announce, load_identity, software_version
 from tp_node.listen_errors import naming_listener
 from tp_node.onion_keys import ONION_KEY_FILE, OnionKeyRing
 from tp_node.operator import start_operator_services

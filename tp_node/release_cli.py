@@ -8,10 +8,10 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from tp_cli.config import ConfigError, resolve
 from tp_crypto.errors import TokenPlaceError
 from tp_crypto.identity import NODE_ID_BYTES
 from tp_crypto.release import decode_signature, file_digest, is_digest, verify_release
-from tp_node.config import ConfigError, resolve
 
 EXIT_INVALID = 1
 VERIFY_OPTIONS = ("artifact", "signature", "key")

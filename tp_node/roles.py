@@ -17,8 +17,8 @@ from typing import Protocol
 
 import trio
 
-from bootstrap.config import Bootstrap, BootstrapError
 from tp_crypto.identity import Identity
+from tp_net.bootstrap_config import Bootstrap, BootstrapError
 from tp_net.circuit_client import HopInfo
 from tp_net.descriptors import LOAD_MAX, MAX_CONCURRENT_MAX, ModelOffer, RelayDescriptor
 from tp_net.directory_client import DIRECTORY_SERVICE

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 
 import trio
 
-from tp_node.config import ConfigError, resolve
+from tp_cli.config import ConfigError, resolve
 from tp_node.control import CONTROL_SOCKET_NAME, ControlError
 from tp_node.control_socket import query
 from tp_node.vitals import describe

@@ -11,11 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from tp_cli.launch import software_version
 from tp_crypto.identity import short_id
 from tp_net.frames import CELL_BODY_BYTES
 from tp_node.engine import ModelSource
 from tp_node.hop_runtime import HopRuntime
-from tp_node.launch import software_version
 
 ANONYMOUS_PEER = "client"
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 import trio
 
-from bootstrap.config import BootstrapAuthority, load_bootstrap
 from tests.tp_net.directory_factories import identity, relay_descriptor
+from tp_net.bootstrap_config import BootstrapAuthority, load_bootstrap
 from tp_net.descriptors import SignedDescriptor, sign_descriptor
 from tp_net.directory import Directory, DirectoryError, Trust, verify_document
 from tp_net.directory_client import directory_request, fetch_document

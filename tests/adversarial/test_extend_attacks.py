@@ -18,8 +18,8 @@ from pathlib import Path
 
 import trio
 
-from bootstrap.config import load_bootstrap
 from bootstrap.new_network import BOOTSTRAP_FILE_NAME, create_network
+from tp_net.bootstrap_config import load_bootstrap
 from tp_net.cells import CellCommand, DestroyReason, destroy_reason
 from tp_net.circuit_client import CIRCUIT_HOPS_MAX, HopInfo
 from tp_net.circuit_hop import EXTEND_TIMEOUT_S, PENDING_EXTENDS_PER_LINK_MAX

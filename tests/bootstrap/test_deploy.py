@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from tests.required import outcome_of, skip_unless_required
+from tp_cli.config import resolve
 from tp_node import relay_cli
-from tp_node.config import resolve
 
 DEPLOY = Path(__file__).resolve().parents[2] / "bootstrap" / "deploy"
 INSTALLED_BIN = "/opt/token.place/bin/"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import trio
 
-from bootstrap.config import load_bootstrap
+from tp_net.bootstrap_config import load_bootstrap
 from tp_net.directory import DirectoryError
 from tp_net.directory_client import KeptLinks, fetch_document
 from tp_net.transport_ws import WebSocketDialer

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import trio
 
-from bootstrap.config import load_bootstrap
 from tp_crypto.errors import TokenPlaceError
+from tp_net.bootstrap_config import load_bootstrap
 from tp_net.circuit_client import HopInfo
 from tp_net.client import ClientLink
 from tp_net.directory import Directory, verify_document

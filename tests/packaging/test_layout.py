@@ -12,7 +12,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 # The code a named limit may live in once: the product packages, the simulator and the benchmarks (tests keep
 # their own waits and timeouts).
-SCANNED = ("tp_crypto", "tp_net", "tp_node", "tp_gateway", "bootstrap", "simulations", "benchmarks")
+SCANNED = ("tp_crypto", "tp_net", "tp_node", "tp_gateway", "tp_cli", "bootstrap", "simulations", "benchmarks")
 LIMIT = re.compile(r"^([A-Z_]+_(?:MAX|MIN|BYTES|S|COUNT|LIMIT))\b\s*[:=]", re.MULTILINE)
 
 
@@ -59,7 +59,7 @@ def test_the_inference_contract_has_one_home() -> None:
 
 def test_the_gateway_does_not_import_the_node_package() -> None:
     # directory_duties (the directory refresh schedule) waits for the restructuring of the overlay (issue 17).
-    allowed = {"tp_node.directory_duties", "tp_node.cli_common", "tp_node.launch"}
+    allowed = {"tp_node.directory_duties"}
     imports = _importers(("tp_gateway",), "tp_node")
     assert {path: hits - allowed for path, hits in imports.items() if hits - allowed} == {}
 
@@ -71,3 +71,18 @@ def test_the_simulator_imports_no_command_module() -> None:
     }
     assert {path: hits for path, hits in imports.items() if hits} == {}
     assert "tp_node.roles" in _imported_modules(ROOT / "simulations" / "world.py")
+
+
+def test_product_code_does_not_import_the_bootstrap_folder() -> None:
+    product = ("tp_crypto", "tp_net", "tp_node", "tp_gateway", "tp_cli", "simulations")
+    dev_tooling = {
+        "tp_node/local_network.py"
+    }  # creates networks with bootstrap's tools; moves out of tp_node
+    assert {
+        path: hits for path, hits in _importers(product, "bootstrap").items() if path not in dev_tooling
+    } == {}
+
+
+def test_the_command_plumbing_imports_no_role() -> None:
+    assert _importers(("tp_cli",), "tp_node") == {}
+    assert _importers(("tp_cli",), "tp_gateway") == {}

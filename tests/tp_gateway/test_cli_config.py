@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from tp_cli.config import ConfigError, resolve
 from tp_gateway import cli
-from tp_node.config import ConfigError, resolve
 
 
 def test_the_gateway_reads_a_config_file_and_the_environment(tmp_path: Path) -> None:

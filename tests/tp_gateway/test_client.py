@@ -22,7 +22,6 @@ import pytest
 import trio
 from openai import AsyncOpenAI, OpenAI
 
-from bootstrap.config import BootstrapError, load_bootstrap
 from tp_gateway.app import create_app
 from tp_gateway.client import (
     BASE_URL,
@@ -34,6 +33,7 @@ from tp_gateway.client import (
 )
 from tp_gateway.client_thread import BUFFERED_CHUNKS_MAX, ClientClosedError, OverlayThread, Service
 from tp_gateway.overlay import Overlay, OverlayError
+from tp_net.bootstrap_config import BootstrapError, load_bootstrap
 
 T = TypeVar("T")
 MODEL = "tiny"

@@ -10,7 +10,6 @@ from typing import Any, cast
 
 import pytest
 
-from bootstrap.config import Bootstrap
 from tests.tp_gateway.test_client import ScriptedOverlay
 from tests.tp_gateway.test_http_guard import CHAT, app_of, send
 from tests.tp_net.directory_factories import (
@@ -24,6 +23,7 @@ from tests.tp_net.directory_factories import (
     relay_descriptor,
 )
 from tp_gateway.overlay import MODEL_REMEMBERED_S, Overlay, OverlayError
+from tp_net.bootstrap_config import Bootstrap
 from tp_net.directory import Directory
 
 PERIOD_S = 300

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import trio
 
-from bootstrap.config import Bootstrap
 from tests.tp_net.directory_factories import NETWORK, RELAY_SEED_BASE, T0, identity, relay_descriptor
 from tp_gateway.overlay import Overlay, OverlayError
+from tp_net.bootstrap_config import Bootstrap
 from tp_net.descriptors import RelayDescriptor
 from tp_net.directory import Directory
 from tp_net.path_selection import GUARDS_PER_CLIENT, GuardStore

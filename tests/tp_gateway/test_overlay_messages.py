@@ -9,10 +9,10 @@ import random
 import pytest
 import trio
 
-from bootstrap.config import Bootstrap, BootstrapAuthority
 from tp_gateway.app import api_error
 from tp_gateway.node_backoff import FAILURE_LOG_INTERVAL_S, NODE_RETRY_S_MAX, NODE_RETRY_S_MIN, NodeBackoff
 from tp_gateway.overlay import Overlay, OverlayError
+from tp_net.bootstrap_config import Bootstrap, BootstrapAuthority
 from tp_net.descriptors import ModelOffer, NodeDescriptor, RelayDescriptor
 from tp_net.directory import Directory
 from tp_net.transport_memory import MemoryNetwork

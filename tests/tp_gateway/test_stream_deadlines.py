@@ -14,7 +14,6 @@ import pytest
 import trio
 import trio.testing
 
-from bootstrap.config import Bootstrap
 from tests.tp_net.directory_factories import (
     NETWORK,
     NODE_SEED_BASE,
@@ -25,6 +24,7 @@ from tests.tp_net.directory_factories import (
     relay_descriptor,
 )
 from tp_gateway.overlay import Overlay, _Pooled, _within_deadlines
+from tp_net.bootstrap_config import Bootstrap
 from tp_net.cells import DestroyReason
 from tp_net.circuit_client import HopInfo
 from tp_net.client import Circuit

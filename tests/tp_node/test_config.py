@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from tp_cli.config import ConfigError, resolve
 from tp_node import node_cli, relay_cli
-from tp_node.config import ConfigError, resolve
 
 RELAY_ID = "ab" * 32
 HOME = f"{RELAY_ID}@ws://127.0.0.1:7001/"

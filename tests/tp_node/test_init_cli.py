@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from tp_cli.config import resolve
 from tp_crypto.identity import load_key_file
 from tp_node import node_cli, relay_cli
-from tp_node.config import resolve
 
 HOME = f"{'ab' * 32}@ws://127.0.0.1:7001/"
 

@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from tp_node.logs import JsonFormatter
+from tp_cli.logs import JsonFormatter
 
 
 def record(message: str, *args: object, exc: BaseException | None = None) -> logging.LogRecord:

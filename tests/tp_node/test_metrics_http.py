@@ -6,7 +6,7 @@ from typing import Any
 
 import trio
 
-from tp_node.cli_common import metrics_address
+from tp_cli.common import metrics_address
 from tp_node.metrics_http import answer, render_metrics, request_target, serve_metrics
 
 STATUS: dict[str, Any] = {

@@ -5,9 +5,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from tp_cli.config import settings
 from tp_gateway import cli as gateway_cli
 from tp_node import node_cli, relay_cli
-from tp_node.config import settings
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "OPERATIONS.md"
 SUBCOMMAND_FLAGS = {"--force", "--new-key", "--json", "--key", "--help"}

@@ -3,7 +3,6 @@ age, signatures and when the next one is due."""
 
 from __future__ import annotations
 
-from bootstrap.config import Bootstrap, BootstrapAuthority
 from tests.tp_net.directory_factories import (
     NETWORK,
     PERIOD_S,
@@ -14,6 +13,7 @@ from tests.tp_net.directory_factories import (
     signed_node,
     signed_relay,
 )
+from tp_net.bootstrap_config import Bootstrap, BootstrapAuthority
 from tp_node.directory_duties import directory_status
 from tp_node.directory_service import DirectoryService
 from tp_node.vitals import describe

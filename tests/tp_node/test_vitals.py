@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import random
 
+from tp_cli.launch import new_onion_keys
 from tp_crypto.identity import Identity
 from tp_net.circuit_hop import HopCore
 from tp_node.engine import FakeEngine
 from tp_node.hop_runtime import HopRuntime
-from tp_node.launch import new_onion_keys
 from tp_node.vitals import Vitals, describe
 
 

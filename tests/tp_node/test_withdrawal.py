@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import trio
 
-from bootstrap.config import Bootstrap, BootstrapAuthority
 from tests.tp_net.directory_factories import NETWORK, PERIOD_S, T0, identity, node_descriptor
 from tests.tp_node.test_authority_core import AUTHORITIES, TRUST
+from tp_net.bootstrap_config import Bootstrap, BootstrapAuthority
 from tp_net.descriptors import Descriptor, SignedDescriptor, decode_descriptor, sign_descriptor
 from tp_node.authority_core import Admission, AuthorityCore, Schedule
 from tp_node.directory_duties import DESCRIPTOR_PERIODS, DescriptorPublisher, descriptor_expiry

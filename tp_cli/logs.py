@@ -12,7 +12,7 @@ import logging
 import sys
 import time
 
-from tp_node.launch import LOG_FORMAT
+from tp_cli.launch import LOG_FORMAT
 
 LOG_FORMATS = ("text", "json")
 

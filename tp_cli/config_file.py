@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tp_node.config import env_name, flag_of
+from tp_cli.config import env_name, flag_of
 
 HEADER = """\
 # token.place {role} configuration (TOML), written by `tp-{role} init`.

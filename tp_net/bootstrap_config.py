@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,8 @@ from tp_crypto.identity import NODE_ID_BYTES
 from tp_net.circuit_client import HopInfo
 from tp_net.directory import Trust
 
-DEFAULT_BOOTSTRAP_FILE = Path(__file__).with_name("default.json")
+# The trust anchors of a fresh install: data in the bootstrap folder (bootstrap files and tools).
+DEFAULT_BOOTSTRAP_FILE = Path(str(resources.files("bootstrap").joinpath("default.json")))
 BOOTSTRAP_ENV = "TP_BOOTSTRAP"
 PERIOD_S_MIN = 2
 PERIOD_S_DEFAULT = 300

@@ -9,14 +9,14 @@ from pathlib import Path
 
 import trio
 
+from tp_cli.config import ConfigError, add_config_argument, resolve
+from tp_cli.launch import default_data_dir, run_until_signalled
+from tp_cli.logs import LOG_FORMATS, setup_logging
 from tp_crypto.errors import TokenPlaceError
 from tp_net.trio_util import sole_exception
-from tp_node.config import ConfigError, add_config_argument, resolve
-from tp_node.launch import default_data_dir, run_until_signalled
-from tp_node.logs import LOG_FORMATS, setup_logging
-from tp_node.metrics_http import DEFAULT_METRICS_HOST
 
 EXIT_NOT_IMPLEMENTED = 2
+DEFAULT_METRICS_HOST = "127.0.0.1"  # where --metrics PORT serves, unless it names a host
 
 
 def pending_command(prog: str, description: str, pending_work: str, argv: Sequence[str] | None) -> int:
