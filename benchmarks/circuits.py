@@ -30,6 +30,8 @@ from benchmarks.stats import summary
 from bootstrap.new_network import BOOTSTRAP_FILE_NAME, create_network
 from tp_crypto.identity import Identity
 from tp_crypto.noise import generate_keypair
+from tp_dev.local_network import LOCAL_PERIOD_S, free_ports, local_network
+from tp_dev.processes import StartedProcess, python_process
 from tp_net.cells import RELAY_DATA_BYTES_MAX
 from tp_net.circuit_client import HopInfo
 from tp_net.client import Circuit, ClientLink
@@ -38,8 +40,6 @@ from tp_net.inference_contract import INFERENCE_SERVICE
 from tp_net.rate_limits import CLIENT_CREATE_RATE_PER_S
 from tp_net.transport_ws import WebSocketDialer
 from tp_node.gpu_node import GpuNode, HomeRelay
-from tp_node.local_network import LOCAL_PERIOD_S, free_ports, local_network
-from tp_node.processes import StartedProcess, python_process
 
 BULK_CHUNK_BYTES = 16 * 1024
 PARALLEL_DOWNLOADS = 4

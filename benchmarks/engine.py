@@ -29,11 +29,11 @@ from typing import Any, cast
 import llama_cpp
 import trio
 
+from tp_dev.local_network import local_network
 from tp_net.client import ClientLink
 from tp_net.inference_contract import INFERENCE_SERVICE
 from tp_net.transport_ws import WebSocketDialer
 from tp_node.llama_engine import HANDOFF_INTERVAL_S, LlamaEngine, ModelConfig, open_llama_engine
-from tp_node.local_network import local_network
 from tp_node.slots import SlotWorker
 from tp_node.testing.tiny_model import write_tiny_model
 

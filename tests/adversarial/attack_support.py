@@ -1,6 +1,6 @@
 """Helpers for the real-process attack tests: what /proc says about a victim, and one honest request.
 
-The /proc readers are tests/reliability/proc.py's and the networks those of tp_node.local_network and
+The /proc readers are tests/reliability/proc.py's and the networks those of tp_dev.local_network and
 tests/integration/gateway_network.py (`running_gateway`); this module only puts them together the way an
 attack test asserts its defence: the victim lives, its memory and fds stay within a bound, and an honest
 client is still served. Nothing here attacks: each test file writes its own attack.
@@ -16,11 +16,11 @@ import trio
 
 from tests.integration.gateway_network import RunningGateway
 from tests.reliability.proc import fd_count, rss_bytes
+from tp_dev.local_network import LocalNetwork
+from tp_dev.processes import StartedProcess
 from tp_net.client import ClientLink
 from tp_net.inference_contract import INFERENCE_SERVICE
 from tp_net.transport_ws import WebSocketDialer
-from tp_node.local_network import LocalNetwork
-from tp_node.processes import StartedProcess
 
 HONEST_TIMEOUT_S = 30.0
 HONEST_MESSAGES = [{"role": "user", "content": "Say hello."}]

@@ -19,6 +19,8 @@ from pathlib import Path
 import trio
 
 from bootstrap.new_network import BOOTSTRAP_FILE_NAME, create_network
+from tp_dev.local_network import LocalNetwork, free_ports, local_network
+from tp_dev.processes import StartedProcess, python_process
 from tp_net.bootstrap_config import load_bootstrap
 from tp_net.cells import CellCommand, DestroyReason, destroy_reason
 from tp_net.circuit_client import CIRCUIT_HOPS_MAX, HopInfo
@@ -33,8 +35,6 @@ from tp_net.relay_messages import RelayExtend
 from tp_net.transport_ws import WebSocketDialer
 from tp_node.engine import fake_token
 from tp_node.hop_runtime import EXPIRE_INTERVAL_S
-from tp_node.local_network import LocalNetwork, free_ports, local_network
-from tp_node.processes import StartedProcess, python_process
 
 DESTROY_WAIT_S = 15.0
 DIRECTORY_WAIT_S = 60.0

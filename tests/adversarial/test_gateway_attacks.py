@@ -22,9 +22,9 @@ import trio
 from openai import OpenAI
 
 from tests.integration.gateway_network import BackgroundGateway, RunningGateway, running_gateway
+from tp_dev.local_network import free_ports
+from tp_dev.processes import python_process
 from tp_gateway.cli import INSECURE_FLAG
-from tp_node.local_network import free_ports
-from tp_node.processes import python_process
 
 API_KEY = "sk-tp-adversarial-51b7"
 ATTACKER_ORIGIN = "http://attacker.example"

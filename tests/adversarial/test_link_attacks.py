@@ -21,6 +21,8 @@ from bootstrap.new_network import BOOTSTRAP_FILE_NAME, create_network
 from tests.reliability import proc
 from tp_crypto.identity import Identity, node_id_to_x25519
 from tp_crypto.onion import HopHandshakeClient, HopKey
+from tp_dev.local_network import free_ports
+from tp_dev.processes import StartedProcess, python_process
 from tp_net import rate_limits
 from tp_net.cells import CellCommand, DestroyReason, destroy_reason, handshake_cell, new_circuit_id
 from tp_net.circuit_client import HopInfo
@@ -31,8 +33,6 @@ from tp_net.link import CloseReason
 from tp_net.link_limits import LINKS_PER_ADDRESS_MAX
 from tp_net.link_trio import Link, dial_link
 from tp_net.transport_ws import WebSocketDialer, parse_ws_address
-from tp_node.local_network import free_ports
-from tp_node.processes import StartedProcess, python_process
 
 PERIOD_S = 4
 DOCUMENT_WAIT_S = 30.0

@@ -19,6 +19,7 @@ import pytest
 import trio
 
 from tests.reliability.proc import rss_bytes
+from tp_dev.local_network import LocalNetwork, local_network
 from tp_net.cells import DestroyReason
 from tp_net.circuit_client import HopInfo
 from tp_net.client import RESPONSE_BYTES_MAX, Circuit, CircuitError, ClientLink, Stream, StreamError
@@ -27,7 +28,6 @@ from tp_net.messages import REQUEST_BYTES_MAX
 from tp_net.streams import EndReason
 from tp_net.transport_ws import WebSocketDialer
 from tp_node.engine import FakeEngine
-from tp_node.local_network import LocalNetwork, local_network
 from tp_node.services import REQUEST_BUFFER_BYTES_PER_CIRCUIT_MAX
 from tp_node.testing.memory_network import in_process_network
 

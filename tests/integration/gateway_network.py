@@ -18,8 +18,8 @@ from pathlib import Path
 import httpx
 import trio
 
-from tp_node.local_network import LocalNetwork, local_network
-from tp_node.processes import StartedProcess, python_process
+from tp_dev.local_network import LocalNetwork, local_network
+from tp_dev.processes import StartedProcess, python_process
 
 MODELS_TIMEOUT_S = 60.0
 

@@ -21,8 +21,8 @@ import pytest
 import trio
 from openai import AsyncOpenAI, OpenAI
 
+from tp_dev.local_network import LocalNetwork, local_network
 from tp_gateway.client import BASE_URL, async_http_client, http_client
-from tp_node.local_network import LocalNetwork, local_network
 
 MODEL = "tiny"
 README_BOOTSTRAP = "tp-demo-state/network/bootstrap.json"
@@ -33,7 +33,7 @@ CLIENT_TIMEOUT_S = 30.0
 
 
 class BackgroundNetwork:
-    """tp_node.local_network's processes, run by a trio loop on a background thread for a whole module."""
+    """tp_dev.local_network's processes, run by a trio loop on a background thread for a whole module."""
 
     def __init__(self, data_dir: Path, node_args: list[str]) -> None:
         self._data_dir, self._node_args = data_dir, node_args

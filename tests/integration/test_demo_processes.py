@@ -16,7 +16,7 @@ DEMO_TIMEOUT_S = 240.0
 
 async def test_tp_demo_once_answers_through_the_network_and_exits_0(tmp_path: Path) -> None:
     state = tmp_path / "demo-state"
-    command = [sys.executable, "-m", "tp_node.demo", "--once", "--state-dir", str(state)]
+    command = [sys.executable, "-m", "tp_dev.demo", "--once", "--state-dir", str(state)]
     command += ["--gateway", "127.0.0.1:0"]  # any free port: never the user's 8000
     with trio.fail_after(DEMO_TIMEOUT_S):  # on timeout trio terminates it, and the demo stops its processes
         result = await trio.run_process(

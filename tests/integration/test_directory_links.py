@@ -7,11 +7,11 @@ from pathlib import Path
 
 import trio
 
+from tp_dev.local_network import local_network
 from tp_net.bootstrap_config import load_bootstrap
 from tp_net.directory import DirectoryError
 from tp_net.directory_client import KeptLinks, fetch_document
 from tp_net.transport_ws import WebSocketDialer
-from tp_node.local_network import local_network
 
 FETCHES = 3
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import trio
 
 from tp_crypto.errors import TokenPlaceError
+from tp_dev.local_network import LocalNetwork, local_network
 from tp_net.bootstrap_config import load_bootstrap
 from tp_net.circuit_client import HopInfo
 from tp_net.client import ClientLink
@@ -21,7 +22,6 @@ from tp_net.inference_contract import INFERENCE_SERVICE
 from tp_net.path_selection import LOCAL_NETWORK_RULES, choose_guards, choose_node, choose_path, circuit_hops
 from tp_net.transport_ws import WebSocketDialer
 from tp_node.engine import FAKE_MODEL_ID
-from tp_node.local_network import LocalNetwork, local_network
 
 CONVERGE_TIMEOUT_S = 40
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import trio
 
+from benchmarks.linkbench import SEND_BATCH_FRAMES, numbered_padding
 from tp_crypto.identity import Identity
+from tp_dev.processes import python_process
 from tp_net.frames import Frame, Ping, Pong
 from tp_net.link_trio import dial_link
-from tp_net.linkbench import SEND_BATCH_FRAMES, numbered_padding
 from tp_net.transport_ws import WebSocketDialer
-from tp_node.processes import python_process
 
 FRAME_COUNT = 10_000
 
@@ -19,7 +19,7 @@ def body_of(index: int) -> bytes:
 
 
 async def test_ten_thousand_frames_cross_two_processes_in_order(nursery: trio.Nursery) -> None:
-    async with python_process(["tp_net.linkbench", "serve", "--echo"]) as server:
+    async with python_process(["benchmarks.linkbench", "serve", "--echo"]) as server:
         address = server.announcement["address"]
         assert address.startswith("ws://127.0.0.1:")
         node_id = bytes.fromhex(server.announcement["node_id"])

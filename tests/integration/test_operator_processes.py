@@ -13,8 +13,8 @@ import pytest
 import trio
 
 from bootstrap.new_network import BOOTSTRAP_FILE_NAME, create_network
-from tp_node.local_network import free_ports, home_relay_argument
-from tp_node.processes import python_process
+from tp_dev.local_network import free_ports, home_relay_argument
+from tp_dev.processes import python_process
 
 ROOT = Path(__file__).resolve().parents[2]
 QUICKSTART_HEADING = "## Run a relay from a config file"

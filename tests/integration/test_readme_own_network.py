@@ -16,7 +16,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tp_node.local_network import free_ports
+from tp_dev.local_network import free_ports
 
 FIRST_ANSWER_S = 30.0
 SCRIPT_TIMEOUT_S = 120.0

@@ -15,14 +15,14 @@ from pathlib import Path
 import trio
 
 from bootstrap.new_network import BOOTSTRAP_FILE_NAME, create_network
+from tp_dev.local_network import free_ports
+from tp_dev.processes import StartedProcess, python_process
 from tp_net.circuit_client import HopInfo
 from tp_net.client import ClientLink
 from tp_net.errors import TokenPlaceError
 from tp_net.inference_contract import INFERENCE_SERVICE
 from tp_net.transport_ws import WebSocketDialer
-from tp_node.local_network import free_ports
 from tp_node.onion_keys import ONION_KEY_FILE
-from tp_node.processes import StartedProcess, python_process
 
 # Nothing listens on port 1: the authorities are unreachable and the processes just keep trying.
 UNREACHABLE_AUTHORITY = "ws://127.0.0.1:1/"

@@ -12,7 +12,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 # The code a named limit may live in once: the product packages, the simulator and the benchmarks (tests keep
 # their own waits and timeouts).
-SCANNED = ("tp_crypto", "tp_net", "tp_node", "tp_gateway", "tp_cli", "bootstrap", "simulations", "benchmarks")
+PRODUCT = ("tp_crypto", "tp_net", "tp_node", "tp_gateway", "tp_cli")
+SCANNED = (*PRODUCT, "tp_dev", "bootstrap", "simulations", "benchmarks")
 LIMIT = re.compile(r"^([A-Z_]+_(?:MAX|MIN|BYTES|S|COUNT|LIMIT))\b\s*[:=]", re.MULTILINE)
 
 
@@ -74,15 +75,17 @@ def test_the_simulator_imports_no_command_module() -> None:
 
 
 def test_product_code_does_not_import_the_bootstrap_folder() -> None:
-    product = ("tp_crypto", "tp_net", "tp_node", "tp_gateway", "tp_cli", "simulations")
-    dev_tooling = {
-        "tp_node/local_network.py"
-    }  # creates networks with bootstrap's tools; moves out of tp_node
-    assert {
-        path: hits for path, hits in _importers(product, "bootstrap").items() if path not in dev_tooling
-    } == {}
+    assert _importers((*PRODUCT, "simulations"), "bootstrap") == {}
 
 
 def test_the_command_plumbing_imports_no_role() -> None:
     assert _importers(("tp_cli",), "tp_node") == {}
     assert _importers(("tp_cli",), "tp_gateway") == {}
+
+
+def test_dev_tooling_lives_outside_the_product_packages() -> None:
+    assert _importers(PRODUCT, "tp_dev") == {}
+    assert _importers(PRODUCT, "benchmarks") == {}
+    gone = ("tp_node/demo.py", "tp_node/local_network.py", "tp_node/processes.py", "tp_net/linkbench.py")
+    for path in gone:
+        assert not (ROOT / path).exists(), path

@@ -35,9 +35,9 @@ import trio
 
 from tests.integration.gateway_network import running_gateway
 from tests.reliability import proc
+from tp_dev.processes import StartedProcess, python_process
 from tp_node.control import CONTROL_SOCKET_NAME
 from tp_node.control_socket import query
-from tp_node.processes import StartedProcess, python_process
 
 TOKEN_DELAY_MS = 10
 STREAM_TOKENS = 500  # ~5 s of tokens

@@ -25,7 +25,7 @@ from bootstrap.new_network import BOOTSTRAP_FILE_NAME, create_network
 from tests.reliability import netns
 from tests.reliability.netns import Host
 from tests.required import outcome_of, skip_unless_required
-from tp_node.processes import StartedProcess, python_process
+from tp_dev.processes import StartedProcess, python_process
 
 pytestmark = pytest.mark.netns
 

@@ -2,7 +2,7 @@
 
 A gateway, three relays (the authorities) and a fake-engine node all run at DEBUG. Every byte each of them
 writes is searched: stderr (inherited, captured at the file-descriptor level) and stdout (read by
-tp_node.processes from the announcement on, until the process has exited). Requests carry a sentinel in
+tp_dev.processes from the announcement on, until the process has exited). Requests carry a sentinel in
 every field a client can fill (chat, completion and embedding requests, valid and invalid); no
 WINDOW_CHARS-character window of the sentinel or of any answer's text may appear in any process's output
 (less the pieces that the product's source itself contains: the fake answers are made of common words).

@@ -1,7 +1,7 @@
 """A link test peer and benchmark, run as separate processes over real WebSockets.
 
-    python -m tp_net.linkbench serve [--echo]     # prints {"address": ..., "node_id": ...} and serves
-    python -m tp_net.linkbench run --address URL --node-id HEX
+    python -m benchmarks.linkbench serve [--echo]     # prints {"address": ..., "node_id": ...} and serves
+    python -m benchmarks.linkbench run --address URL --node-id HEX
         [--handshakes N] [--frames N] [--payload-bytes B]
 
 The payloads are Padding frames whose first 4 bytes number them. The server checks that they arrive in
@@ -119,7 +119,7 @@ async def _run(address: str, node_id: bytes, handshakes: int, frames: int, paylo
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tp_net.linkbench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.linkbench", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="accept links and count (or echo) cells")
     serve.add_argument("--host", default="127.0.0.1")

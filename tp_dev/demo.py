@@ -23,8 +23,8 @@ import trio
 
 from tp_cli.common import EXIT_FAILURE, host_port
 from tp_cli.launch import run_until_signalled, setup_logging
-from tp_node.local_network import local_network
-from tp_node.processes import python_process
+from tp_dev.local_network import local_network
+from tp_dev.processes import python_process
 
 DEMO_STATE_DIR = Path("tp-demo-state")
 DEMO_READY_TIMEOUT_S = 90.0

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bootstrap.new_network import BOOTSTRAP_FILE_NAME, create_network
+from tp_dev.processes import StartedProcess, python_process
 from tp_net.circuit_client import HopInfo
-from tp_node.processes import StartedProcess, python_process
 
 
 @dataclass
