@@ -11,11 +11,15 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from tp_gateway.openai_errors import ApiError
+from tp_net.document_scan import DOCUMENT_DEPTH_MAX
 
 # msgpack carries the node document: integers must fit 64 bits and nesting must stay shallow.
 INT_MIN = -(2**63)
 INT_MAX = 2**64 - 1
-JSON_DEPTH_MAX = 32
+# A free-form JSON value (a tool's parameters, a response schema) sits at most this deep in the node's
+# document (document -> tools -> a tool -> its function), whose whole depth the codec bounds.
+JSON_VALUE_DOCUMENT_DEPTH = 4
+JSON_DEPTH_MAX = DOCUMENT_DEPTH_MAX - JSON_VALUE_DOCUMENT_DEPTH - 1
 
 
 # bool before int: a JSON boolean is a Python int too.

@@ -423,3 +423,37 @@ def test_messages_say_what_is_allowed() -> None:
         parse_chat(chat(n=9))
     with pytest.raises(ApiError, match=r"got a string instead"):
         parse_chat(chat(messages=SECRET))
+
+
+def _nested(levels: int) -> dict[str, Any]:
+    value: dict[str, Any] = {"type": "string"}
+    for _ in range(levels):
+        value = {"a": value}
+    return value
+
+
+@pytest.mark.parametrize("levels", range(20, 34))
+def test_a_json_value_the_gateway_accepts_fits_the_nodes_document_depth(levels: int) -> None:
+    """Tool parameters and response schemas: the gateway refuses (400) exactly what would make the node's
+    document nest deeper than the codec allows, instead of sending a request every node refuses."""
+    from tp_net.codec import decode_document, encode_document
+    from tp_net.errors import ProtocolError
+
+    schema = {"name": "s", "schema": _nested(levels)}
+    bodies = [
+        chat(tools=[{"type": "function", "function": {"name": "f", "parameters": _nested(levels)}}]),
+        chat(response_format={"type": "json_schema", "json_schema": schema}),
+    ]
+    for body in bodies:
+        try:
+            document = parse_chat(body).document()
+        except ApiError as refused:
+            assert refused.status == 400 and "nested too deeply" in str(refused.message)
+            continue
+        try:
+            decode_document(encode_document(document))
+        except ProtocolError as exc:
+            pytest.fail(f"the gateway accepted a document the node refuses: {exc}")
+    tools_body = bodies[0]
+    if levels <= 26:  # the deepest the node's document takes under a tool
+        parse_chat(tools_body)
