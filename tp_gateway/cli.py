@@ -22,6 +22,7 @@ from tp_cli.common import (
 )
 from tp_cli.launch import announce
 from tp_gateway.app import create_app
+from tp_gateway.client import GUARD_FILE
 from tp_gateway.http_guard import SiteRules, is_address, is_loopback, origin_argument
 from tp_gateway.overlay import Overlay
 from tp_net.bootstrap_config import load_bootstrap
@@ -31,7 +32,6 @@ log = logging.getLogger(__name__)
 
 API_KEY_ENV = "TP_API_KEY"
 INSECURE_FLAG = "--insecure-no-api-key"
-GUARD_FILE = "guards.json"
 
 
 def build_parser() -> argparse.ArgumentParser:

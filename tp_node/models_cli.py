@@ -7,6 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from tp_cli.common import EXIT_FAILURE
 from tp_node.gguf_header import ModelError
 from tp_node.models import (
     TINY_MODEL_FILE_NAME,
@@ -18,8 +19,6 @@ from tp_node.models import (
     pull,
     store_model,
 )
-
-EXIT_FAILURE = 1
 
 
 def _pull(args: argparse.Namespace) -> Path:

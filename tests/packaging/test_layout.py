@@ -49,6 +49,15 @@ def test_each_named_limit_is_defined_once() -> None:
     assert {name: files for name, files in homes.items() if len(files) > 1} == {}
 
 
+def test_each_constant_of_the_product_is_defined_once() -> None:
+    constant = re.compile(r"^([A-Z][A-Z0-9_]+)\s*(?::[^=]+)?=", re.MULTILINE)
+    homes: dict[str, list[str]] = defaultdict(list)
+    for path in _sources(*PRODUCT, "tp_dev", "simulations"):
+        for match in constant.finditer(path.read_text()):
+            homes[match.group(1)].append(str(path.relative_to(ROOT)))
+    assert {name: files for name, files in homes.items() if len(files) > 1} == {}
+
+
 def test_the_inference_contract_has_one_home() -> None:
     from tp_net import inference_contract
 
