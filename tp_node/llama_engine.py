@@ -26,7 +26,7 @@ from tp_node.gguf_header import GgufInfo, ModelError, read_gguf_info
 from tp_node.handoff import BatchPipe
 from tp_node.inference import MODEL_ID_CHARS_MAX, EngineError, InferenceRequest, coalesce, parse_request
 from tp_node.llama_jobs import Job, MeteredLlama, create_llama, destroy_llama, run_job
-from tp_node.models import file_sha256
+from tp_node.models import verified_sha256
 from tp_node.slots import SlotPool, SlotWorker
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,7 @@ HANDOFF_INTERVAL_S = 0.02
 class ModelConfig:
     path: Path
     model_id: str | None = None  # default: the file name without .gguf
+    sha256: str | None = None  # the hash the file must have (pinned or trusted on first use); None: any
     slots: int = 1
     queue_limit: int = 8
     n_ctx: int | None = None  # default: DEFAULT_N_CTX, or the trained context if shorter
@@ -159,7 +160,7 @@ def load_model(config: ModelConfig) -> _Model:
         log.warning(
             "%s has no chat template: llama-cpp-python will guess one (set a chat format)", config.path
         )
-    sha256 = file_sha256(config.path)
+    sha256 = verified_sha256(config.path, config.sha256)
     arguments = _llama_arguments(config, info)
     return _Model(config, info, sha256, arguments["n_ctx"], _start_workers(config, arguments))
 
