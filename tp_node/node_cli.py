@@ -27,6 +27,7 @@ from tp_node.directory_duties import node_publisher
 from tp_node.engine import ModelInfo, ServingEngine
 from tp_node.engine_cli import add_engine_arguments, open_engine
 from tp_node.gpu_node import GpuNode, HomeRelay
+from tp_node.home_relays import keep_home_relays
 from tp_node.init_cli import init_main
 from tp_node.launch import announce, load_identity, software_version
 from tp_node.onion_keys import ONION_KEY_FILE, OnionKeyRing
@@ -59,9 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--home-relay",
         type=home_relay,
         action="append",
-        required=True,
         metavar="NODE_ID@ws://HOST:PORT/",
-        help="a relay to keep a link to (repeat for several)",
+        help="a relay to keep a link to (repeat for several); default: relays chosen from the directory",
     )
     parser.add_argument(
         "--invitation", type=Path, help="file holding an invitation token (networks whose authorities invite)"
@@ -97,19 +97,22 @@ async def _node(args: argparse.Namespace, nursery: trio.Nursery) -> None:
     node = GpuNode(
         identity,
         onion_keys,
-        home_relays=args.home_relay,
+        home_relays=args.home_relay or (),
         engine=engine,
         dialer=dialer,
         rng=random.Random(),
     )
+    home_hops = [HopInfo(relay.node_id, None, relay.address) for relay in args.home_relay or ()]
     nursery.start_soon(node.run)
+    if not args.home_relay:  # chosen from the directory, and replaced when they leave it
+        await nursery.start(keep_home_relays, node, bootstrap, dialer, home_hops, random.Random())
     metrics_url = await start_operator_services(nursery, args, Vitals("node", node, engine))
     await node.linked.wait()
     publisher = node_publisher(
         identity,
         bootstrap,
         dialer,
-        home_relays=[HopInfo(relay.node_id, None, relay.address) for relay in args.home_relay],
+        home_relays=home_hops,
         onion_public_keys=lambda: (onion_public,),
         offers=lambda: model_offers(engine.models()),
         version=software_version(),
