@@ -92,7 +92,7 @@ async def open_engine(args: argparse.Namespace) -> AsyncIterator[ServingEngine]:
     config = ModelConfig(
         path=model.path,
         sha256=model.sha256,
-        model_id=args.model_id,
+        model_id=args.model_id or model.model_id,
         slots=args.slots,
         queue_limit=args.queue,
         n_ctx=args.n_ctx,

@@ -238,6 +238,7 @@ def announce_first_use(pulled: PulledModel, hub: HubFile, stream: TextIO | None 
 class ResolvedModel:
     path: Path
     sha256: str | None  # what the node may advertise for it; None: a local file, served under its own hash
+    model_id: str | None = None  # a catalogue id names the model it serves; None: the file name
 
 
 def resolve_model(
@@ -263,12 +264,12 @@ def resolve_model(
     cached = _hub_path(entry.hub, cache_dir, endpoint, local_only=True)
     expected = entry.sha256 or trusted_sha256(cache_dir, entry.hub)
     if cached is not None and expected is not None:
-        return ResolvedModel(cached, expected)  # the engine verifies the bytes as it loads them
+        return ResolvedModel(cached, expected, text)  # the engine verifies the bytes as it loads them
     if not pull_missing:
         raise ModelError(f"model {text!r} is not in {cache_dir}: run `tp-node models pull {text}` first")
     pulled = pull(entry.hub, entry.sha256, cache_dir, endpoint=endpoint)
     announce_first_use(pulled, entry.hub)
-    return ResolvedModel(pulled.path, pulled.sha256)
+    return ResolvedModel(pulled.path, pulled.sha256, text)
 
 
 def model_argument(text: str) -> str:
