@@ -23,6 +23,7 @@ import trio
 
 from tp_node.engine import ModelInfo
 from tp_node.gguf_header import GgufInfo, ModelError, read_gguf_info
+from tp_node.gpu_fit import model_shape, with_fewer_layers
 from tp_node.handoff import BatchPipe
 from tp_node.inference import MODEL_ID_CHARS_MAX, EngineError, InferenceRequest, coalesce, parse_request
 from tp_node.llama_jobs import Job, MeteredLlama, create_llama, destroy_llama, run_job
@@ -136,14 +137,37 @@ class _Model:
             worker.join()
 
 
+def _start_worker(config: ModelConfig, arguments: dict[str, Any], slot: int) -> SlotWorker[MeteredLlama]:
+    worker = SlotWorker(f"llama-{config.model_id}-{slot}", partial(create_llama, arguments), destroy_llama)
+    try:
+        worker.wait_ready()
+    except BaseException:
+        worker.stop()
+        worker.join()
+        raise
+    return worker
+
+
+def _start_first_worker(config: ModelConfig, arguments: dict[str, Any]) -> SlotWorker[MeteredLlama]:
+    """Slot 0; where the GPU cannot hold every requested layer, with fewer (`arguments` is updated to the
+    layer count the other slots then use)."""
+    if arguments["n_gpu_layers"] == 0 or not llama_cpp.llama_supports_gpu_offload():
+        return _start_worker(config, arguments, 0)
+
+    def load(layers: int) -> SlotWorker[MeteredLlama]:
+        return _start_worker(config, {**arguments, "n_gpu_layers": layers}, 0)
+
+    worker, layers = with_fewer_layers(load, arguments["n_gpu_layers"], model_shape(config.path).layers)
+    arguments["n_gpu_layers"] = layers
+    return worker
+
+
 def _start_workers(config: ModelConfig, arguments: dict[str, Any]) -> list[SlotWorker[MeteredLlama]]:
     workers: list[SlotWorker[MeteredLlama]] = []
     try:
-        for slot in range(config.slots):
-            workers.append(
-                SlotWorker(f"llama-{config.model_id}-{slot}", partial(create_llama, arguments), destroy_llama)
-            )
-            workers[-1].wait_ready()
+        workers.append(_start_first_worker(config, arguments))
+        for slot in range(1, config.slots):
+            workers.append(_start_worker(config, arguments, slot))
     except BaseException:
         for worker in workers:
             worker.stop()
