@@ -41,7 +41,6 @@ def hub(tiny_model_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
     fake.add(UNPINNED, tiny_model_path.read_bytes())
     with serve_fake_hub(fake):
         monkeypatch.setenv("HF_ENDPOINT", fake.endpoint)
-        monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
         yield fake
 
@@ -140,3 +139,12 @@ def test_models_list_says_what_is_pinned_and_cached(
     lines = {line.split(":")[0]: line for line in capsys.readouterr().out.splitlines()}
     assert "sha256 pinned; cached at" in lines["tiny-test"]
     assert "not pinned: the first pull records it; not pulled" in lines["qwen2.5-1.5b-instruct-q4_k_m"]
+
+
+def test_a_pull_shows_huggingface_hubs_progress_bar(
+    hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TQDM_POSITION", "-1")  # as on a terminal (the bar shows only on a TTY otherwise)
+    pull(TINY, None, tmp_path)
+    err = capfd.readouterr().err
+    assert TINY.file in err and "100%" in err
