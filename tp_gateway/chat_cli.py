@@ -234,8 +234,8 @@ class LineReader:
     """Lines typed on stdin, read without blocking trio (a terminal in its usual line mode sends them
     whole)."""
 
-    def __init__(self) -> None:
-        self._stream = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno()))
+    def __init__(self, fd: int | None = None) -> None:
+        self._stream = trio.lowlevel.FdStream(os.dup(sys.stdin.fileno() if fd is None else fd))
         self._buffer = b""
         self._eof = False
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any, cast
 
 import pytest
 import trio
 
-from tp_gateway.chat_cli import ChatError, Conversation
+from tp_gateway.chat_cli import ChatError, Conversation, LineReader, _pick_model
 from tp_gateway.overlay import Overlay, OverlayError
 
 
@@ -63,13 +64,27 @@ async def test_each_turn_carries_the_conversation_so_far() -> None:
     ]
 
 
+class StopsAt(io.StringIO):
+    """A terminal that presses Ctrl-C (cancels `scope`) once it shows `word`."""
+
+    def __init__(self, word: str, scope: trio.CancelScope) -> None:
+        super().__init__()
+        self.word, self.scope = word, scope
+
+    def write(self, text: str) -> int:
+        written = super().write(text)
+        if self.word in self.getvalue():
+            self.scope.cancel()
+        return written
+
+
 async def test_a_stopped_answer_keeps_what_was_shown() -> None:
-    chat, out = conversation(FakeOverlay(["a", "b", "c", "d"])), io.StringIO()
-    with trio.move_on_after(0.025):
+    chat = conversation(FakeOverlay(["a", "b", "c", "d"]))
+    with trio.CancelScope() as scope:
+        out = StopsAt("b", scope)
         await chat.answer("go", out)
-    shown = out.getvalue().strip()
-    assert shown and len(shown) < 4
-    assert chat.messages == [{"role": "user", "content": "go"}, {"role": "assistant", "content": shown}]
+    assert scope.cancelled_caught and out.getvalue() == "ab\n"
+    assert chat.messages == [{"role": "user", "content": "go"}, {"role": "assistant", "content": "ab"}]
 
 
 async def test_a_failed_turn_leaves_no_trace_and_its_error_no_prompt() -> None:
@@ -79,3 +94,52 @@ async def test_a_failed_turn_leaves_no_trace_and_its_error_no_prompt() -> None:
         await chat.answer("my secret question", io.StringIO())
     assert "secret" not in str(caught.value)
     assert chat.messages == []
+
+
+class ListingOverlay:
+    """The part of Overlay the model picker reads: a directory that is ready and the models it lists."""
+
+    def __init__(self, models: list[str]) -> None:
+        self.ready = trio.Event()
+        self.ready.set()
+        self.models = models
+        self.bootstrap = argparse.Namespace(network="test-net")
+
+    def model_ids(self) -> list[str]:
+        return self.models
+
+
+async def pick(models: list[str], typed: bytes, **args: object) -> str:
+    read_end, write_end = os.pipe()
+    os.write(write_end, typed)
+    os.close(write_end)
+    lines = LineReader(read_end)
+    namespace = argparse.Namespace(model=None, once=None, **args)
+    try:
+        return await _pick_model(cast(Overlay, ListingOverlay(models)), namespace, lines)
+    finally:
+        os.close(read_end)
+
+
+async def test_the_picker_offers_the_networks_models_by_number_or_name(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert await pick(["a", "b", "c"], b"9\nnope\n2\n") == "b"
+    out = capsys.readouterr().out
+    assert "  1. a\n  2. b\n  3. c\n" in out and out.count("model [1-3]: ") == 3
+    assert await pick(["a", "b"], b"a\n") == "a"
+    assert await pick(["only"], b"") == "only"  # nothing to pick
+    with pytest.raises(ChatError, match="no model chosen"):
+        await pick(["a", "b"], b"")  # Ctrl-D at the picker
+
+
+async def test_a_named_model_the_network_lacks_is_a_clear_error() -> None:
+    overlay = cast(Overlay, ListingOverlay(["a", "b"]))
+    for once in (None, "hi"):
+        args = argparse.Namespace(model="zzz", once=once)
+        with pytest.raises(
+            ChatError, match=r"no node of this network serves model 'zzz' \(models served: a, b\)"
+        ):
+            await _pick_model(overlay, args, None)
+    with pytest.raises(ChatError, match="several models; name one with --model: a, b"):
+        await _pick_model(overlay, argparse.Namespace(model=None, once="hi"), None)
