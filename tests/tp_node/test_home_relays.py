@@ -6,10 +6,14 @@ from __future__ import annotations
 import random
 from collections import Counter
 
+import trio
+
 from tests.tp_net.directory_factories import identity, relay_descriptor
 from tp_net.descriptors import RelayDescriptor
 from tp_net.path_selection import LOCAL_NETWORK_RULES, keep_and_top_up
+from tp_node.gpu_node import HomeRelay
 from tp_node.home_relays import HOME_RELAYS_WANTED
+from tp_node.testing.memory_network import in_process_network
 
 
 def relays(count: int, **overrides: object) -> list[RelayDescriptor]:
@@ -56,3 +60,18 @@ def test_a_local_network_on_one_host_still_gets_two() -> None:
     ]
     assert len(set(keep_and_top_up([], listed, random.Random(0), count=2, rules=LOCAL_NETWORK_RULES))) == 2
     assert len(set(keep_and_top_up([], listed[:1], random.Random(0), count=2))) == 1  # fewer: all there is
+
+
+async def test_the_node_links_to_new_home_relays_and_leaves_dropped_ones() -> None:
+    async with in_process_network(relay_count=3) as net:
+        node_id = net.node.identity.node_id
+        homes = [HomeRelay(hop.node_id, hop.address or "") for hop in net.relay_hops]
+        net.node.use_home_relays(homes[:2])  # the directory's choice: relay 2 (the first home) left
+        with trio.fail_after(10):
+            while (
+                net.relays[0].core.link_to(node_id) is None
+                or net.relays[1].core.link_to(node_id) is None
+                or net.relays[2].core.link_to(node_id) is not None
+            ):
+                await trio.sleep(0.01)
+        assert net.node.home_relays == homes[:2]
