@@ -23,13 +23,15 @@ from typing import Any, TextIO
 import trio
 
 from bootstrap.config import Bootstrap, BootstrapError, load_bootstrap
+from tp_gateway.client import GUARD_FILE
 from tp_gateway.overlay import Overlay, OverlayError
 from tp_net.transport_ws import WebSocketDialer
+from tp_node.cli_common import int_in
+from tp_node.inference import MAX_TOKENS_LIMIT
 from tp_node.launch import default_data_dir
 
 EXIT_FAILURE = 1
 EXIT_INTERRUPTED = 130
-GUARD_FILE = "guards.json"
 DIRECTORY_WAIT_S = 30.0  # for the first signed directory
 MODEL_WAIT_S = 30.0  # after it, for a node serving a model to be listed
 MODEL_POLL_S = 0.5
@@ -54,7 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--model", help="the model to ask (default: pick from those the network serves)")
     parser.add_argument("--once", metavar="PROMPT", help="ask PROMPT, print the answer, exit")
-    parser.add_argument("--max-tokens", type=int, default=512, help="longest answer (default: %(default)s)")
+    parser.add_argument(
+        "--max-tokens",
+        type=int_in(1, MAX_TOKENS_LIMIT),
+        default=512,
+        help="longest answer (default: %(default)s)",
+    )
     parser.add_argument("--system", help="a system message that starts the conversation")
     parser.add_argument(
         "--data-dir",
