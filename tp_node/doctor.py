@@ -175,13 +175,14 @@ def _gb(count: int) -> str:
 
 def key_findings(data_dir: Path) -> list[Finding]:
     findings = []
-    for path in (data_dir / IDENTITY_FILE, data_dir / ONION_KEY_FILE):
+    for path in (data_dir, data_dir / IDENTITY_FILE, data_dir / ONION_KEY_FILE):
         if not path.exists():
             findings.append(Finding(None, f"{path} does not exist yet (created at the first start)"))
             continue
         mode = path.stat().st_mode & 0o777
         if mode & PRIVATE_FILE_MODE_MASK:
-            findings.append(Finding(False, f"{path} has mode {mode:04o}: run `chmod 600 {path}`"))
+            private = "700" if path.is_dir() else "600"
+            findings.append(Finding(False, f"{path} has mode {mode:04o}: run `chmod {private} {path}`"))
         else:
             findings.append(Finding(True, f"{path} has mode {mode:04o} (its owner's only)"))
     return findings

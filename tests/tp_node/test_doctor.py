@@ -77,7 +77,9 @@ def test_key_files_readable_by_others_are_named(tmp_path: Path) -> None:
     (tmp_path / "identity.key").chmod(0o644)
     (tmp_path / "onion_keys.json").write_bytes(b"{}")
     (tmp_path / "onion_keys.json").chmod(0o600)
-    identity, onion = key_findings(tmp_path)
+    tmp_path.chmod(0o755)
+    folder, identity, onion = key_findings(tmp_path)
+    assert folder.ok is False and "mode 0755: run `chmod 700" in folder.text
     assert identity.ok is False and "mode 0644: run `chmod 600" in identity.text
     assert onion.ok is True
 
