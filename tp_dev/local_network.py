@@ -107,6 +107,7 @@ async def local_network(
                     str(bootstrap_file),
                     "--log-level",
                     log_level,
+                    *(() if "--model" in node_args else ("--engine", "fake")),
                     *node_args,
                 ]
             )

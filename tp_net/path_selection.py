@@ -138,6 +138,22 @@ def choose_guards(
     return _top_up([], _directory(relays), rng, count, rules)
 
 
+def keep_and_top_up(
+    kept: Sequence[bytes],
+    relays: Sequence[RelayDescriptor],
+    rng: random.Random,
+    *,
+    count: int,
+    rules: PathRules = STRICT_RULES,
+) -> list[bytes]:
+    """The relays of `kept` that `relays` still lists, then capacity-weighted ones (each diverse from those
+    before it when any relay left is) up to `count`: a GPU node's home relays."""
+    directory = _directory(relays)
+    return _top_up(
+        [directory[node_id] for node_id in kept if node_id in directory], directory, rng, count, rules
+    )
+
+
 def _top_up(
     kept: list[RelayDescriptor],
     directory: Mapping[bytes, RelayDescriptor],

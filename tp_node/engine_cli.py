@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+
+import trio
 
 from tp_cli.common import int_in
 from tp_node.engine import FakeEngine, ServingEngine
@@ -13,15 +16,23 @@ from tp_node.gguf_header import ModelError
 from tp_node.models import default_cache_dir, resolve_model
 from tp_node.moderation import Blocklist, ModeratedEngine, Moderator, PluginModerator
 
+log = logging.getLogger(__name__)
+
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("inference engine")
-    group.add_argument("--engine", choices=["fake", "llama"], default="fake", help="(default: fake)")
+    group.add_argument(
+        "--engine",
+        choices=["fake", "llama"],
+        help="(default: llama, which needs --model; fake answers made-up words and is only for tests)",
+    )
     group.add_argument(
         "--fake-token-delay-ms", type=float, default=0.0, help="fake engine: delay before each token"
     )
     group.add_argument(
-        "--model", help="llama: a GGUF file, or a catalogue id pulled with `tp-node models pull`"
+        "--model",
+        metavar="ID_OR_FILE",
+        help="a GGUF file, or a catalogue id (`tp-node models list`), pulled first if it is not cached",
     )
     group.add_argument("--model-id", help="the id requests name (default: the file name without .gguf)")
     group.add_argument(
@@ -62,16 +73,26 @@ async def open_engine(args: argparse.Namespace) -> AsyncIterator[ServingEngine]:
     """The engine the flags ask for; ModelError (one clear line) when they cannot work."""
     moderator = _moderator(args)
     if args.engine == "fake":
-        yield _wrap(FakeEngine(token_delay_s=args.fake_token_delay_ms / 1000), moderator)
+        fake = FakeEngine(token_delay_s=args.fake_token_delay_ms / 1000)
+        log.warning(
+            "--engine fake: serving model %r, made-up words and no language model (for tests only)",
+            fake.model_id,
+        )
+        yield _wrap(fake, moderator)
         return
     if not args.model:
-        raise ModelError("--engine llama needs --model PATH (a GGUF file)")
+        raise ModelError(
+            "give --model ID_OR_FILE (a catalogue id from `tp-node models list`, or a GGUF file); "
+            "--engine fake serves a test engine instead"
+        )
     # Imported here: relays and fake-engine nodes run without llama-cpp-python.
     from tp_node.llama_engine import ModelConfig, open_llama_engine
 
+    model = await trio.to_thread.run_sync(resolve_model, args.model, args.cache_dir)
     config = ModelConfig(
-        path=resolve_model(args.model, args.cache_dir),
-        model_id=args.model_id,
+        path=model.path,
+        sha256=model.sha256,
+        model_id=args.model_id or model.model_id,
         slots=args.slots,
         queue_limit=args.queue,
         n_ctx=args.n_ctx,

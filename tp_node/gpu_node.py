@@ -60,15 +60,34 @@ class GpuNode(HopRuntime):
         self._dialer = dialer
         self._rng = rng
         self.linked = trio.Event()
+        self._nursery: trio.Nursery | None = None
+        self._kept: dict[bytes, trio.CancelScope] = {}  # home relay -> the task keeping its link
 
     async def run(self) -> None:
         """Keep links to every home relay and serve circuits until cancelled."""
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             nursery.start_soon(self.run_background)
-            for relay in self.home_relays:
-                nursery.start_soon(self._keep_linked, relay)
+            self.use_home_relays(self.home_relays)
 
-    async def _keep_linked(self, relay: HomeRelay) -> None:
+    def use_home_relays(self, relays: Sequence[HomeRelay]) -> None:
+        """Keep links to `relays` from now on: new ones are dialled, the links to dropped ones closed."""
+        self.home_relays = list(relays)
+        if self._nursery is None:  # run() starts them
+            return
+        wanted = {relay.node_id for relay in relays}
+        for node_id in [node_id for node_id in self._kept if node_id not in wanted]:
+            self._kept.pop(node_id).cancel()
+        for relay in relays:
+            if relay.node_id not in self._kept:
+                self._kept[relay.node_id] = scope = trio.CancelScope()
+                self._nursery.start_soon(self._keep_linked, relay, scope)
+
+    async def _keep_linked(self, relay: HomeRelay, scope: trio.CancelScope) -> None:
+        with scope:
+            await self._keep_linked_until_cancelled(relay)
+
+    async def _keep_linked_until_cancelled(self, relay: HomeRelay) -> None:
         backoff = RECONNECT_BACKOFF_MIN_S
         while True:
             try:

@@ -24,10 +24,11 @@ import trio
 from tp_net.inference_contract import MODEL_ID_CHARS_MAX, EngineError
 from tp_node.engine import ModelInfo
 from tp_node.gguf_header import GgufInfo, ModelError, read_gguf_info
+from tp_node.gpu_fit import model_shape, with_fewer_layers
 from tp_node.handoff import BatchPipe
 from tp_node.inference import InferenceRequest, coalesce, parse_request
 from tp_node.llama_jobs import Job, MeteredLlama, create_llama, destroy_llama, run_job
-from tp_node.models import file_sha256
+from tp_node.models import verified_sha256
 from tp_node.slots import SlotPool, SlotWorker
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ HANDOFF_INTERVAL_S = 0.02
 class ModelConfig:
     path: Path
     model_id: str | None = None  # default: the file name without .gguf
+    sha256: str | None = None  # the hash the file must have (pinned or trusted on first use); None: any
     slots: int = 1
     queue_limit: int = 8
     n_ctx: int | None = None  # default: DEFAULT_N_CTX, or the trained context if shorter
@@ -136,14 +138,37 @@ class _Model:
             worker.join()
 
 
+def _start_worker(config: ModelConfig, arguments: dict[str, Any], slot: int) -> SlotWorker[MeteredLlama]:
+    worker = SlotWorker(f"llama-{config.model_id}-{slot}", partial(create_llama, arguments), destroy_llama)
+    try:
+        worker.wait_ready()
+    except BaseException:
+        worker.stop()
+        worker.join()
+        raise
+    return worker
+
+
+def _start_first_worker(config: ModelConfig, arguments: dict[str, Any]) -> SlotWorker[MeteredLlama]:
+    """Slot 0; where the GPU cannot hold every requested layer, with fewer (`arguments` is updated to the
+    layer count the other slots then use)."""
+    if arguments["n_gpu_layers"] == 0 or not llama_cpp.llama_supports_gpu_offload():
+        return _start_worker(config, arguments, 0)
+
+    def load(layers: int) -> SlotWorker[MeteredLlama]:
+        return _start_worker(config, {**arguments, "n_gpu_layers": layers}, 0)
+
+    worker, layers = with_fewer_layers(load, arguments["n_gpu_layers"], model_shape(config.path).layers)
+    arguments["n_gpu_layers"] = layers
+    return worker
+
+
 def _start_workers(config: ModelConfig, arguments: dict[str, Any]) -> list[SlotWorker[MeteredLlama]]:
     workers: list[SlotWorker[MeteredLlama]] = []
     try:
-        for slot in range(config.slots):
-            workers.append(
-                SlotWorker(f"llama-{config.model_id}-{slot}", partial(create_llama, arguments), destroy_llama)
-            )
-            workers[-1].wait_ready()
+        workers.append(_start_first_worker(config, arguments))
+        for slot in range(1, config.slots):
+            workers.append(_start_worker(config, arguments, slot))
     except BaseException:
         for worker in workers:
             worker.stop()
@@ -160,7 +185,7 @@ def load_model(config: ModelConfig) -> _Model:
         log.warning(
             "%s has no chat template: llama-cpp-python will guess one (set a chat format)", config.path
         )
-    sha256 = file_sha256(config.path)
+    sha256 = verified_sha256(config.path, config.sha256)
     arguments = _llama_arguments(config, info)
     return _Model(config, info, sha256, arguments["n_ctx"], _start_workers(config, arguments))
 

@@ -1,46 +1,41 @@
-"""The model manager: a cache directory of verified GGUF files, the catalogue, and resumable downloads.
+"""The model manager: the catalogue, pulls through huggingface_hub, the sha256 a node may serve a file under.
 
-`pull` downloads a URL into `<cache>/<sha256>/<file name>`. Bytes go to `<file name>.part` first; an
-interrupted transfer leaves the `.part` behind, and the next pull asks only for the rest (HTTP Range) and
-hashes what it already has. Only a file whose sha256 matches the expected digest is renamed into place, so
-a file at its final path has always been verified; on a mismatch the `.part` is deleted and nothing is
-kept. The standard library is the only HTTP client (urllib follows Hugging Face's redirects to its CDN and
-keeps the Range header on them).
+A catalogue entry pins a Hugging Face repo, a revision, a file and (where someone has checked it) the file's
+sha256. `pull` hands the transfer to `huggingface_hub.hf_hub_download` (its cache under `<cache>/hub`, its
+progress bar, its resume of a dropped connection with HTTP Range, `HF_ENDPOINT` for a mirror), then hashes
+the file itself: a file whose pinned sha256 differs is deleted and refused. A file whose sha256 nobody
+pinned is trusted on first use: the hash verified at that first pull is recorded in
+`<cache>/trusted-sha256.json` (and shown), and every later start must find the same bytes. `resolve_model`
+gives the hash a node may advertise for a file; the engine refuses to load a file whose bytes hash to
+anything else (`verified_sha256`, the one place that compares).
 """
 
 from __future__ import annotations
 
 import hashlib
-import http.client
 import json
 import os
 import re
-import time
-import urllib.error
+import sys
 import urllib.parse
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, BinaryIO, TextIO
+from typing import Any, TextIO
 
 from tp_node.gguf_header import ModelError
 
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 SAFE_FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,95}/[A-Za-z0-9][A-Za-z0-9._-]{0,95}")
+REVISION = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 HASH_CHUNK_BYTES = 1024 * 1024
-DOWNLOAD_CHUNK_BYTES = 256 * 1024
-DOWNLOAD_TIMEOUT_S = 60.0
-DOWNLOAD_ATTEMPTS = 5
-RETRY_DELAY_S = 1.0
-PROGRESS_INTERVAL_S = 0.2
 PART_SUFFIX = ".part"
-USER_AGENT = "token.place-node"
+HUB_DIR_NAME = "hub"  # huggingface_hub's own cache layout, under the model cache
+TRUSTED_FILE_NAME = "trusted-sha256.json"  # sha256 recorded at the first pull of an unpinned file
 TINY_MODEL_ID = "tiny"  # `tp-node models tiny`: the generated test model, no network needed
 TINY_MODEL_FILE_NAME = "tiny.gguf"
-
-Progress = Callable[[int, int | None], None]
 
 
 def file_sha256(path: Path) -> str:
@@ -49,6 +44,18 @@ def file_sha256(path: Path) -> str:
         while chunk := stream.read(HASH_CHUNK_BYTES):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def verified_sha256(path: Path, expected: str | None) -> str:
+    """The file's sha256, which must be `expected` when that is known: a node never serves (nor advertises)
+    a file under a hash its bytes do not have."""
+    actual = file_sha256(path)
+    if expected is not None and actual != expected:
+        raise ModelError(
+            f"{path}: sha256 {actual} is not the expected {expected}; refusing to serve it "
+            f"(delete the file and pull it again)"
+        )
+    return actual
 
 
 def default_cache_dir() -> Path:
@@ -63,19 +70,42 @@ def check_sha256(text: str) -> str:
     return digest
 
 
-def file_name_of(url: str) -> str:
-    """The last path segment of an http(s) URL, which must be a plain file name."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ModelError(f"{url!r} is not an http:// or https:// URL")
-    name = urllib.parse.unquote(parts.path.rsplit("/", 1)[-1])
-    if not SAFE_FILE_NAME.fullmatch(name):
-        raise ModelError(f"{url!r} does not end in a usable file name")
-    return name
-
-
 def cached_path(cache_dir: Path, sha256: str, file_name: str) -> Path:
     return cache_dir / sha256 / file_name
+
+
+@dataclass(frozen=True)
+class HubFile:
+    """One file of a Hugging Face repo at a revision (a commit hash pins it; a branch name follows it)."""
+
+    repo: str
+    revision: str
+    file: str
+
+    def __post_init__(self) -> None:
+        if not REPO_ID.fullmatch(self.repo) or ".." in self.repo:
+            raise ModelError(f"{self.repo!r} is not a Hugging Face repo id (OWNER/NAME)")
+        if not REVISION.fullmatch(self.revision):
+            raise ModelError(f"{self.revision!r} is not a revision (branch, tag or commit hash)")
+        if not SAFE_FILE_NAME.fullmatch(self.file):
+            raise ModelError(f"{self.file!r} is not a plain file name")
+
+    @property
+    def key(self) -> str:
+        return f"{self.repo}@{self.revision}/{self.file}"
+
+
+def parse_hub_url(url: str) -> tuple[str, HubFile]:
+    """`https://HOST/OWNER/REPO/resolve/REVISION/FILE` (a Hub file page's download link): the endpoint and
+    the file."""
+    parts = urllib.parse.urlsplit(url)
+    segments = urllib.parse.unquote(parts.path).strip("/").split("/")
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ModelError(f"{url!r} is not an http:// or https:// URL")
+    if len(segments) != 5 or segments[2] != "resolve":
+        raise ModelError(f"{url!r} is not a Hugging Face file URL (https://HOST/OWNER/REPO/resolve/REV/FILE)")
+    owner, name, _, revision, file = segments
+    return f"{parts.scheme}://{parts.netloc}", HubFile(f"{owner}/{name}", revision, file)
 
 
 # Catalogue.
@@ -84,8 +114,8 @@ def cached_path(cache_dir: Path, sha256: str, file_name: str) -> Path:
 @dataclass(frozen=True)
 class CatalogueEntry:
     model_id: str
-    url: str
-    sha256: str | None  # None: not pinned yet; pull needs --sha256 from the publisher's file page
+    hub: HubFile
+    sha256: str | None  # None: not pinned; the first pull records what it verified (trust on first use)
     parameters: str
     quantisation: str
     context_length: int
@@ -93,7 +123,7 @@ class CatalogueEntry:
 
     @property
     def file_name(self) -> str:
-        return file_name_of(self.url)
+        return self.hub.file
 
 
 def load_catalogue() -> dict[str, CatalogueEntry]:
@@ -106,7 +136,7 @@ def _entry(raw: dict[str, Any]) -> CatalogueEntry:
     sha256 = raw.get("sha256")
     return CatalogueEntry(
         model_id=raw["id"],
-        url=raw["url"],
+        hub=HubFile(raw["repo"], raw["revision"], raw["file"]),
         sha256=check_sha256(sha256) if sha256 else None,
         parameters=raw["parameters"],
         quantisation=raw["quantisation"],
@@ -115,26 +145,131 @@ def _entry(raw: dict[str, Any]) -> CatalogueEntry:
     )
 
 
-def resolve_model(text: str, cache_dir: Path) -> Path:
-    """`--model` accepts a file path, a catalogue id that was pulled into `cache_dir`, or `tiny` (written
-    there by `tp-node models tiny`)."""
+# Trust on first use.
+
+
+def trusted_sha256(cache_dir: Path, hub: HubFile) -> str | None:
+    path = cache_dir / TRUSTED_FILE_NAME
+    if not path.exists():
+        return None
+    recorded = json.loads(path.read_text()).get(hub.key)
+    return check_sha256(recorded) if isinstance(recorded, str) else None
+
+
+def _record_trusted(cache_dir: Path, hub: HubFile, sha256: str) -> None:
+    path = cache_dir / TRUSTED_FILE_NAME
+    records = json.loads(path.read_text()) if path.exists() else {}
+    records[hub.key] = sha256
+    part = path.with_name(path.name + PART_SUFFIX)
+    part.write_text(json.dumps(records, indent=2, sort_keys=True) + "\n")
+    part.replace(path)
+
+
+# Pulls.
+
+
+@dataclass(frozen=True)
+class PulledModel:
+    path: Path
+    sha256: str
+    first_use: bool  # True: nothing pinned this hash; it was recorded now
+
+
+def _hub_path(hub: HubFile, cache_dir: Path, endpoint: str | None, *, local_only: bool) -> Path | None:
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        path = hf_hub_download(
+            hub.repo,
+            hub.file,
+            revision=hub.revision,
+            cache_dir=cache_dir / HUB_DIR_NAME,
+            endpoint=endpoint or os.environ.get("HF_ENDPOINT") or None,
+            local_files_only=local_only,
+        )
+    except LocalEntryNotFoundError:
+        if local_only:
+            return None
+        raise ModelError(f"{hub.key}: the hub could not be reached and nothing is cached") from None
+    except (HfHubHTTPError, OSError, ValueError) as exc:
+        raise ModelError(f"pull of {hub.key} failed: {_first_line(exc)}") from exc
+    assert isinstance(path, str)
+    return Path(path)
+
+
+def _forget(path: Path) -> None:
+    """Delete a cached file: the snapshot's link and the blob it points to."""
+    target = path.resolve()
+    path.unlink(missing_ok=True)
+    target.unlink(missing_ok=True)
+
+
+def pull(hub: HubFile, pinned: str | None, cache_dir: Path, *, endpoint: str | None = None) -> PulledModel:
+    """The file, from the cache or downloaded (huggingface_hub's progress bar on stderr), and verified:
+    against `pinned`, else against the hash recorded at its first pull, else recorded now."""
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    path = _hub_path(hub, cache_dir, endpoint, local_only=False)
+    assert path is not None
+    expected = pinned or trusted_sha256(cache_dir, hub)
+    try:
+        sha256 = verified_sha256(path, expected)
+    except ModelError:
+        _forget(path)
+        raise
+    if expected is None:
+        _record_trusted(cache_dir, hub, sha256)
+    return PulledModel(path, sha256, first_use=expected is None)
+
+
+def announce_first_use(pulled: PulledModel, hub: HubFile, stream: TextIO | None = None) -> None:
+    if pulled.first_use:
+        print(
+            f"{hub.key}: sha256 {pulled.sha256}\n  no sha256 is pinned for this file: trusting it on first "
+            f"use (recorded; later starts refuse other bytes). Compare it with the publisher's file page.",
+            file=stream or sys.stderr,
+        )
+
+
+# --model.
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    path: Path
+    sha256: str | None  # what the node may advertise for it; None: a local file, served under its own hash
+    model_id: str | None = None  # a catalogue id names the model it serves; None: the file name
+
+
+def resolve_model(
+    text: str, cache_dir: Path, *, pull_missing: bool = True, endpoint: str | None = None
+) -> ResolvedModel:
+    """`--model` accepts a file path, a catalogue id (pulled first when it is not cached), or `tiny` (written
+    by `tp-node models tiny`)."""
     path = Path(text).expanduser()
     if path.exists():
-        return path
+        return ResolvedModel(path, None)
     if text == TINY_MODEL_ID:
         written = sorted(cache_dir.glob(f"*/{TINY_MODEL_FILE_NAME}"))
         if written:
-            return written[0]
+            return ResolvedModel(written[0], written[0].parent.name)
         raise ModelError(
             f"model {text!r} is not in {cache_dir}: run `tp-node models tiny` first (no network)"
         )
     entry = load_catalogue().get(text)
     if entry is None:
-        raise ModelError(f"model file {path} does not exist (and {text!r} is not a catalogue id)")
-    for candidate in sorted(cache_dir.glob(f"*/{entry.file_name}")):
-        if entry.sha256 is None or candidate.parent.name == entry.sha256:
-            return candidate
-    raise ModelError(f"model {text!r} is not in {cache_dir}: run `tp-node models pull {text}` first")
+        raise ModelError(
+            f"model file {path} does not exist (and {text!r} is not a catalogue id: `tp-node models list`)"
+        )
+    cached = _hub_path(entry.hub, cache_dir, endpoint, local_only=True)
+    expected = entry.sha256 or trusted_sha256(cache_dir, entry.hub)
+    if cached is not None and expected is not None:
+        return ResolvedModel(cached, expected, text)  # the engine verifies the bytes as it loads them
+    if not pull_missing:
+        raise ModelError(f"model {text!r} is not in {cache_dir}: run `tp-node models pull {text}` first")
+    pulled = pull(entry.hub, entry.sha256, cache_dir, endpoint=endpoint)
+    announce_first_use(pulled, entry.hub)
+    return ResolvedModel(pulled.path, pulled.sha256, text)
 
 
 def model_argument(text: str) -> str:
@@ -158,165 +293,6 @@ def store_model(cache_dir: Path, file_name: str, write: Callable[[Path], object]
     return final, sha256
 
 
-# Downloads.
-
-
-def _open(url: str, offset: int) -> http.client.HTTPResponse:
-    headers = {"User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
-    if offset:
-        headers["Range"] = f"bytes={offset}-"
-    request = urllib.request.Request(url, headers=headers)
-    response: http.client.HTTPResponse = urllib.request.urlopen(request, timeout=DOWNLOAD_TIMEOUT_S)
-    return response
-
-
-def _resume_offset(response: http.client.HTTPResponse, offset: int) -> int:
-    """Where the response's body starts in the file: `offset` for a matching 206, 0 for a full 200."""
-    if response.status == 200:
-        return 0
-    content_range = response.headers.get("Content-Range", "")
-    match = re.fullmatch(r"bytes (\d+)-\d+/(\d+|\*)", content_range.strip())
-    if response.status != 206 or match is None or int(match.group(1)) != offset:
-        raise ModelError(f"the server answered a range request with {response.status} {content_range!r}")
-    return offset
-
-
-def _total_size(response: http.client.HTTPResponse, start: int) -> int | None:
-    length = response.headers.get("Content-Length")
-    return start + int(length) if length and length.isdigit() else None
-
-
-class _Download:
-    """The bytes of `url` into `part`, resuming from what `part` holds; hashed as they arrive."""
-
-    def __init__(self, url: str, part: Path, progress: Progress) -> None:
-        self.url = url
-        self.part = part
-        self.progress = progress
-
-    def _hash_existing(self, length: int) -> Any:
-        digest = hashlib.sha256()
-        with self.part.open("rb") as stream:
-            while length and (chunk := stream.read(min(HASH_CHUNK_BYTES, length))):
-                digest.update(chunk)
-                length -= len(chunk)
-        return digest
-
-    def once(self) -> Any:
-        """Fetch what `part` lacks; returns the sha256 object of the whole file."""
-        offset = self.part.stat().st_size if self.part.exists() else 0
-        try:
-            with _open(self.url, offset) as response:
-                start = _resume_offset(response, offset)
-                total = _total_size(response, start)
-                digest = self._hash_existing(start) if start else hashlib.sha256()
-                with self.part.open("r+b" if start else "wb") as out:
-                    out.truncate(start)
-                    out.seek(start)
-                    done = self._copy(response, out, digest, start, total)
-                    out.flush()
-                    os.fsync(out.fileno())
-        except urllib.error.HTTPError as exc:
-            exc.close()  # it holds the response's socket
-            if exc.code == 416 and offset:  # the part is as long as the file, or longer: start over
-                self.part.unlink()
-            raise
-        if total is not None and done != total:
-            raise http.client.IncompleteRead(b"", total - done)
-        return digest
-
-    def _copy(self, response: BinaryIO, out: BinaryIO, digest: Any, done: int, total: int | None) -> int:
-        while chunk := response.read(DOWNLOAD_CHUNK_BYTES):
-            out.write(chunk)
-            digest.update(chunk)
-            done += len(chunk)
-            self.progress(done, total)
-        return done
-
-    def with_retries(self, attempts: int, delay_s: float) -> Any:
-        for attempt in range(1, attempts + 1):
-            try:
-                return self.once()
-            except urllib.error.HTTPError as exc:
-                if exc.code < 500 and exc.code not in (408, 416, 429):
-                    raise ModelError(f"download of {self.url} failed: HTTP {exc.code} {exc.reason}") from exc
-                failure: Exception = exc
-            except (OSError, http.client.HTTPException) as exc:
-                failure = exc
-            if attempt == attempts:
-                kept = (
-                    f"; {self.part} keeps the bytes received: pull again to resume"
-                    if self.part.exists()
-                    else ""
-                )
-                raise ModelError(f"download of {self.url} failed ({_describe(failure)}){kept}") from failure
-            time.sleep(delay_s)
-        raise ModelError(f"download of {self.url}: no attempts allowed")
-
-
-def pull(
-    url: str,
-    sha256: str,
-    cache_dir: Path,
-    *,
-    progress: Progress = lambda done, total: None,
-    attempts: int = DOWNLOAD_ATTEMPTS,
-    retry_delay_s: float = RETRY_DELAY_S,
-) -> Path:
-    """Download `url` into the cache unless a verified copy is there; returns the verified file's path."""
-    expected = check_sha256(sha256)
-    target = cached_path(cache_dir, expected, file_name_of(url))
-    if target.exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    part = target.with_name(target.name + PART_SUFFIX)
-    actual = _Download(url, part, progress).with_retries(attempts, retry_delay_s).hexdigest()
-    if actual != expected:
-        part.unlink()
-        raise ModelError(
-            f"sha256 mismatch for {url}: expected {expected}, got {actual}; the download was deleted"
-        )
-    part.replace(target)
-    return target
-
-
-def _describe(exc: Exception) -> str:
-    if isinstance(exc, urllib.error.HTTPError):
-        return f"HTTP {exc.code}"
-    if isinstance(exc, urllib.error.URLError):
-        return str(exc.reason)
-    return exc.__class__.__name__
-
-
-class ProgressBar:
-    """`done/total` as a bar on a terminal (stderr), redrawn at most every PROGRESS_INTERVAL_S."""
-
-    def __init__(self, stream: TextIO, label: str, width: int = 30) -> None:
-        self._stream = stream
-        self._label = label
-        self._width = width
-        self._started = time.monotonic()
-        self._last_draw = 0.0
-
-    def __call__(self, done: int, total: int | None) -> None:
-        now = time.monotonic()
-        if now - self._last_draw < PROGRESS_INTERVAL_S and done != total:
-            return
-        self._last_draw = now
-        rate = done / max(now - self._started, 1e-6)
-        if total:
-            filled = self._width * done // total
-            bar = "#" * filled + "-" * (self._width - filled)
-            text = f"{self._label} [{bar}] {100 * done / total:5.1f}% {_mb(done)}/{_mb(total)}"
-        else:
-            text = f"{self._label} {_mb(done)}"
-        self._stream.write(f"\r{text} {_mb(rate)}/s ")
-        self._stream.flush()
-
-    def close(self) -> None:
-        self._stream.write("\n")
-        self._stream.flush()
-
-
-def _mb(count: float) -> str:
-    return f"{count / 1e6:.1f} MB"
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else exc.__class__.__name__

@@ -1,4 +1,5 @@
-"""`tp-node models`: pull GGUF files into the cache (verified by sha256), write the tiny test model, list."""
+"""`tp-node models`: pull GGUF files into the cache (through huggingface_hub, verified by sha256), write the
+tiny test model, list the catalogue."""
 
 from __future__ import annotations
 
@@ -12,31 +13,33 @@ from tp_node.gguf_header import ModelError
 from tp_node.models import (
     TINY_MODEL_FILE_NAME,
     TINY_MODEL_ID,
-    ProgressBar,
+    PulledModel,
+    announce_first_use,
+    check_sha256,
     default_cache_dir,
-    file_name_of,
     load_catalogue,
+    parse_hub_url,
     pull,
+    resolve_model,
     store_model,
+    trusted_sha256,
 )
 
 
-def _pull(args: argparse.Namespace) -> Path:
-    url, sha256 = args.source, args.sha256
+def _pull(args: argparse.Namespace) -> PulledModel:
+    pinned = check_sha256(args.sha256) if args.sha256 else None
     entry = load_catalogue().get(args.source)
     if entry is not None:
-        url, sha256 = entry.url, sha256 or entry.sha256
-    elif "://" not in args.source:
-        raise ModelError(f"{args.source!r} is neither a URL nor a catalogue id (see `tp-node models list`)")
-    if not sha256:
+        hub, endpoint, pinned = entry.hub, None, pinned or entry.sha256
+    elif "://" in args.source:
+        endpoint, hub = parse_hub_url(args.source)
+    else:
         raise ModelError(
-            f"{args.source}: no sha256 to verify against; pass --sha256 HEX from the publisher's file page"
+            f"{args.source!r} is neither a Hub file URL nor a catalogue id (`tp-node models list`)"
         )
-    bar = ProgressBar(sys.stderr, file_name_of(url))
-    try:
-        return pull(url, sha256, args.cache_dir, progress=bar)
-    finally:
-        bar.close()
+    pulled = pull(hub, pinned, args.cache_dir, endpoint=endpoint)
+    announce_first_use(pulled, hub)
+    return pulled
 
 
 def _tiny(args: argparse.Namespace) -> None:
@@ -45,29 +48,48 @@ def _tiny(args: argparse.Namespace) -> None:
     except ImportError as exc:  # gguf and numpy come with the node extra
         raise ModelError(f"the tiny model needs the node extra (pip install '.[node]'): {exc}") from exc
     path, sha256 = store_model(args.cache_dir, TINY_MODEL_FILE_NAME, write_tiny_model)
-    print(f"wrote {path}\nsha256 {sha256}\nserve it with: tp-node --engine llama --model {TINY_MODEL_ID} ...")
+    print(f"wrote {path}\nsha256 {sha256}\nserve it with: tp-node --model {TINY_MODEL_ID} ...")
 
 
 def _list(args: argparse.Namespace) -> None:
     for entry in load_catalogue().values():
-        cached = sorted(args.cache_dir.glob(f"*/{entry.file_name}"))
-        state = f"cached at {cached[0]}" if cached else "not pulled"
-        pinned = "" if entry.sha256 else " (sha256 not pinned: pull needs --sha256)"
-        print(f"{entry.model_id}: {entry.parameters} {entry.quantisation}, {entry.license}; {state}{pinned}")
+        try:
+            cached = resolve_model(entry.model_id, args.cache_dir, pull_missing=False).path
+            state = f"cached at {cached}"
+        except ModelError:
+            state = "not pulled"
+        if entry.sha256:
+            pinned = "sha256 pinned"
+        elif recorded := trusted_sha256(args.cache_dir, entry.hub):
+            pinned = f"sha256 {recorded} recorded at first pull (not pinned)"
+        else:
+            pinned = "sha256 not pinned: the first pull records it"
+        print(
+            f"{entry.model_id}: {entry.parameters} {entry.quantisation}, {entry.license}; "
+            f"{entry.hub.key}; {pinned}; {state}"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--cache-dir", type=Path, default=default_cache_dir(), help="(default: %(default)s)")
-    parser = argparse.ArgumentParser(prog="tp-node models", description="Manage GGUF models for tp-node.")
+    parser = argparse.ArgumentParser(
+        prog="tp-node models",
+        description="Manage GGUF models for tp-node (downloads through huggingface_hub; HF_ENDPOINT names a "
+        "mirror).",
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     pull_parser = commands.add_parser(
         "pull", parents=[common], help="download a model into the cache and verify its sha256"
     )
     pull_parser.add_argument(
-        "source", metavar="URL_OR_ID", help="an http(s) URL of a GGUF file, or a catalogue id"
+        "source",
+        metavar="URL_OR_ID",
+        help="a catalogue id, or a Hub file URL (https://huggingface.co/OWNER/REPO/resolve/REVISION/FILE)",
     )
-    pull_parser.add_argument("--sha256", metavar="HEX", help="the file's sha256 (required for a URL)")
+    pull_parser.add_argument(
+        "--sha256", metavar="HEX", help="the file's sha256 (without it: recorded at the first pull)"
+    )
     commands.add_parser("list", parents=[common], help="the catalogue and what is in the cache")
     commands.add_parser(
         "tiny",
@@ -78,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "pull":
-            print(_pull(args))
+            print(_pull(args).path)
         elif args.command == "tiny":
             _tiny(args)
         else:

@@ -51,15 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
         prog="tp-node",
         description="Run a token.place GPU node: keep links to home relays, serve inference over circuits.",
         epilog="Subcommands: `tp-node models` (pull, list), `tp-node init` (key and config file), "
-        "`tp-node status`; each takes --help.",
+        "`tp-node status`, `tp-node doctor` (GPU, memory, network, key files); each takes --help.",
     )
     parser.add_argument(
         "--home-relay",
         type=home_relay,
         action="append",
-        required=True,
         metavar="NODE_ID@ws://HOST:PORT/",
-        help="a relay to keep a link to (repeat for several)",
+        help="a relay to keep a link to (repeat for several); default: relays chosen from the directory",
     )
     parser.add_argument(
         "--invitation", type=Path, help="file holding an invitation token (networks whose authorities invite)"
@@ -81,6 +80,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return init_main("node", build_parser, argv[1:])
     if argv[:1] == ["status"]:
         return status_main("node", build_parser, argv[1:])
+    if argv[:1] == ["doctor"]:
+        from tp_node.doctor import doctor_main
+
+        return doctor_main(build_parser, argv[1:])
     return run_role(_node, resolve_settings(build_parser(), "node", argv))
 
 

@@ -36,6 +36,7 @@ from tp_node.directory_duties import (
 from tp_node.directory_service import DirectoryService
 from tp_node.engine import ModelInfo, ServingEngine
 from tp_node.gpu_node import GpuNode, HomeRelay
+from tp_node.home_relays import keep_home_relays
 from tp_node.relay import Relay
 from tp_node.services import ServiceHandler
 
@@ -221,6 +222,7 @@ async def open_node(
 ) -> AsyncIterator[NodeRole]:
     """A GPU node linked to its home relays, its descriptor published through them once linked."""
     node = GpuNode(identity, onion_keys, home_relays=home_relays, engine=engine, dialer=dialer, rng=rng)
+    home_hops = [HopInfo(relay.node_id, None, relay.address) for relay in home_relays]
 
     async def publish_when_linked() -> None:
         await node.linked.wait()
@@ -228,7 +230,7 @@ async def open_node(
             identity,
             bootstrap,
             dialer,
-            home_relays=[HopInfo(relay.node_id, None, relay.address) for relay in home_relays],
+            home_relays=home_hops,
             onion_public_keys=onion_public_keys,
             offers=lambda: model_offers(engine.models()),
             version=version,
@@ -241,6 +243,8 @@ async def open_node(
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(node.run)
+        if not home_relays:  # chosen from the directory, and replaced when they leave it
+            await nursery.start(keep_home_relays, node, bootstrap, dialer, home_hops, rng)
         nursery.start_soon(publish_when_linked)
         yield NodeRole(node)
         nursery.cancel_scope.cancel()

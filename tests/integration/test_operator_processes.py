@@ -105,6 +105,8 @@ async def _configured_node(tmp_path: Path, home: str, bootstrap: str, relay_conf
         home,
         "--bootstrap",
         bootstrap,
+        "--engine",
+        "fake",
     )
     async with python_process(["tp_node.node_cli", "--config", str(node_config)]) as node:
         node_status = await status("tp_node.node_cli", node_config)

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPTS = ["tp-relay", "tp-node", "tp-gateway", "tp-demo", "tp-sim"]
+SCRIPTS = ["tp-relay", "tp-node", "tp-gateway", "tp-chat", "tp-demo", "tp-sim"]
 NODE_ONLY = ("llama-cpp-python", "gguf")
 PACKAGE_DATA = ("tp_node/catalogue.json", "bootstrap/default.json", "tp_net/py.typed")
 SOURCE_IGNORED = shutil.ignore_patterns(

@@ -95,6 +95,7 @@ async def test_no_relay_sees_both_the_client_and_the_node(hosts: dict[str, Host]
         home = await start_relay(stack, hosts["home"], tmp_path / "home", bootstrap, authority=False)
         home_relay = f"{home.announcement['node_id']}@{relay_address(hosts['home'])}"
         node_args = ["tp_node.node_cli", "--home-relay", home_relay, "--data-dir", str(tmp_path / "node")]
+        node_args += ["--engine", "fake"]
         node_args += ["--bootstrap", str(bootstrap), "--log-level", "warning"]
         await stack.enter_async_context(python_process(node_args, prefix=node_host.prefix()))
         gateway_args = ["tp_gateway.cli", "--listen", "127.0.0.1:0", "--bootstrap", str(bootstrap)]

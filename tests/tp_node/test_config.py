@@ -65,9 +65,17 @@ def test_switches_lists_and_paths(tmp_path: Path) -> None:
 
 
 def test_a_required_setting_may_come_from_any_layer() -> None:
-    with pytest.raises(ConfigError, match=r"--home-relay is required.*TP_NODE_HOME_RELAY.*home_relay"):
-        node([])
-    assert node([], {"TP_NODE_HOME_RELAY": HOME}).home_relay[0].node_id == bytes.fromhex(RELAY_ID)
+    # No tp-node setting is required any more (home relays default to the directory's): a required one
+    # added to its parser shows the rule.
+    def with_region() -> argparse.ArgumentParser:
+        parser = node_cli.build_parser()  # resolve uses a parser up
+        parser.add_argument("--region", required=True)
+        return parser
+
+    with pytest.raises(ConfigError, match=r"--region is required.*TP_NODE_REGION.*region"):
+        resolve(with_region(), "node", [], environ={})
+    assert resolve(with_region(), "node", [], environ={"TP_NODE_REGION": "eu"}).region == "eu"
+    assert node([]).home_relay is None  # chosen from the directory at start
 
 
 @pytest.mark.parametrize(

@@ -43,7 +43,7 @@ def test_unusable_models_stop_the_node_with_one_line(
     not_gguf = tmp_path / "weights.bin"
     not_gguf.write_bytes(b"PK\x03\x04 not a model")
     cases = [
-        ([], "--engine llama needs --model PATH"),
+        ([], "give --model ID_OR_FILE"),
         (["--model", str(tmp_path / "gone.gguf")], "does not exist"),
         (["--model", str(not_gguf)], "is not a GGUF file"),
     ]
@@ -58,6 +58,28 @@ async def test_the_llama_engine_opens_with_the_flags(tiny_model_path: Path) -> N
     async with open_engine(parse(*flags, "--queue", "5", "--n-ctx", "256", "--n-gpu-layers", "0")) as engine:
         (info,) = engine.models()
     assert (info.model_id, info.max_concurrent, info.queue_limit, info.context_length) == ("tiny", 3, 5, 256)
+
+
+async def test_a_model_alone_means_the_llama_engine(tiny_model_path: Path) -> None:
+    async with open_engine(parse("--model", str(tiny_model_path), "--n-ctx", "256")) as engine:
+        (info,) = engine.models()
+    assert info.model_id == tiny_model_path.name.removesuffix(".gguf")  # llama: the fake would say "fake"
+
+
+def test_without_a_model_nothing_is_served_unless_the_fake_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert node_cli.main(["--home-relay", RELAY, "--data-dir", str(tmp_path / "node")]) == 1
+    assert "give --model ID_OR_FILE" in capsys.readouterr().err
+
+
+async def test_the_fake_engine_says_so_at_start_and_in_its_descriptor(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with open_engine(parse("--engine", "fake")) as engine:
+        (info,) = engine.models()
+    assert info.model_id == "fake"
+    assert "--engine fake: serving model 'fake', made-up words" in caplog.text
 
 
 def test_models_is_a_subcommand(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -1,256 +1,150 @@
-"""The model manager against a local HTTP server serving the tiny model: resume, verification, the CLI."""
+"""The model manager against a local fake Hub serving the tiny model, through huggingface_hub's own code path:
+pinned and unpinned (trust on first use) pulls, resume of a dropped transfer, refusals, the CLI."""
 
 from __future__ import annotations
 
 import hashlib
-import http.server
+import json
 import re
-import socket
-import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 
+from tests.tp_node.fake_hub import FakeHub, serve_fake_hub
 from tp_node import models_cli
 from tp_node.gguf_header import ModelError
+from tp_node.llama_engine import ModelConfig, load_model
 from tp_node.models import (
-    PART_SUFFIX,
-    ProgressBar,
-    cached_path,
-    file_name_of,
+    TRUSTED_FILE_NAME,
+    HubFile,
     load_catalogue,
+    parse_hub_url,
     pull,
     resolve_model,
+    trusted_sha256,
 )
 
-FILE = "tiny.gguf"
-
-
-@dataclass
-class Behaviour:
-    body: bytes
-    cut_after: list[int] = field(default_factory=list)  # per request, in order: bytes sent before hanging up
-    honour_range: bool = True
-    ranges: list[str | None] = field(default_factory=list)
-
-
-class Handler(http.server.BaseHTTPRequestHandler):
-    behaviour: Behaviour
-
-    def do_GET(self) -> None:
-        behaviour = self.behaviour
-        behaviour.ranges.append(self.headers.get("Range"))
-        if self.path != f"/models/{FILE}":
-            self.send_error(404)
-            return
-        start = self._range_start(behaviour)
-        if start is None:
-            return
-        body = behaviour.body[start:]
-        self.send_response(206 if start else 200)
-        self.send_header("Content-Length", str(len(body)))
-        if start:
-            self.send_header(
-                "Content-Range", f"bytes {start}-{len(behaviour.body) - 1}/{len(behaviour.body)}"
-            )
-        self.end_headers()
-        cut = behaviour.cut_after.pop(0) if behaviour.cut_after else None
-        self.wfile.write(body if cut is None else body[:cut])
-        if cut is not None:
-            self.wfile.flush()
-            self.connection.shutdown(socket.SHUT_RDWR)  # hang up mid-transfer
-            self.close_connection = True
-
-    def _range_start(self, behaviour: Behaviour) -> int | None:
-        match = re.fullmatch(r"bytes=(\d+)-", self.headers.get("Range") or "")
-        if match is None or not behaviour.honour_range:
-            return 0
-        start = int(match.group(1))
-        if start >= len(behaviour.body):
-            self.send_error(416)
-            return None
-        return start
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def server(tiny_model_path: Path) -> Iterator[tuple[Behaviour, str]]:
-    behaviour = Behaviour(tiny_model_path.read_bytes())
-    handler = type("BoundHandler", (Handler,), {"behaviour": behaviour})
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.01})
-    thread.start()
-    try:
-        yield behaviour, f"http://127.0.0.1:{httpd.server_address[1]}/models/{FILE}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join()
+COMMIT = "0123456789abcdef0123456789abcdef01234567"
+TINY = HubFile("token-place/tiny-test", COMMIT, "tiny-llama-v1.gguf")
+UNPINNED = HubFile("someone/unpinned", "main", "model.gguf")
 
 
 def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def test_pull_downloads_verifies_and_caches(server: tuple[Behaviour, str], tmp_path: Path) -> None:
-    behaviour, url = server
-    sha = digest(behaviour.body)
-    seen: list[tuple[int, int | None]] = []
-    path = pull(url, sha, tmp_path, progress=lambda done, total: seen.append((done, total)))
-    assert path == cached_path(tmp_path, sha, FILE) == tmp_path / sha / FILE
-    assert path.read_bytes() == behaviour.body
-    assert seen[-1] == (len(behaviour.body), len(behaviour.body))
-    assert list(path.parent.iterdir()) == [path]  # no .part left
-    assert pull(url, sha.upper(), tmp_path) == path  # cached: no second transfer
-    assert behaviour.ranges == [None]
+@pytest.fixture
+def hub(tiny_model_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHub]:
+    fake = FakeHub()
+    fake.add(TINY, tiny_model_path.read_bytes())
+    fake.add(UNPINNED, tiny_model_path.read_bytes())
+    with serve_fake_hub(fake):
+        monkeypatch.setenv("HF_ENDPOINT", fake.endpoint)
+        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+        yield fake
 
 
-def test_an_interrupted_transfer_is_resumed_by_the_next_pull(
-    server: tuple[Behaviour, str], tmp_path: Path
-) -> None:
-    behaviour, url = server
-    sha, cut = digest(behaviour.body), len(behaviour.body) // 3
-    behaviour.cut_after = [cut]
-    with pytest.raises(ModelError, match="keeps the bytes received: pull again to resume"):
-        pull(url, sha, tmp_path, attempts=1)
-    part = tmp_path / sha / (FILE + PART_SUFFIX)
-    assert part.read_bytes() == behaviour.body[:cut]
-    assert not (tmp_path / sha / FILE).exists()
-    path = pull(url, sha, tmp_path, attempts=1)
-    assert behaviour.ranges == [None, f"bytes={cut}-"]
-    assert path.read_bytes() == behaviour.body
-    assert not part.exists()
+def test_the_catalogue_pins_the_tiny_test_model_as_the_generator_writes_it(tiny_model_path: Path) -> None:
+    entry = load_catalogue()["tiny-test"]
+    assert entry.hub == TINY
+    assert entry.sha256 == digest(tiny_model_path.read_bytes())
 
 
-def test_one_pull_retries_and_resumes_on_its_own(server: tuple[Behaviour, str], tmp_path: Path) -> None:
-    behaviour, url = server
-    behaviour.cut_after = [1000, 5000]  # two hang-ups, then the rest
-    path = pull(url, digest(behaviour.body), tmp_path, attempts=3, retry_delay_s=0)
-    assert path.read_bytes() == behaviour.body
-    assert behaviour.ranges == [None, "bytes=1000-", "bytes=6000-"]
-
-
-def test_a_server_that_ignores_range_starts_the_file_over(
-    server: tuple[Behaviour, str], tmp_path: Path
-) -> None:
-    behaviour, url = server
-    behaviour.cut_after, behaviour.honour_range = [4000], False
-    path = pull(url, digest(behaviour.body), tmp_path, attempts=2, retry_delay_s=0)
-    assert path.read_bytes() == behaviour.body
-    assert behaviour.ranges == [None, "bytes=4000-"]
-
-
-def test_a_part_as_long_as_the_file_is_discarded_and_fetched_again(
-    server: tuple[Behaviour, str], tmp_path: Path
-) -> None:
-    behaviour, url = server
-    sha = digest(behaviour.body)
-    part = tmp_path / sha / (FILE + PART_SUFFIX)
-    part.parent.mkdir()
-    part.write_bytes(b"x" * len(behaviour.body))  # complete but wrong: the server answers 416
-    path = pull(url, sha, tmp_path, attempts=2, retry_delay_s=0)
-    assert path.read_bytes() == behaviour.body
-    assert behaviour.ranges == [f"bytes={len(behaviour.body)}-", None]
-
-
-def test_a_sha256_mismatch_is_refused_and_nothing_is_kept(
-    server: tuple[Behaviour, str], tmp_path: Path
-) -> None:
-    behaviour, url = server
-    wrong = digest(b"some other file")
-    with pytest.raises(ModelError, match=f"sha256 mismatch.*expected {wrong}, got {digest(behaviour.body)}"):
-        pull(url, wrong, tmp_path)
-    assert list((tmp_path / wrong).iterdir()) == []
-
-
-def test_a_corrupt_resumed_part_fails_verification_and_is_deleted(
-    server: tuple[Behaviour, str], tmp_path: Path
-) -> None:
-    behaviour, url = server
-    sha = digest(behaviour.body)
-    part = tmp_path / sha / (FILE + PART_SUFFIX)
-    part.parent.mkdir()
-    part.write_bytes(b"\0" * 100)  # not the first 100 bytes of the file
-    with pytest.raises(ModelError, match="sha256 mismatch"):
-        pull(url, sha, tmp_path)
-    assert list(part.parent.iterdir()) == []
-    assert pull(url, sha, tmp_path).read_bytes() == behaviour.body  # and the next pull starts clean
-
-
-def test_http_errors_and_bad_arguments_are_named(server: tuple[Behaviour, str], tmp_path: Path) -> None:
-    _, url = server
-    sha = digest(b"x")
-    with pytest.raises(ModelError, match="HTTP 404"):
-        pull(url.replace(FILE, "other.gguf"), sha, tmp_path)
-    with pytest.raises(ModelError, match="not a sha256"):
-        pull(url, "abc", tmp_path)
-    with pytest.raises(ModelError, match="not an http"):
-        pull("file:///etc/passwd", sha, tmp_path)
-    with pytest.raises(ModelError, match="usable file name"):
-        pull("https://example.org/models/", sha, tmp_path)
-    with pytest.raises(ModelError, match="Connection refused"):
-        pull("http://127.0.0.1:9/tiny.gguf", sha, tmp_path, attempts=1)
-
-
-def test_the_catalogue_names_real_instruct_ggufs() -> None:
+def test_the_catalogue_names_real_instruct_ggufs_by_repo_revision_and_file() -> None:
     catalogue = load_catalogue()
     assert {"qwen2.5-1.5b-instruct-q4_k_m", "llama-3.2-1b-instruct-q4_k_m"} <= set(catalogue)
     for entry in catalogue.values():
-        assert entry.url.startswith("https://huggingface.co/") and entry.file_name.endswith(".gguf")
-        assert entry.quantisation == "Q4_K_M" and entry.context_length >= 32768
+        assert entry.hub.file.endswith(".gguf") and entry.hub.revision
+        if entry.model_id != "tiny-test":
+            assert entry.quantisation == "Q4_K_M" and entry.context_length >= 32768
 
 
-def test_resolve_model_accepts_a_path_or_a_pulled_catalogue_id(tmp_path: Path, tiny_model_path: Path) -> None:
-    assert resolve_model(str(tiny_model_path), tmp_path) == tiny_model_path
-    entry = load_catalogue()["qwen2.5-1.5b-instruct-q4_k_m"]
-    with pytest.raises(ModelError, match=re.escape("tp-node models pull qwen2.5-1.5b-instruct-q4_k_m")):
-        resolve_model(entry.model_id, tmp_path)
-    cached = tmp_path / ("0" * 64) / entry.file_name
-    cached.parent.mkdir()
-    cached.write_bytes(b"GGUF")
-    assert resolve_model(entry.model_id, tmp_path) == cached
-    with pytest.raises(ModelError, match="does not exist"):
-        resolve_model(str(tmp_path / "nothing.gguf"), tmp_path)
-
-
-def test_the_cli_pulls_with_a_progress_bar_on_stderr(
-    server: tuple[Behaviour, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_a_catalogue_id_is_pulled_through_the_hub_then_served_from_the_cache(
+    hub: FakeHub, tmp_path: Path
 ) -> None:
-    behaviour, url = server
-    sha = digest(behaviour.body)
-    assert models_cli.main(["pull", url, "--sha256", sha, "--cache-dir", str(tmp_path)]) == 0
-    out, err = capsys.readouterr()
-    assert out.strip() == str(tmp_path / sha / FILE)
-    assert f"{FILE} [{'#' * 30}] 100.0%" in err
+    resolved = resolve_model("tiny-test", tmp_path)
+    body = hub.files[(TINY.repo, TINY.file)]
+    assert resolved.path.read_bytes() == body and resolved.sha256 == digest(body)
+    assert hub.gets() == [None]
+    assert resolve_model("tiny-test", tmp_path) == resolved  # cached: no second transfer
+    assert hub.gets() == [None]
+    assert trusted_sha256(tmp_path, TINY) is None  # pinned: nothing to record
+
+
+def test_a_dropped_transfer_is_resumed_with_a_range_request(hub: FakeHub, tmp_path: Path) -> None:
+    # huggingface_hub writes in 10 MiB chunks and resumes from the last whole chunk it wrote.
+    big = HubFile("someone/big", "main", "big.gguf")
+    body = bytes(range(256)) * (96 * 1024)  # 24 MiB
+    hub.add(big, body)
+    hub.cut_after = [12 * 1024 * 1024]
+    pulled = pull(big, digest(body), tmp_path)
+    assert pulled.path.read_bytes() == body
+    assert hub.gets() == [None, f"bytes={10 * 1024 * 1024}-"]
+
+
+def test_a_file_whose_bytes_differ_from_the_pin_is_deleted_and_refused(hub: FakeHub, tmp_path: Path) -> None:
+    wrong = digest(b"some other file")
+    with pytest.raises(ModelError, match=f"is not the expected {wrong}; refusing to serve it"):
+        pull(TINY, wrong, tmp_path)
+    assert [p for p in (tmp_path / "hub").rglob("*.gguf")] == []  # link and blob gone
+    assert list((tmp_path / "hub").rglob("blobs/*")) == []
+
+
+def test_an_unpinned_file_is_trusted_on_first_use_and_held_to_it(
+    hub: FakeHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    body = hub.files[(UNPINNED.repo, UNPINNED.file)]
+    url = f"{hub.endpoint}/{UNPINNED.repo}/resolve/main/{UNPINNED.file}"
+    assert models_cli.main(["pull", url, "--cache-dir", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert f"sha256 {digest(body)}" in err and "trusting it on first use" in err
+    assert json.loads((tmp_path / TRUSTED_FILE_NAME).read_text()) == {UNPINNED.key: digest(body)}
+    # The branch moves to other bytes: the next pull of the same name is refused, not trusted again.
+    hub.files[(UNPINNED.repo, UNPINNED.file)] = body[:-1] + b"\0"
+    hub.commits[UNPINNED.repo] = "e" * 40
     assert models_cli.main(["pull", url, "--cache-dir", str(tmp_path)]) == 1
-    assert "no sha256 to verify against" in capsys.readouterr().err
-    assert models_cli.main(["pull", "qwen2.5-1.5b-instruct-q4_k_m", "--cache-dir", str(tmp_path)]) == 1
-    assert "pass --sha256" in capsys.readouterr().err
+    assert f"is not the expected {digest(body)}; refusing" in capsys.readouterr().err
+
+
+def test_the_engine_refuses_a_file_whose_bytes_differ_from_what_it_would_advertise(
+    hub: FakeHub, tmp_path: Path
+) -> None:
+    resolved = resolve_model("tiny-test", tmp_path)
+    blob = resolved.path.resolve()
+    blob.write_bytes(blob.read_bytes()[:-1] + b"\1")  # tampered with in the cache after the pull
+    again = resolve_model("tiny-test", tmp_path)
+    with pytest.raises(ModelError, match="refusing to serve it"):
+        load_model(ModelConfig(path=again.path, sha256=again.sha256, n_ctx=256))
+
+
+def test_hub_errors_and_bad_names_are_one_line(hub: FakeHub, tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match=r"pull of token-place/tiny-test@main/other.gguf failed"):
+        pull(HubFile(TINY.repo, "main", "other.gguf"), None, tmp_path)
+    with pytest.raises(ModelError, match="not a Hugging Face file URL"):
+        parse_hub_url("https://example.org/models/x.gguf")
+    with pytest.raises(ModelError, match="not a plain file name"):
+        HubFile("a/b", "main", "../../etc/passwd")
+    with pytest.raises(ModelError, match="not a catalogue id"):
+        resolve_model("no-such-model", tmp_path)
+    with pytest.raises(ModelError, match=re.escape("tp-node models pull tiny-test")):
+        resolve_model("tiny-test", tmp_path, pull_missing=False)
+
+
+def test_models_list_says_what_is_pinned_and_cached(
+    hub: FakeHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    resolve_model("tiny-test", tmp_path)
     assert models_cli.main(["list", "--cache-dir", str(tmp_path)]) == 0
-    assert "llama-3.2-1b-instruct-q4_k_m" in capsys.readouterr().out
+    lines = {line.split(":")[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert "sha256 pinned; cached at" in lines["tiny-test"]
+    assert "not pinned: the first pull records it; not pulled" in lines["qwen2.5-1.5b-instruct-q4_k_m"]
 
 
-def test_file_names_come_from_the_url_path_only() -> None:
-    assert file_name_of("https://h.co/a/b/Model-Q4_K_M.gguf?download=true") == "Model-Q4_K_M.gguf"
-    for bad in (
-        "https://h.co/a/..",
-        "https://h.co/a/%2e%2e",
-        "https://h.co/a/.hidden",
-        "https://h.co/a/x%2Fy",
-    ):
-        with pytest.raises(ModelError):
-            file_name_of(bad)
-
-
-def test_the_progress_bar_draws_without_a_known_size(capsys: pytest.CaptureFixture[str]) -> None:
-    import sys
-
-    bar = ProgressBar(sys.stderr, "m.gguf")
-    bar(2_000_000, None)
-    bar.close()
-    assert "m.gguf 2.0 MB" in capsys.readouterr().err
+def test_a_pull_shows_huggingface_hubs_progress_bar(
+    hub: FakeHub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TQDM_POSITION", "-1")  # as on a terminal (the bar shows only on a TTY otherwise)
+    pull(TINY, None, tmp_path)
+    err = capfd.readouterr().err
+    assert TINY.file in err and "100%" in err

@@ -129,7 +129,7 @@ def test_the_tiny_model_is_written_offline_where_model_tiny_finds_it(
     out = capsys.readouterr().out
     sha256 = re.search(r"sha256 ([0-9a-f]{64})", out)
     assert sha256 is not None
-    path = resolve_model("tiny", cache)
+    path = resolve_model("tiny", cache).path
     assert path == cache / sha256[1] / "tiny.gguf" and path.is_file()
     assert json.dumps(str(path)) and str(path) in out
 
