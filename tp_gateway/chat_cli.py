@@ -22,7 +22,7 @@ from typing import Any, TextIO
 
 import trio
 
-from tp_cli.common import int_in
+from tp_cli.common import EXIT_FAILURE, int_in
 from tp_cli.launch import default_data_dir
 from tp_gateway.client import GUARD_FILE
 from tp_gateway.overlay import Overlay, OverlayError
@@ -30,7 +30,6 @@ from tp_net.bootstrap_config import Bootstrap, BootstrapError, load_bootstrap
 from tp_net.inference_contract import MAX_TOKENS_LIMIT
 from tp_net.transport_ws import WebSocketDialer
 
-EXIT_FAILURE = 1
 EXIT_INTERRUPTED = 130
 DIRECTORY_WAIT_S = 30.0  # for the first signed directory
 MODEL_WAIT_S = 30.0  # after it, for a node serving a model to be listed
