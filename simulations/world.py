@@ -201,6 +201,7 @@ class World:
             trust,
             authority=authority,
             forward=runner.forward if runner else None,
+            relay_vote=runner.relay_vote if runner else None,
             wall_clock=machine.wall_clock,
         )
         relay = self._make_relay(sim, dialer, {DIRECTORY_SERVICE: service.handle})

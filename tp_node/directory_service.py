@@ -19,6 +19,7 @@ from tp_node.services import ServiceError
 log = logging.getLogger(__name__)
 
 Forward = Callable[[SignedDescriptor, bytes | None], None]
+RelayVote = Callable[[bytes, bytes], None]  # (signed vote, its authority): relay to the other authorities
 WallClock = Callable[[], float]
 
 
@@ -29,11 +30,13 @@ class DirectoryService:
         *,
         authority: AuthorityCore | None = None,
         forward: Forward | None = None,
+        relay_vote: RelayVote | None = None,
         wall_clock: WallClock = time.time,
     ) -> None:
         self.trust = trust
         self.authority = authority
         self._forward = forward
+        self._relay_vote = relay_vote
         self._clock = wall_clock
         self._cached: SignedDocument | None = None
         self._cached_valid_after = 0
@@ -127,7 +130,10 @@ class DirectoryService:
             if accepted is not None and not forwarded and self._forward is not None:
                 self._forward(signed, invitation)
         elif op == "vote":
-            core.add_vote(_bytes(request, "vote"), now)
+            data = _bytes(request, "vote")
+            news = core.add_vote(data, now, request.get("relayed"))
+            if news is not None and self._relay_vote is not None:
+                self._relay_vote(data, news.authority)
         elif op == "signature":
             period = request.get("period")
             if type(period) is not int:

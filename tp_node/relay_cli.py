@@ -173,7 +173,10 @@ async def _relay(args: argparse.Namespace, nursery: trio.Nursery) -> None:
     authority = _authority_core(args, identity, bootstrap)
     runner = AuthorityRunner(authority, bootstrap, dialer) if authority else None
     service = DirectoryService(
-        bootstrap.trust(), authority=authority, forward=runner.forward if runner else None
+        bootstrap.trust(),
+        authority=authority,
+        forward=runner.forward if runner else None,
+        relay_vote=runner.relay_vote if runner else None,
     )
     limits = _link_limits(args)
     listen, advertise = listen_and_advertise(args, identity, bootstrap)
