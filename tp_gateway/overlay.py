@@ -31,7 +31,7 @@ from tp_net.cells import DestroyReason
 from tp_net.circuit_client import HopInfo
 from tp_net.client import Circuit, ClientLink
 from tp_net.descriptors import NodeDescriptor, RelayDescriptor
-from tp_net.directory import Directory
+from tp_net.directory import Directory, NewestDocument
 from tp_net.directory_client import KeptLinks, fetch_directory
 from tp_net.path_selection import (
     LOCAL_NETWORK_RULES,
@@ -113,6 +113,7 @@ class Overlay:
         self._guard_store = GuardStore(guard_file) if guard_file else None
         self._rules = LOCAL_NETWORK_RULES if bootstrap.local else STRICT_RULES
         self.directory: Directory | None = None
+        self._newest = NewestDocument(bootstrap.trust())  # never a document older than the one held
         self._guards: list[bytes] = []
         self._guards_down = _Shunned()  # guards recently unreachable
         self._models_seen: dict[str, float] = {}  # model id -> monotonic time a directory last listed it
@@ -153,6 +154,7 @@ class Overlay:
                     self._rng,
                     time.time(),
                     kept=self._directory_links,
+                    held=self._newest,
                 )
             except TokenPlaceError as exc:
                 log.info(

@@ -24,7 +24,14 @@ from tp_crypto.errors import TokenPlaceError
 from tp_net.circuit_client import HopInfo
 from tp_net.client import ClientLink
 from tp_net.descriptors import SignedDescriptor
-from tp_net.directory import Directory, DirectoryError, SignedDocument, Trust, verify_document
+from tp_net.directory import (
+    Directory,
+    DirectoryError,
+    NewestDocument,
+    SignedDocument,
+    Trust,
+    verify_document,
+)
 from tp_net.transport import Dialer
 from tp_net.trio_util import background_nursery
 
@@ -126,17 +133,29 @@ async def fetch_directory(
     now: float,
     *,
     kept: KeptLinks | None = None,
+    held: NewestDocument | None = None,
 ) -> tuple[Directory, SignedDocument]:
-    """A verified directory from the first of `sources` (tried in random order) that gives one."""
+    """A verified directory from the first of `sources` (tried in random order) that gives one. With
+    `held`, the newest document it holds after offering each (a source answering with an older one than
+    held is a rollback: refused, and the next source is asked)."""
     problems = []
     for hop in rng.sample(list(sources), len(sources)):
         try:
-            document = await fetch_document(dialer, hop, kept)
-            return verify_document(document, trust, now), document
+            return _take(await fetch_document(dialer, hop, kept), trust, now, held)
         except TokenPlaceError as exc:
             log.info("no directory from %s: %s", hop.address, exc)
             problems.append(str(exc))
     raise DirectoryError("no source gave a valid directory: " + "; ".join(problems))
+
+
+def _take(
+    document: SignedDocument, trust: Trust, now: float, held: NewestDocument | None
+) -> tuple[Directory, SignedDocument]:
+    if held is None:
+        return verify_document(document, trust, now), document
+    held.offer(document, now)
+    assert held.directory is not None and held.document is not None
+    return held.directory, held.document
 
 
 async def publish_descriptor(
