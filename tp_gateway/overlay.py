@@ -113,7 +113,6 @@ class Overlay:
         self._guard_store = GuardStore(guard_file) if guard_file else None
         self._rules = LOCAL_NETWORK_RULES if bootstrap.local else STRICT_RULES
         self.directory: Directory | None = None
-        self._newest = NewestDocument(bootstrap.trust())  # never a document older than the one held
         self._guards: list[bytes] = []
         self._guards_down = _Shunned()  # guards recently unreachable
         self._models_seen: dict[str, float] = {}  # model id -> monotonic time a directory last listed it
@@ -145,6 +144,7 @@ class Overlay:
 
     async def _refresh_directory(self) -> None:
         sources = [authority.hop() for authority in self.bootstrap.authorities]
+        held = NewestDocument(self.bootstrap.trust())  # never a document older than the one held
         while True:
             try:
                 directory, _ = await fetch_directory(
@@ -154,7 +154,7 @@ class Overlay:
                     self._rng,
                     time.time(),
                     kept=self._directory_links,
-                    held=self._newest,
+                    held=held,
                 )
             except TokenPlaceError as exc:
                 log.info(
