@@ -30,12 +30,13 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 
 from tp_crypto.errors import RemoteProtocolError
 from tp_crypto.identity import Identity, short_id
 from tp_crypto.signed import sign, verify
-from tp_net.descriptors import CLOCK_SKEW_ALLOWED_S, Descriptor, SignedDescriptor
+from tp_net.descriptors import CLOCK_SKEW_ALLOWED_S, Descriptor, RelayDescriptor, SignedDescriptor
 from tp_net.directory import (
     DOCUMENT_DOMAIN,
     DOCUMENT_VALID_PERIODS,
@@ -52,10 +53,16 @@ from tp_net.directory import (
     sign_document,
     sign_vote,
 )
+from tp_net.path_selection import subnet_key
 
 log = logging.getLogger(__name__)
 
 ACCEPTED_DESCRIPTORS_MAX = 20_000
+# Shares of the accepted descriptors, so that one operator's flood fills its own share, not the authority:
+# relays per network of their address (IPv4 /16, IPv6 /32, or hostname: tp_net.path_selection.subnet_key),
+# and relays per declared family. A new node id beyond its share is refused; updates of held ones are not.
+RELAYS_PER_SUBNET_MAX = 64
+RELAYS_PER_FAMILY_MAX = 64
 PERIODS_KEPT = 3
 FORWARD_DOMAIN = b"forwarded descriptor"
 VOTE_RELAY_DOMAIN = b"relayed vote"
@@ -166,6 +173,7 @@ class AuthorityCore:
         self.period_s = period_s
         self.admission = admission
         self._accepted: dict[bytes, tuple[Descriptor, SignedDescriptor]] = {}
+        self._shares: Counter[_Share] = Counter()  # accepted descriptors per share
         self._votes: dict[int, _VoteSet] = {}
         self._candidates: dict[int, dict[bytes, _Candidate]] = {}
 
@@ -186,8 +194,14 @@ class AuthorityCore:
         # Same second, other body: a republish right after a key rotation; the later one wins.
         if known is not None and (known[0].published > descriptor.published or known[1].body == signed.body):
             return None
+        held_shares = _shares_of(known[0]) if known is not None else set()
+        for kind, key in _shares_of(descriptor) - held_shares:
+            if self._shares[kind, key] >= _SHARE_LIMITS[kind]:
+                raise DirectoryError(f"descriptor refused: {kind} {key!r} has {_SHARE_LIMITS[kind]} relays")
         if known is None and len(self._accepted) >= ACCEPTED_DESCRIPTORS_MAX:
             raise DirectoryError("descriptor refused: the authority is full")
+        self._shares.subtract(held_shares)
+        self._shares.update(_shares_of(descriptor))
         self._accepted[descriptor.node_id] = (descriptor, signed)
         log.info("accepted descriptor of %s", short_id(descriptor.node_id))
         return descriptor
@@ -325,6 +339,7 @@ class AuthorityCore:
     def forget_before(self, now: float) -> None:
         """Drop expired descriptors and the state of periods long past."""
         self._accepted = {k: v for k, v in self._accepted.items() if v[0].expires > now}
+        self._shares = Counter(share for d, _ in self._accepted.values() for share in _shares_of(d))
         oldest = int(now) - PERIODS_KEPT * self.period_s
         self._votes = {p: v for p, v in self._votes.items() if p >= oldest}
         self._candidates = {p: c for p, c in self._candidates.items() if p >= oldest}
@@ -339,6 +354,20 @@ class AuthorityCore:
         candidates = self._candidates.setdefault(period, {})
         candidate = candidates.setdefault(digest(body), _Candidate(body))
         candidate.signatures[authority] = signature
+
+
+_Share = tuple[str, str]  # (kind, key): ("subnet", "198.51.0.0/16"), ("family", "example operator")
+_SHARE_LIMITS = {"subnet": RELAYS_PER_SUBNET_MAX, "family": RELAYS_PER_FAMILY_MAX}
+
+
+def _shares_of(descriptor: Descriptor) -> set[_Share]:
+    """The shares a descriptor counts in (GPU nodes have neither an address nor a family yet: none)."""
+    if not isinstance(descriptor, RelayDescriptor):
+        return set()
+    shares = {("subnet", subnet_key(descriptor.address))}
+    if descriptor.family:
+        shares.add(("family", descriptor.family))
+    return shares
 
 
 def _forwarded(trust: Trust, signed: SignedDescriptor) -> bytes:
