@@ -97,6 +97,10 @@ async def directory_request(
                     reply = await _request_on(link, path, request)
     except trio.TooSlowError:
         raise DirectoryError(f"directory request timed out after {timeout_s} s") from None
+    return _answer(reply)
+
+
+def _answer(reply: Any) -> dict[str, Any]:
     if not isinstance(reply, dict):
         raise DirectoryError("directory service gave no answer")
     error = reply.get("error")
@@ -118,11 +122,38 @@ async def _request_on(link: ClientLink, path: Sequence[HopInfo], request: dict[s
 
 
 async def fetch_document(dialer: Dialer, hop: HopInfo, kept: KeptLinks | None = None) -> SignedDocument:
-    reply = await directory_request(dialer, [hop], {"op": "get"}, kept=kept)
+    return _document_of(await directory_request(dialer, [hop], {"op": "get"}, kept=kept))
+
+
+def _document_of(reply: dict[str, Any]) -> SignedDocument:
     document = reply.get("document")
     if not isinstance(document, bytes):
         raise DirectoryError("directory answer carries no document")
     return SignedDocument.decode(document)
+
+
+async def fetch_from_guards(
+    guards: Sequence[tuple[ClientLink, HopInfo]],
+    held: NewestDocument,
+    rng: random.Random,
+    now: float,
+    *,
+    timeout_s: float = DIRECTORY_REQUEST_TIMEOUT_S,
+) -> Directory | None:
+    """Directory guards (as Tor's): ask the relay at the end of each open link (in random order) for the
+    document it caches, on a one-hop circuit over that link, so no authority sees the client. The held
+    directory once one gives a document that verifies and is not older than held (the client checks the
+    signatures itself); None when none does (then the caller asks the authorities)."""
+    for link, hop in rng.sample(list(guards), len(guards)):
+        try:
+            with trio.fail_after(timeout_s):
+                reply = _answer(await _request_on(link, [hop], {"op": "get"}))
+            held.offer(_document_of(reply), now)
+        except (TokenPlaceError, trio.TooSlowError) as exc:
+            log.info("no directory from guard %s: %s", hop.address, exc.__class__.__name__)
+        else:
+            return held.directory
+    return None
 
 
 async def fetch_directory(
