@@ -26,6 +26,7 @@ from tp_crypto.identity import Identity
 from tp_net.descriptors import SignedDescriptor
 from tp_net.directory import DirectoryError, DocumentBody, build_document, sign_document, verify_document
 from tp_node.authority_core import Admission, AuthorityCore, Schedule
+from tp_node.directory_service import DirectoryService
 
 AUTHORITIES, TRUST = network_of(3, 2)
 A, B, C = AUTHORITIES  # C is the byzantine one
@@ -246,3 +247,26 @@ def test_refusals_name_the_reason() -> None:
     assert any("relay proof" in reason for reason in net.refused)
     assert any("does not verify" in reason for reason in net.refused)
     assert any("after its votes closed" in reason for reason in net.refused)
+
+
+async def test_the_service_relays_votes_taken_straight_once_and_never_relayed_ones() -> None:
+    schedule = Schedule.next_after(T0 + 60, PERIOD_S)
+    relays: list[tuple[bytes, bytes]] = []
+    service = DirectoryService(
+        TRUST,
+        authority=AuthorityCore(A, TRUST, period_s=PERIOD_S, admission=Admission.OPEN),
+        relay_vote=lambda vote, author: relays.append((vote, author)),
+        wall_clock=lambda: schedule.vote_at + 1,
+    )
+
+    async def send(request: dict[str, object]) -> None:
+        assert [reply async for reply in service.handle(request)] == [{"ok": True}]
+
+    from_c = signed_vote(C, [], period=schedule.period)
+    await send({"op": "vote", "vote": from_c})
+    assert relays == [(from_c, C.node_id)]  # to every authority but C
+    await send({"op": "vote", "vote": from_c})  # the same again: nothing new
+    from_b = signed_vote(B, [], period=schedule.period)
+    relayer = AuthorityCore(C, TRUST, period_s=PERIOD_S, admission=Admission.OPEN)
+    await send({"op": "vote", "vote": from_b, "relayed": relayer.relay_proof(from_b)})
+    assert relays == [(from_c, C.node_id)]  # a relayed vote is not relayed again
