@@ -31,8 +31,8 @@ from tp_net.cells import DestroyReason
 from tp_net.circuit_client import HopInfo
 from tp_net.client import Circuit, ClientLink
 from tp_net.descriptors import NodeDescriptor, RelayDescriptor
-from tp_net.directory import Directory
-from tp_net.directory_client import KeptLinks, fetch_directory
+from tp_net.directory import Directory, NewestDocument
+from tp_net.directory_client import KeptLinks, fetch_directory, fetch_from_guards
 from tp_net.inference_contract import INFERENCE_SERVICE
 from tp_net.path_selection import (
     LOCAL_NETWORK_RULES,
@@ -144,16 +144,10 @@ class Overlay:
 
     async def _refresh_directory(self) -> None:
         sources = [authority.hop() for authority in self.bootstrap.authorities]
+        held = NewestDocument(self.bootstrap.trust())  # never a document older than the one held
         while True:
             try:
-                directory, _ = await fetch_directory(
-                    self._dialer,
-                    sources,
-                    self.bootstrap.trust(),
-                    self._rng,
-                    time.time(),
-                    kept=self._directory_links,
-                )
+                directory = await self._fetch_directory(sources, held)
             except TokenPlaceError as exc:
                 log.info(
                     "no directory yet (asking again in %.0f s; the authorities sign the first one once %d of "
@@ -171,6 +165,31 @@ class Overlay:
             delay = refresh_delay_s(directory.valid_after, self.bootstrap, time.time())
             log.info("next directory document due in %.0f s", delay)
             await trio.sleep(DOCUMENT_RETRY_S if self._paths_failed else delay)
+
+    async def _fetch_directory(self, authorities: list[HopInfo], held: NewestDocument) -> Directory:
+        """Through our guards (directory guards: each relay caches the document, and the signatures are
+        checked here), over the links paths use; from the authorities only before we have guards or when
+        no guard gives one. So the authorities do not see each gateway's address and timing."""
+        guards = []
+        for guard_id in self._guards:
+            descriptor = self.directory.relays.get(guard_id) if self.directory else None
+            if descriptor is None or guard_id in self._guards_down:
+                continue
+            with suppress(OverlayError):
+                link = await self._link_to(descriptor)
+                guards.append((link, HopInfo(guard_id, descriptor.onion_keys[0], descriptor.address)))
+        directory = await fetch_from_guards(guards, held, self._rng, time.time())
+        if directory is None:
+            directory, _ = await fetch_directory(
+                self._dialer,
+                authorities,
+                self.bootstrap.trust(),
+                self._rng,
+                time.time(),
+                kept=self._directory_links,
+                held=held,
+            )
+        return directory
 
     def _use_directory(self, directory: Directory) -> None:
         self.directory = directory

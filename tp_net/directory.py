@@ -234,6 +234,33 @@ def verify_document(document: SignedDocument, trust: Trust, now: float) -> Direc
     return _directory(body, frozenset(signers))
 
 
+class NewestDocument:
+    """The document a client (a gateway, the in-process client, a relay's cache) holds, and the one place it
+    takes a new one: verified (`verify_document`) and never older than the one held. A still-valid older
+    document (a rollback, by a source replaying what it once served) would bring back relays and nodes the
+    authorities have since dropped, or hide new ones; it is refused."""
+
+    def __init__(self, trust: Trust) -> None:
+        self.trust = trust
+        self.document: SignedDocument | None = None
+        self.directory: Directory | None = None
+
+    def offer(self, document: SignedDocument, now: float) -> bool:
+        """True when `document` verifies and is newer than the held one (it is now held); False when it is
+        of the held one's period (the held one stays). DirectoryError when it does not verify or is older."""
+        directory = verify_document(document, self.trust, now)
+        if self.directory is not None:
+            if directory.valid_after < self.directory.valid_after:
+                raise DirectoryError(
+                    f"directory document valid from {directory.valid_after} is older than the one held "
+                    f"(valid from {self.directory.valid_after}): refused as a rollback"
+                )
+            if directory.valid_after == self.directory.valid_after:
+                return False
+        self.document, self.directory = document, directory
+        return True
+
+
 def decode_body(data: bytes) -> DocumentBody:
     fields = _fields(decode_document(data), 6, "directory")
     return DocumentBody(

@@ -24,7 +24,14 @@ from tp_crypto.errors import TokenPlaceError
 from tp_net.circuit_client import HopInfo
 from tp_net.client import ClientLink
 from tp_net.descriptors import SignedDescriptor
-from tp_net.directory import Directory, DirectoryError, SignedDocument, Trust, verify_document
+from tp_net.directory import (
+    Directory,
+    DirectoryError,
+    NewestDocument,
+    SignedDocument,
+    Trust,
+    verify_document,
+)
 from tp_net.transport import Dialer
 from tp_net.trio_util import background_nursery
 
@@ -90,6 +97,10 @@ async def directory_request(
                     reply = await _request_on(link, path, request)
     except trio.TooSlowError:
         raise DirectoryError(f"directory request timed out after {timeout_s} s") from None
+    return _answer(reply)
+
+
+def _answer(reply: Any) -> dict[str, Any]:
     if not isinstance(reply, dict):
         raise DirectoryError("directory service gave no answer")
     error = reply.get("error")
@@ -111,11 +122,38 @@ async def _request_on(link: ClientLink, path: Sequence[HopInfo], request: dict[s
 
 
 async def fetch_document(dialer: Dialer, hop: HopInfo, kept: KeptLinks | None = None) -> SignedDocument:
-    reply = await directory_request(dialer, [hop], {"op": "get"}, kept=kept)
+    return _document_of(await directory_request(dialer, [hop], {"op": "get"}, kept=kept))
+
+
+def _document_of(reply: dict[str, Any]) -> SignedDocument:
     document = reply.get("document")
     if not isinstance(document, bytes):
         raise DirectoryError("directory answer carries no document")
     return SignedDocument.decode(document)
+
+
+async def fetch_from_guards(
+    guards: Sequence[tuple[ClientLink, HopInfo]],
+    held: NewestDocument,
+    rng: random.Random,
+    now: float,
+    *,
+    timeout_s: float = DIRECTORY_REQUEST_TIMEOUT_S,
+) -> Directory | None:
+    """Directory guards (as Tor's): ask the relay at the end of each open link (in random order) for the
+    document it caches, on a one-hop circuit over that link, so no authority sees the client. The held
+    directory once one gives a document that verifies and is not older than held (the client checks the
+    signatures itself); None when none does (then the caller asks the authorities)."""
+    for link, hop in rng.sample(list(guards), len(guards)):
+        try:
+            with trio.fail_after(timeout_s):
+                reply = _answer(await _request_on(link, [hop], {"op": "get"}))
+            held.offer(_document_of(reply), now)
+        except (TokenPlaceError, trio.TooSlowError) as exc:
+            log.info("no directory from guard %s: %s", hop.address, exc.__class__.__name__)
+        else:
+            return held.directory
+    return None
 
 
 async def fetch_directory(
@@ -126,17 +164,29 @@ async def fetch_directory(
     now: float,
     *,
     kept: KeptLinks | None = None,
+    held: NewestDocument | None = None,
 ) -> tuple[Directory, SignedDocument]:
-    """A verified directory from the first of `sources` (tried in random order) that gives one."""
+    """A verified directory from the first of `sources` (tried in random order) that gives one. With
+    `held`, the newest document it holds after offering each (a source answering with an older one than
+    held is a rollback: refused, and the next source is asked)."""
     problems = []
     for hop in rng.sample(list(sources), len(sources)):
         try:
-            document = await fetch_document(dialer, hop, kept)
-            return verify_document(document, trust, now), document
+            return _take(await fetch_document(dialer, hop, kept), trust, now, held)
         except TokenPlaceError as exc:
             log.info("no directory from %s: %s", hop.address, exc)
             problems.append(str(exc))
     raise DirectoryError("no source gave a valid directory: " + "; ".join(problems))
+
+
+def _take(
+    document: SignedDocument, trust: Trust, now: float, held: NewestDocument | None
+) -> tuple[Directory, SignedDocument]:
+    if held is None:
+        return verify_document(document, trust, now), document
+    held.offer(document, now)
+    assert held.directory is not None and held.document is not None
+    return held.directory, held.document
 
 
 async def publish_descriptor(

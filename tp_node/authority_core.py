@@ -4,10 +4,20 @@ Schedule of the period that starts at P (every `period_s` seconds): at P - perio
 a vote of the descriptors it accepted and sends it to the others; at P - period_s/4 it builds the document
 for P from the votes it holds (tp_net.directory.build_document), signs it and sends the signature (with the
 document body) to the others; from then on it serves the newest document that carries `threshold`
-signatures. Accepted descriptors are also forwarded to the other authorities as they arrive, so their votes
-agree. A forward carries the forwarding authority's signature over the descriptor (`forward_proof`); an
-upload that claims to be a forward without one that verifies is refused (`check_forward`), so nobody else can
-place a descriptor at one authority only (a forward is not forwarded again).
+signatures.
+
+One vote set (as Tor's dir-spec vote and consensus phases): every authority must build from the same votes,
+or their documents differ and none gathers `threshold` signatures. A vote sent straight to us is taken only
+until the period's `votes_close_at` (half way between voting and signing); each one we take we relay at once
+to the other authorities, signed by us (`relay_proof`), and a relayed vote is taken until we sign. So any
+vote one honest authority holds, every honest one holds by signing time. An authority seen with two different
+signed votes for one period (equivocation: the relays bring both to everyone) is left out of that period at
+every honest authority; its signatures count as anyone's would (only over the document the others built).
+
+Accepted descriptors are also forwarded to the other authorities as they arrive, so their votes agree. A
+forward carries the forwarding authority's signature over the descriptor (`forward_proof`); an upload that
+claims to be a forward without one that verifies is refused (`check_forward`), so nobody else can place a
+descriptor at one authority only (a forward is not forwarded again).
 
 A new network does not wait a whole period for its first document: until the first aligned period's vote,
 authorities hold a warm-up round every FIRST_ROUND_INTERVAL_S (at wall-clock multiples of it, so they agree on
@@ -20,12 +30,13 @@ from __future__ import annotations
 
 import enum
 import logging
+from collections import Counter
 from dataclasses import dataclass, field
 
 from tp_crypto.errors import RemoteProtocolError
 from tp_crypto.identity import Identity, short_id
 from tp_crypto.signed import sign, verify
-from tp_net.descriptors import CLOCK_SKEW_ALLOWED_S, Descriptor, SignedDescriptor
+from tp_net.descriptors import CLOCK_SKEW_ALLOWED_S, Descriptor, RelayDescriptor, SignedDescriptor
 from tp_net.directory import (
     DOCUMENT_DOMAIN,
     DOCUMENT_VALID_PERIODS,
@@ -42,12 +53,19 @@ from tp_net.directory import (
     sign_document,
     sign_vote,
 )
+from tp_net.path_selection import subnet_key
 
 log = logging.getLogger(__name__)
 
 ACCEPTED_DESCRIPTORS_MAX = 20_000
+# Shares of the accepted descriptors, so that one operator's flood fills its own share, not the authority:
+# relays per network of their address (IPv4 /16, IPv6 /32, or hostname: tp_net.path_selection.subnet_key),
+# and relays per declared family. A new node id beyond its share is refused; updates of held ones are not.
+RELAYS_PER_SUBNET_MAX = 64
+RELAYS_PER_FAMILY_MAX = 64
 PERIODS_KEPT = 3
 FORWARD_DOMAIN = b"forwarded descriptor"
+VOTE_RELAY_DOMAIN = b"relayed vote"
 FIRST_ROUND_INTERVAL_S = 4  # warm-up rounds (before the first aligned period) start this often
 FIRST_ROUND_SIGN_DELAY_S = 2.0  # a warm-up round's votes arrive within this; then each authority signs
 
@@ -65,13 +83,26 @@ class Schedule:
     vote_at: float
     sign_at: float
 
+    @property
+    def votes_close_at(self) -> float:
+        """After this, a vote sent straight to an authority is refused; relays of the votes taken until then
+        have until `sign_at` to arrive."""
+        return (self.vote_at + self.sign_at) / 2
+
+    @classmethod
+    def of_period(cls, period: int, period_s: int) -> Schedule:
+        """The schedule of `period`: an aligned period (a multiple of `period_s`) or a warm-up round."""
+        if period % period_s:
+            return cls(period, float(period), period + FIRST_ROUND_SIGN_DELAY_S)
+        return cls(period, period - period_s / 2, period - period_s / 4)
+
     @classmethod
     def next_after(cls, now: float, period_s: int) -> Schedule:
         """The first period whose vote time is still ahead of `now`."""
         period = (int(now) // period_s + 1) * period_s
         if now >= period - period_s / 2:
             period += period_s
-        return cls(period, period - period_s / 2, period - period_s / 4)
+        return cls.of_period(period, period_s)
 
     @classmethod
     def first_round_after(cls, now: float, period_s: int, first_aligned: Schedule) -> Schedule | None:
@@ -81,7 +112,7 @@ class Schedule:
             slot += FIRST_ROUND_INTERVAL_S
         if slot + FIRST_ROUND_SIGN_DELAY_S >= first_aligned.vote_at:
             return None
-        return cls(slot, float(slot), slot + FIRST_ROUND_SIGN_DELAY_S)
+        return cls.of_period(slot, period_s)
 
 
 def next_document_due(valid_after: int, period_s: int, now: float) -> float:
@@ -94,6 +125,37 @@ def next_document_due(valid_after: int, period_s: int, now: float) -> float:
     else:
         due = valid_after + period_s - period_s / 4
     return due if due > now else Schedule.next_after(now, period_s).sign_at
+
+
+@dataclass
+class _VoteSet:
+    """The votes of one period: at most one per authority, as signed bytes. An authority seen with two
+    different votes is left out of the period for good (its equivocation is the proof)."""
+
+    votes: dict[bytes, tuple[Vote, bytes]] = field(default_factory=dict)
+    equivocators: set[bytes] = field(default_factory=set)
+
+    def add(self, vote: Vote, data: bytes) -> bool:
+        """Whether `vote` is news: a first vote from its authority, or a second, different one."""
+        if vote.authority in self.equivocators:
+            return False
+        held = self.votes.get(vote.authority)
+        if held is None:
+            self.votes[vote.authority] = (vote, data)
+            return True
+        if held[1] == data:
+            return False
+        del self.votes[vote.authority]
+        self.equivocators.add(vote.authority)
+        log.warning(
+            "authority %s sent two different votes for period %d: left out of it",
+            short_id(vote.authority),
+            vote.period,
+        )
+        return True
+
+    def counted(self) -> list[Vote]:
+        return [vote for vote, _ in self.votes.values()]
 
 
 @dataclass
@@ -111,7 +173,8 @@ class AuthorityCore:
         self.period_s = period_s
         self.admission = admission
         self._accepted: dict[bytes, tuple[Descriptor, SignedDescriptor]] = {}
-        self._votes: dict[int, dict[bytes, Vote]] = {}
+        self._shares: Counter[_Share] = Counter()  # accepted descriptors per share
+        self._votes: dict[int, _VoteSet] = {}
         self._candidates: dict[int, dict[bytes, _Candidate]] = {}
 
     # --- descriptors --------------------------------------------------------------------------
@@ -131,33 +194,44 @@ class AuthorityCore:
         # Same second, other body: a republish right after a key rotation; the later one wins.
         if known is not None and (known[0].published > descriptor.published or known[1].body == signed.body):
             return None
+        held_shares = _shares_of(known[0]) if known is not None else set()
+        for kind, key in _shares_of(descriptor) - held_shares:
+            if self._shares[kind, key] >= _SHARE_LIMITS[kind]:
+                raise DirectoryError(f"descriptor refused: {kind} {key!r} has {_SHARE_LIMITS[kind]} relays")
         if known is None and len(self._accepted) >= ACCEPTED_DESCRIPTORS_MAX:
             raise DirectoryError("descriptor refused: the authority is full")
+        self._shares.subtract(held_shares)
+        self._shares.update(_shares_of(descriptor))
         self._accepted[descriptor.node_id] = (descriptor, signed)
         log.info("accepted descriptor of %s", short_id(descriptor.node_id))
         return descriptor
 
     def forward_proof(self, signed: SignedDescriptor) -> dict[str, bytes]:
         """The "forwarded" value of our forward of `signed`: our id and our signature over it."""
-        return {
-            "authority": self.identity.node_id,
-            "signature": sign(self.identity, FORWARD_DOMAIN, _forwarded(self.trust, signed)),
-        }
+        return self._proof(FORWARD_DOMAIN, _forwarded(self.trust, signed))
 
     def check_forward(self, signed: SignedDescriptor, proof: object) -> None:
         """Raises DirectoryError unless `proof` is another authority's `forward_proof` of `signed`."""
-        fields = proof if isinstance(proof, dict) else {}
-        authority, signature = fields.get("authority"), fields.get("signature")
-        if (
-            not isinstance(authority, bytes)
-            or not isinstance(signature, bytes)
-            or authority not in self.trust.authorities
-            or authority == self.identity.node_id
-            or not verify(authority, FORWARD_DOMAIN, _forwarded(self.trust, signed), signature)
-        ):
+        if not self._proves(FORWARD_DOMAIN, _forwarded(self.trust, signed), proof, self.identity.node_id):
             raise DirectoryError(
                 "descriptor refused: 'forwarded' is accepted from the other authorities only"
             )
+
+    def _proof(self, domain: bytes, message: bytes) -> dict[str, bytes]:
+        return {"authority": self.identity.node_id, "signature": sign(self.identity, domain, message)}
+
+    def _proves(self, domain: bytes, message: bytes, proof: object, *not_by: bytes) -> bool:
+        """Whether `proof` is a trusted authority's `_proof` of `message`, by none of `not_by` (nor us)."""
+        fields = proof if isinstance(proof, dict) else {}
+        authority, signature = fields.get("authority"), fields.get("signature")
+        return (
+            isinstance(authority, bytes)
+            and isinstance(signature, bytes)
+            and authority in self.trust.authorities
+            and authority != self.identity.node_id
+            and authority not in not_by
+            and verify(authority, domain, message, signature)
+        )
 
     @property
     def accepted_count(self) -> int:
@@ -173,17 +247,35 @@ class AuthorityCore:
             if descriptor.expires > period
         ]
         vote = Vote(self.trust.network, period, self.identity.node_id, tuple(fresh))
-        self._votes.setdefault(period, {})[vote.authority] = vote
-        return sign_vote(self.identity, vote)
+        data = sign_vote(self.identity, vote)
+        self._votes.setdefault(period, _VoteSet()).add(vote, data)
+        return data
 
-    def add_vote(self, data: bytes, now: float) -> None:
+    def add_vote(self, data: bytes, now: float, relayed: object = None) -> Vote | None:
+        """Take a peer's signed vote, sent straight to us (`relayed` None) until the period's votes close, or
+        relayed by another authority (`relayed` its `relay_proof`, by neither us nor the vote's author)
+        until we sign. Returns the vote when it is to be relayed to the other authorities: news sent
+        straight to us (a first vote of its authority, or a second, different one)."""
         vote = open_vote(data, self.trust)
         if not self._is_open(vote.period, now):
             raise DirectoryError(f"vote for period {vote.period}, which is not being decided")
-        self._votes.setdefault(vote.period, {})[vote.authority] = vote
+        if relayed is None:
+            if now > Schedule.of_period(vote.period, self.period_s).votes_close_at:
+                raise DirectoryError(f"vote for period {vote.period} arrived after its votes closed")
+        elif not self._proves(VOTE_RELAY_DOMAIN, data, relayed, vote.authority):
+            raise DirectoryError("a relayed vote must carry another authority's relay proof")
+        if vote.authority == self.identity.node_id:
+            return None  # ours, back
+        news = self._votes.setdefault(vote.period, _VoteSet()).add(vote, data)
+        return vote if news and relayed is None else None
+
+    def relay_proof(self, data: bytes) -> dict[str, bytes]:
+        """The "relayed" value of our relay of the signed vote `data`."""
+        return self._proof(VOTE_RELAY_DOMAIN, data)
 
     def votes_for(self, period: int) -> int:
-        return len(self._votes.get(period, {}))
+        """How many votes of `period` count (one per authority, none from an equivocating one)."""
+        return len(self._votes.get(period, _VoteSet()).votes)
 
     def needs_first_round(self, now: float) -> bool:
         """Warm-up: whether the document we serve (if any) lacks a node we accepted, or lists one we no
@@ -199,13 +291,13 @@ class AuthorityCore:
     def make_signature(self, period: int) -> tuple[bytes, bytes] | None:
         """(document body, our signature) for `period`, or None with fewer votes than the threshold
         (then no document could ever gather enough signatures)."""
-        votes = self._votes.get(period, {})
+        votes = self._votes.get(period, _VoteSet()).counted()
         if len(votes) < self.trust.threshold:
             log.warning(
                 "period %d: %d votes, fewer than the threshold %d", period, len(votes), self.trust.threshold
             )
             return None
-        body = build_document(self.trust.network, period, self.period_s, votes.values(), self.trust.threshold)
+        body = build_document(self.trust.network, period, self.period_s, votes, self.trust.threshold)
         encoded = body.encode()
         signature = sign_document(self.identity, encoded)
         self._add_candidate(period, encoded, self.identity.node_id, signature)
@@ -247,6 +339,7 @@ class AuthorityCore:
     def forget_before(self, now: float) -> None:
         """Drop expired descriptors and the state of periods long past."""
         self._accepted = {k: v for k, v in self._accepted.items() if v[0].expires > now}
+        self._shares = Counter(share for d, _ in self._accepted.values() for share in _shares_of(d))
         oldest = int(now) - PERIODS_KEPT * self.period_s
         self._votes = {p: v for p, v in self._votes.items() if p >= oldest}
         self._candidates = {p: c for p, c in self._candidates.items() if p >= oldest}
@@ -261,6 +354,20 @@ class AuthorityCore:
         candidates = self._candidates.setdefault(period, {})
         candidate = candidates.setdefault(digest(body), _Candidate(body))
         candidate.signatures[authority] = signature
+
+
+_Share = tuple[str, str]  # (kind, key): ("subnet", "198.51.0.0/16"), ("family", "example operator")
+_SHARE_LIMITS = {"subnet": RELAYS_PER_SUBNET_MAX, "family": RELAYS_PER_FAMILY_MAX}
+
+
+def _shares_of(descriptor: Descriptor) -> set[_Share]:
+    """The shares a descriptor counts in (GPU nodes have neither an address nor a family yet: none)."""
+    if not isinstance(descriptor, RelayDescriptor):
+        return set()
+    shares = {("subnet", subnet_key(descriptor.address))}
+    if descriptor.family:
+        shares.add(("family", descriptor.family))
+    return shares
 
 
 def _forwarded(trust: Trust, signed: SignedDescriptor) -> bytes:

@@ -267,11 +267,17 @@ class AuthorityRunner:
         }
         self._broadcast(request)
 
-    def _broadcast(self, request: dict[str, object]) -> None:
+    def relay_vote(self, vote: bytes, author: bytes) -> None:
+        """Relay a vote sent straight to us to the authorities other than its author (one vote set)."""
+        request: dict[str, object] = {"op": "vote", "vote": vote, "relayed": self.core.relay_proof(vote)}
+        self._broadcast(request, skip=author)
+
+    def _broadcast(self, request: dict[str, object], skip: bytes | None = None) -> None:
         if self._nursery is None:
             return
         for peer in self.peers:
-            self._nursery.start_soon(self._send, peer, request)
+            if peer.node_id != skip:
+                self._nursery.start_soon(self._send, peer, request)
 
     async def _send(self, peer: BootstrapAuthority, request: dict[str, object]) -> None:
         try:

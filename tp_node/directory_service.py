@@ -12,13 +12,21 @@ import trio
 
 from tp_crypto.errors import RemoteProtocolError, TokenPlaceError
 from tp_net.descriptors import SignedDescriptor
-from tp_net.directory import DirectoryError, SignedDocument, Trust, decode_body, verify_document
+from tp_net.directory import (
+    DirectoryError,
+    NewestDocument,
+    SignedDocument,
+    Trust,
+    decode_body,
+    verify_document,
+)
 from tp_net.errors import ServiceError
 from tp_node.authority_core import AuthorityCore
 
 log = logging.getLogger(__name__)
 
 Forward = Callable[[SignedDescriptor, bytes | None], None]
+RelayVote = Callable[[bytes, bytes], None]  # (signed vote, its authority): relay to the other authorities
 WallClock = Callable[[], float]
 
 
@@ -29,14 +37,15 @@ class DirectoryService:
         *,
         authority: AuthorityCore | None = None,
         forward: Forward | None = None,
+        relay_vote: RelayVote | None = None,
         wall_clock: WallClock = time.time,
     ) -> None:
         self.trust = trust
         self.authority = authority
         self._forward = forward
+        self._relay_vote = relay_vote
         self._clock = wall_clock
-        self._cached: SignedDocument | None = None
-        self._cached_valid_after = 0
+        self._fetched = NewestDocument(trust)  # the newest document fetched from the authorities
         self._listed_from: SignedDocument | None = None
         self._listed: dict[bytes, str] | None = None
         self._listed_ids: frozenset[bytes] = frozenset()
@@ -46,7 +55,7 @@ class DirectoryService:
             latest = self.authority.latest_document(self._clock())
             if latest is not None:
                 return latest
-        return self._cached
+        return self._fetched.document
 
     def listed_relays(self) -> dict[bytes, str] | None:
         """Node id -> address of each relay the current document lists; None before there is one. What
@@ -82,16 +91,12 @@ class DirectoryService:
         return None if document is None else decode_body(document.body).valid_after
 
     def offer_document(self, document: SignedDocument) -> bool:
-        """Cache a document fetched elsewhere if it verifies and is newer than ours."""
+        """Cache a document fetched elsewhere if it verifies and is newer than ours (never an older one)."""
         try:
-            directory = verify_document(document, self.trust, self._clock())
+            return self._fetched.offer(document, self._clock())
         except TokenPlaceError as exc:
             log.warning("refused a directory document: %s", exc)
             return False
-        if directory.valid_after <= self._cached_valid_after:
-            return False
-        self._cached, self._cached_valid_after = document, directory.valid_after
-        return True
 
     async def handle(self, request: Mapping[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
         await trio.lowlevel.checkpoint()
@@ -127,7 +132,10 @@ class DirectoryService:
             if accepted is not None and not forwarded and self._forward is not None:
                 self._forward(signed, invitation)
         elif op == "vote":
-            core.add_vote(_bytes(request, "vote"), now)
+            data = _bytes(request, "vote")
+            news = core.add_vote(data, now, request.get("relayed"))
+            if news is not None and self._relay_vote is not None:
+                self._relay_vote(data, news.authority)
         elif op == "signature":
             period = request.get("period")
             if type(period) is not int:

@@ -138,6 +138,7 @@ async def open_relay(
         bootstrap.trust(),
         authority=authority,
         forward=runner.forward if runner else None,
+        relay_vote=runner.relay_vote if runner else None,
         wall_clock=wall_clock,
     )
     relay = make_relay({DIRECTORY_SERVICE: directory.handle}, directory)

@@ -58,6 +58,7 @@ def voted(authority: AuthorityCore, period: int = P1) -> tuple[SignedDescriptor,
 
 def test_schedule_examples() -> None:
     assert Schedule.next_after(T0, PERIOD_S) == Schedule(P1, P1 - 1800, P1 - 900)
+    assert Schedule.of_period(P1, PERIOD_S).votes_close_at == P1 - 1350
     assert Schedule.next_after(P1 - 1800 - 0.5, PERIOD_S).period == P1
     assert Schedule.next_after(P1 - 1800, PERIOD_S).period == P1 + PERIOD_S  # vote time reached: next one
     assert Schedule.next_after(P1 - 1, PERIOD_S).period == P1 + PERIOD_S
@@ -200,12 +201,42 @@ def test_vote_lists_descriptors_valid_at_the_period_start_sorted_by_node_id() ->
 
 def test_votes_from_peers_are_stored_once_per_authority() -> None:
     authority = core()
-    authority.add_vote(signed_vote(B, [signed_relay(1)], period=P1), NOW)
-    authority.add_vote(signed_vote(B, [signed_relay(2)], period=P1), NOW)  # B changed its mind
+    vote = signed_vote(B, [signed_relay(1)], period=P1)
+    assert authority.add_vote(vote, NOW) is not None  # news: to be relayed
+    assert authority.add_vote(vote, NOW) is None  # the same again: nothing new
     assert authority.votes_for(P1) == 1
     authority.add_vote(signed_vote(C, [], period=P1), NOW)
     assert authority.votes_for(P1) == 2
     assert authority.votes_for(P1 + PERIOD_S) == 0
+
+
+def test_an_authority_with_two_different_votes_is_left_out_of_the_period() -> None:
+    authority = core()
+    authority.add_vote(signed_vote(B, [signed_relay(1)], period=P1), NOW)
+    # B votes again, differently: equivocation. The second vote is news (relayed so every peer sees both).
+    assert authority.add_vote(signed_vote(B, [signed_relay(2)], period=P1), NOW) is not None
+    assert authority.votes_for(P1) == 0
+    assert authority.add_vote(signed_vote(B, [signed_relay(1)], period=P1), NOW) is None
+    assert authority.votes_for(P1) == 0
+
+
+def test_votes_sent_straight_close_before_signing_but_relayed_ones_do_not() -> None:
+    schedule = Schedule.of_period(P1, PERIOD_S)
+    assert schedule.vote_at < schedule.votes_close_at < schedule.sign_at
+    late = schedule.votes_close_at + 1
+    authority = core()
+    vote = signed_vote(C, [signed_relay(1)], period=P1)
+    with pytest.raises(DirectoryError, match="after its votes closed"):
+        authority.add_vote(vote, late)
+    # Relayed: only with another authority's relay proof, by neither the author nor us.
+    for forged in (True, core(C).relay_proof(vote), core(A).relay_proof(vote)):
+        with pytest.raises(DirectoryError, match="relay proof"):
+            authority.add_vote(vote, late, forged)
+    bad = core(B).relay_proof(vote) | {"signature": bytes(64)}
+    with pytest.raises(DirectoryError, match="relay proof"):
+        authority.add_vote(vote, late, bad)
+    assert authority.add_vote(vote, late, core(B).relay_proof(vote)) is None  # taken, not relayed again
+    assert authority.votes_for(P1) == 1
 
 
 @pytest.mark.parametrize(
@@ -231,7 +262,8 @@ def test_votes_and_signatures_for_periods_far_from_now_are_refused(period: int) 
 def test_periods_near_now_are_open() -> None:
     authority = core()
     for period in (T0, P1, P1 + PERIOD_S):
-        authority.add_vote(signed_vote(B, [], period=period), NOW)
+        vote = signed_vote(B, [], period=period)
+        authority.add_vote(vote, NOW, core(C).relay_proof(vote))  # T0's straight votes closed long ago
         assert authority.votes_for(period) == 1
 
 
@@ -355,7 +387,7 @@ def test_forget_before_drops_expired_state() -> None:
     long = signed_relay(2, published=NOW)
     authority.accept(short, None, NOW)
     authority.accept(long, None, NOW)
-    authority.add_vote(signed_vote(B, [], period=T0), NOW)
+    authority.add_vote(signed_vote(B, [], period=T0), T0 - PERIOD_S / 2)
     sign_by(authority, T0, B, C)
     authority.forget_before(NOW + 600)
     assert authority.accepted_count == 1

@@ -35,7 +35,18 @@ values = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
     max_leaves=8,
 )
-KEYS = ["op", "descriptor", "signature", "invitation", "forwarded", "vote", "period", "body", "authority"]
+KEYS = [
+    "op",
+    "descriptor",
+    "signature",
+    "invitation",
+    "forwarded",
+    "vote",
+    "relayed",
+    "period",
+    "body",
+    "authority",
+]
 requests = st.fixed_dictionaries(
     {"op": st.sampled_from(["get", "publish", "vote", "signature", "other"]) | values},
     optional={key: values for key in KEYS[1:]},
@@ -44,7 +55,13 @@ requests = st.fixed_dictionaries(
 
 def service() -> DirectoryService:
     core = AuthorityCore(AUTHORITIES[0], TRUST, period_s=PERIOD_S, admission=Admission.OPEN)
-    return DirectoryService(TRUST, authority=core, forward=lambda *_: None, wall_clock=lambda: T0 + 60)
+    return DirectoryService(
+        TRUST,
+        authority=core,
+        forward=lambda *_: None,
+        relay_vote=lambda *_: None,
+        wall_clock=lambda: T0 + 60,
+    )
 
 
 async def answer(directory: DirectoryService, request: dict[str, Any]) -> list[dict[str, Any]]:
