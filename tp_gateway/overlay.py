@@ -179,7 +179,7 @@ class Overlay:
         if self._guard_store is not None:
             self._guards = self._stored_guards(self._guard_store, relays)
         elif not self._guards or not all(g in directory.relays for g in self._guards):
-            self._guards = choose_guards(relays, self._rng, rules=self._rules)
+            self._guards = choose_guards(relays, self._rng, rules=self._rules, weights=directory.weights)
         self._backoff.keep_only(directory.nodes)
         log.info("directory: %d relays, %d nodes", len(directory.relays), len(directory.nodes))
         self._retire_unlisted_circuits(directory)
@@ -209,6 +209,10 @@ class Overlay:
                 if relays & _suspects(pooled.circuit):
                     pooled.retired = True
 
+    def _weights(self) -> Mapping[bytes, int]:
+        """The current document's measured weights (path selection never uses declared ones)."""
+        return self.directory.weights if self.directory is not None else {}
+
     def _recently_silent(self) -> set[bytes]:
         return self._silent_relays.active()
 
@@ -216,10 +220,10 @@ class Overlay:
         """The guard file's guards that the directory still lists (topped up). A guard file that cannot be
         read or is corrupt is replaced by new guards, never a reason to stop: it would stop every restart."""
         try:
-            return store.guards_for(relays, self._rng, self._rules)
+            return store.guards_for(relays, self._rng, self._rules, self._weights())
         except GuardStoreError as exc:
             log.warning("%s: choosing new guards", exc)
-        guards = choose_guards(relays, self._rng, rules=self._rules)
+        guards = choose_guards(relays, self._rng, rules=self._rules, weights=self._weights())
         try:
             store.save(guards)
         except GuardStoreError as exc:
@@ -268,7 +272,7 @@ class Overlay:
         for _ in range(REQUEST_ATTEMPTS_MAX):
             untried = [n for n in alive if n.node_id not in tried]
             retry = [n for n in alive if n.node_id in path_failed]
-            node = choose_node(untried or retry, model_id, self._rng)
+            node = choose_node(untried or retry, model_id, self._rng, weights=self._weights())
             if node is None:
                 break
             tried.add(node.node_id)
@@ -406,8 +410,13 @@ class Overlay:
         options = ((spared, usable), (spared, self._guards), (relays, usable), (relays, self._guards))
         for choice, guards in options:
             with suppress(PathError):
-                return choose_path(choice, node, guards, self._rng, rules=self._rules)
-        return choose_path(relays, node, self._guards, self._rng, rules=self._rules)  # raises the reason
+                return choose_path(
+                    choice, node, guards, self._rng, rules=self._rules, weights=directory.weights
+                )
+        # raises the reason
+        return choose_path(
+            relays, node, self._guards, self._rng, rules=self._rules, weights=directory.weights
+        )
 
     def _usable_guards(self) -> list[bytes]:
         """Our guards, less those recently unreachable (all of them if every one was)."""

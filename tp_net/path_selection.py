@@ -3,11 +3,15 @@
 Everything here is a pure function of the directory and an explicit `random.Random`, so a seed fixes
 every choice (simulations, tests). The only I/O is `GuardStore`, which keeps a client's guards on disk.
 
+Every weight is the directory document's measured one (`Directory.weights`, tp_net.bandwidth_weights),
+never what a relay or node declares about itself; an id without one weighs WEIGHT_MIN, so a caller that
+passes no weights chooses uniformly.
+
 A circuit is [guard, middle, home relay] followed by the GPU node (PROTOCOL.md section 5):
-- the home relay is one of the node's home relays (the node keeps a link to it), weighted by capacity;
+- the home relay is one of the node's home relays (the node keeps a link to it), weighted;
 - the guard is the client's first pinned guard that can be used with that home relay, so one client keeps
   showing its address to the same few relays instead of, over time, to all of them;
-- the middle is weighted by capacity among the relays diverse from both.
+- the middle is weighted among the relays diverse from both.
 "Diverse" (`PathRules`) means: not the same relay, not the same IPv4 /16 (IPv6 /32), not the same declared
 operator family, so that one operator or one network cannot easily hold two hops of a circuit.
 """
@@ -20,6 +24,7 @@ import json
 import os
 import random
 import tempfile
+import types
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +33,7 @@ from urllib.parse import urlsplit
 
 from tp_crypto.errors import TokenPlaceError
 from tp_crypto.identity import NODE_ID_BYTES, short_id
+from tp_net.bandwidth_weights import weight_of
 from tp_net.circuit_client import HopInfo
 from tp_net.descriptors import ModelOffer, NodeDescriptor, RelayDescriptor
 
@@ -41,6 +47,7 @@ GUARD_FILE_VERSION = 1
 SUBNET_KEYS_CACHED = 16_384  # address parsing dominates path selection; a directory's worth of keys
 GUARD_FILE_MODE = 0o600  # which relays a client uses is private: they could help link its circuits
 GUARD_FILE_BYTES_MAX = 64 * 1024
+NO_WEIGHTS: Mapping[bytes, int] = types.MappingProxyType({})
 
 
 class PathError(TokenPlaceError):
@@ -108,12 +115,14 @@ def _diverse_from_all(relay: RelayDescriptor, others: Iterable[RelayDescriptor],
 # --- weighted choices -------------------------------------------------------------------------------
 
 
-def _weighted_choice(items: Sequence[_T], weights: Sequence[int], rng: random.Random) -> _T:
+def _weighted_choice(items: Sequence[_T], weights: Sequence[float], rng: random.Random) -> _T:
     return rng.choices(items, weights=weights)[0]
 
 
-def _by_capacity(relays: Sequence[RelayDescriptor], rng: random.Random) -> RelayDescriptor:
-    return _weighted_choice(relays, [relay.capacity for relay in relays], rng)
+def _by_weight(
+    relays: Sequence[RelayDescriptor], weights: Mapping[bytes, int], rng: random.Random
+) -> RelayDescriptor:
+    return _weighted_choice(relays, [weight_of(weights, relay.node_id) for relay in relays], rng)
 
 
 def _directory(relays: Iterable[RelayDescriptor]) -> dict[bytes, RelayDescriptor]:
@@ -129,13 +138,14 @@ def choose_guards(
     *,
     count: int = GUARDS_PER_CLIENT,
     rules: PathRules = STRICT_RULES,
+    weights: Mapping[bytes, int] = NO_WEIGHTS,
 ) -> list[bytes]:
-    """`count` distinct relays (fewer if the directory is smaller), capacity-weighted, in order of preference.
+    """`count` distinct relays (fewer if the directory is smaller), weighted, in order of preference.
 
     Each new guard is diverse from the ones before it when any relay left is, so that when the first guard
     cannot be used with a home relay (same /16 or family), the next one likely can.
     """
-    return _top_up([], _directory(relays), rng, count, rules)
+    return _top_up([], _directory(relays), rng, count, rules=rules, weights=weights)
 
 
 def _top_up(
@@ -143,7 +153,9 @@ def _top_up(
     directory: Mapping[bytes, RelayDescriptor],
     rng: random.Random,
     count: int,
+    *,
     rules: PathRules,
+    weights: Mapping[bytes, int],
 ) -> list[bytes]:
     chosen = list(kept)
     while len(chosen) < count:
@@ -152,7 +164,7 @@ def _top_up(
         if not unused:
             break
         diverse_ones = [relay for relay in unused if _diverse_from_all(relay, chosen, rules)]
-        chosen.append(_by_capacity(diverse_ones or unused, rng))
+        chosen.append(_by_weight(diverse_ones or unused, weights, rng))
     return [relay.node_id for relay in chosen]
 
 
@@ -163,17 +175,29 @@ def _offer(node: NodeDescriptor, model_id: str) -> ModelOffer | None:
     return next((offer for offer in node.models if offer.model_id == model_id), None)
 
 
-def choose_node(nodes: Sequence[NodeDescriptor], model_id: str, rng: random.Random) -> NodeDescriptor | None:
-    """A node serving `model_id`, weighted by free slots; None when no node offers it.
+def choose_node(
+    nodes: Sequence[NodeDescriptor],
+    model_id: str,
+    rng: random.Random,
+    *,
+    weights: Mapping[bytes, int] = NO_WEIGHTS,
+) -> NodeDescriptor | None:
+    """A node serving `model_id`, weighted by its measured weight times the share of its slots that is free;
+    None when no node offers it.
 
     Nodes with no free slot are chosen only when all are full (the request then queues somewhere), weighted
-    by their size (`max_concurrent`), since a larger node drains its queue sooner.
+    by their measured weight alone. The declared slots only ever lower a node's chance (a node can claim to
+    be idle, never to be large).
     """
     offers = [(node, offer) for node in nodes if (offer := _offer(node, model_id)) is not None]
     if not offers:
         return None
-    free = [(node, offer.free_slots) for node, offer in offers if offer.free_slots > 0]
-    candidates = free or [(node, offer.max_concurrent) for node, offer in offers]
+    free = [
+        (node, weight_of(weights, node.node_id) * offer.free_slots / offer.max_concurrent)
+        for node, offer in offers
+        if offer.free_slots > 0
+    ]
+    candidates = free or [(node, float(weight_of(weights, node.node_id))) for node, _ in offers]
     return _weighted_choice([node for node, _ in candidates], [weight for _, weight in candidates], rng)
 
 
@@ -187,13 +211,14 @@ def choose_path(
     rng: random.Random,
     *,
     rules: PathRules = STRICT_RULES,
+    weights: Mapping[bytes, int] = NO_WEIGHTS,
 ) -> list[RelayDescriptor]:
     """[guard, middle, home relay] for a circuit to `node`; PathError when no valid path exists.
 
-    The home relay is capacity-weighted among the node's home relays in the directory through which some
+    The home relay is weighted among the node's home relays in the directory through which some
     valid path exists. For it, the guard is the first of `guards` (most preferred first) that is in the
-    directory, diverse from the home relay, and leaves at least one middle; the middle is capacity-weighted
-    among the relays diverse from both.
+    directory, diverse from the home relay, and leaves at least one middle; the middle is weighted among the
+    relays diverse from both.
     """
     directory = _directory(relays)
     homes = _home_relays(directory, node)
@@ -202,11 +227,11 @@ def choose_path(
     candidates = list(homes)
     while candidates:
         # Drawing again without a home that has no path is drawing among the homes that have one.
-        home = _by_capacity(candidates, rng)
+        home = _by_weight(candidates, weights, rng)
         option = _guard_and_middles(home, guards, directory, rules)
         if option is not None:
             guard, middles = option
-            return [guard, _by_capacity(middles, rng), home]
+            return [guard, _by_weight(middles, weights, rng), home]
         candidates.remove(home)
     raise _why_no_path(node, homes, guards, directory, rules)
 
@@ -291,13 +316,17 @@ class GuardStore:
         self.path = path
 
     def guards_for(
-        self, relays: Sequence[RelayDescriptor], rng: random.Random, rules: PathRules = STRICT_RULES
+        self,
+        relays: Sequence[RelayDescriptor],
+        rng: random.Random,
+        rules: PathRules = STRICT_RULES,
+        weights: Mapping[bytes, int] = NO_WEIGHTS,
     ) -> list[bytes]:
         """The stored guards still in the directory, topped up to GUARDS_PER_CLIENT with new ones; saved."""
         directory = _directory(relays)
         stored = self.load()
         kept = [directory[guard_id] for guard_id in stored if guard_id in directory]
-        guards = _top_up(kept, directory, rng, GUARDS_PER_CLIENT, rules)
+        guards = _top_up(kept, directory, rng, GUARDS_PER_CLIENT, rules=rules, weights=weights)
         if guards != stored or not self.path.exists():
             self.save(guards)
         return guards

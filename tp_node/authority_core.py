@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from tp_crypto.errors import RemoteProtocolError
 from tp_crypto.identity import Identity, short_id
 from tp_crypto.signed import sign, verify
+from tp_net.bandwidth_weights import as_weights
 from tp_net.descriptors import CLOCK_SKEW_ALLOWED_S, Descriptor, SignedDescriptor
 from tp_net.directory import (
     DOCUMENT_DOMAIN,
@@ -113,6 +114,7 @@ class AuthorityCore:
         self._accepted: dict[bytes, tuple[Descriptor, SignedDescriptor]] = {}
         self._votes: dict[int, dict[bytes, Vote]] = {}
         self._candidates: dict[int, dict[bytes, _Candidate]] = {}
+        self._measured: dict[bytes, int] = {}  # what our measurer found (tp_net.bandwidth_weights)
 
     # --- descriptors --------------------------------------------------------------------------
 
@@ -167,14 +169,19 @@ class AuthorityCore:
 
     def make_vote(self, period: int) -> bytes:
         """Our signed vote for `period`: every accepted descriptor still valid when it starts."""
-        fresh = [
-            signed
+        fresh = {
+            node_id: signed
             for node_id, (descriptor, signed) in sorted(self._accepted.items())
             if descriptor.expires > period
-        ]
-        vote = Vote(self.trust.network, period, self.identity.node_id, tuple(fresh))
+        }
+        measured = as_weights({k: v for k, v in self._measured.items() if k in fresh})
+        vote = Vote(self.trust.network, period, self.identity.node_id, tuple(fresh.values()), measured)
         self._votes.setdefault(period, {})[vote.authority] = vote
         return sign_vote(self.identity, vote)
+
+    def record_weights(self, measured: dict[bytes, int]) -> None:
+        """The weights our measurer has found so far; the next vote carries those of listed descriptors."""
+        self._measured = dict(measured)
 
     def add_vote(self, data: bytes, now: float) -> None:
         vote = open_vote(data, self.trust)
