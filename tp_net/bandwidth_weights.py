@@ -40,7 +40,6 @@ MEASUREMENTS_PER_PERIOD_MAX = 256  # test circuits and test requests started per
 MEASUREMENTS_IN_FLIGHT_MAX = 4
 SAMPLES_KEPT_PER_TARGET = 8  # the weight is of the last this many samples of a target
 NODE_ANSWERED_SHARE_MIN = 0.5  # a node that answers less than this share of test requests weighs 0
-RELAY_PROBE_BYTES = 64 * 1024  # sent through a relay per test circuit
 NODE_PROBE_TOKENS_MAX = 16  # max_tokens of a test request
 MEASUREMENT_TIMEOUT_S = 60.0
 

@@ -15,6 +15,7 @@ import trio
 
 from bootstrap.config import Bootstrap, BootstrapError, bootstrap_path, load_bootstrap
 from tp_crypto.identity import Identity
+from tp_net.bandwidth_weights import MeasurementScheduler
 from tp_net.descriptors import RelayDescriptor
 from tp_net.directory_client import DIRECTORY_SERVICE
 from tp_net.errors import DialError
@@ -27,6 +28,7 @@ from tp_net.link_limits import (
     LinkLimits,
     links_max_for_fds,
 )
+from tp_net.path_selection import LOCAL_NETWORK_RULES, STRICT_RULES
 from tp_net.transport_ws import WebSocketDialer, WebSocketListener, parse_ws_address
 from tp_node.authority_core import Admission, AuthorityCore
 from tp_node.cli_common import (
@@ -49,6 +51,7 @@ from tp_node.directory_service import DirectoryService
 from tp_node.init_cli import init_main
 from tp_node.launch import announce, load_identity, software_version
 from tp_node.listen_errors import naming_listener
+from tp_node.measurer import CircuitProber, run_measurer, served_directory
 from tp_node.onion_keys import ONION_KEY_FILE, OnionKeyRing
 from tp_node.operator import start_operator_services
 from tp_node.relay import Relay
@@ -220,8 +223,9 @@ async def _relay(args: argparse.Namespace, nursery: trio.Nursery) -> None:
         withdraw_on_stop=True,
     )
     nursery.start_soon(publisher.run)
-    if runner is not None:
+    if runner is not None and authority is not None:
         nursery.start_soon(runner.run)
+        nursery.start_soon(_measure, authority, service, bootstrap, dialer)
     else:
         nursery.start_soon(refresh_documents, service, bootstrap, dialer)
     nursery.start_soon(_rotate_onion_keys, ring, key_file, relay, publisher)
@@ -233,6 +237,19 @@ async def _relay(args: argparse.Namespace, nursery: trio.Nursery) -> None:
             "onion_key": ring.public_keys()[0].hex(),
             "metrics": metrics_url,
         }
+    )
+
+
+async def _measure(
+    authority: AuthorityCore, service: DirectoryService, bootstrap: Bootstrap, dialer: WebSocketDialer
+) -> None:
+    """The authority measures the relays and nodes of the document it serves; its votes carry the weights."""
+    rules = LOCAL_NETWORK_RULES if bootstrap.local else STRICT_RULES
+    await run_measurer(
+        MeasurementScheduler(bootstrap.period_s, random.Random()),
+        served_directory(service.current_document, bootstrap.trust()),
+        authority.record_weights,
+        CircuitProber(dialer, random.Random(), rules),
     )
 
 
