@@ -16,7 +16,7 @@ import random
 import time
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from contextlib import aclosing, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from tp_net.client import Circuit, ClientLink
 from tp_net.descriptors import NodeDescriptor, RelayDescriptor
 from tp_net.directory import Directory
 from tp_net.directory_client import KeptLinks, fetch_directory
+from tp_net.host_resolution import resolve_relay_hosts
 from tp_net.path_selection import (
     LOCAL_NETWORK_RULES,
     STRICT_RULES,
@@ -165,6 +166,10 @@ class Overlay:
                 )
                 await trio.sleep(DOCUMENT_RETRY_S)
                 continue
+            if self._rules.subnet_diversity:  # the /16 rule compares what relay hostnames resolve to
+                self._rules = replace(
+                    self._rules, resolved=await resolve_relay_hosts(directory.relays.values())
+                )
             self._use_directory(directory)
             # A document missing a relay a path needs (a network still starting) is replaced soon: look
             # again in a moment rather than when the next document is due.

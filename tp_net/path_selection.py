@@ -13,7 +13,10 @@ A circuit is [guard, middle, home relay] followed by the GPU node (PROTOCOL.md s
   showing its address to the same few relays instead of, over time, to all of them;
 - the middle is weighted among the relays diverse from both.
 "Diverse" (`PathRules`) means: not the same relay, not the same IPv4 /16 (IPv6 /32), not the same declared
-operator family, so that one operator or one network cannot easily hold two hops of a circuit.
+operator family, so that one operator or one network cannot easily hold two hops of a circuit. A relay named
+by hostname is in the network its name resolved to (`PathRules.resolved`, filled by the caller's trio edge).
+No relay of a circuit shares the GPU node's declared family or identity key (`serves_node`); a node's
+address is never published, so the /16 rule cannot apply between a relay and a node.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import random
 import tempfile
 import types
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -67,7 +70,9 @@ class PathRules:
     """
 
     subnet_diversity: bool = True  # no two relays in the same IPv4 /16 (IPv6 /32, or the same hostname)
-    family_diversity: bool = True  # no two relays with the same non-empty declared family
+    family_diversity: bool = True  # no two relays (nor a relay and the node) with one non-empty family
+    # hostname (lowercase) -> the IP literal it resolved to: the /16 rule compares what names resolve to
+    resolved: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
 
 
 STRICT_RULES = PathRules()
@@ -99,13 +104,31 @@ def subnet_key(address: str) -> str:
     return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
 
 
+def network_key(address: str, rules: PathRules) -> str:
+    """`subnet_key` of the address, or of the IP its hostname resolved to when the caller resolved it."""
+    key = subnet_key(address)
+    ip = rules.resolved.get(key)
+    return subnet_key(f"ws://{_bracketed(ip)}/") if ip is not None else key
+
+
+def _bracketed(ip: str) -> str:
+    return f"[{ip}]" if ":" in ip else ip
+
+
 def diverse(a: RelayDescriptor, b: RelayDescriptor, rules: PathRules = STRICT_RULES) -> bool:
     """True when `a` and `b` may share a circuit: distinct relays that no rule puts together."""
     if a.node_id == b.node_id:
         return False
-    if rules.subnet_diversity and subnet_key(a.address) == subnet_key(b.address):
+    if rules.subnet_diversity and network_key(a.address, rules) == network_key(b.address, rules):
         return False
     return not (rules.family_diversity and a.family and a.family == b.family)
+
+
+def serves_node(relay: RelayDescriptor, node: NodeDescriptor, rules: PathRules = STRICT_RULES) -> bool:
+    """True when `relay` may be on a circuit to `node`: not the node's own identity key, not its family."""
+    if relay.node_id == node.node_id:
+        return False
+    return not (rules.family_diversity and node.family and relay.family == node.family)
 
 
 def _diverse_from_all(relay: RelayDescriptor, others: Iterable[RelayDescriptor], rules: PathRules) -> bool:
@@ -220,10 +243,12 @@ def choose_path(
     directory, diverse from the home relay, and leaves at least one middle; the middle is weighted among the
     relays diverse from both.
     """
-    directory = _directory(relays)
+    directory = _directory(relay for relay in relays if serves_node(relay, node, rules))
     homes = _home_relays(directory, node)
     if not homes:
-        raise PathError(f"no home relay of node {short_id(node.node_id)} is in the directory")
+        raise PathError(
+            f"no home relay of node {short_id(node.node_id)} is in the directory (outside the node's family)"
+        )
     candidates = list(homes)
     while candidates:
         # Drawing again without a home that has no path is drawing among the homes that have one.

@@ -66,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--invitation", type=Path, help="file holding an invitation token (networks whose authorities invite)"
     )
+    parser.add_argument(
+        "--family",
+        default="",
+        help="operator family (as your relays'): no relay of it is on a circuit to this node",
+    )
     add_engine_arguments(parser)
     add_bootstrap_argument(parser)
     add_metrics_argument(parser)
@@ -115,6 +120,7 @@ async def _node(args: argparse.Namespace, nursery: trio.Nursery) -> None:
         version=software_version(),
         rng=random.Random(),
         invitation=args.invitation.read_bytes() if args.invitation else None,
+        family=args.family,
     )
     publisher.withdraw_on_stop = True  # a clean stop leaves the directory at its next document
     nursery.start_soon(publisher.run)

@@ -113,7 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"bandwidth weight in KB/s (default {CAPACITY_DEFAULT})",
     )
     parser.add_argument(
-        "--family", default="", help="operator family: relays of one family never share a circuit"
+        "--family",
+        default="",
+        help="operator family: relays (and GPU nodes) of one family never share a circuit",
     )
     parser.add_argument(
         "--authority", action="store_true", help="act as a directory authority of the network"

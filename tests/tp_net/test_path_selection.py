@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import os
@@ -296,6 +297,48 @@ def test_circuit_hops_use_newest_onion_keys() -> None:
     assert [hop.node_id for hop in hops] == [*(r.node_id for r in path), node.node_id]
     assert [hop.onion_key for hop in hops] == [*(r.onion_keys[0] for r in path), node.onion_keys[0]]
     assert [hop.address for hop in hops] == [*(r.address for r in path), None]
+
+
+# --- paths: relays and the node ---------------------------------------------------------------------
+
+
+def test_no_relay_of_the_nodes_family_is_on_its_circuits() -> None:
+    home, other_home = relay(9), relay(10, family="gpu-op")
+    relays = [home, other_home, *(relay(n, family="gpu-op" if n % 2 else "") for n in range(1, 9))]
+    node = dataclasses.replace(gpu_node(1, [home.node_id, other_home.node_id]), family="gpu-op")
+    rng = random.Random(17)
+    guards = [relays[2].node_id, relays[3].node_id, relays[4].node_id]  # families: gpu-op, "", gpu-op
+    for _ in range(200):
+        path = choose_path(relays, node, guards, rng)
+        assert all(hop.family != "gpu-op" for hop in path)
+        assert path[0] == relays[3]
+
+
+def test_a_relay_with_the_nodes_identity_key_is_never_on_its_circuits() -> None:
+    node = gpu_node(1, [relay(9).node_id])
+    twin = dataclasses.replace(relay(5), node_id=node.node_id)  # one operator key runs both
+    relays = [relay(9), twin, relay(1), relay(2)]
+    rng = random.Random(18)
+    for _ in range(100):
+        assert twin not in choose_path(relays, node, [twin.node_id, relay(1).node_id], rng)
+
+
+def test_only_relays_of_another_family_can_be_a_nodes_home() -> None:
+    home = relay(9, family="gpu-op")
+    node = dataclasses.replace(gpu_node(1, [home.node_id]), family="gpu-op")
+    with pytest.raises(PathError, match="no home relay"):
+        choose_path([home, relay(1), relay(2)], node, [relay(1).node_id], random.Random(1))
+
+
+def test_hostnames_are_compared_by_what_they_resolve_to() -> None:
+    a, b = relay(1, "relay-a.example"), relay(2, "relay-b.example")
+    assert diverse(a, b)  # unresolved, each name is its own network
+    rules = PathRules(resolved={"relay-a.example": "10.7.1.1", "relay-b.example": "10.7.200.9"})
+    assert not diverse(a, b, rules)
+    assert not diverse(a, relay(3, "10.7.9.9"), rules)
+    assert diverse(a, relay(4, "10.8.9.9"), rules)
+    v6 = PathRules(resolved={"relay-a.example": "2001:db8::1", "relay-b.example": "2001:db8:ffff::2"})
+    assert not diverse(a, b, v6)
 
 
 # --- paths: measured weights ------------------------------------------------------------------------
