@@ -34,6 +34,7 @@ from tp_net.descriptors import NodeDescriptor, RelayDescriptor
 from tp_net.directory import Directory
 from tp_net.directory_client import KeptLinks, fetch_directory
 from tp_net.host_resolution import resolve_relay_hosts
+from tp_net.model_identity import ModelIdentity, model_identities, nodes_serving
 from tp_net.path_selection import (
     LOCAL_NETWORK_RULES,
     STRICT_RULES,
@@ -49,6 +50,7 @@ from tp_net.stream_deadlines import stream_deadlines
 from tp_net.transport import Dialer
 from tp_node.directory_duties import DOCUMENT_RETRY_S, refresh_delay_s
 from tp_node.gpu_node import INFERENCE_SERVICE
+from tp_node.models import catalogue_pins
 
 log = logging.getLogger(__name__)
 
@@ -106,14 +108,23 @@ class _Stats:
 
 class Overlay:
     def __init__(
-        self, bootstrap: Bootstrap, dialer: Dialer, *, rng: random.Random, guard_file: Path | None = None
+        self,
+        bootstrap: Bootstrap,
+        dialer: Dialer,
+        *,
+        rng: random.Random,
+        guard_file: Path | None = None,
+        pins: Mapping[str, bytes] | None = None,
     ) -> None:
+        """`pins`: model id -> the GGUF sha256 it stands for (default: the catalogue's pinned digests)."""
         self.bootstrap = bootstrap
         self._dialer = dialer
         self._rng = rng
         self._guard_store = GuardStore(guard_file) if guard_file else None
         self._rules = LOCAL_NETWORK_RULES if bootstrap.local else STRICT_RULES
         self.directory: Directory | None = None
+        self._pins = catalogue_pins() if pins is None else dict(pins)
+        self._identities: dict[str, ModelIdentity] = {}
         self._guards: list[bytes] = []
         self._guards_down = _Shunned()  # guards recently unreachable
         self._models_seen: dict[str, float] = {}  # model id -> monotonic time a directory last listed it
@@ -185,6 +196,7 @@ class Overlay:
             self._guards = self._stored_guards(self._guard_store, relays)
         elif not self._guards or not all(g in directory.relays for g in self._guards):
             self._guards = choose_guards(relays, self._rng, rules=self._rules, weights=directory.weights)
+        self._identities = model_identities(directory.nodes.values(), self._pins)
         self._backoff.keep_only(directory.nodes)
         log.info("directory: %d relays, %d nodes", len(directory.relays), len(directory.nodes))
         self._retire_unlisted_circuits(directory)
@@ -238,12 +250,20 @@ class Overlay:
     # --- models -------------------------------------------------------------------------------
 
     def model_ids(self) -> list[str]:
-        return self.directory.model_ids() if self.directory else []
+        return sorted(self._identities)
+
+    def model_identity(self, model_id: str) -> ModelIdentity | None:
+        """The GGUF sha256 `model_id` stands for in the current directory (tp_net.model_identity)."""
+        return self._identities.get(model_id)
+
+    def _nodes_for(self, model_id: str) -> list[NodeDescriptor]:
+        """The nodes that offer `model_id` with the file it stands for: the only ones it is routed to."""
+        nodes = self.directory.nodes.values() if self.directory else ()
+        return nodes_serving(nodes, model_id, self._identities.get(model_id))
 
     def model_created(self, model_id: str) -> int:
         """When the model first appears among the nodes of the current directory (its oldest descriptor)."""
-        nodes = self.directory.nodes_for(model_id) if self.directory else []
-        return min((node.published for node in nodes), default=int(time.time()))
+        return min((node.published for node in self._nodes_for(model_id)), default=int(time.time()))
 
     # --- requests -----------------------------------------------------------------------------
 
@@ -260,7 +280,7 @@ class Overlay:
                 "bootstrap file are up, and the gateway asks for it every few seconds; start the authorities "
                 "(or check that their addresses in the bootstrap file are right)",
             )
-        candidates = self.directory.nodes_for(model_id)
+        candidates = self._nodes_for(model_id)
         if not candidates:
             raise self._no_node_for(model_id)
         failure = OverlayError("unavailable", "no node serving the model could be reached")
