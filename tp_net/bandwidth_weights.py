@@ -38,6 +38,7 @@ WEIGHTS_PER_VOTE_MAX = 20_000  # as DESCRIPTORS_PER_DOCUMENT_MAX: one per descri
 # Measurement load, per authority: every target at most once per round, never many at once.
 MEASUREMENTS_PER_PERIOD_MAX = 256  # test circuits and test requests started per period, all targets together
 MEASUREMENTS_IN_FLIGHT_MAX = 4
+REMEASURE_INTERVAL_S = 60.0  # a target is probed at most once in this long, however short the period
 SAMPLES_KEPT_PER_TARGET = 8  # the weight is of the last this many samples of a target
 NODE_ANSWERED_SHARE_MIN = 0.5  # a node that answers less than this share of test requests weighs 0
 NODE_PROBE_TOKENS_MAX = 16  # max_tokens of a test request
@@ -155,8 +156,9 @@ class MeasurementScheduler:
 
     Targets are the relays and nodes of the authority's current view (`set_targets`). `due(now)` hands out
     probes least recently measured first (never measured first, ties in a seeded random order), at most
-    MEASUREMENTS_IN_FLIGHT_MAX at a time and MEASUREMENTS_PER_PERIOD_MAX per period, whatever the number of
-    targets: a flood of descriptors slows the measuring of newcomers down, never the authority.
+    MEASUREMENTS_IN_FLIGHT_MAX at a time, MEASUREMENTS_PER_PERIOD_MAX per period and one per target per
+    REMEASURE_INTERVAL_S, whatever the number of targets: a flood of descriptors slows the measuring of
+    newcomers down, never the authority.
     """
 
     def __init__(self, period_s: int, rng: random.Random) -> None:
@@ -187,7 +189,11 @@ class MeasurementScheduler:
         )
         if room <= 0:
             return []
-        idle = [k for k in self._targets if k not in self._in_flight]
+        idle = [
+            k
+            for k, target in self._targets.items()
+            if k not in self._in_flight and now >= target.last_started + REMEASURE_INTERVAL_S
+        ]
         self._rng.shuffle(idle)
         idle.sort(key=lambda k: self._targets[k].last_started)  # stable: ties stay shuffled
         probes = [Probe(k, self._targets[k].kind) for k in idle[:room]]

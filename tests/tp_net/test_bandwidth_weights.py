@@ -27,6 +27,7 @@ from tp_net.bandwidth_weights import (
     NODE_TOKENS_PER_S_PER_SLOT_MAX,
     NODE_WEIGHT_UNMEASURED_TOKENS_PER_S,
     RELAY_WEIGHT_UNMEASURED_KBPS,
+    REMEASURE_INTERVAL_S,
     WEIGHT_MAX,
     WEIGHT_MIN,
     MeasurementScheduler,
@@ -128,3 +129,12 @@ def test_scheduler_forgets_dropped_targets() -> None:
 def test_factories_still_build_unweighted_votes() -> None:
     one = vote(authorities(1)[0], [signed_relay(1)])
     assert one.measured == ()
+
+
+def test_a_target_is_measured_at_most_once_per_remeasure_interval() -> None:
+    scheduler = MeasurementScheduler(4, random.Random(3))  # a local network's 4 s period
+    scheduler.set_targets([bytes(32)], [])
+    [probe] = scheduler.due(T0)
+    scheduler.record(probe.node_id, Sample(Outcome.ANSWERED, 5.0))
+    assert scheduler.due(T0 + REMEASURE_INTERVAL_S - 1) == []
+    assert scheduler.due(T0 + REMEASURE_INTERVAL_S) == [probe]
