@@ -193,17 +193,25 @@ def _completion_tokens(message: Any) -> int | None:
 
 
 def served_directory(
-    document: Callable[[], SignedDocument | None], trust: Trust
+    document: Callable[[], SignedDocument | None],
+    trust: Trust,
+    *,
+    wall_clock: Callable[[], float] = time.time,
 ) -> Callable[[], Directory | None]:
-    """The directory of the document an authority serves, verified (None while there is none)."""
+    """The directory of the document an authority serves, verified once per signed document (None while
+    there is none): opening every descriptor of a large document each tick would cost more than measuring."""
+    last: list[tuple[SignedDocument, Directory | None]] = []
 
     def current() -> Directory | None:
         signed = document()
         if signed is None:
             return None
-        try:
-            return verify_document(signed, trust, time.time())
-        except DirectoryError:
-            return None
+        if not last or last[0][0] != signed:
+            try:
+                directory: Directory | None = verify_document(signed, trust, wall_clock())
+            except DirectoryError:
+                directory = None
+            last[:] = [(signed, directory)]
+        return last[0][1]
 
     return current

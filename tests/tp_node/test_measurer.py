@@ -8,16 +8,17 @@ from typing import Any
 
 import trio
 
+from tests.tp_net.directory_factories import T0, document, network_of, signed_document, signed_relay
 from tp_crypto.identity import Identity
 from tp_net.bandwidth_weights import MeasurementScheduler, Outcome, Probe, Sample, TargetKind
 from tp_net.descriptors import ModelOffer, NodeDescriptor, RelayDescriptor
-from tp_net.directory import Directory
+from tp_net.directory import Directory, SignedDocument
 from tp_net.directory_client import DIRECTORY_SERVICE
 from tp_net.path_selection import LOCAL_NETWORK_RULES
 from tp_net.transport_memory import MemoryNetwork
 from tp_node.engine import FAKE_MODEL_ID, FakeEngine
 from tp_node.inference import EngineError
-from tp_node.measurer import CircuitProber, run_measurer
+from tp_node.measurer import CircuitProber, run_measurer, served_directory
 from tp_node.relay import Relay
 from tp_node.testing.memory_network import InProcessNetwork, in_process_network
 
@@ -101,3 +102,17 @@ async def test_run_measurer_hands_weights_to_the_authority() -> None:
                 nursery.cancel_scope.cancel()
     assert set(recorded[-1]) == set(directory.relays) | set(directory.nodes)
     assert all(weight > 0 for weight in recorded[-1].values())
+
+
+def test_the_served_document_is_verified_once_per_body() -> None:
+    identities, trust = network_of(3, 2)
+    body = document([signed_relay(1), signed_relay(2)]).encode()
+    served: list[SignedDocument | None] = [None]
+    current = served_directory(lambda: served[0], trust, wall_clock=lambda: T0)
+    assert current() is None
+    served[0] = signed_document(body, identities)
+    first = current()
+    assert first is not None and len(first.relays) == 2
+    assert current() is first  # the same document: not verified again
+    served[0] = signed_document(body, identities[:1])  # one signature: below the threshold
+    assert current() is None
