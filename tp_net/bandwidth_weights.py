@@ -33,7 +33,6 @@ WEIGHT_MAX = 10**7  # as a relay's declared capacity
 RELAY_WEIGHT_UNMEASURED_KBPS = 20  # an unmeasured relay, whatever it declares (honest ones measure ~100s)
 NODE_WEIGHT_UNMEASURED_TOKENS_PER_S = 1
 NODE_TOKENS_PER_S_PER_SLOT_MAX = 1_000  # a node is credited at most this per declared slot (its declared cap)
-WEIGHTS_PER_VOTE_MAX = 20_000  # as DESCRIPTORS_PER_DOCUMENT_MAX: one per descriptor
 
 # Measurement load, per authority: every target at most once per round, never many at once.
 MEASUREMENTS_PER_PERIOD_MAX = 256  # test circuits and test requests started per period, all targets together
@@ -54,10 +53,11 @@ def encode_weights(weights: Weights) -> list[list[Any]]:
     return [[node_id, weight] for node_id, weight in weights]
 
 
-def decode_weights(value: Any) -> Weights:
-    """Weights off the wire (a vote's or a document's): bounded, typed, sorted, one per id."""
+def decode_weights(value: Any, count_max: int) -> Weights:
+    """Weights off the wire (a vote's or a document's): at most `count_max` (one per descriptor the vote or
+    document may carry), typed, sorted, one per id."""
     _require(isinstance(value, list), "weights are not a list")
-    _require(len(value) <= WEIGHTS_PER_VOTE_MAX, f"over {WEIGHTS_PER_VOTE_MAX} weights")
+    _require(len(value) <= count_max, f"over {count_max} weights")
     pairs: list[tuple[bytes, int]] = []
     for item in value:
         _require(isinstance(item, list) and len(item) == 2, "a weight is not a pair")

@@ -85,7 +85,7 @@ def open_vote(data: bytes, trust: Trust) -> Vote:
     """A peer's vote, if it is signed by a trusted authority of this network."""
     body, signature = _signed_pair(data)
     fields = _fields(decode_document(body), 6, "vote")
-    measured = decode_weights(fields[5])
+    measured = decode_weights(fields[5], DESCRIPTORS_PER_DOCUMENT_MAX)
     vote = Vote(_str(fields[1]), _int(fields[2]), _bytes(fields[3]), _descriptors(fields[4]), measured)
     if vote.network != trust.network:
         raise DirectoryError(f"vote for network {vote.network!r}, not {trust.network!r}")
@@ -254,7 +254,7 @@ def decode_body(data: bytes) -> DocumentBody:
         _int(fields[3]),
         _int(fields[4]),
         _descriptors(fields[5]),
-        decode_weights(fields[6]),
+        decode_weights(fields[6], DESCRIPTORS_PER_DOCUMENT_MAX),
     )
 
 

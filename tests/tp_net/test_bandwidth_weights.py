@@ -95,11 +95,12 @@ def test_votes_and_documents_carry_the_weights() -> None:
         [[bytes(32), True]],
         [[bytes([2]) * 32, 1], [bytes([1]) * 32, 1]],  # not sorted
         [[bytes(32), 1], [bytes(32), 1]],  # one id twice
+        [[bytes([n]) * 32, 1] for n in range(5)],  # over the count
     ],
 )
 def test_bad_weights_are_refused(value: object) -> None:
     with pytest.raises(RemoteProtocolError):
-        decode_weights(value)
+        decode_weights(value, 4)
 
 
 def test_scheduler_measures_the_least_recently_measured_first_within_limits() -> None:
