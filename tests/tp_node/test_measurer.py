@@ -116,3 +116,23 @@ def test_the_served_document_is_verified_once_per_body() -> None:
     assert current() is first  # the same document: not verified again
     served[0] = signed_document(body, identities[:1])  # one signature: below the threshold
     assert current() is None
+
+
+class _RaisingProber:
+    """A probe that fails the way a link torn down mid-probe does: an exception group, not a plain error."""
+
+    async def probe(self, probe: Probe, directory: Directory) -> Sample:
+        raise ExceptionGroup("link lost", [RuntimeError("circuit closed")])
+
+
+async def test_whatever_a_probe_raises_costs_only_its_sample() -> None:
+    directory = Directory("memnet", 0, 1, 10**10, {}, {})
+    relay_id = bytes(32)
+    directory.relays[relay_id] = RelayDescriptor(
+        relay_id, "ws://10.0.0.1:1/", (bytes(32),), 100, "", "1", 0, 1
+    )
+    recorded: list[dict[bytes, int]] = []
+    scheduler = MeasurementScheduler(3600, random.Random(6))
+    with trio.move_on_after(2):
+        await run_measurer(scheduler, lambda: directory, recorded.append, _RaisingProber())
+    assert recorded and recorded[0] == {relay_id: 0}  # a failed sample, and the measurer still runs
