@@ -220,14 +220,27 @@ class _Routes:
                 listed[alias] = listed[target]
         return listed
 
+    def _identity(self, model_id: str) -> dict[str, Any] | None:
+        """The GGUF a listed model id (or alias) stands for, and how many nodes offer the id with another."""
+        identity = self._overlay.model_identity(self._aliases.get(model_id, model_id))
+        if identity is None:
+            return None
+        return {
+            "gguf_sha256": identity.gguf_sha256.hex(),
+            "gguf_sha256_source": identity.source,
+            "nodes": identity.nodes,
+            "conflicting_nodes": identity.conflicting_nodes,
+        }
+
     async def models(self) -> Response:
-        return _json_response(model_list(self._listed()))
+        listed = self._listed()
+        return _json_response(model_list(listed, {m: i for m in listed if (i := self._identity(m))}))
 
     async def model(self, model_id: str) -> Response:
         listed = self._listed()
         if model_id not in listed:
             raise model_not_found(model_id)
-        return _json_response(model_object(model_id, listed[model_id]))
+        return _json_response(model_object(model_id, listed[model_id], self._identity(model_id)))
 
     def _resolved(self, call: ApiCall) -> tuple[str, dict[str, Any]]:
         """(the model id to ask the network for, the node document naming it): aliases resolved."""

@@ -61,15 +61,21 @@ def embeddings_response(
     }
 
 
-def model_object(model_id: str, created: int) -> dict[str, Any]:
-    return {"id": model_id, "object": "model", "created": created, "owned_by": OWNER}
+def model_object(model_id: str, created: int, identity: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """An OpenAI model object; `identity` adds token.place's fields (the GGUF the id stands for)."""
+    return {"id": model_id, "object": "model", "created": created, "owned_by": OWNER, **(identity or {})}
 
 
-def model_list(models: Mapping[str, int]) -> dict[str, Any]:
+def model_list(
+    models: Mapping[str, int], identities: Mapping[str, Mapping[str, Any]] | None = None
+) -> dict[str, Any]:
     """The `list` of models from {model id: created timestamp}, sorted by id."""
+    found = identities or {}
     return {
         "object": "list",
-        "data": [model_object(model_id, models[model_id]) for model_id in sorted(models)],
+        "data": [
+            model_object(model_id, models[model_id], found.get(model_id)) for model_id in sorted(models)
+        ],
     }
 
 

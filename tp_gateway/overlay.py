@@ -16,7 +16,7 @@ import random
 import time
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from contextlib import aclosing, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,9 @@ from tp_net.client import Circuit, ClientLink
 from tp_net.descriptors import NodeDescriptor, RelayDescriptor
 from tp_net.directory import Directory, NewestDocument
 from tp_net.directory_client import KeptLinks, fetch_directory, fetch_from_guards
+from tp_net.host_resolution import resolve_relay_hosts
 from tp_net.inference_contract import INFERENCE_SERVICE
+from tp_net.model_identity import ModelIdentity, model_identities, nodes_serving
 from tp_net.path_selection import (
     LOCAL_NETWORK_RULES,
     STRICT_RULES,
@@ -48,6 +50,7 @@ from tp_net.path_selection import (
 from tp_net.stream_deadlines import stream_deadlines
 from tp_net.transport import Dialer
 from tp_node.directory_duties import DOCUMENT_RETRY_S, refresh_delay_s
+from tp_node.models import catalogue_pins
 
 log = logging.getLogger(__name__)
 
@@ -105,14 +108,23 @@ class _Stats:
 
 class Overlay:
     def __init__(
-        self, bootstrap: Bootstrap, dialer: Dialer, *, rng: random.Random, guard_file: Path | None = None
+        self,
+        bootstrap: Bootstrap,
+        dialer: Dialer,
+        *,
+        rng: random.Random,
+        guard_file: Path | None = None,
+        pins: Mapping[str, bytes] | None = None,
     ) -> None:
+        """`pins`: model id -> the GGUF sha256 it stands for (default: the catalogue's pinned digests)."""
         self.bootstrap = bootstrap
         self._dialer = dialer
         self._rng = rng
         self._guard_store = GuardStore(guard_file) if guard_file else None
         self._rules = LOCAL_NETWORK_RULES if bootstrap.local else STRICT_RULES
         self.directory: Directory | None = None
+        self._pins = catalogue_pins() if pins is None else dict(pins)
+        self._identities: dict[str, ModelIdentity] = {}
         self._guards: list[bytes] = []
         self._guards_down = _Shunned()  # guards recently unreachable
         self._models_seen: dict[str, float] = {}  # model id -> monotonic time a directory last listed it
@@ -159,6 +171,10 @@ class Overlay:
                 )
                 await trio.sleep(DOCUMENT_RETRY_S)
                 continue
+            if self._rules.subnet_diversity:  # the /16 rule compares what relay hostnames resolve to
+                self._rules = replace(
+                    self._rules, resolved=await resolve_relay_hosts(directory.relays.values())
+                )
             self._use_directory(directory)
             # A document missing a relay a path needs (a network still starting) is replaced soon: look
             # again in a moment rather than when the next document is due.
@@ -198,7 +214,8 @@ class Overlay:
         if self._guard_store is not None:
             self._guards = self._stored_guards(self._guard_store, relays)
         elif not self._guards or not all(g in directory.relays for g in self._guards):
-            self._guards = choose_guards(relays, self._rng, rules=self._rules)
+            self._guards = choose_guards(relays, self._rng, rules=self._rules, weights=directory.weights)
+        self._identities = model_identities(directory.nodes.values(), self._pins)
         self._backoff.keep_only(directory.nodes)
         log.info("directory: %d relays, %d nodes", len(directory.relays), len(directory.nodes))
         self._retire_unlisted_circuits(directory)
@@ -228,6 +245,10 @@ class Overlay:
                 if relays & _suspects(pooled.circuit):
                     pooled.retired = True
 
+    def _weights(self) -> Mapping[bytes, int]:
+        """The current document's measured weights (path selection never uses declared ones)."""
+        return self.directory.weights if self.directory is not None else {}
+
     def _recently_silent(self) -> set[bytes]:
         return self._silent_relays.active()
 
@@ -235,10 +256,10 @@ class Overlay:
         """The guard file's guards that the directory still lists (topped up). A guard file that cannot be
         read or is corrupt is replaced by new guards, never a reason to stop: it would stop every restart."""
         try:
-            return store.guards_for(relays, self._rng, self._rules)
+            return store.guards_for(relays, self._rng, self._rules, self._weights())
         except GuardStoreError as exc:
             log.warning("%s: choosing new guards", exc)
-        guards = choose_guards(relays, self._rng, rules=self._rules)
+        guards = choose_guards(relays, self._rng, rules=self._rules, weights=self._weights())
         try:
             store.save(guards)
         except GuardStoreError as exc:
@@ -248,12 +269,20 @@ class Overlay:
     # --- models -------------------------------------------------------------------------------
 
     def model_ids(self) -> list[str]:
-        return self.directory.model_ids() if self.directory else []
+        return sorted(self._identities)
+
+    def model_identity(self, model_id: str) -> ModelIdentity | None:
+        """The GGUF sha256 `model_id` stands for in the current directory (tp_net.model_identity)."""
+        return self._identities.get(model_id)
+
+    def _nodes_for(self, model_id: str) -> list[NodeDescriptor]:
+        """The nodes that offer `model_id` with the file it stands for: the only ones it is routed to."""
+        nodes = self.directory.nodes.values() if self.directory else ()
+        return nodes_serving(nodes, model_id, self._identities.get(model_id))
 
     def model_created(self, model_id: str) -> int:
         """When the model first appears among the nodes of the current directory (its oldest descriptor)."""
-        nodes = self.directory.nodes_for(model_id) if self.directory else []
-        return min((node.published for node in nodes), default=int(time.time()))
+        return min((node.published for node in self._nodes_for(model_id)), default=int(time.time()))
 
     # --- requests -----------------------------------------------------------------------------
 
@@ -270,7 +299,7 @@ class Overlay:
                 "bootstrap file are up, and the gateway asks for it every few seconds; start the authorities "
                 "(or check that their addresses in the bootstrap file are right)",
             )
-        candidates = self.directory.nodes_for(model_id)
+        candidates = self._nodes_for(model_id)
         if not candidates:
             raise self._no_node_for(model_id)
         failure = OverlayError("unavailable", "no node serving the model could be reached")
@@ -287,7 +316,7 @@ class Overlay:
         for _ in range(REQUEST_ATTEMPTS_MAX):
             untried = [n for n in alive if n.node_id not in tried]
             retry = [n for n in alive if n.node_id in path_failed]
-            node = choose_node(untried or retry, model_id, self._rng)
+            node = choose_node(untried or retry, model_id, self._rng, weights=self._weights())
             if node is None:
                 break
             tried.add(node.node_id)
@@ -425,8 +454,13 @@ class Overlay:
         options = ((spared, usable), (spared, self._guards), (relays, usable), (relays, self._guards))
         for choice, guards in options:
             with suppress(PathError):
-                return choose_path(choice, node, guards, self._rng, rules=self._rules)
-        return choose_path(relays, node, self._guards, self._rng, rules=self._rules)  # raises the reason
+                return choose_path(
+                    choice, node, guards, self._rng, rules=self._rules, weights=directory.weights
+                )
+        # raises the reason
+        return choose_path(
+            relays, node, self._guards, self._rng, rules=self._rules, weights=directory.weights
+        )
 
     def _usable_guards(self) -> list[bytes]:
         """Our guards, less those recently unreachable (all of them if every one was)."""

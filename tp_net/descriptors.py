@@ -113,10 +113,12 @@ class NodeDescriptor:
     version: str
     published: int
     expires: int
+    family: str = ""  # operator family: no relay of this family is ever on a circuit to this node
 
     def check(self) -> None:
         _require(len(self.node_id) == NODE_ID_BYTES, "node id has the wrong length")
         _check_keys("onion keys", self.onion_keys)
+        _check_name("family", self.family, allow_empty=True)
         _require(
             1 <= len(self.home_relays) <= HOME_RELAYS_MAX, f"a node lists 1..{HOME_RELAYS_MAX} home relays"
         )
@@ -185,7 +187,7 @@ def encode_descriptor(descriptor: Descriptor) -> bytes:
             for m in n.models
         ]
         fields = ["node", n.node_id, list(n.onion_keys), list(n.home_relays), models]
-        fields += [n.version, n.published, n.expires]
+        fields += [n.version, n.published, n.expires, n.family]
     return encode_document(fields)
 
 
@@ -206,7 +208,7 @@ def decode_descriptor(body: bytes) -> Descriptor:
             _typed(fields[8], int, "expires"),
         )
     _require(kind == "node", "unknown descriptor kind")
-    _require(len(fields) == 8, "node descriptor has the wrong number of fields")
+    _require(len(fields) == 9, "node descriptor has the wrong number of fields")
     models = tuple(_model(item) for item in _typed(fields[4], list, "models"))
     return NodeDescriptor(
         _typed(fields[1], bytes, "node id"),
@@ -216,6 +218,7 @@ def decode_descriptor(body: bytes) -> Descriptor:
         _typed(fields[5], str, "version"),
         _typed(fields[6], int, "published"),
         _typed(fields[7], int, "expires"),
+        _typed(fields[8], str, "family"),
     )
 
 

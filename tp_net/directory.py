@@ -10,13 +10,14 @@ authorities it trusts, for its own network, inside the validity window.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from tp_crypto.errors import RemoteProtocolError, TokenPlaceError
 from tp_crypto.identity import SIGNATURE_BYTES, Identity
 from tp_crypto.signed import sign, verify
+from tp_net.bandwidth_weights import Weights, decode_weights, document_weights, encode_weights
 from tp_net.codec import DOCUMENT_BYTES_MAX, decode_document, encode_document
 from tp_net.descriptors import (
     CLOCK_SKEW_ALLOWED_S,
@@ -66,10 +67,12 @@ class Vote:
     period: int
     authority: bytes
     descriptors: tuple[SignedDescriptor, ...]
+    measured: Weights = ()  # the weights this authority measured (tp_net.bandwidth_weights)
 
     def encode(self) -> bytes:
         items = [[d.body, d.signature] for d in self.descriptors]
-        return encode_document(["vote", self.network, self.period, self.authority, items])
+        measured = encode_weights(self.measured)
+        return encode_document(["vote", self.network, self.period, self.authority, items, measured])
 
 
 def sign_vote(identity: Identity, vote: Vote) -> bytes:
@@ -80,8 +83,9 @@ def sign_vote(identity: Identity, vote: Vote) -> bytes:
 def open_vote(data: bytes, trust: Trust) -> Vote:
     """A peer's vote, if it is signed by a trusted authority of this network."""
     body, signature = _signed_pair(data)
-    fields = _fields(decode_document(body), 5, "vote")
-    vote = Vote(_str(fields[1]), _int(fields[2]), _bytes(fields[3]), _descriptors(fields[4]))
+    fields = _fields(decode_document(body), 6, "vote")
+    measured = decode_weights(fields[5], DESCRIPTORS_PER_DOCUMENT_MAX)
+    vote = Vote(_str(fields[1]), _int(fields[2]), _bytes(fields[3]), _descriptors(fields[4]), measured)
     if vote.network != trust.network:
         raise DirectoryError(f"vote for network {vote.network!r}, not {trust.network!r}")
     if vote.authority not in trust.authorities:
@@ -101,11 +105,13 @@ class DocumentBody:
     fresh_until: int
     valid_until: int
     descriptors: tuple[SignedDescriptor, ...]  # sorted by node id
+    weights: Weights = ()  # one per descriptor: what path selection weighs it by (bandwidth_weights)
 
     def encode(self) -> bytes:
         items = [[d.body, d.signature] for d in self.descriptors]
+        weights = encode_weights(self.weights)
         return encode_document(
-            ["directory", self.network, self.valid_after, self.fresh_until, self.valid_until, items]
+            ["directory", self.network, self.valid_after, self.fresh_until, self.valid_until, items, weights]
         )
 
 
@@ -129,10 +135,12 @@ def build_document(
     A descriptor is in when at least `threshold` votes carry it; per node id the one with the most votes
     wins (ties: the newest, then the lowest digest), so every authority with the same votes signs the same
     bytes, whatever order it holds them in. Descriptors that are not valid at the start of the period are
-    left out; a vote listing one descriptor twice counts once.
+    left out; a vote listing one descriptor twice counts once. Each descriptor's weight is the median of
+    the votes' measurements of it (`document_weights`).
     """
     # Keyed by body *and* signature: a node may sign one body twice (Ed25519 allows other valid signatures),
     # and which copy a document carries must not depend on the order the votes arrived in.
+    votes = list(votes)
     tallies: dict[tuple[bytes, bytes], _Tally | None] = {}
     authorities: set[bytes] = set()
     for vote in votes:
@@ -159,8 +167,10 @@ def build_document(
         if node_id not in best or tally.order() < best[node_id].order():
             best[node_id] = tally
     chosen = tuple(best[node_id].signed for node_id in sorted(best))
+    measured = [vote.measured for vote in votes]
+    weights = document_weights(measured, (tally.descriptor for tally in best.values()), threshold)
     return DocumentBody(
-        network, period, period + period_s, period + DOCUMENT_VALID_PERIODS * period_s, chosen
+        network, period, period + period_s, period + DOCUMENT_VALID_PERIODS * period_s, chosen, weights
     )
 
 
@@ -201,6 +211,7 @@ class Directory:
     relays: dict[bytes, RelayDescriptor]
     nodes: dict[bytes, NodeDescriptor]
     signers: frozenset[bytes] = field(default_factory=frozenset)
+    weights: Mapping[bytes, int] = field(default_factory=dict)  # measured; path selection's only weights
 
     def nodes_for(self, model_id: str) -> list[NodeDescriptor]:
         return [n for n in self.nodes.values() if any(m.model_id == model_id for m in n.models)]
@@ -262,9 +273,14 @@ class NewestDocument:
 
 
 def decode_body(data: bytes) -> DocumentBody:
-    fields = _fields(decode_document(data), 6, "directory")
+    fields = _fields(decode_document(data), 7, "directory")
     return DocumentBody(
-        _str(fields[1]), _int(fields[2]), _int(fields[3]), _int(fields[4]), _descriptors(fields[5])
+        _str(fields[1]),
+        _int(fields[2]),
+        _int(fields[3]),
+        _int(fields[4]),
+        _descriptors(fields[5]),
+        decode_weights(fields[6], DESCRIPTORS_PER_DOCUMENT_MAX),
     )
 
 
@@ -280,8 +296,9 @@ def _directory(body: DocumentBody, signers: frozenset[bytes]) -> Directory:
             relays[descriptor.node_id] = descriptor
         else:
             nodes[descriptor.node_id] = descriptor
+    weights = {node_id: weight for node_id, weight in body.weights if node_id in relays or node_id in nodes}
     return Directory(
-        body.network, body.valid_after, body.fresh_until, body.valid_until, relays, nodes, signers
+        body.network, body.valid_after, body.fresh_until, body.valid_until, relays, nodes, signers, weights
     )
 
 

@@ -3,13 +3,20 @@
 Everything here is a pure function of the directory and an explicit `random.Random`, so a seed fixes
 every choice (simulations, tests). The only I/O is `GuardStore`, which keeps a client's guards on disk.
 
+Every weight is the directory document's measured one (`Directory.weights`, tp_net.bandwidth_weights),
+never what a relay or node declares about itself; an id without one weighs WEIGHT_MIN, so a caller that
+passes no weights chooses uniformly.
+
 A circuit is [guard, middle, home relay] followed by the GPU node (PROTOCOL.md section 5):
-- the home relay is one of the node's home relays (the node keeps a link to it), weighted by capacity;
+- the home relay is one of the node's home relays (the node keeps a link to it), weighted;
 - the guard is the client's first pinned guard that can be used with that home relay, so one client keeps
   showing its address to the same few relays instead of, over time, to all of them;
-- the middle is weighted by capacity among the relays diverse from both.
+- the middle is weighted among the relays diverse from both.
 "Diverse" (`PathRules`) means: not the same relay, not the same IPv4 /16 (IPv6 /32), not the same declared
-operator family, so that one operator or one network cannot easily hold two hops of a circuit.
+operator family, so that one operator or one network cannot easily hold two hops of a circuit. A relay named
+by hostname is in the network its name resolved to (`PathRules.resolved`, filled by the caller's trio edge).
+No relay of a circuit shares the GPU node's declared family or identity key (`serves_node`); a node's
+address is never published, so the /16 rule cannot apply between a relay and a node.
 """
 
 from __future__ import annotations
@@ -20,14 +27,16 @@ import json
 import os
 import random
 import tempfile
+import types
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from tp_crypto.errors import TokenPlaceError
 from tp_crypto.identity import NODE_ID_BYTES, short_id
+from tp_net.bandwidth_weights import weight_of
 from tp_net.circuit_client import HopInfo
 from tp_net.descriptors import ModelOffer, NodeDescriptor, RelayDescriptor
 
@@ -41,6 +50,7 @@ GUARD_FILE_VERSION = 1
 SUBNET_KEYS_CACHED = 16_384  # address parsing dominates path selection; a directory's worth of keys
 GUARD_FILE_MODE = 0o600  # which relays a client uses is private: they could help link its circuits
 GUARD_FILE_BYTES_MAX = 64 * 1024
+NO_WEIGHTS: Mapping[bytes, int] = types.MappingProxyType({})
 
 
 class PathError(TokenPlaceError):
@@ -60,7 +70,9 @@ class PathRules:
     """
 
     subnet_diversity: bool = True  # no two relays in the same IPv4 /16 (IPv6 /32, or the same hostname)
-    family_diversity: bool = True  # no two relays with the same non-empty declared family
+    family_diversity: bool = True  # no two relays (nor a relay and the node) with one non-empty family
+    # hostname (lowercase) -> the IP literal it resolved to: the /16 rule compares what names resolve to
+    resolved: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
 
 
 STRICT_RULES = PathRules()
@@ -92,13 +104,31 @@ def subnet_key(address: str) -> str:
     return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
 
 
+def network_key(address: str, rules: PathRules) -> str:
+    """`subnet_key` of the address, or of the IP its hostname resolved to when the caller resolved it."""
+    key = subnet_key(address)
+    ip = rules.resolved.get(key)
+    return subnet_key(f"ws://{_bracketed(ip)}/") if ip is not None else key
+
+
+def _bracketed(ip: str) -> str:
+    return f"[{ip}]" if ":" in ip else ip
+
+
 def diverse(a: RelayDescriptor, b: RelayDescriptor, rules: PathRules = STRICT_RULES) -> bool:
     """True when `a` and `b` may share a circuit: distinct relays that no rule puts together."""
     if a.node_id == b.node_id:
         return False
-    if rules.subnet_diversity and subnet_key(a.address) == subnet_key(b.address):
+    if rules.subnet_diversity and network_key(a.address, rules) == network_key(b.address, rules):
         return False
     return not (rules.family_diversity and a.family and a.family == b.family)
+
+
+def serves_node(relay: RelayDescriptor, node: NodeDescriptor, rules: PathRules = STRICT_RULES) -> bool:
+    """True when `relay` may be on a circuit to `node`: not the node's own identity key, not its family."""
+    if relay.node_id == node.node_id:
+        return False
+    return not (rules.family_diversity and node.family and relay.family == node.family)
 
 
 def _diverse_from_all(relay: RelayDescriptor, others: Iterable[RelayDescriptor], rules: PathRules) -> bool:
@@ -108,12 +138,14 @@ def _diverse_from_all(relay: RelayDescriptor, others: Iterable[RelayDescriptor],
 # --- weighted choices -------------------------------------------------------------------------------
 
 
-def _weighted_choice(items: Sequence[_T], weights: Sequence[int], rng: random.Random) -> _T:
+def _weighted_choice(items: Sequence[_T], weights: Sequence[float], rng: random.Random) -> _T:
     return rng.choices(items, weights=weights)[0]
 
 
-def _by_capacity(relays: Sequence[RelayDescriptor], rng: random.Random) -> RelayDescriptor:
-    return _weighted_choice(relays, [relay.capacity for relay in relays], rng)
+def _by_weight(
+    relays: Sequence[RelayDescriptor], weights: Mapping[bytes, int], rng: random.Random
+) -> RelayDescriptor:
+    return _weighted_choice(relays, [weight_of(weights, relay.node_id) for relay in relays], rng)
 
 
 def _directory(relays: Iterable[RelayDescriptor]) -> dict[bytes, RelayDescriptor]:
@@ -129,13 +161,14 @@ def choose_guards(
     *,
     count: int = GUARDS_PER_CLIENT,
     rules: PathRules = STRICT_RULES,
+    weights: Mapping[bytes, int] = NO_WEIGHTS,
 ) -> list[bytes]:
-    """`count` distinct relays (fewer if the directory is smaller), capacity-weighted, in order of preference.
+    """`count` distinct relays (fewer if the directory is smaller), weighted, in order of preference.
 
     Each new guard is diverse from the ones before it when any relay left is, so that when the first guard
     cannot be used with a home relay (same /16 or family), the next one likely can.
     """
-    return _top_up([], _directory(relays), rng, count, rules)
+    return _top_up([], _directory(relays), rng, count, rules=rules, weights=weights)
 
 
 def keep_and_top_up(
@@ -145,13 +178,13 @@ def keep_and_top_up(
     *,
     count: int,
     rules: PathRules = STRICT_RULES,
+    weights: Mapping[bytes, int] = NO_WEIGHTS,
 ) -> list[bytes]:
-    """The relays of `kept` that `relays` still lists, then capacity-weighted ones (each diverse from those
-    before it when any relay left is) up to `count`: a GPU node's home relays."""
+    """The relays of `kept` that `relays` still lists, then weighted ones (each diverse from those before it
+    when any relay left is) up to `count`: a GPU node's home relays."""
     directory = _directory(relays)
-    return _top_up(
-        [directory[node_id] for node_id in kept if node_id in directory], directory, rng, count, rules
-    )
+    kept_relays = [directory[node_id] for node_id in kept if node_id in directory]
+    return _top_up(kept_relays, directory, rng, count, rules=rules, weights=weights)
 
 
 def _top_up(
@@ -159,7 +192,9 @@ def _top_up(
     directory: Mapping[bytes, RelayDescriptor],
     rng: random.Random,
     count: int,
+    *,
     rules: PathRules,
+    weights: Mapping[bytes, int],
 ) -> list[bytes]:
     chosen = list(kept)
     while len(chosen) < count:
@@ -168,7 +203,7 @@ def _top_up(
         if not unused:
             break
         diverse_ones = [relay for relay in unused if _diverse_from_all(relay, chosen, rules)]
-        chosen.append(_by_capacity(diverse_ones or unused, rng))
+        chosen.append(_by_weight(diverse_ones or unused, weights, rng))
     return [relay.node_id for relay in chosen]
 
 
@@ -179,17 +214,29 @@ def _offer(node: NodeDescriptor, model_id: str) -> ModelOffer | None:
     return next((offer for offer in node.models if offer.model_id == model_id), None)
 
 
-def choose_node(nodes: Sequence[NodeDescriptor], model_id: str, rng: random.Random) -> NodeDescriptor | None:
-    """A node serving `model_id`, weighted by free slots; None when no node offers it.
+def choose_node(
+    nodes: Sequence[NodeDescriptor],
+    model_id: str,
+    rng: random.Random,
+    *,
+    weights: Mapping[bytes, int] = NO_WEIGHTS,
+) -> NodeDescriptor | None:
+    """A node serving `model_id`, weighted by its measured weight times the share of its slots that is free;
+    None when no node offers it.
 
     Nodes with no free slot are chosen only when all are full (the request then queues somewhere), weighted
-    by their size (`max_concurrent`), since a larger node drains its queue sooner.
+    by their measured weight alone. The declared slots only ever lower a node's chance (a node can claim to
+    be idle, never to be large).
     """
     offers = [(node, offer) for node in nodes if (offer := _offer(node, model_id)) is not None]
     if not offers:
         return None
-    free = [(node, offer.free_slots) for node, offer in offers if offer.free_slots > 0]
-    candidates = free or [(node, offer.max_concurrent) for node, offer in offers]
+    free = [
+        (node, weight_of(weights, node.node_id) * offer.free_slots / offer.max_concurrent)
+        for node, offer in offers
+        if offer.free_slots > 0
+    ]
+    candidates = free or [(node, float(weight_of(weights, node.node_id))) for node, _ in offers]
     return _weighted_choice([node for node, _ in candidates], [weight for _, weight in candidates], rng)
 
 
@@ -203,26 +250,29 @@ def choose_path(
     rng: random.Random,
     *,
     rules: PathRules = STRICT_RULES,
+    weights: Mapping[bytes, int] = NO_WEIGHTS,
 ) -> list[RelayDescriptor]:
     """[guard, middle, home relay] for a circuit to `node`; PathError when no valid path exists.
 
-    The home relay is capacity-weighted among the node's home relays in the directory through which some
+    The home relay is weighted among the node's home relays in the directory through which some
     valid path exists. For it, the guard is the first of `guards` (most preferred first) that is in the
-    directory, diverse from the home relay, and leaves at least one middle; the middle is capacity-weighted
-    among the relays diverse from both.
+    directory, diverse from the home relay, and leaves at least one middle; the middle is weighted among the
+    relays diverse from both.
     """
-    directory = _directory(relays)
+    directory = _directory(relay for relay in relays if serves_node(relay, node, rules))
     homes = _home_relays(directory, node)
     if not homes:
-        raise PathError(f"no home relay of node {short_id(node.node_id)} is in the directory")
+        raise PathError(
+            f"no home relay of node {short_id(node.node_id)} is in the directory (outside the node's family)"
+        )
     candidates = list(homes)
     while candidates:
         # Drawing again without a home that has no path is drawing among the homes that have one.
-        home = _by_capacity(candidates, rng)
+        home = _by_weight(candidates, weights, rng)
         option = _guard_and_middles(home, guards, directory, rules)
         if option is not None:
             guard, middles = option
-            return [guard, _by_capacity(middles, rng), home]
+            return [guard, _by_weight(middles, weights, rng), home]
         candidates.remove(home)
     raise _why_no_path(node, homes, guards, directory, rules)
 
@@ -307,13 +357,17 @@ class GuardStore:
         self.path = path
 
     def guards_for(
-        self, relays: Sequence[RelayDescriptor], rng: random.Random, rules: PathRules = STRICT_RULES
+        self,
+        relays: Sequence[RelayDescriptor],
+        rng: random.Random,
+        rules: PathRules = STRICT_RULES,
+        weights: Mapping[bytes, int] = NO_WEIGHTS,
     ) -> list[bytes]:
         """The stored guards still in the directory, topped up to GUARDS_PER_CLIENT with new ones; saved."""
         directory = _directory(relays)
         stored = self.load()
         kept = [directory[guard_id] for guard_id in stored if guard_id in directory]
-        guards = _top_up(kept, directory, rng, GUARDS_PER_CLIENT, rules)
+        guards = _top_up(kept, directory, rng, GUARDS_PER_CLIENT, rules=rules, weights=weights)
         if guards != stored or not self.path.exists():
             self.save(guards)
         return guards

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from tp_crypto.errors import RemoteProtocolError
 from tp_crypto.identity import Identity, short_id
 from tp_crypto.signed import sign, verify
+from tp_net.bandwidth_weights import as_weights
 from tp_net.descriptors import CLOCK_SKEW_ALLOWED_S, Descriptor, RelayDescriptor, SignedDescriptor
 from tp_net.directory import (
     DOCUMENT_DOMAIN,
@@ -176,6 +177,7 @@ class AuthorityCore:
         self._shares: Counter[_Share] = Counter()  # accepted descriptors per share
         self._votes: dict[int, _VoteSet] = {}
         self._candidates: dict[int, dict[bytes, _Candidate]] = {}
+        self._measured: dict[bytes, int] = {}  # what our measurer found (tp_net.bandwidth_weights)
 
     # --- descriptors --------------------------------------------------------------------------
 
@@ -241,15 +243,20 @@ class AuthorityCore:
 
     def make_vote(self, period: int) -> bytes:
         """Our signed vote for `period`: every accepted descriptor still valid when it starts."""
-        fresh = [
-            signed
+        fresh = {
+            node_id: signed
             for node_id, (descriptor, signed) in sorted(self._accepted.items())
             if descriptor.expires > period
-        ]
-        vote = Vote(self.trust.network, period, self.identity.node_id, tuple(fresh))
+        }
+        measured = as_weights({k: v for k, v in self._measured.items() if k in fresh})
+        vote = Vote(self.trust.network, period, self.identity.node_id, tuple(fresh.values()), measured)
         data = sign_vote(self.identity, vote)
         self._votes.setdefault(period, _VoteSet()).add(vote, data)
         return data
+
+    def record_weights(self, measured: dict[bytes, int]) -> None:
+        """The weights our measurer has found so far; the next vote carries those of listed descriptors."""
+        self._measured = dict(measured)
 
     def add_vote(self, data: bytes, now: float, relayed: object = None) -> Vote | None:
         """Take a peer's signed vote, sent straight to us (`relayed` None) until the period's votes close, or

@@ -324,6 +324,7 @@ def node_publisher(
     version: str,
     rng: random.Random,
     invitation: bytes | None = None,
+    family: str = "",
 ) -> DescriptorPublisher:
     """A GPU node's publisher: its descriptor goes to each authority through a home relay, so no
     authority learns the node's address (the home relay already knows it)."""
@@ -337,6 +338,7 @@ def node_publisher(
             version,
             int(now),
             descriptor_expiry(now, bootstrap),
+            family,
         )
 
     def path_to(authority: BootstrapAuthority) -> list[HopInfo]:

@@ -221,7 +221,12 @@ async def network_findings(args: argparse.Namespace) -> list[Finding]:
         elif directory is not None:
             rules = LOCAL_NETWORK_RULES if bootstrap.local else STRICT_RULES
             chosen = keep_and_top_up(
-                [], list(directory.relays.values()), rng, count=HOME_RELAYS_WANTED, rules=rules
+                [],
+                list(directory.relays.values()),
+                rng,
+                count=HOME_RELAYS_WANTED,
+                rules=rules,
+                weights=directory.weights,
             )
             homes = [(node_id, directory.relays[node_id].address) for node_id in chosen]
         else:

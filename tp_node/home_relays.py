@@ -52,7 +52,12 @@ async def keep_home_relays(
             continue
         kept = [relay.node_id for relay in node.home_relays]
         chosen = keep_and_top_up(
-            kept, list(directory.relays.values()), rng, count=HOME_RELAYS_WANTED, rules=rules
+            kept,
+            list(directory.relays.values()),
+            rng,
+            count=HOME_RELAYS_WANTED,
+            rules=rules,
+            weights=directory.weights,
         )
         if not chosen:
             log.info("the directory lists no relay yet")

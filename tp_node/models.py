@@ -132,6 +132,12 @@ def load_catalogue() -> dict[str, CatalogueEntry]:
     return {entry["id"]: _entry(entry) for entry in entries}
 
 
+def catalogue_pins() -> dict[str, bytes]:
+    """Model id -> GGUF sha256 of every catalogue entry whose digest is known: what the id stands for in any
+    directory (tp_net.model_identity)."""
+    return {e.model_id: bytes.fromhex(e.sha256) for e in load_catalogue().values() if e.sha256 is not None}
+
+
 def _entry(raw: dict[str, Any]) -> CatalogueEntry:
     sha256 = raw.get("sha256")
     return CatalogueEntry(

@@ -63,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--invitation", type=Path, help="file holding an invitation token (networks whose authorities invite)"
     )
+    parser.add_argument(
+        "--family",
+        default="",
+        help="operator family (as your relays'): no relay of it is on a circuit to this node",
+    )
     add_engine_arguments(parser)
     add_bootstrap_argument(parser)
     add_metrics_argument(parser)
@@ -106,6 +111,7 @@ async def _node(args: argparse.Namespace, nursery: trio.Nursery) -> None:
         version=software_version(),
         invitation=args.invitation.read_bytes() if args.invitation else None,
         withdraw_on_stop=True,
+        family=args.family,
     )
     async with opening as role:
         metrics_url = await start_operator_services(nursery, args, Vitals("node", role.node, engine))

@@ -105,7 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"bandwidth weight in KB/s (default {CAPACITY_DEFAULT})",
     )
     parser.add_argument(
-        "--family", default="", help="operator family: relays of one family never share a circuit"
+        "--family",
+        default="",
+        help="operator family: relays (and GPU nodes) of one family never share a circuit",
     )
     parser.add_argument(
         "--authority", action="store_true", help="act as a directory authority of the network"
@@ -190,6 +192,7 @@ async def _relay(args: argparse.Namespace, nursery: trio.Nursery) -> None:
                 onion_public_keys=ring.public_keys,
                 make_relay=make_relay,
                 admission=Admission(args.admission) if args.authority else None,
+                measurer_rng=random.Random(),
             )
             role = await stack.enter_async_context(opening)
         kind = "authority" if role.authority else "relay"

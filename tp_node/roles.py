@@ -18,12 +18,14 @@ from typing import Protocol
 import trio
 
 from tp_crypto.identity import Identity
+from tp_net.bandwidth_weights import MeasurementScheduler
 from tp_net.bootstrap_config import Bootstrap, BootstrapError
 from tp_net.circuit_client import HopInfo
 from tp_net.descriptors import LOAD_MAX, MAX_CONCURRENT_MAX, ModelOffer, RelayDescriptor
 from tp_net.directory_client import DIRECTORY_SERVICE
 from tp_net.extend_policy import ExtendPolicy
 from tp_net.link_limits import LinkLimits
+from tp_net.path_selection import LOCAL_NETWORK_RULES, STRICT_RULES
 from tp_net.transport import Dialer, Listener
 from tp_node.authority_core import Admission, AuthorityCore
 from tp_node.directory_duties import (
@@ -37,6 +39,7 @@ from tp_node.directory_service import DirectoryService
 from tp_node.engine import ModelInfo, ServingEngine
 from tp_node.gpu_node import GpuNode, HomeRelay
 from tp_node.home_relays import keep_home_relays
+from tp_node.measurer import CircuitProber, run_measurer, served_directory
 from tp_node.relay import Relay
 from tp_node.services import ServiceHandler
 
@@ -129,9 +132,11 @@ async def open_relay(
     make_relay: MakeRelay,
     wall_clock: WallClock = time.time,
     admission: Admission | None = None,
+    measurer_rng: random.Random | None = None,
 ) -> AsyncIterator[RelayRole]:
     """A relay serving links on `listener`, its directory service, and its descriptor published; with an
-    `admission`, also one of the bootstrap's authorities (it votes, signs and serves documents)."""
+    `admission`, also one of the bootstrap's authorities (it votes, signs and serves documents), which
+    measures relays and nodes when given a `measurer_rng` (the simulator's authorities do not measure)."""
     authority = authority_core(identity, bootstrap, admission) if admission is not None else None
     runner = AuthorityRunner(authority, bootstrap, dialer, wall_clock=wall_clock) if authority else None
     directory = DirectoryService(
@@ -169,12 +174,31 @@ async def open_relay(
             withdraw_on_stop=plan.withdraw_on_stop,
         )
         nursery.start_soon(publisher.run)
-        if runner is not None:
+        if runner is not None and authority is not None:
             nursery.start_soon(runner.run)
+            if measurer_rng is not None:
+                nursery.start_soon(_measure, authority, directory, bootstrap, dialer, measurer_rng)
         elif plan.refresh_directory:
             nursery.start_soon(refresh_documents, directory, bootstrap, dialer)
         yield RelayRole(relay, directory, publisher, authority, address, advertised)
         nursery.cancel_scope.cancel()
+
+
+async def _measure(
+    authority: AuthorityCore,
+    service: DirectoryService,
+    bootstrap: Bootstrap,
+    dialer: Dialer,
+    rng: random.Random,
+) -> None:
+    """The authority measures the relays and nodes of the document it serves; its votes carry the weights."""
+    rules = LOCAL_NETWORK_RULES if bootstrap.local else STRICT_RULES
+    await run_measurer(
+        MeasurementScheduler(bootstrap.period_s, rng),
+        served_directory(service.current_document, bootstrap.trust()),
+        authority.record_weights,
+        CircuitProber(dialer, rng, rules),
+    )
 
 
 @asynccontextmanager
@@ -220,6 +244,7 @@ async def open_node(
     invitation: bytes | None = None,
     wall_clock: WallClock = time.time,
     withdraw_on_stop: bool = False,
+    family: str = "",
 ) -> AsyncIterator[NodeRole]:
     """A GPU node linked to its home relays, its descriptor published through them once linked."""
     node = GpuNode(identity, onion_keys, home_relays=home_relays, engine=engine, dialer=dialer, rng=rng)
@@ -237,6 +262,7 @@ async def open_node(
             version=version,
             rng=rng,
             invitation=invitation,
+            family=family,
         )
         publisher.wall_clock = wall_clock
         publisher.withdraw_on_stop = withdraw_on_stop  # leave the directory at its next document

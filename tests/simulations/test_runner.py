@@ -68,7 +68,9 @@ def test_tagging_relays_break_circuits_cleanly() -> None:
 
 def test_hostile_loggers_see_guard_and_last_hop_and_link_clients() -> None:
     scenario = dataclasses.replace(tiny(adversary=Adversary(fraction=0.6, behaviour="log")), requests=12)
-    anonymity = run_once(scenario, 4).report["anonymity"]
+    # A seed whose clients drew a hostile guard: guards are weighed by the document's measured weights,
+    # and the simulator runs no measurer, so every relay weighs the same (seed 4 drew only honest guards).
+    anonymity = run_once(scenario, 6).report["anonymity"]
     assert anonymity["hostile_fraction"] > 0.3
     assert anonymity["circuits"] > 0
     assert anonymity["compromised_circuits"] >= anonymity["linked_pairs_true"] > 0

@@ -70,6 +70,9 @@ class ScriptedOverlay:
     def model_created(self, model_id: str) -> int:
         return 1_700_000_000
 
+    def model_identity(self, model_id: str) -> None:
+        return None  # a scripted network: no directory, no GGUF identity
+
     async def generate(self, model_id: str, document: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
         if model_id != MODEL:
             raise OverlayError("model_not_found", f"no node in the directory serves model {model_id!r}")

@@ -44,6 +44,9 @@ class EngineOverlay:
     def model_created(self, model_id: str) -> int:
         return 1_700_000_000
 
+    def model_identity(self, model_id: str) -> None:
+        return None  # a scripted network: no directory, no GGUF identity
+
     async def generate(self, model_id: str, document: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
         self.documents.append(document)
         try:

@@ -91,7 +91,7 @@ def node_fields(descriptor: NodeDescriptor | None = None) -> list[Any]:
     d = descriptor or a_node()
     models = [model_fields(m) for m in d.models]
     keys, homes = list(d.onion_keys), list(d.home_relays)
-    return ["node", d.node_id, keys, homes, models, d.version, d.published, d.expires]
+    return ["node", d.node_id, keys, homes, models, d.version, d.published, d.expires, d.family]
 
 
 def test_field_helpers_match_the_encoder() -> None:
@@ -462,6 +462,8 @@ def test_good_addresses_are_accepted(address: str) -> None:
         ({"onion_keys": (b"",)}, "onion keys has a key of the wrong length"),
         ({"node_id": NODE.node_id[:31]}, "node id has the wrong length"),
         ({"version": "v" * (NAME_LENGTH_MAX + 1)}, "version is longer"),
+        ({"family": "f" * (NAME_LENGTH_MAX + 1)}, "family is longer than 64"),
+        ({"family": "ops\n"}, "family has unprintable"),
     ],
 )
 def test_node_out_of_range_is_refused(changes: dict[str, Any], reason: str) -> None:

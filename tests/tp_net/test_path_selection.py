@@ -1,7 +1,8 @@
-"""Path selection: diversity rules, guard pinning, model choice, capacity weights (chi-square), GuardStore."""
+"""Path selection: diversity rules, guard pinning, model choice, measured weights (chi-square), GuardStore."""
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import os
@@ -149,11 +150,20 @@ def test_choose_guards_are_diverse_where_possible() -> None:
         assert guards[0][0] % 2 != guards[1][0] % 2  # relay n's id starts with byte n
 
 
-def test_choose_guards_follow_capacity() -> None:
-    relays = [relay(n, capacity=c) for n, c in enumerate([1, 2, 3, 4, 10])]
+def test_choose_guards_follow_measured_weights_not_declared_capacity() -> None:
+    # Declared capacity falls as the measured weight rises: only the measured weight may count.
+    relays = [relay(n, capacity=c) for n, c in enumerate([10**7, 10**6, 1000, 10, 1])]
+    weights = {r.node_id: w for r, w in zip(relays, [1, 2, 3, 4, 10], strict=True)}
     rng = random.Random(11)
+    firsts = Counter[Hashable](choose_guards(relays, rng, count=1, weights=weights)[0] for _ in range(DRAWS))
+    assert_follows_weights(firsts, weights)
+
+
+def test_without_weights_every_relay_weighs_the_same() -> None:
+    relays = [relay(n, capacity=c) for n, c in enumerate([10**7, 1, 1])]
+    rng = random.Random(16)
     firsts = Counter[Hashable](choose_guards(relays, rng, count=1)[0] for _ in range(DRAWS))
-    assert_follows_weights(firsts, {r.node_id: r.capacity for r in relays})
+    assert chi_square(firsts, {r.node_id: 1 for r in relays}) < CHI_SQUARE_CRITICAL_P001[len(relays) - 1]
 
 
 # --- model choice -----------------------------------------------------------------------------------
@@ -172,32 +182,38 @@ def test_choose_node_uses_the_offer_for_the_model() -> None:
         assert choose_node([busy_for_model, free_for_model], MODEL, random.Random(seed)) is free_for_model
 
 
-def test_choose_node_follows_free_slots() -> None:
+def test_choose_node_follows_measured_weight_times_free_share() -> None:
     nodes = [
-        gpu_node(1, [UNKNOWN_ID], offer(4, 3)),  # 1 free
-        gpu_node(2, [UNKNOWN_ID], offer(4, 1)),  # 3 free
-        gpu_node(3, [UNKNOWN_ID], offer(8, 2)),  # 6 free
+        gpu_node(1, [UNKNOWN_ID], offer(4, 3)),  # 1/4 free
+        gpu_node(2, [UNKNOWN_ID], offer(4, 1)),  # 3/4 free
+        gpu_node(
+            3, [UNKNOWN_ID], offer(1024, 0)
+        ),  # declares 1,024 idle slots: counts only its measured weight
         gpu_node(4, [UNKNOWN_ID], offer(8, 8)),  # full: never chosen while others have room
         gpu_node(5, [UNKNOWN_ID], offer(8, 0, "other-model")),
     ]
+    weights = {nodes[0].node_id: 40, nodes[1].node_id: 40, nodes[2].node_id: 20, nodes[3].node_id: 99}
     rng = random.Random(12)
-    counts = Counter[Hashable](_chosen(nodes, rng).node_id for _ in range(DRAWS))
-    assert_follows_weights(counts, {nodes[0].node_id: 1, nodes[1].node_id: 3, nodes[2].node_id: 6})
+    counts = Counter[Hashable](_chosen(nodes, rng, weights).node_id for _ in range(DRAWS))
+    assert_follows_weights(counts, {nodes[0].node_id: 10, nodes[1].node_id: 30, nodes[2].node_id: 20})
 
 
-def test_choose_node_when_all_are_full_follows_size() -> None:
+def test_choose_node_when_all_are_full_follows_measured_weight() -> None:
     nodes = [
         gpu_node(1, [UNKNOWN_ID], offer(2, 2)),
         gpu_node(2, [UNKNOWN_ID], offer(6, 9)),
-        gpu_node(3, [UNKNOWN_ID], offer(12, 12)),
+        gpu_node(3, [UNKNOWN_ID], offer(1024, 1024)),
     ]
+    weights = {nodes[0].node_id: 2, nodes[1].node_id: 6, nodes[2].node_id: 12}
     rng = random.Random(13)
-    counts = Counter[Hashable](_chosen(nodes, rng).node_id for _ in range(DRAWS))
-    assert_follows_weights(counts, {nodes[0].node_id: 2, nodes[1].node_id: 6, nodes[2].node_id: 12})
+    counts = Counter[Hashable](_chosen(nodes, rng, weights).node_id for _ in range(DRAWS))
+    assert_follows_weights(counts, weights)
 
 
-def _chosen(nodes: Sequence[NodeDescriptor], rng: random.Random) -> NodeDescriptor:
-    node = choose_node(nodes, MODEL, rng)
+def _chosen(
+    nodes: Sequence[NodeDescriptor], rng: random.Random, weights: Mapping[bytes, int] | None = None
+) -> NodeDescriptor:
+    node = choose_node(nodes, MODEL, rng, weights=weights or {})
     assert node is not None
     return node
 
@@ -283,32 +299,76 @@ def test_circuit_hops_use_newest_onion_keys() -> None:
     assert [hop.address for hop in hops] == [*(r.address for r in path), None]
 
 
-# --- paths: capacity weights ------------------------------------------------------------------------
+# --- paths: relays and the node ---------------------------------------------------------------------
 
 
-def test_middle_follows_capacity() -> None:
+def test_no_relay_of_the_nodes_family_is_on_its_circuits() -> None:
+    home, other_home = relay(9), relay(10, family="gpu-op")
+    relays = [home, other_home, *(relay(n, family="gpu-op" if n % 2 else "") for n in range(1, 9))]
+    node = dataclasses.replace(gpu_node(1, [home.node_id, other_home.node_id]), family="gpu-op")
+    rng = random.Random(17)
+    guards = [relays[2].node_id, relays[3].node_id, relays[4].node_id]  # families: gpu-op, "", gpu-op
+    for _ in range(200):
+        path = choose_path(relays, node, guards, rng)
+        assert all(hop.family != "gpu-op" for hop in path)
+        assert path[0] == relays[3]
+
+
+def test_a_relay_with_the_nodes_identity_key_is_never_on_its_circuits() -> None:
+    node = gpu_node(1, [relay(9).node_id])
+    twin = dataclasses.replace(relay(5), node_id=node.node_id)  # one operator key runs both
+    relays = [relay(9), twin, relay(1), relay(2)]
+    rng = random.Random(18)
+    for _ in range(100):
+        assert twin not in choose_path(relays, node, [twin.node_id, relay(1).node_id], rng)
+
+
+def test_only_relays_of_another_family_can_be_a_nodes_home() -> None:
+    home = relay(9, family="gpu-op")
+    node = dataclasses.replace(gpu_node(1, [home.node_id]), family="gpu-op")
+    with pytest.raises(PathError, match="no home relay"):
+        choose_path([home, relay(1), relay(2)], node, [relay(1).node_id], random.Random(1))
+
+
+def test_hostnames_are_compared_by_what_they_resolve_to() -> None:
+    a, b = relay(1, "relay-a.example"), relay(2, "relay-b.example")
+    assert diverse(a, b)  # unresolved, each name is its own network
+    rules = PathRules(resolved={"relay-a.example": "10.7.1.1", "relay-b.example": "10.7.200.9"})
+    assert not diverse(a, b, rules)
+    assert not diverse(a, relay(3, "10.7.9.9"), rules)
+    assert diverse(a, relay(4, "10.8.9.9"), rules)
+    v6 = PathRules(resolved={"relay-a.example": "2001:db8::1", "relay-b.example": "2001:db8:ffff::2"})
+    assert not diverse(a, b, v6)
+
+
+# --- paths: measured weights ------------------------------------------------------------------------
+
+
+def test_middle_follows_weights() -> None:
     guard, home = relay(1, capacity=50), relay(2, capacity=50)
     middles = [relay(n, capacity=c) for n, c in zip(range(3, 8), [1, 2, 3, 4, 10], strict=True)]
     excluded = relay(8, "10.1.4.4", capacity=1000)  # in the guard's /16: never a middle
+    weights = {r.node_id: r.capacity for r in [guard, home, *middles, excluded]}  # measured as declared
     node = gpu_node(1, [home.node_id])
     rng = random.Random(14)
     counts = Counter[Hashable](
-        choose_path([guard, home, *middles, excluded], node, [guard.node_id], rng)[1].node_id
+        choose_path([guard, home, *middles, excluded], node, [guard.node_id], rng, weights=weights)[1].node_id
         for _ in range(DRAWS)
     )
     assert_follows_weights(counts, {m.node_id: m.capacity for m in middles})
 
 
-def test_home_relay_follows_capacity() -> None:
+def test_home_relay_follows_weights() -> None:
     guard = relay(1)
-    homes = [relay(n, capacity=c) for n, c in zip(range(2, 5), [1, 3, 6], strict=True)]
+    homes = [relay(n) for n in range(2, 5)]
+    weights = {h.node_id: w for h, w in zip(homes, [1, 3, 6], strict=True)}
     node = gpu_node(1, [h.node_id for h in homes])
     rng = random.Random(15)
     relays = [guard, *homes, relay(5), relay(6)]
     counts = Counter[Hashable](
-        choose_path(relays, node, [guard.node_id], rng)[2].node_id for _ in range(DRAWS)
+        choose_path(relays, node, [guard.node_id], rng, weights=weights)[2].node_id for _ in range(DRAWS)
     )
-    assert_follows_weights(counts, {h.node_id: h.capacity for h in homes})
+    assert_follows_weights(counts, weights)
 
 
 # --- paths: property test against brute force ------------------------------------------------------

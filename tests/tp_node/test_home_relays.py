@@ -36,10 +36,12 @@ def test_a_relay_that_left_the_directory_is_replaced_and_the_other_kept() -> Non
     assert after[0] == second and after[1] not in (first, second) and len(after) == 2
 
 
-def test_the_choice_follows_capacity() -> None:
+def test_the_choice_follows_the_measured_weight() -> None:
     listed = relays(3)
-    listed[0] = relay_descriptor(identity(1), number=1, capacity=10_000)
-    counts = Counter(keep_and_top_up([], listed, random.Random(seed), count=1)[0] for seed in range(300))
+    weights = {listed[0].node_id: 10_000, listed[1].node_id: 100, listed[2].node_id: 100}
+    counts = Counter(
+        keep_and_top_up([], listed, random.Random(seed), count=1, weights=weights)[0] for seed in range(300)
+    )
     assert counts[listed[0].node_id] > 250
 
 
