@@ -35,7 +35,7 @@ from tp_net.directory import Directory, NewestDocument
 from tp_net.directory_client import KeptLinks, fetch_directory, fetch_from_guards
 from tp_net.host_resolution import resolve_relay_hosts
 from tp_net.inference_contract import INFERENCE_SERVICE
-from tp_net.model_identity import ModelIdentity, model_identities, nodes_serving
+from tp_net.model_identity import ModelIdentity, catalogue_pins, model_identities, nodes_serving
 from tp_net.path_selection import (
     LOCAL_NETWORK_RULES,
     STRICT_RULES,
@@ -50,7 +50,6 @@ from tp_net.path_selection import (
 from tp_net.stream_deadlines import stream_deadlines
 from tp_net.transport import Dialer
 from tp_node.directory_duties import DOCUMENT_RETRY_S, refresh_delay_s
-from tp_node.models import catalogue_pins
 
 log = logging.getLogger(__name__)
 

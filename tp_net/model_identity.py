@@ -13,13 +13,33 @@ lifetime): a catalogue pin is what makes an id mean one file. Pure.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from importlib import resources
+from typing import Any
 
 from tp_net.descriptors import NodeDescriptor
 
 SOURCE_CATALOGUE = "catalogue"
+CATALOGUE_FILE_NAME = "catalogue.json"  # package data of tp_net: the network's model catalogue
 SOURCE_FIRST_DESCRIPTOR = "first_descriptor"
+
+
+def catalogue_entries() -> list[dict[str, Any]]:
+    """The raw entries of the model catalogue, the one reader of its file (tp_node.models checks and pulls
+    them; `catalogue_pins` takes their digests)."""
+    text = resources.files("tp_net").joinpath(CATALOGUE_FILE_NAME).read_text()
+    entries: list[dict[str, Any]] = json.loads(text)["models"]
+    return entries
+
+
+def catalogue_pins() -> dict[str, bytes]:
+    """Model id -> GGUF sha256 of every catalogue entry whose digest is known: what the id stands for in any
+    directory."""
+    return {
+        entry["id"]: bytes.fromhex(entry["sha256"]) for entry in catalogue_entries() if entry.get("sha256")
+    }
 
 
 @dataclass(frozen=True)

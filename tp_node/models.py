@@ -20,10 +20,10 @@ import sys
 import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO
 
+from tp_net.model_identity import catalogue_entries
 from tp_node.gguf_header import ModelError
 
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
@@ -127,15 +127,7 @@ class CatalogueEntry:
 
 
 def load_catalogue() -> dict[str, CatalogueEntry]:
-    text = resources.files("tp_node").joinpath("catalogue.json").read_text()
-    entries = json.loads(text)["models"]
-    return {entry["id"]: _entry(entry) for entry in entries}
-
-
-def catalogue_pins() -> dict[str, bytes]:
-    """Model id -> GGUF sha256 of every catalogue entry whose digest is known: what the id stands for in any
-    directory (tp_net.model_identity)."""
-    return {e.model_id: bytes.fromhex(e.sha256) for e in load_catalogue().values() if e.sha256 is not None}
+    return {entry["id"]: _entry(entry) for entry in catalogue_entries()}
 
 
 def _entry(raw: dict[str, Any]) -> CatalogueEntry:

@@ -41,7 +41,7 @@ from tp_net.bandwidth_weights import (
 from tp_net.descriptors import SignedDescriptor, sign_descriptor
 from tp_net.directory import Directory, SignedDocument, verify_document
 from tp_net.path_selection import choose_guards, choose_node, choose_path
-from tp_node.authority_core import Admission, AuthorityCore
+from tp_node.authority_core import Admission, AuthorityCore, Schedule
 
 MODEL = "tiny-llama"
 HONEST_RELAYS = 100
@@ -128,9 +128,10 @@ def measured_directory(world: World, *, measured_by: int = 3) -> Directory:
             measure(scheduler, world, random.Random(100 + index), vote_at - MEASURING_PERIODS * PERIOD_S)
             core.record_weights(scheduler.weights())
     votes = [core.make_vote(T0) for core in cores]
+    vote_time = Schedule.of_period(T0, PERIOD_S).vote_at  # straight votes are taken until votes close
     for core in cores:
         for data in votes:
-            core.add_vote(data, vote_at)
+            core.add_vote(data, vote_time)
     signatures = [core.make_signature(T0) for core in cores]
     for core in cores:
         for who, made in zip(identities, signatures, strict=True):

@@ -21,7 +21,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = ["tp-relay", "tp-node", "tp-gateway", "tp-chat", "tp-demo", "tp-sim"]
 NODE_ONLY = ("llama-cpp-python", "gguf")
-PACKAGE_DATA = ("tp_node/catalogue.json", "bootstrap/default.json", "tp_net/py.typed")
+PACKAGE_DATA = ("tp_net/catalogue.json", "bootstrap/default.json", "tp_net/py.typed")
 SOURCE_IGNORED = shutil.ignore_patterns(
     ".git", ".venv", "build", "*.egg-info", "__pycache__", ".*_cache", "tests", "benchmarks", "docs"
 )
