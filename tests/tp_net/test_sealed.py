@@ -172,16 +172,28 @@ def test_replay_cache_forgets_expired_nonces() -> None:
     assert len(replay) == 1
 
 
-def test_padding_must_be_zero() -> None:
-    """A node accepts only canonical padding (no covert bytes in it), and only bucket sizes."""
+def hand_sealed(padded_to: int, last_byte: bytes = b"") -> bytes:
     key = sealed.SUITE.kem.deserialize_public_key(KEY.public)
     header = sealed._header(NODE, KEY.public)
     enc, context = sealed.SUITE.create_sender_context(key, sealed.INFO_LABEL + header)
     body = b"\x80"  # an empty msgpack map
     plaintext = sealed._REQUEST_PREFIX.pack(b"n" * 16, int(NOW), len(body)) + body
-    padded = plaintext + bytes(1024 - len(plaintext) - 1) + b"\x01"
+    padded = plaintext + bytes(padded_to - len(plaintext) - len(last_byte)) + last_byte
+    return header + enc + context.seal(padded)
+
+
+def test_padding_must_be_zero() -> None:
+    """A node accepts only canonical padding (no covert bytes in it)."""
+    assert open_at_node(hand_sealed(1024)).document == {}
     with pytest.raises(SealedError) as refused:
-        open_at_node(header + enc + context.seal(padded))
+        open_at_node(hand_sealed(1024, b"\x01"))
+    assert refused.value.code == "bad_padding"
+
+
+def test_request_must_be_padded_to_a_bucket() -> None:
+    """A client that does not pad is refused, so every client's request hides among its bucket."""
+    with pytest.raises(SealedError) as refused:
+        open_at_node(hand_sealed(1000))
     assert refused.value.code == "bad_padding"
 
 
