@@ -113,10 +113,14 @@ class NodeDescriptor:
     version: str
     published: int
     expires: int
+    # X25519 keys for sealed requests (PROTOCOL.md 9), newest first; none for a node that serves none.
+    sealing_keys: tuple[bytes, ...] = ()
 
     def check(self) -> None:
         _require(len(self.node_id) == NODE_ID_BYTES, "node id has the wrong length")
         _check_keys("onion keys", self.onion_keys)
+        if self.sealing_keys:
+            _check_keys("sealing keys", self.sealing_keys)
         _require(
             1 <= len(self.home_relays) <= HOME_RELAYS_MAX, f"a node lists 1..{HOME_RELAYS_MAX} home relays"
         )
@@ -186,6 +190,8 @@ def encode_descriptor(descriptor: Descriptor) -> bytes:
         ]
         fields = ["node", n.node_id, list(n.onion_keys), list(n.home_relays), models]
         fields += [n.version, n.published, n.expires]
+        if n.sealing_keys:  # absent rather than empty: one encoding per descriptor
+            fields.append(list(n.sealing_keys))
     return encode_document(fields)
 
 
@@ -206,8 +212,10 @@ def decode_descriptor(body: bytes) -> Descriptor:
             _typed(fields[8], int, "expires"),
         )
     _require(kind == "node", "unknown descriptor kind")
-    _require(len(fields) == 8, "node descriptor has the wrong number of fields")
+    _require(len(fields) in (8, 9), "node descriptor has the wrong number of fields")
     models = tuple(_model(item) for item in _typed(fields[4], list, "models"))
+    sealing_keys = _byte_strings(fields[8], "sealing keys") if len(fields) == 9 else ()
+    _require(len(fields) == 8 or bool(sealing_keys), "sealing keys are absent, never empty")
     return NodeDescriptor(
         _typed(fields[1], bytes, "node id"),
         _byte_strings(fields[2], "onion keys"),
@@ -216,6 +224,7 @@ def decode_descriptor(body: bytes) -> Descriptor:
         _typed(fields[5], str, "version"),
         _typed(fields[6], int, "published"),
         _typed(fields[7], int, "expires"),
+        sealing_keys,
     )
 
 

@@ -318,6 +318,7 @@ def node_publisher(
     version: str,
     rng: random.Random,
     invitation: bytes | None = None,
+    sealing_public_keys: Callable[[], tuple[bytes, ...]] = tuple,
 ) -> DescriptorPublisher:
     """A GPU node's publisher: its descriptor goes to each authority through a home relay, so no
     authority learns the node's address (the home relay already knows it)."""
@@ -331,6 +332,7 @@ def node_publisher(
             version,
             int(now),
             descriptor_expiry(now, bootstrap),
+            sealing_public_keys(),
         )
 
     def path_to(authority: BootstrapAuthority) -> list[HopInfo]:

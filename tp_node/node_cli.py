@@ -15,6 +15,7 @@ from bootstrap.config import load_bootstrap
 from tp_crypto.identity import NODE_ID_BYTES
 from tp_net.circuit_client import HopInfo
 from tp_net.descriptors import LOAD_MAX, MAX_CONCURRENT_MAX, ModelOffer
+from tp_net.sealed import SealingKey
 from tp_net.transport_ws import WebSocketDialer
 from tp_node.cli_common import (
     add_bootstrap_argument,
@@ -29,7 +30,7 @@ from tp_node.engine_cli import add_engine_arguments, open_engine
 from tp_node.gpu_node import GpuNode, HomeRelay
 from tp_node.init_cli import init_main
 from tp_node.launch import announce, load_identity, software_version
-from tp_node.onion_keys import ONION_KEY_FILE, OnionKeyRing
+from tp_node.onion_keys import ONION_KEY_FILE, SEALING_KEY_FILE, OnionKeyRing
 from tp_node.operator import start_operator_services
 from tp_node.status_cli import status_main
 from tp_node.vitals import Vitals
@@ -92,6 +93,10 @@ async def _node(args: argparse.Namespace, nursery: trio.Nursery) -> None:
     # Nodes keep their ring across restarts too; a due rotation happens at the next start.
     ring = OnionKeyRing.load_or_create(args.data_dir / ONION_KEY_FILE, time.time())
     onion_keys, onion_public = ring.private_keys(), ring.public_keys()[0]
+    sealing = OnionKeyRing.load_or_create(args.data_dir / SEALING_KEY_FILE, time.time())
+    sealing_keys = [
+        SealingKey(*pair) for pair in zip(sealing.private_keys(), sealing.public_keys(), strict=True)
+    ]
     engine = await nursery.start(_serve_engine, args)
     dialer = WebSocketDialer(nursery)
     node = GpuNode(
@@ -101,6 +106,7 @@ async def _node(args: argparse.Namespace, nursery: trio.Nursery) -> None:
         engine=engine,
         dialer=dialer,
         rng=random.Random(),
+        sealing_keys=lambda: sealing_keys,
     )
     nursery.start_soon(node.run)
     metrics_url = await start_operator_services(nursery, args, Vitals("node", node, engine))
@@ -115,6 +121,7 @@ async def _node(args: argparse.Namespace, nursery: trio.Nursery) -> None:
         version=software_version(),
         rng=random.Random(),
         invitation=args.invitation.read_bytes() if args.invitation else None,
+        sealing_public_keys=sealing.public_keys,
     )
     publisher.withdraw_on_stop = True  # a clean stop leaves the directory at its next document
     nursery.start_soon(publisher.run)

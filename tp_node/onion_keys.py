@@ -17,6 +17,9 @@ from tp_crypto.errors import KeyFileError
 from tp_crypto.noise import generate_keypair, x25519_public
 
 ONION_KEY_FILE = "onion_keys.json"
+# A GPU node's sealing keys (sealed requests, PROTOCOL.md 9): X25519 too, on the same schedule, in a ring of
+# their own so that neither key ever serves the other's purpose.
+SEALING_KEY_FILE = "sealing_keys.json"
 KEY_BYTES = 32
 
 ONION_KEY_ROTATION_S = 7 * 24 * 3600
