@@ -56,7 +56,7 @@ _REQUEST_PREFIX = struct.Struct(">16sQI")
 _LENGTH = struct.Struct(">I")
 
 # Sealed plaintext sizes a request may have: the smallest that fits is used. The largest leaves room for the
-# header, enc, tag and the message wrapper inside one request message (tp_net.messages.REQUEST_BYTES_MAX).
+# header, enc, tag and base64 (the gateway's JSON body, 4/3 larger) within one request (REQUEST_BYTES_MAX).
 SEALED_REQUEST_OVERHEAD_BYTES = 4096
 SEALED_REQUEST_BUCKETS_BYTES = (
     1024,
@@ -64,7 +64,7 @@ SEALED_REQUEST_BUCKETS_BYTES = (
     16 * 1024,
     64 * 1024,
     256 * 1024,
-    REQUEST_BYTES_MAX - SEALED_REQUEST_OVERHEAD_BYTES,
+    REQUEST_BYTES_MAX * 3 // 4 - SEALED_REQUEST_OVERHEAD_BYTES,
 )
 SEALED_REQUEST_BYTES_MAX = HEADER_BYTES + ENC_BYTES + SEALED_REQUEST_BUCKETS_BYTES[-1] + TAG_BYTES
 # A response chunk's plaintext is a multiple of this: its size says the token count only roughly.
