@@ -17,6 +17,7 @@ from bootstrap.config import load_bootstrap
 from tp_gateway.app import create_app
 from tp_gateway.http_guard import SiteRules, is_address, is_loopback, origin_argument
 from tp_gateway.overlay import Overlay
+from tp_gateway.public_guard import PublicPolicy
 from tp_net.transport_ws import WebSocketDialer
 from tp_node.cli_common import (
     add_bootstrap_argument,
@@ -76,6 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="also list MODEL as ALIAS in /v1/models and serve requests for ALIAS with it (repeatable)",
     )
     parser.add_argument(
+        "--public",
+        action="store_true",
+        help="serve other people: sealed routes (/v1/sealed) for any origin and address, rate-limited per "
+        "address; plaintext inference routes for loopback clients only (no --api-key needed)",
+    )
+    parser.add_argument(
         INSECURE_FLAG,
         action="store_true",
         help="serve a non-loopback --listen without --api-key: anyone who reaches the port uses the "
@@ -103,7 +110,7 @@ def cors_origin(text: str) -> str:
 def exposure_error(args: argparse.Namespace) -> str | None:
     """Why these settings must not start (a keyless gateway beyond this machine), or None."""
     host = args.listen[0]
-    if is_loopback(host) or args.api_key or args.insecure_no_api_key:
+    if is_loopback(host) or args.api_key or args.insecure_no_api_key or args.public:
         return None
     return (
         f"--listen {host} is reachable from other machines: set --api-key (or ${API_KEY_ENV}), listen on "
@@ -147,7 +154,7 @@ async def _gateway(args: argparse.Namespace, nursery: trio.Nursery) -> None:
     )
     nursery.start_soon(overlay.run)
     host = args.listen[0]
-    if not is_loopback(host) and not args.api_key:
+    if not is_loopback(host) and not args.api_key and not args.public:
         log.warning(
             "%s: the gateway on %s has no API key; anyone who reaches the port uses it",
             INSECURE_FLAG,
@@ -156,7 +163,8 @@ async def _gateway(args: argparse.Namespace, nursery: trio.Nursery) -> None:
     # An address literal is served with the port through the connection's local address; a name as given.
     names = [*args.allow_host] if is_address(host) else [host, *args.allow_host]
     site = SiteRules.of(hosts=names, cors_origins=args.cors_origin)
-    app = create_app(overlay, site=site, api_key=args.api_key, aliases=dict(args.model_alias))
+    public = PublicPolicy() if args.public else None
+    app = create_app(overlay, site=site, api_key=args.api_key, aliases=dict(args.model_alias), public=public)
     base_url = await nursery.start(serve_gateway, app, *args.listen)
     with trio.move_on_after(30):
         await overlay.ready.wait()

@@ -31,7 +31,7 @@ from tp_net.cells import DestroyReason
 from tp_net.circuit_client import HopInfo
 from tp_net.client import Circuit, ClientLink
 from tp_net.descriptors import NodeDescriptor, RelayDescriptor
-from tp_net.directory import Directory
+from tp_net.directory import Directory, SignedDocument
 from tp_net.directory_client import KeptLinks, fetch_directory
 from tp_net.path_selection import (
     LOCAL_NETWORK_RULES,
@@ -48,6 +48,7 @@ from tp_net.stream_deadlines import stream_deadlines
 from tp_net.transport import Dialer
 from tp_node.directory_duties import DOCUMENT_RETRY_S, refresh_delay_s
 from tp_node.gpu_node import INFERENCE_SERVICE
+from tp_node.sealed_service import SEALED_SERVICE
 
 log = logging.getLogger(__name__)
 
@@ -113,6 +114,7 @@ class Overlay:
         self._guard_store = GuardStore(guard_file) if guard_file else None
         self._rules = LOCAL_NETWORK_RULES if bootstrap.local else STRICT_RULES
         self.directory: Directory | None = None
+        self.signed_document: SignedDocument | None = None  # the directory's bytes, for sealed clients (9)
         self._guards: list[bytes] = []
         self._guards_down = _Shunned()  # guards recently unreachable
         self._models_seen: dict[str, float] = {}  # model id -> monotonic time a directory last listed it
@@ -146,7 +148,7 @@ class Overlay:
         sources = [authority.hop() for authority in self.bootstrap.authorities]
         while True:
             try:
-                directory, _ = await fetch_directory(
+                directory, signed = await fetch_directory(
                     self._dialer,
                     sources,
                     self.bootstrap.trust(),
@@ -166,6 +168,7 @@ class Overlay:
                 await trio.sleep(DOCUMENT_RETRY_S)
                 continue
             self._use_directory(directory)
+            self.signed_document = signed
             # A document missing a relay a path needs (a network still starting) is replaced soon: look
             # again in a moment rather than when the next document is due.
             delay = refresh_delay_s(directory.valid_after, self.bootstrap, time.time())
@@ -300,6 +303,33 @@ class Overlay:
         if all_backed_off and failure.code == "unavailable":
             raise self._all_down(model_id, candidates)
         raise failure
+
+    async def forward_sealed(self, node_id: bytes, sealed: bytes) -> AsyncGenerator[bytes, None]:
+        """A sealed request's chunks (PROTOCOL.md 9), carried over a circuit to the node it names. No
+        failover: the request opens only at that node, and only once (a second try is refused as a replay)."""
+        node = self.directory.nodes.get(node_id) if self.directory is not None else None
+        if node is None:
+            raise OverlayError("node_not_found", "the directory lists no such node")
+        try:
+            with trio.fail_after(CIRCUIT_WAIT_TIMEOUT_S):
+                circuit = await self._circuit_to(node, set())
+            answer = _within_deadlines(
+                circuit, SEALED_SERVICE, {"sealed": sealed}, self._retire_circuits_sharing
+            )
+            async with aclosing(answer) as messages:
+                async for message in messages:
+                    error = message.get("error") if isinstance(message, dict) else None
+                    if isinstance(error, dict):
+                        raise _node_error(error)
+                    chunk = message.get("sealed") if isinstance(message, dict) else None
+                    if not isinstance(chunk, bytes):
+                        raise OverlayError("upstream", "the node sent a message that is not a sealed chunk")
+                    yield chunk
+        except (TokenPlaceError, trio.TooSlowError) as exc:
+            if isinstance(exc, OverlayError):
+                raise
+            log.info("sealed request to node %s failed: %s", short_id(node_id), exc.__class__.__name__)
+            raise OverlayError("unavailable", f"node failed ({exc.__class__.__name__})") from exc
 
     def _all_down(self, model_id: str, nodes: list[NodeDescriptor]) -> OverlayError:
         longest = max((self._backoff.down_for_s(n.node_id) or 0.0) for n in nodes)
