@@ -225,7 +225,9 @@ class ResponseOpener:
 
 class ReplayCache:
     """Nonces of the sealed requests a node accepted, each kept until its request is too old to be accepted
-    anyway. Bounded: when full, the oldest is forgotten and no request sent at or before it is accepted."""
+    anyway. Bounded: when full, the oldest is forgotten and no request sent at or before it is accepted.
+    `started` (unix s): a node passes its start time, so that nothing sent before a restart (whose nonces the
+    new process never saw) is accepted."""
 
     def __init__(
         self,
@@ -233,13 +235,15 @@ class ReplayCache:
         entries_max: int = SEALED_REPLAY_CACHE_ENTRIES_MAX,
         age_max_s: float = SEALED_REQUEST_AGE_MAX_S,
         skew_s: float = SEALED_CLOCK_SKEW_S,
+        started: float | None = None,
     ) -> None:
         self._entries_max = entries_max
         self._age_max_s = age_max_s
         self._skew_s = skew_s
         self._nonces: set[bytes] = set()
         self._by_age: list[tuple[int, bytes]] = []
-        self._floor = -1  # requests sent at or before this are refused (forgotten nonces)
+        # Requests sent at or before this are refused (forgotten nonces, or sent before this process began).
+        self._floor = -1 if started is None else int(started) - 1
 
     def __len__(self) -> int:
         return len(self._nonces)

@@ -36,7 +36,8 @@ class SealedService:
         self._keys = keys
         self._inference = inference
         self._wall_clock = wall_clock
-        self.replay = ReplayCache() if replay is None else replay
+        # Nothing sent before this process started: a restarted node has lost the nonces it saw.
+        self.replay = ReplayCache(started=wall_clock()) if replay is None else replay
 
     async def handle(self, request: Mapping[str, Any]) -> AsyncGenerator[Mapping[str, Any], None]:
         data = request.get("sealed")

@@ -285,3 +285,12 @@ def test_known_answer_of_a_sealed_request() -> None:
     assert opened.document == stored["document"]
     chunks = [opened.sealer.seal(message) for message in stored["messages"]] + [opened.sealer.seal_final()]
     assert [chunk.hex() for chunk in chunks] == stored["chunks"]
+
+
+def test_a_restarted_node_refuses_what_was_sent_before_it_started() -> None:
+    """A new process has lost the nonces the old one saw: nothing sent before its start is accepted."""
+    replay = ReplayCache(started=NOW)
+    with pytest.raises(SealedError) as refused:
+        replay.check_and_add(b"r" * 16, int(NOW) - 2, NOW + 1)
+    assert refused.value.code == "stale"
+    replay.check_and_add(b"s" * 16, int(NOW), NOW + 1)

@@ -85,3 +85,10 @@ async def test_a_malformed_sealed_message_is_refused(document: Any) -> None:
 async def test_a_node_without_sealing_keys_has_no_sealed_service() -> None:
     async with in_process_network(engine=FakeEngine()) as net:
         assert net.node.sealed is None
+
+
+async def test_a_restarted_node_refuses_a_request_sealed_before_it_started() -> None:
+    async with in_process_network(engine=FakeEngine(), sealing_keys=[KEY]) as net:
+        request = seal_request(net.node_hop.node_id, KEY.public, REQUEST, time.time() - 5)
+        answer = await _ask(net, SEALED_SERVICE, {"sealed": request.data})
+    assert answer[0]["error"]["code"] == "sealed_stale"
