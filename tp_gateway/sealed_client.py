@@ -226,6 +226,9 @@ class SecureChatCompletion:
     def close(self) -> None:
         self._http.close()
 
+    async def aclose(self) -> None:
+        await self._async_http.aclose()
+
 
 def choose_sealed_node(directory: Directory, model: str, rng: random.Random) -> NodeDescriptor:
     """A node for `model` that takes sealed requests, weighted by free slots; 404 when none does."""

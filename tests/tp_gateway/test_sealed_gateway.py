@@ -17,7 +17,7 @@ import trio
 
 from tests.tp_gateway.sealed_fakes import MODEL, WORDS, SealingOverlay, Tamper
 from tp_gateway.app import create_app
-from tp_gateway.client import BASE_URL, IN_PROCESS_SITE, OverlayTransport
+from tp_gateway.client import BASE_URL, IN_PROCESS_SITE, AsyncOverlayTransport, OverlayTransport
 from tp_gateway.client_thread import OverlayThread, Service
 from tp_gateway.openai_api import ApiError
 from tp_gateway.overlay import Overlay
@@ -91,6 +91,20 @@ def test_create_streams_chunks(gateway_for: Any) -> None:
     text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
     assert text == "".join(WORDS)
     assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+
+
+async def test_acreate_answers_and_streams(gateway_for: Any) -> None:
+    gateway = gateway_for()
+    async with httpx.AsyncClient(transport=AsyncOverlayTransport(gateway.thread), timeout=WAIT_S) as http:
+        chat = SecureChatCompletion(BASE_URL, bootstrap=gateway.overlay.bootstrap, async_http_client=http)
+        answer = await chat.acreate(model=MODEL, messages=MESSAGES)
+        assert isinstance(answer, dict)
+        assert answer["choices"][0]["message"]["content"] == "".join(WORDS)
+        chunks = await chat.acreate(model=MODEL, messages=MESSAGES, stream=True)
+        assert not isinstance(chunks, dict)
+        text = "".join([c["choices"][0]["delta"].get("content") or "" async for c in chunks if c["choices"]])
+    assert text == "".join(WORDS)
+    assert not gateway.saw_plaintext()
 
 
 def test_without_a_bootstrap_file_the_client_takes_the_gateways(gateway_for: Any) -> None:
