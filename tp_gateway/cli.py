@@ -8,6 +8,7 @@ import os
 import random
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import hypercorn.config
 import hypercorn.trio
@@ -83,6 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
         "address; plaintext inference routes for loopback clients only (no --api-key needed)",
     )
     parser.add_argument(
+        "--tls-cert",
+        type=Path,
+        metavar="PEM",
+        help="serve HTTPS with this certificate chain (with --tls-key); default: plain HTTP, for a reverse "
+        "proxy that terminates TLS in front",
+    )
+    parser.add_argument("--tls-key", type=Path, metavar="PEM", help="the private key of --tls-cert")
+    parser.add_argument(
         INSECURE_FLAG,
         action="store_true",
         help="serve a non-loopback --listen without --api-key: anyone who reaches the port uses the "
@@ -108,7 +117,9 @@ def cors_origin(text: str) -> str:
 
 
 def exposure_error(args: argparse.Namespace) -> str | None:
-    """Why these settings must not start (a keyless gateway beyond this machine), or None."""
+    """Why these settings must not start (a keyless gateway beyond this machine, half a TLS pair), or None."""
+    if bool(args.tls_cert) != bool(args.tls_key):
+        return "--tls-cert and --tls-key go together"
     host = args.listen[0]
     if is_loopback(host) or args.api_key or args.insecure_no_api_key or args.public:
         return None
@@ -129,11 +140,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def serve_gateway(
-    app: object, host: str, port: int, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
+    app: object,
+    host: str,
+    port: int,
+    tls: tuple[Path, Path] | None = None,
+    *,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the app with hypercorn; reports the base URL of the API."""
+    """Serve the app with hypercorn (HTTPS with `tls` = (certificate, key)); reports the API's base URL."""
     config = hypercorn.config.Config()
     config.bind = [f"{host}:{port}"]
+    if tls is not None:
+        config.certfile, config.keyfile = str(tls[0]), str(tls[1])
     config.accesslog = None  # request lines could carry model names; nothing about content ever
     config.errorlog = logging.getLogger("hypercorn.error")  # through our logging, at our level
     config.graceful_timeout = 1.0
@@ -165,7 +183,8 @@ async def _gateway(args: argparse.Namespace, nursery: trio.Nursery) -> None:
     site = SiteRules.of(hosts=names, cors_origins=args.cors_origin)
     public = PublicPolicy() if args.public else None
     app = create_app(overlay, site=site, api_key=args.api_key, aliases=dict(args.model_alias), public=public)
-    base_url = await nursery.start(serve_gateway, app, *args.listen)
+    tls = (args.tls_cert, args.tls_key) if args.tls_cert else None
+    base_url = await nursery.start(serve_gateway, app, *args.listen, tls)
     with trio.move_on_after(30):
         await overlay.ready.wait()
     announce({"role": "gateway", "base_url": base_url, "ready": overlay.ready.is_set()})
