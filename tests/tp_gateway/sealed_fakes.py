@@ -41,7 +41,12 @@ def final() -> dict[str, Any]:
 
 class SealingOverlay:
     def __init__(
-        self, *, tamper: Tamper | None = None, signers: int = 2, error: dict[str, str] | None = None
+        self,
+        *,
+        tamper: Tamper | None = None,
+        signers: int = 2,
+        error: dict[str, str] | None = None,
+        script: list[dict[str, Any]] | None = None,
     ) -> None:
         self.authorities, self.trust = network_of(3, 2)
         self.bootstrap = Bootstrap(
@@ -66,6 +71,7 @@ class SealingOverlay:
         self.replay = ReplayCache()
         self.tamper = tamper
         self.error = error  # the node's answer: this error instead of words
+        self.script = script  # or these response messages (6.2), each sealed
         self.answered: list[bytes] = []  # every chunk the gateway got back
         self.forwarded: list[bytes] = []  # every byte the gateway handed to the overlay
         self.documents: list[Any] = []  # what the node opened
@@ -89,7 +95,9 @@ class SealingOverlay:
         except SealedError as exc:
             raise OverlayError(f"sealed_{exc.code}", str(exc)) from None
         self.documents.append(opened.document)
-        if self.error is not None:
+        if self.script is not None:
+            answer = [opened.sealer.seal(message) for message in self.script]
+        elif self.error is not None:
             answer = [opened.sealer.seal({"error": self.error})]
         else:
             answer = [opened.sealer.seal({"text": word}) for word in WORDS] + [opened.sealer.seal(final())]
