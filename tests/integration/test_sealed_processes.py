@@ -1,10 +1,13 @@
 """Sealed mode with real processes: three relays, a tp-node on the tiny model, and a `tp-gateway --public`,
-all at DEBUG. A sealed client (tp_gateway.sealed_client, and the official OpenAI SDK through
-sealed_http_client) sends a sentinel prompt; the answer equals the plaintext route's for the same seed, and
-neither the prompt nor the answer appears in any process's stdout or stderr."""
+all at DEBUG. A sealed client (tp_gateway.sealed_client, the official OpenAI SDK through sealed_http_client,
+and the bundled JS client under Node when installed, trusting the network's bootstrap file) sends a sentinel
+prompt; the answer equals the plaintext route's for the same seed, and neither the prompt nor the answer
+appears in any process's stdout or stderr."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 from typing import Any, cast
 
@@ -19,6 +22,7 @@ from tp_gateway.sealed_client import SecureChatCompletion
 from tp_gateway.sealed_transport import sealed_http_client
 
 SENTINEL = "pangolin-7e02"
+NODE = shutil.which("node")  # the JS client runs too where Node is installed
 
 
 async def test_a_sealed_request_keeps_prompt_and_answer_from_a_public_gateway(
@@ -56,6 +60,13 @@ async def test_a_sealed_request_keeps_prompt_and_answer_from_a_public_gateway(
 
         with trio.fail_after(120):
             sealed, through_sdk, plain = await trio.to_thread.run_sync(use)
+            if NODE is not None:
+                script = [NODE, str(Path(__file__).parent / "sealed_node_client.mjs"), running.base_url]
+                done = await trio.run_process(
+                    [*script, str(bootstrap), json.dumps({"model": model, **fields})], capture_stdout=True
+                )
+                from_js = json.loads(done.stdout)
+                assert from_js["content"] == from_js["streamed"] == plain, from_js
         stdout = bytes(running.gateway.stdout) + bytes(running.node.stdout)
     assert sealed == through_sdk == plain
     assert len(sealed) > 10
