@@ -25,7 +25,7 @@ from quart import Blueprint, Response, request
 from tp_gateway.openai_errors import ApiError, invalid_json, upstream_failure
 from tp_gateway.openai_objects import json_bytes, sse_error, sse_event
 from tp_gateway.overlay import Overlay, OverlayError
-from tp_net.sealed import SEALED_REQUEST_BYTES_MAX
+from tp_net.sealed import SEALED_REQUEST_BYTES_MAX, sealed_node_id
 
 NODE_ID_HEX_CHARS = 64
 
@@ -40,9 +40,12 @@ def parse_sealed_body(body: object) -> tuple[bytes, bytes]:
     if not isinstance(sealed, str) or len(sealed) > (SEALED_REQUEST_BYTES_MAX + 2) // 3 * 4:
         raise ApiError(400, "sealed must be a base64 string of a sealed request", param="sealed")
     try:
-        return bytes.fromhex(node), base64.b64decode(sealed, validate=True)
+        node_id, data = bytes.fromhex(node), base64.b64decode(sealed, validate=True)
     except (ValueError, binascii.Error):
         raise ApiError(400, "node must be hex and sealed base64", code="invalid_request") from None
+    if sealed_node_id(data) != node_id:  # the node would refuse it: spare the circuit
+        raise ApiError(400, "The sealed request is addressed to another node.", code="sealed_wrong_node")
+    return node_id, data
 
 
 def sealed_error(error: OverlayError) -> ApiError:

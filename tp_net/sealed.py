@@ -302,6 +302,11 @@ class ResponseSealer:
         return prefix + sealed
 
 
+def sealed_node_id(data: bytes) -> bytes:
+    """The node a sealed request names in its header (what a gateway may check before forwarding it)."""
+    return data[_HEADER.size : _HEADER.size + NODE_ID_BYTES]
+
+
 @dataclass(frozen=True)
 class OpenedRequest:
     document: Any
@@ -326,7 +331,7 @@ def open_request(
     version, kem_id, kdf_id, aead_id = _HEADER.unpack_from(data)
     if (version, kem_id, kdf_id, aead_id) != (SEALED_VERSION, *SUITE_IDS):
         raise SealedError("unsupported", "the sealed request's version or suite is not supported")
-    if data[_HEADER.size : _HEADER.size + NODE_ID_BYTES] != node_id:
+    if sealed_node_id(data) != node_id:
         raise SealedError("wrong_node", "the sealed request is addressed to another node")
     public_key = data[_HEADER.size + NODE_ID_BYTES : HEADER_BYTES]
     key = next((key for key in keys if key.public == public_key), None)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from collections.abc import Iterator
 from typing import Any, cast
 
@@ -25,7 +26,7 @@ from tp_gateway.public_guard import PublicPolicy
 from tp_gateway.sealed_client import SecureChatCompletion
 from tp_gateway.sealed_transport import sealed_http_client
 from tp_net.messages import REQUEST_BYTES_MAX
-from tp_net.sealed import SEALED_REQUEST_BYTES_MAX
+from tp_net.sealed import SEALED_REQUEST_BYTES_MAX, seal_request
 
 SENTINEL = "sentinel-prompt-5d1e"
 MESSAGES = [{"role": "user", "content": SENTINEL}]
@@ -159,6 +160,17 @@ def test_the_official_openai_sdk_works_unchanged_in_sealed_mode(gateway_for: Any
     assert not gateway.saw_plaintext()
 
 
+async def test_the_gateway_refuses_a_request_for_another_node_before_forwarding_it() -> None:
+    overlay = SealingOverlay()
+    sealed = seal_request(bytes(32), overlay.key.public, {"messages": MESSAGES}, time.time())
+    body = json.dumps({"node": overlay.node_id.hex(), "sealed": base64.b64encode(sealed.data).decode()})
+    status, _, answer = await send(
+        create_app(cast(Overlay, overlay)), "POST", "/v1/sealed", headers=JSON, body=body.encode()
+    )
+    assert (status, answer["error"]["code"]) == (400, "sealed_wrong_node")
+    assert overlay.forwarded == []
+
+
 def test_the_largest_sealed_request_fits_the_gateways_body_limit() -> None:
     body = json.dumps(
         {"node": "00" * 32, "sealed": base64.b64encode(bytes(SEALED_REQUEST_BYTES_MAX)).decode()}
@@ -234,9 +246,9 @@ async def test_public_sealed_requests_are_rate_limited_per_address() -> None:
         status, _, _ = await send(app, "POST", "/v1/sealed", headers=JSON, body=bad, client=client)
         return int(status)
 
-    assert [await post(FOREIGN) for _ in range(3)] == [404, 404, 429]
-    assert await post(("198.51.100.1", 1)) == 404  # another address has its own bucket
-    assert await post(("127.0.0.1", 1)) == 404  # the operator is not limited
+    assert [await post(FOREIGN) for _ in range(3)] == [400, 400, 429]
+    assert await post(("198.51.100.1", 1)) == 400  # another address has its own bucket
+    assert await post(("127.0.0.1", 1)) == 400  # the operator is not limited
 
 
 def test_the_policys_address_buckets_are_bounded() -> None:
