@@ -39,7 +39,7 @@ from tp_net.sealed import ResponseOpener, SealedError, SealedRequest, seal_reque
 TIMEOUT_S = 120.0
 # Bytes of one event line the client takes from a gateway (a sealed chunk is at most 64 KiB, base64 4/3).
 EVENT_LINE_BYTES_MAX = 128 * 1024
-# Bytes of a directory document the client takes from a gateway.
+# Bytes of a directory document (or any other answer read whole) the client takes from a gateway.
 DIRECTORY_BYTES_MAX = 8 * 1024 * 1024 + 64 * 1024
 
 
@@ -51,18 +51,35 @@ class _Prepared:
 
 
 class SealedEvents:
-    """Sans-IO: the gateway's event lines in, the node's response messages out, each opened in order; a
-    node's error message becomes its ApiError, a broken seal or a cut-short answer a 502."""
+    """Sans-IO: the gateway's event stream in (bytes as they come), the node's response messages out, each
+    opened in order; a node's error message becomes its ApiError, a broken seal, an over-long line or a
+    cut-short answer a 502. A line is bounded before it is buffered."""
 
     def __init__(self, request: SealedRequest) -> None:
         self._opener = ResponseOpener(request)
+        self._buffer = bytearray()
+
+    def feed(self, data: bytes) -> list[dict[str, Any]]:
+        messages: list[dict[str, Any]] = []
+        while data:
+            line, newline, data = data.partition(b"\n")
+            if len(self._buffer) + len(line) > EVENT_LINE_BYTES_MAX:
+                raise upstream_failure("the gateway sent an over-long event")
+            self._buffer += line
+            if newline:
+                messages += self.line(self._buffer.decode(errors="replace").rstrip("\r"))
+                self._buffer.clear()
+        return messages
 
     def line(self, line: str) -> list[dict[str, Any]]:
-        if len(line) > EVENT_LINE_BYTES_MAX:
-            raise upstream_failure("the gateway sent an over-long event")
         if not line.startswith("data: "):
             return []
-        event = json.loads(line[len("data: ") :])
+        try:
+            event = json.loads(line[len("data: ") :])
+        except ValueError:
+            raise upstream_failure("the gateway sent a malformed event") from None
+        if not isinstance(event, dict):
+            raise upstream_failure("the gateway sent a malformed event")
         if "error" in event:  # the gateway's own error event (the node's errors are sealed)
             refusal = event["error"] if isinstance(event["error"], dict) else {}
             code, text = refusal.get("code") or "upstream_error", refusal.get("message") or ""
@@ -83,6 +100,8 @@ class SealedEvents:
         return [message]
 
     def finish(self) -> None:
+        if self._buffer:
+            self.feed(b"\n")
         try:
             self._opener.finish()
         except SealedError:
@@ -115,19 +134,22 @@ class SecureChatCompletion:
     def create(self, **params: Any) -> dict[str, Any] | Iterator[dict[str, Any]]:
         call = parse_chat(params)
         if self._trust is None:
-            self._trust = self._bootstrap_from_gateway(self._get("/sealed/bootstrap").content)
+            self._trust = self._bootstrap_from_gateway(self._get("/sealed/bootstrap"))
         if self._stale():
-            self._directory = self._verify(self._get("/sealed/directory").content)
+            self._directory = self._verify(self._get("/sealed/directory"))
         messages = self._messages(self._prepare(call))
         if not call.stream:
             return _collect(call, messages)
         first = next(messages, None)  # a failure before the first chunk raises here, as an HTTP error would
         return self._stream(call, first, messages)
 
-    def _get(self, path: str) -> httpx.Response:
-        response = self._http.get(self.base_url + path, headers=self._headers)
-        _raise_for(response.status_code, response.content)
-        return response
+    def _get(self, path: str) -> bytes:
+        with self._http.stream("GET", self.base_url + path, headers=self._headers) as response:
+            body = bytearray()
+            for data in response.iter_bytes():
+                _append_capped(body, data)
+        _raise_for(response.status_code, bytes(body))
+        return bytes(body)
 
     def _messages(self, prepared: _Prepared) -> Iterator[dict[str, Any]]:
         events = SealedEvents(prepared.request)
@@ -135,9 +157,12 @@ class SecureChatCompletion:
             "POST", self.base_url + "/sealed", content=prepared.body, headers=self._post
         ) as r:
             if r.status_code != 200:
-                _raise_for(r.status_code, r.read())
-            for line in r.iter_lines():
-                yield from events.line(line)
+                body = bytearray()
+                for data in r.iter_bytes():
+                    _append_capped(body, data)
+                _raise_for(r.status_code, bytes(body))
+            for data in r.iter_bytes():
+                yield from events.feed(data)
         events.finish()
 
     def _stream(
@@ -154,9 +179,9 @@ class SecureChatCompletion:
     async def acreate(self, **params: Any) -> dict[str, Any] | AsyncIterator[dict[str, Any]]:
         call = parse_chat(params)
         if self._trust is None:
-            self._trust = self._bootstrap_from_gateway((await self._aget("/sealed/bootstrap")).content)
+            self._trust = self._bootstrap_from_gateway(await self._aget("/sealed/bootstrap"))
         if self._stale():
-            self._directory = self._verify((await self._aget("/sealed/directory")).content)
+            self._directory = self._verify(await self._aget("/sealed/directory"))
         messages = self._amessages(self._prepare(call))
         if call.stream:
             first = await anext(messages, None)  # a failure before the first chunk raises here
@@ -166,19 +191,25 @@ class SecureChatCompletion:
             collector.feed(message)
         return collector.result()
 
-    async def _aget(self, path: str) -> httpx.Response:
-        response = await self._async_http.get(self.base_url + path, headers=self._headers)
-        _raise_for(response.status_code, response.content)
-        return response
+    async def _aget(self, path: str) -> bytes:
+        async with self._async_http.stream("GET", self.base_url + path, headers=self._headers) as response:
+            body = bytearray()
+            async for data in response.aiter_bytes():
+                _append_capped(body, data)
+        _raise_for(response.status_code, bytes(body))
+        return bytes(body)
 
     async def _amessages(self, prepared: _Prepared) -> AsyncIterator[dict[str, Any]]:
         events = SealedEvents(prepared.request)
         url = self.base_url + "/sealed"
         async with self._async_http.stream("POST", url, content=prepared.body, headers=self._post) as r:
             if r.status_code != 200:
-                _raise_for(r.status_code, await r.aread())
-            async for line in r.aiter_lines():
-                for message in events.line(line):
+                body = bytearray()
+                async for data in r.aiter_bytes():
+                    _append_capped(body, data)
+                _raise_for(r.status_code, bytes(body))
+            async for data in r.aiter_bytes():
+                for message in events.feed(data):
                     yield message
         events.finish()
 
@@ -206,8 +237,6 @@ class SecureChatCompletion:
         return parse_bootstrap(json.loads(data), "the gateway's bootstrap").trust()
 
     def _verify(self, data: bytes) -> Directory:
-        if len(data) > DIRECTORY_BYTES_MAX:
-            raise upstream_failure("the gateway sent an over-large directory")
         assert self._trust is not None
         try:
             return verify_document(SignedDocument.decode(data), self._trust, time.time())
@@ -247,6 +276,13 @@ def _trust_of(bootstrap: Bootstrap | Path | str | None) -> Trust | None:
     if isinstance(bootstrap, Bootstrap):
         return bootstrap.trust()
     return load_bootstrap(Path(bootstrap)).trust()
+
+
+def _append_capped(body: bytearray, data: bytes) -> None:
+    """Add what the gateway sent to `body`, refusing it before it grows past DIRECTORY_BYTES_MAX."""
+    if len(body) + len(data) > DIRECTORY_BYTES_MAX:
+        raise upstream_failure("the gateway sent an over-large answer")
+    body += data
 
 
 def _raise_for(status: int, body: bytes) -> None:

@@ -23,7 +23,7 @@ from tp_gateway.client_thread import OverlayThread, Service
 from tp_gateway.openai_api import ApiError
 from tp_gateway.overlay import Overlay
 from tp_gateway.public_guard import PublicPolicy
-from tp_gateway.sealed_client import SecureChatCompletion
+from tp_gateway.sealed_client import EVENT_LINE_BYTES_MAX, SealedEvents, SecureChatCompletion
 from tp_gateway.sealed_transport import sealed_http_client
 from tp_net.messages import REQUEST_BYTES_MAX
 from tp_net.sealed import SEALED_REQUEST_BYTES_MAX, seal_request
@@ -169,6 +169,19 @@ async def test_the_gateway_refuses_a_request_for_another_node_before_forwarding_
     )
     assert (status, answer["error"]["code"]) == (400, "sealed_wrong_node")
     assert overlay.forwarded == []
+
+
+def test_event_lines_are_bounded_before_they_are_buffered_and_may_arrive_in_pieces() -> None:
+    overlay = SealingOverlay()
+    request = seal_request(overlay.node_id, overlay.key.public, {"messages": MESSAGES}, time.time())
+    events = SealedEvents(request)
+    assert events.feed(b": a comm") == [] and events.feed(b"ent\n") == []  # a line in two pieces
+    with pytest.raises(ApiError):
+        SealedEvents(request).feed(b"data: not json\n")
+    with pytest.raises(ApiError) as refused:
+        for _ in range(EVENT_LINE_BYTES_MAX // 1000 + 1):
+            events.feed(b"x" * 1000)  # a line that never ends
+    assert refused.value.status == 502
 
 
 def test_the_largest_sealed_request_fits_the_gateways_body_limit() -> None:
