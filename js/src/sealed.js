@@ -37,6 +37,8 @@ const SEALED_CHUNK_BYTES_MAX = 64 * 1024;
 const SEALED_RESPONSE_CHUNKS_MAX = 1_000_000;
 const SIGNED_PREFIX = te.encode("token.place signed v1\0");
 const CLOCK_SKEW_ALLOWED_S = 300;
+// Bytes of one event the client buffers from a gateway (a sealed chunk is at most 64 KiB, base64 4/3).
+const EVENT_BYTES_MAX = 128 * 1024;
 
 export class SealedError extends Error {
   constructor(code, message) {
@@ -214,9 +216,12 @@ export function verifyDirectory(data, trust, nowS) {
   for (const [descriptorBody, signature] of descriptors) {
     const fields = decode(descriptorBody);
     if (fields[0] !== "node") continue;
-    const nodeId = fields[1];
+    const [nodeId, published, expires] = [fields[1], Number(fields[6]), Number(fields[7])];
     if (!ed25519.verify(signature, signedMessage("descriptor", descriptorBody), nodeId)) {
       throw new SealedError("bad_directory", "a descriptor's signature does not verify");
+    }
+    if (published > Number(validAfter) + CLOCK_SKEW_ALLOWED_S || Number(validAfter) >= expires) {
+      throw new SealedError("bad_directory", "a descriptor is not valid at the directory's time");
     }
     const models = fields[4].map((m) => ({
       modelId: m[0],
@@ -272,6 +277,9 @@ async function* sseData(response) {
     const { value, done } = await reader.read();
     if (done) break;
     buffer += decoder.decode(value, { stream: true });
+    if (buffer.length > EVENT_BYTES_MAX && buffer.indexOf("\n\n") < 0) {
+      throw new ApiError(502, "upstream_error", "the gateway sent an over-long event");
+    }
     let end;
     while ((end = buffer.indexOf("\n\n")) >= 0) {
       const event = buffer.slice(0, end);
