@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck pytest slow fuzz bench clean
+.PHONY: install demo test lint typecheck pytest slow fuzz bench clean js
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -69,3 +69,9 @@ mutate: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache mutants
+
+# The sealed-request JS client (js/): installs the locked npm packages and rebundles
+# tp_gateway/static/sealed.bundle.js (+ its licenses), then runs its Node tests against both.
+js:
+	cd js && npm ci --no-audit --no-fund && npm run build && npm test
+

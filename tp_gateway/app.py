@@ -57,6 +57,8 @@ from tp_gateway.openai_api import (
 )
 from tp_gateway.openai_errors import model_gone, network_cannot_serve
 from tp_gateway.overlay import NOT_SERVABLE_CODES, Overlay, OverlayError
+from tp_gateway.public_guard import PUBLIC_CORS_HEADERS, SEALED_VIEWS, PublicPolicy, view_of
+from tp_gateway.sealed_routes import add_sealed_routes
 from tp_net.messages import REQUEST_BYTES_MAX
 
 log = logging.getLogger(__name__)
@@ -102,9 +104,11 @@ def create_app(
     api_key: str | None = None,
     metrics: Metrics | None = None,
     aliases: Mapping[str, str] | None = None,
+    public: PublicPolicy | None = None,
 ) -> QuartTrio:
     """The app; `site` says which Host and Origin values it answers (default: loopback, no CORS);
-    `aliases` maps alias -> model id."""
+    `aliases` maps alias -> model id; `public` (tp-gateway --public) opens the sealed routes to every
+    origin and keeps the plaintext ones for loopback clients."""
     app = QuartTrio(__name__)
     # The node refuses requests over REQUEST_BYTES_MAX; refusing larger bodies here gives the client a 413.
     app.config["MAX_CONTENT_LENGTH"] = REQUEST_BYTES_MAX
@@ -119,6 +123,7 @@ def create_app(
     api.add_url_rule("/embeddings", view_func=routes.embeddings, methods=["POST"])
     api.add_url_rule("/health", view_func=routes.health, methods=["GET"])
     api.add_url_rule("/metrics", view_func=routes.metrics, methods=["GET"])
+    add_sealed_routes(api, overlay)
     for name, prefix in API_PREFIXES.items():
         app.register_blueprint(api, url_prefix=prefix, name=name)
 
@@ -135,11 +140,9 @@ def create_app(
         host = request.headers.get("Host", "")
         if not site.host_allowed(host, request.scope.get("server")):
             return _refusal(misdirected(host))
-        origin = request.headers.get("Origin")
-        if not site.origin_allowed(origin, host):
-            return _refusal(origin_refused())
-        if request.method == "OPTIONS" and origin is not None:
-            return Response(b"", status=204, headers=site.cors_headers(origin, preflight=True))
+        answered = _cross_site(site, public, host)
+        if answered is not None:
+            return answered
         if api_key is not None and request.endpoint not in KEYLESS_ENDPOINTS:
             offered = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
             if not hmac.compare_digest(offered.encode(), api_key.encode()):
@@ -164,10 +167,33 @@ def create_app(
     @app.after_request
     async def count(response: Response) -> Response:
         counters.count_request(request.url_rule.rule if request.url_rule else "unknown", response.status_code)
-        response.headers.update(site.cors_headers(request.headers.get("Origin"), preflight=False))
+        if public is not None and view_of(request.endpoint) in SEALED_VIEWS:
+            response.headers["Access-Control-Allow-Origin"] = "*"
+        else:
+            response.headers.update(site.cors_headers(request.headers.get("Origin"), preflight=False))
         return response
 
     return app
+
+
+def _cross_site(site: SiteRules, public: PublicPolicy | None, host: str) -> Response | None:
+    """The Origin rule and preflights; with `public`, sealed routes for every origin, and the public policy
+    (plaintext routes for loopback clients only, rate limits per address)."""
+    origin = request.headers.get("Origin")
+    open_to_all = public is not None and view_of(request.endpoint) in SEALED_VIEWS
+    if not open_to_all and not site.origin_allowed(origin, host):
+        return _refusal(origin_refused())
+    if request.method == "OPTIONS" and origin is not None:
+        headers = PUBLIC_CORS_HEADERS if open_to_all else site.cors_headers(origin, preflight=True)
+        return Response(b"", status=204, headers=headers)
+    if public is not None:
+        client = request.scope.get("client")
+        refused = public.check(
+            request.endpoint, request.method, client[0] if client else None, time.monotonic()
+        )
+        if refused is not None:
+            return _refusal(refused)
+    return None
 
 
 def _error_response(error: ApiError) -> Response:

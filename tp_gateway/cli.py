@@ -8,6 +8,7 @@ import os
 import random
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 import hypercorn.config
 import hypercorn.trio
@@ -25,6 +26,7 @@ from tp_gateway.app import create_app
 from tp_gateway.client import GUARD_FILE
 from tp_gateway.http_guard import SiteRules, is_address, is_loopback, origin_argument
 from tp_gateway.overlay import Overlay
+from tp_gateway.public_guard import PublicPolicy
 from tp_net.bootstrap_config import load_bootstrap
 from tp_net.transport_ws import WebSocketDialer
 
@@ -76,6 +78,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="also list MODEL as ALIAS in /v1/models and serve requests for ALIAS with it (repeatable)",
     )
     parser.add_argument(
+        "--public",
+        action="store_true",
+        help="serve other people: sealed routes (/v1/sealed) for any origin and address, rate-limited per "
+        "address; plaintext inference routes for loopback clients only (no --api-key needed)",
+    )
+    parser.add_argument(
+        "--tls-cert",
+        type=Path,
+        metavar="PEM",
+        help="serve HTTPS with this certificate chain (with --tls-key); default: plain HTTP, for a reverse "
+        "proxy that terminates TLS in front",
+    )
+    parser.add_argument("--tls-key", type=Path, metavar="PEM", help="the private key of --tls-cert")
+    parser.add_argument(
         INSECURE_FLAG,
         action="store_true",
         help="serve a non-loopback --listen without --api-key: anyone who reaches the port uses the "
@@ -101,9 +117,11 @@ def cors_origin(text: str) -> str:
 
 
 def exposure_error(args: argparse.Namespace) -> str | None:
-    """Why these settings must not start (a keyless gateway beyond this machine), or None."""
+    """Why these settings must not start (a keyless gateway beyond this machine, half a TLS pair), or None."""
+    if bool(args.tls_cert) != bool(args.tls_key):
+        return "--tls-cert and --tls-key go together"
     host = args.listen[0]
-    if is_loopback(host) or args.api_key or args.insecure_no_api_key:
+    if is_loopback(host) or args.api_key or args.insecure_no_api_key or args.public:
         return None
     return (
         f"--listen {host} is reachable from other machines: set --api-key (or ${API_KEY_ENV}), listen on "
@@ -122,11 +140,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def serve_gateway(
-    app: object, host: str, port: int, *, task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED
+    app: object,
+    host: str,
+    port: int,
+    tls: tuple[Path, Path] | None = None,
+    *,
+    task_status: trio.TaskStatus[str] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the app with hypercorn; reports the base URL of the API."""
+    """Serve the app with hypercorn (HTTPS with `tls` = (certificate, key)); reports the API's base URL."""
     config = hypercorn.config.Config()
     config.bind = [f"{host}:{port}"]
+    if tls is not None:
+        config.certfile, config.keyfile = str(tls[0]), str(tls[1])
     config.accesslog = None  # request lines could carry model names; nothing about content ever
     config.errorlog = logging.getLogger("hypercorn.error")  # through our logging, at our level
     config.graceful_timeout = 1.0
@@ -147,7 +172,7 @@ async def _gateway(args: argparse.Namespace, nursery: trio.Nursery) -> None:
     )
     nursery.start_soon(overlay.run)
     host = args.listen[0]
-    if not is_loopback(host) and not args.api_key:
+    if not is_loopback(host) and not args.api_key and not args.public:
         log.warning(
             "%s: the gateway on %s has no API key; anyone who reaches the port uses it",
             INSECURE_FLAG,
@@ -156,8 +181,10 @@ async def _gateway(args: argparse.Namespace, nursery: trio.Nursery) -> None:
     # An address literal is served with the port through the connection's local address; a name as given.
     names = [*args.allow_host] if is_address(host) else [host, *args.allow_host]
     site = SiteRules.of(hosts=names, cors_origins=args.cors_origin)
-    app = create_app(overlay, site=site, api_key=args.api_key, aliases=dict(args.model_alias))
-    base_url = await nursery.start(serve_gateway, app, *args.listen)
+    public = PublicPolicy() if args.public else None
+    app = create_app(overlay, site=site, api_key=args.api_key, aliases=dict(args.model_alias), public=public)
+    tls = (args.tls_cert, args.tls_key) if args.tls_cert else None
+    base_url = await nursery.start(serve_gateway, app, *args.listen, tls)
     with trio.move_on_after(30):
         await overlay.ready.wait()
     announce({"role": "gateway", "base_url": base_url, "ready": overlay.ready.is_set()})

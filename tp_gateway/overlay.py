@@ -31,7 +31,7 @@ from tp_net.cells import DestroyReason
 from tp_net.circuit_client import HopInfo
 from tp_net.client import Circuit, ClientLink
 from tp_net.descriptors import NodeDescriptor, RelayDescriptor
-from tp_net.directory import Directory, NewestDocument
+from tp_net.directory import Directory, NewestDocument, SignedDocument
 from tp_net.directory_client import KeptLinks, fetch_directory, fetch_from_guards
 from tp_net.host_resolution import resolve_relay_hosts
 from tp_net.inference_contract import INFERENCE_SERVICE
@@ -47,6 +47,7 @@ from tp_net.path_selection import (
     choose_path,
     circuit_hops,
 )
+from tp_net.sealed import SEALED_SERVICE
 from tp_net.stream_deadlines import stream_deadlines
 from tp_net.transport import Dialer
 from tp_node.directory_duties import DOCUMENT_RETRY_S, refresh_delay_s
@@ -124,6 +125,7 @@ class Overlay:
         self.directory: Directory | None = None
         self._pins = catalogue_pins() if pins is None else dict(pins)
         self._identities: dict[str, ModelIdentity] = {}
+        self.signed_document: SignedDocument | None = None  # the directory's bytes, for sealed clients (9)
         self._guards: list[bytes] = []
         self._guards_down = _Shunned()  # guards recently unreachable
         self._models_seen: dict[str, float] = {}  # model id -> monotonic time a directory last listed it
@@ -175,6 +177,7 @@ class Overlay:
                     self._rules, resolved=await resolve_relay_hosts(directory.relays.values())
                 )
             self._use_directory(directory)
+            self.signed_document = held.document
             # A document missing a relay a path needs (a network still starting) is replaced soon: look
             # again in a moment rather than when the next document is due.
             delay = refresh_delay_s(directory.valid_after, self.bootstrap, time.time())
@@ -347,6 +350,33 @@ class Overlay:
         if all_backed_off and failure.code == "unavailable":
             raise self._all_down(model_id, candidates)
         raise failure
+
+    async def forward_sealed(self, node_id: bytes, sealed: bytes) -> AsyncGenerator[bytes, None]:
+        """A sealed request's chunks (PROTOCOL.md 9), carried over a circuit to the node it names. No
+        failover: the request opens only at that node, and only once (a second try is refused as a replay)."""
+        node = self.directory.nodes.get(node_id) if self.directory is not None else None
+        if node is None:
+            raise OverlayError("node_not_found", "the directory lists no such node")
+        try:
+            with trio.fail_after(CIRCUIT_WAIT_TIMEOUT_S):
+                circuit = await self._circuit_to(node, set())
+            answer = _within_deadlines(
+                circuit, SEALED_SERVICE, {"sealed": sealed}, self._retire_circuits_sharing
+            )
+            async with aclosing(answer) as messages:
+                async for message in messages:
+                    error = message.get("error") if isinstance(message, dict) else None
+                    if isinstance(error, dict):
+                        raise _node_error(error)
+                    chunk = message.get("sealed") if isinstance(message, dict) else None
+                    if not isinstance(chunk, bytes):
+                        raise OverlayError("upstream", "the node sent a message that is not a sealed chunk")
+                    yield chunk
+        except (TokenPlaceError, trio.TooSlowError) as exc:
+            if isinstance(exc, OverlayError):
+                raise
+            log.info("sealed request to node %s failed: %s", short_id(node_id), exc.__class__.__name__)
+            raise OverlayError("unavailable", f"node failed ({exc.__class__.__name__})") from exc
 
     def _all_down(self, model_id: str, nodes: list[NodeDescriptor]) -> OverlayError:
         longest = max((self._backoff.down_for_s(n.node_id) or 0.0) for n in nodes)

@@ -114,11 +114,15 @@ class NodeDescriptor:
     published: int
     expires: int
     family: str = ""  # operator family: no relay of this family is ever on a circuit to this node
+    # X25519 keys for sealed requests (PROTOCOL.md 9), newest first; none for a node that serves none.
+    sealing_keys: tuple[bytes, ...] = ()
 
     def check(self) -> None:
         _require(len(self.node_id) == NODE_ID_BYTES, "node id has the wrong length")
         _check_keys("onion keys", self.onion_keys)
         _check_name("family", self.family, allow_empty=True)
+        if self.sealing_keys:
+            _check_keys("sealing keys", self.sealing_keys)
         _require(
             1 <= len(self.home_relays) <= HOME_RELAYS_MAX, f"a node lists 1..{HOME_RELAYS_MAX} home relays"
         )
@@ -188,6 +192,8 @@ def encode_descriptor(descriptor: Descriptor) -> bytes:
         ]
         fields = ["node", n.node_id, list(n.onion_keys), list(n.home_relays), models]
         fields += [n.version, n.published, n.expires, n.family]
+        if n.sealing_keys:  # absent rather than empty: one encoding per descriptor
+            fields.append(list(n.sealing_keys))
     return encode_document(fields)
 
 
@@ -208,8 +214,10 @@ def decode_descriptor(body: bytes) -> Descriptor:
             _typed(fields[8], int, "expires"),
         )
     _require(kind == "node", "unknown descriptor kind")
-    _require(len(fields) == 9, "node descriptor has the wrong number of fields")
+    _require(len(fields) in (9, 10), "node descriptor has the wrong number of fields")
     models = tuple(_model(item) for item in _typed(fields[4], list, "models"))
+    sealing_keys = _byte_strings(fields[9], "sealing keys") if len(fields) == 10 else ()
+    _require(len(fields) == 9 or bool(sealing_keys), "sealing keys are absent, never empty")
     return NodeDescriptor(
         _typed(fields[1], bytes, "node id"),
         _byte_strings(fields[2], "onion keys"),
@@ -219,6 +227,7 @@ def decode_descriptor(body: bytes) -> Descriptor:
         _typed(fields[6], int, "published"),
         _typed(fields[7], int, "expires"),
         _typed(fields[8], str, "family"),
+        sealing_keys,
     )
 
 

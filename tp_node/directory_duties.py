@@ -325,6 +325,7 @@ def node_publisher(
     rng: random.Random,
     invitation: bytes | None = None,
     family: str = "",
+    sealing_public_keys: Callable[[], tuple[bytes, ...]] = tuple,
 ) -> DescriptorPublisher:
     """A GPU node's publisher: its descriptor goes to each authority through a home relay, so no
     authority learns the node's address (the home relay already knows it)."""
@@ -339,6 +340,7 @@ def node_publisher(
             int(now),
             descriptor_expiry(now, bootstrap),
             family,
+            sealing_public_keys(),
         )
 
     def path_to(authority: BootstrapAuthority) -> list[HopInfo]:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import trio
@@ -20,9 +21,12 @@ from tp_net.circuit_hop import HopCore
 from tp_net.errors import TokenPlaceError, WrongPeerError
 from tp_net.inference_contract import INFERENCE_SERVICE
 from tp_net.link_trio import dial_link
+from tp_net.sealed import SEALED_SERVICE, SealingKey
 from tp_net.transport import Dialer
 from tp_node.engine import Engine
 from tp_node.hop_runtime import HopRuntime
+from tp_node.sealed_service import SealedService
+from tp_node.services import ServiceHandler
 
 log = logging.getLogger(__name__)
 
@@ -46,15 +50,23 @@ class GpuNode(HopRuntime):
         engine: Engine,
         dialer: Dialer,
         rng: random.Random,
+        sealing_keys: Callable[[], list[SealingKey]] | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
+        """With `sealing_keys` (newest first) the node also serves sealed requests (PROTOCOL.md 9)."""
+        services: dict[str, ServiceHandler] = {INFERENCE_SERVICE: engine.generate}
+        self.sealed: SealedService | None = None
+        if sealing_keys is not None:
+            self.sealed = SealedService(identity.node_id, sealing_keys, engine.generate, wall_clock)
+            services[SEALED_SERVICE] = self.sealed.handle
         core = HopCore(
             onion_keys,
             rng=rng,
             can_extend=False,
-            services=(INFERENCE_SERVICE,),
+            services=tuple(services),
             identity_key=identity.x25519_private,
         )
-        super().__init__(identity, core, {INFERENCE_SERVICE: engine.generate})
+        super().__init__(identity, core, services)
         self.home_relays = list(home_relays)
         self._engine = engine
         self._dialer = dialer

@@ -21,12 +21,13 @@ from tp_cli.common import (
 from tp_cli.launch import announce, load_identity, software_version
 from tp_crypto.identity import NODE_ID_BYTES
 from tp_net.bootstrap_config import load_bootstrap
+from tp_net.sealed import SealingKey
 from tp_net.transport_ws import WebSocketDialer
 from tp_node.engine import ServingEngine
 from tp_node.engine_cli import add_engine_arguments, open_engine
 from tp_node.gpu_node import HomeRelay
 from tp_node.init_cli import init_main
-from tp_node.onion_keys import ONION_KEY_FILE, OnionKeyRing
+from tp_node.onion_keys import ONION_KEY_FILE, SEALING_KEY_FILE, OnionKeyRing
 from tp_node.operator import start_operator_services
 from tp_node.roles import open_node
 from tp_node.status_cli import status_main
@@ -98,6 +99,10 @@ async def _node(args: argparse.Namespace, nursery: trio.Nursery) -> None:
     # Nodes keep their ring across restarts too; a due rotation happens at the next start.
     ring = OnionKeyRing.load_or_create(args.data_dir / ONION_KEY_FILE, time.time())
     onion_keys, onion_public = ring.private_keys(), ring.public_keys()[0]
+    sealing = OnionKeyRing.load_or_create(args.data_dir / SEALING_KEY_FILE, time.time())
+    sealing_keys = [
+        SealingKey(*pair) for pair in zip(sealing.private_keys(), sealing.public_keys(), strict=True)
+    ]
     engine = await nursery.start(_serve_engine, args)
     opening = open_node(
         identity,
@@ -112,6 +117,8 @@ async def _node(args: argparse.Namespace, nursery: trio.Nursery) -> None:
         invitation=args.invitation.read_bytes() if args.invitation else None,
         withdraw_on_stop=True,
         family=args.family,
+        sealing_keys=lambda: sealing_keys,
+        sealing_public_keys=sealing.public_keys,
     )
     async with opening as role:
         metrics_url = await start_operator_services(nursery, args, Vitals("node", role.node, engine))

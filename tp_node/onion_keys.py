@@ -18,6 +18,9 @@ from tp_crypto.noise import generate_keypair, x25519_public
 from tp_crypto.noise_primitives import DH_BYTES
 
 ONION_KEY_FILE = "onion_keys.json"
+# A GPU node's sealing keys (sealed requests, PROTOCOL.md 9): X25519 too, on the same schedule, in a ring of
+# their own so that neither key ever serves the other's purpose.
+SEALING_KEY_FILE = "sealing_keys.json"
 
 ONION_KEY_ROTATION_S = 7 * 24 * 3600
 ONION_KEY_GRACE_S = 24 * 3600

@@ -26,6 +26,7 @@ from tp_net.directory_client import DIRECTORY_SERVICE
 from tp_net.extend_policy import ExtendPolicy
 from tp_net.link_limits import LinkLimits
 from tp_net.path_selection import LOCAL_NETWORK_RULES, STRICT_RULES
+from tp_net.sealed import SealingKey
 from tp_net.transport import Dialer, Listener
 from tp_node.authority_core import Admission, AuthorityCore
 from tp_node.directory_duties import (
@@ -245,9 +246,19 @@ async def open_node(
     wall_clock: WallClock = time.time,
     withdraw_on_stop: bool = False,
     family: str = "",
+    sealing_keys: Callable[[], list[SealingKey]] | None = None,
+    sealing_public_keys: Callable[[], tuple[bytes, ...]] = tuple,
 ) -> AsyncIterator[NodeRole]:
     """A GPU node linked to its home relays, its descriptor published through them once linked."""
-    node = GpuNode(identity, onion_keys, home_relays=home_relays, engine=engine, dialer=dialer, rng=rng)
+    node = GpuNode(
+        identity,
+        onion_keys,
+        home_relays=home_relays,
+        engine=engine,
+        dialer=dialer,
+        rng=rng,
+        sealing_keys=sealing_keys,
+    )
     home_hops = [HopInfo(relay.node_id, None, relay.address) for relay in home_relays]
 
     async def publish_when_linked() -> None:
@@ -263,6 +274,7 @@ async def open_node(
             rng=rng,
             invitation=invitation,
             family=family,
+            sealing_public_keys=sealing_public_keys,
         )
         publisher.wall_clock = wall_clock
         publisher.withdraw_on_stop = withdraw_on_stop  # leave the directory at its next document

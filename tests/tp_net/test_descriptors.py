@@ -345,7 +345,7 @@ def test_wrong_field_counts_are_refused() -> None:
         (relay[:-1], "relay descriptor has the wrong number of fields"),
         ([*relay, 0], "relay descriptor has the wrong number of fields"),
         (node[:-1], "node descriptor has the wrong number of fields"),
-        ([*node, 0], "node descriptor has the wrong number of fields"),
+        ([*node, [b"k" * 32], 0], "node descriptor has the wrong number of fields"),
         (["relay"], "relay descriptor has the wrong number of fields"),
     ]
     short_model, long_model = node_fields(), node_fields()

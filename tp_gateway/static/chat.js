@@ -5,11 +5,17 @@
 const API = "/v1";
 const MODELS_RETRY_MS = 2000;
 const KEY_STORAGE = "tp-api-key";
+// A gateway this page did not come from loopback for is someone else's: requests are sealed to the GPU node
+// (docs/PROTOCOL.md section 9; `?sealed` forces it), so the gateway carries them without reading them.
+const LOOPBACK_HOSTS = ["localhost", "127.0.0.1", "[::1]"];
+const SEALED = !LOOPBACK_HOSTS.includes(location.hostname) || new URLSearchParams(location.search).has("sealed");
+let sealedClient = null;
 
 const $ = (id) => document.getElementById(id);
 const els = {
   model: $("model"), maxTokens: $("max-tokens"), apiKey: $("api-key"), log: $("log"), error: $("error"),
   form: $("composer"), prompt: $("prompt"), send: $("send"), stop: $("stop"), clear: $("clear"), status: $("status"),
+  mode: $("mode"),
 };
 let history = [];
 let controller = null; // the AbortController of the answer being streamed
@@ -97,6 +103,36 @@ async function* sseData(body) {
   }
 }
 
+async function sealed() {
+  if (!sealedClient) {
+    const { SealedClient } = await import("/static/sealed.bundle.js");
+    sealedClient = new SealedClient({ baseURL: location.origin + API });
+  }
+  sealedClient.apiKey = els.apiKey.value.trim() || null;
+  return sealedClient;
+}
+
+function showDelta(output, answer, delta) {
+  if (!delta || !delta.content) return answer;
+  answer += delta.content;
+  output.textContent = answer;
+  output.scrollIntoView({ block: "end" });
+  return answer;
+}
+
+async function streamSealed(request, output, signal) {
+  const client = await sealed();
+  const chunks = await client.chat.completions.create({ ...request, signal });
+  const node = client.lastNode;
+  els.mode.textContent = `Sealed to the node: ${node.nodeId.slice(0, 16)}…, model ${node.model} ` +
+    `(GGUF sha256 ${node.sha256.slice(0, 16)}…). The gateway carries your words without reading them.`;
+  let answer = "";
+  for await (const chunk of chunks) {
+    answer = showDelta(output, answer, chunk.choices[0] && chunk.choices[0].delta);
+  }
+  return answer;
+}
+
 async function streamAnswer(output, signal) {
   const request = {
     model: els.model.value,
@@ -104,6 +140,7 @@ async function streamAnswer(output, signal) {
     stream: true,
     max_tokens: Number(els.maxTokens.value) || undefined,
   };
+  if (SEALED) return streamSealed(request, output, signal);
   const response = await fetch(`${API}/chat/completions`, {
     method: "POST", headers: headers(), body: JSON.stringify(request), signal,
   });
@@ -113,12 +150,7 @@ async function streamAnswer(output, signal) {
     if (data === "[DONE]") break;
     const event = JSON.parse(data);
     if (event.error) throw new Error(event.error.message || "the answer failed");
-    const delta = event.choices && event.choices[0] && event.choices[0].delta;
-    if (delta && delta.content) {
-      answer += delta.content;
-      output.textContent = answer;
-      output.scrollIntoView({ block: "end" });
-    }
+    answer = showDelta(output, answer, event.choices && event.choices[0] && event.choices[0].delta);
   }
   return answer;
 }
@@ -174,6 +206,9 @@ function clearChat() {
   setStatus("");
 }
 
+els.mode.textContent = SEALED
+  ? "Sealed mode: each request is encrypted to the GPU node that answers it; this gateway cannot read it."
+  : "Local gateway: it encrypts your words for the overlay itself.";
 els.apiKey.value = sessionStorage.getItem(KEY_STORAGE) || "";
 els.apiKey.addEventListener("change", () => {
   sessionStorage.setItem(KEY_STORAGE, els.apiKey.value.trim());

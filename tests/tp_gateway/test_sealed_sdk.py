@@ -1,0 +1,139 @@
+"""The official OpenAI SDK in sealed mode (tp_gateway.sealed_transport) against the chat conformance cases of
+tests/tp_gateway/test_openai_sdk.py: the same node answers, sealed by a fake node behind the real gateway app,
+give the SDK the same objects and the same exceptions as through the local gateway."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any, cast
+
+import openai
+import pytest
+
+from tests.tp_gateway.sealed_fakes import MODEL, SealingOverlay
+from tests.tp_gateway.test_sealed_gateway import Gateway
+from tp_gateway.client import BASE_URL
+from tp_gateway.sealed_transport import sealed_http_client
+
+MESSAGES: Any = [{"role": "user", "content": "hi"}]
+Script = list[dict[str, Any]]
+ClientFor = Callable[[Script], tuple[openai.OpenAI, Gateway]]
+
+
+def final(reason: str = "stop") -> dict[str, Any]:
+    return {"finish_reason": reason, "usage": {"prompt_tokens": 4, "completion_tokens": 2, "total_tokens": 6}}
+
+
+HELLO: Script = [{"text": "Hel"}, {"text": "lo"}, final()]
+TOOL_NODE: Script = [
+    {
+        "tool_calls": [
+            {"index": 0, "id": "call_1", "type": "function", "function": {"name": "f", "arguments": '{"a"'}}
+        ]
+    },
+    {"tool_calls": [{"index": 0, "function": {"arguments": ": 1}"}}]},
+    final("tool_calls"),
+]
+TOOLS: Any = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+
+
+@pytest.fixture
+def client_for() -> Iterator[ClientFor]:
+    made: list[tuple[Gateway, Any]] = []
+
+    def make(script: Script) -> tuple[openai.OpenAI, Gateway]:
+        gateway = Gateway(SealingOverlay(script=script))
+        http = sealed_http_client(BASE_URL, bootstrap=gateway.overlay.bootstrap, upstream=gateway.http)
+        made.append((gateway, http))
+        client = openai.OpenAI(
+            api_key="unused", base_url=BASE_URL, http_client=cast(Any, http), max_retries=0
+        )
+        return client, gateway
+
+    yield make
+    for gateway, http in made:
+        http.close()
+        gateway.http.close()
+
+
+def test_a_chat_completion(client_for: ClientFor) -> None:
+    client, gateway = client_for(HELLO)
+    completion = client.chat.completions.create(model=MODEL, messages=MESSAGES, temperature=0.2, user="me")
+    assert completion.choices[0].message.content == "Hello"
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.usage is not None and completion.usage.total_tokens == 6
+    assert gateway.overlay.documents == [
+        {"kind": "chat", "model": MODEL, "messages": MESSAGES, "temperature": 0.2}
+    ]
+
+
+def test_a_streamed_chat_completion_with_usage(client_for: ClientFor) -> None:
+    client, _ = client_for(HELLO)
+    chunks = list(
+        client.chat.completions.create(
+            model=MODEL, messages=MESSAGES, stream=True, stream_options={"include_usage": True}
+        )
+    )
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Hello"
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert chunks[-2].choices[0].finish_reason == "stop"
+    assert (
+        chunks[-1].choices == [] and chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 2
+    )
+
+
+def test_tool_calls_pass_through(client_for: ClientFor) -> None:
+    client, gateway = client_for(TOOL_NODE)
+    completion = client.chat.completions.create(
+        model=MODEL, messages=MESSAGES, tools=TOOLS, tool_choice="auto"
+    )
+    (call,) = completion.choices[0].message.tool_calls or []
+    assert call.type == "function"
+    assert (call.id, call.function.name, call.function.arguments) == ("call_1", "f", '{"a": 1}')
+    assert completion.choices[0].finish_reason == "tool_calls"
+    stream = client.chat.completions.create(model=MODEL, messages=MESSAGES, tools=TOOLS, stream=True)
+    deltas = [call for chunk in stream for call in chunk.choices[0].delta.tool_calls or []]
+    assert "".join(d.function.arguments or "" for d in deltas if d.function) == '{"a": 1}'
+    assert gateway.overlay.documents[0]["tools"] == TOOLS
+
+
+def test_an_error_after_the_first_token_ends_the_stream_with_an_api_error(client_for: ClientFor) -> None:
+    client, _ = client_for([{"text": "Hel"}, {"error": {"code": "internal_error", "message": "boom"}}])
+    stream = client.chat.completions.create(model=MODEL, messages=MESSAGES, stream=True)
+    received = []
+    with pytest.raises(openai.APIError, match="boom"):
+        for chunk in stream:
+            received.append(chunk.choices[0].delta.content)
+    assert received == ["Hel"]
+
+
+@pytest.mark.parametrize(
+    ("code", "exception", "status"),
+    [
+        ("invalid_max_tokens", openai.BadRequestError, 400),
+        ("model_not_found", openai.NotFoundError, 404),
+        ("overloaded", openai.RateLimitError, 429),
+        ("content_policy_violation", openai.BadRequestError, 400),
+        ("internal_error", openai.APIStatusError, 502),
+    ],
+)
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_node_error_before_the_first_token_is_an_http_error(
+    client_for: ClientFor, code: str, exception: type[openai.APIStatusError], status: int, stream: bool
+) -> None:
+    client, _ = client_for([{"error": {"code": code, "message": "scripted failure"}}])
+    with pytest.raises(exception) as caught:
+        list(client.chat.completions.create(model=MODEL, messages=MESSAGES, stream=stream))
+    assert caught.value.status_code == status
+
+
+def test_validation_errors_reach_the_sdk_with_their_param_before_anything_is_sent(
+    client_for: ClientFor,
+) -> None:
+    client, gateway = client_for(HELLO)
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model=MODEL, messages=MESSAGES, n=9)
+    assert (caught.value.param, caught.value.code) == ("n", "integer_above_max_value")
+    with pytest.raises(openai.NotFoundError):
+        client.chat.completions.create(model="unknown", messages=MESSAGES)
+    assert gateway.overlay.forwarded == []
