@@ -33,6 +33,7 @@ from tp_gateway.openai_errors import node_error_to_api, upstream_failure
 from tp_net.bootstrap_config import Bootstrap, load_bootstrap, parse_bootstrap
 from tp_net.descriptors import NodeDescriptor
 from tp_net.directory import Directory, SignedDocument, Trust, verify_document
+from tp_net.model_identity import catalogue_pins, model_identities, nodes_serving
 from tp_net.path_selection import choose_node
 from tp_net.sealed import ResponseOpener, SealedError, SealedRequest, seal_request
 
@@ -260,9 +261,12 @@ class SecureChatCompletion:
 
 
 def choose_sealed_node(directory: Directory, model: str, rng: random.Random) -> NodeDescriptor:
-    """A node for `model` that takes sealed requests, weighted by free slots; 404 when none does."""
-    nodes = [node for node in directory.nodes_for(model) if node.sealing_keys]
-    node = choose_node(nodes, model, rng)
+    """A node for `model` that takes sealed requests and serves the file the model id stands for
+    (tp_net.model_identity), weighted by its measured weight and free slots; 404 when none does."""
+    listed = directory.nodes.values()
+    identity = model_identities(listed, catalogue_pins()).get(model)
+    nodes = [node for node in nodes_serving(listed, model, identity) if node.sealing_keys]
+    node = choose_node(nodes, model, rng, weights=directory.weights)
     if node is None:
         raise ApiError(
             404, f"No node in the directory serves model {model!r} sealed.", code="model_not_found"

@@ -32,7 +32,10 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from pyhpke import AEADId, CipherSuite, KDFId, KEMId, KEMKeyPair, OpenError
 
 from tp_crypto.errors import LocalProtocolError, RemoteProtocolError
+from tp_crypto.identity import NODE_ID_BYTES
+from tp_crypto.noise_primitives import TAG_BYTES
 from tp_net import codec
+from tp_net.descriptors import KEY_BYTES
 from tp_net.messages import REQUEST_BYTES_MAX
 
 SEALED_SERVICE = "sealed"  # the node's circuit service that opens sealed requests
@@ -43,10 +46,7 @@ INFO_LABEL = b"token.place sealed request\x00"
 EXPORT_LABEL = b"token.place sealed response"
 FINAL_AAD = b"final"
 
-KEY_BYTES = 32
-NODE_ID_BYTES = 32
 ENC_BYTES = 32
-TAG_BYTES = 16
 REQUEST_NONCE_BYTES = 16
 RESPONSE_NONCE_BYTES = 32
 _AEAD_KEY_BYTES = 32

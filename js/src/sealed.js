@@ -37,6 +37,7 @@ const SEALED_CHUNK_BYTES_MAX = 64 * 1024;
 const SEALED_RESPONSE_CHUNKS_MAX = 1_000_000;
 const SIGNED_PREFIX = te.encode("token.place signed v1\0");
 const CLOCK_SKEW_ALLOWED_S = 300;
+const WEIGHT_MIN = 1; // an unmeasured node's weight when the document names none (tp_net.bandwidth_weights)
 // Bytes of one event the client buffers from a gateway (a sealed chunk is at most 64 KiB, base64 4/3).
 const EVENT_BYTES_MAX = 128 * 1024;
 
@@ -207,7 +208,9 @@ export function verifyDirectory(data, trust, nowS) {
   if (signers.size < trust.threshold) {
     throw new SealedError("bad_directory", `${signers.size} trusted signatures, ${trust.threshold} needed`);
   }
-  const [kind, network, validAfter, freshUntil, validUntil, descriptors] = decode(body);
+  const [kind, network, validAfter, freshUntil, validUntil, descriptors, weightPairs] = decode(body);
+  // The authorities' measured weights (PROTOCOL.md 7.4): a node's declared slots only ever lower its chance.
+  const weights = new Map((Array.isArray(weightPairs) ? weightPairs : []).map(([id, w]) => [hex(id), Number(w)]));
   if (kind !== "directory" || network !== trust.network) throw new SealedError("bad_directory", "wrong network");
   if (nowS + CLOCK_SKEW_ALLOWED_S < validAfter || nowS > validUntil) {
     throw new SealedError("bad_directory", "the directory is not valid now");
@@ -229,20 +232,24 @@ export function verifyDirectory(data, trust, nowS) {
       maxConcurrent: m[5],
       load: m[6],
     }));
-    nodes.push({ nodeId, models, sealingKeys: fields.length === 9 ? fields[8] : [] });
+    const weight = weights.get(hex(nodeId)) ?? WEIGHT_MIN;
+    nodes.push({ nodeId, models, weight, sealingKeys: fields.length === 10 ? fields[9] : [] });
   }
   return { nodes, freshUntil: Number(freshUntil) };
 }
 
-/** A node serving `model` that takes sealed requests, weighted by free slots (as tp_net.path_selection). */
+/** A node serving `model` that takes sealed requests, weighted by its measured weight times the share of its
+ * slots that is free; by the weight alone when all are full (as tp_net.path_selection.choose_node). */
 export function chooseNode(nodes, model, random = Math.random) {
   const offers = nodes
     .filter((n) => n.sealingKeys.length)
     .map((n) => [n, n.models.find((m) => m.modelId === model)])
     .filter(([, offer]) => offer);
   if (!offers.length) throw new SealedError("model_not_found", `no node serves model ${model} sealed`);
-  const free = offers.map(([n, o]) => [n, o, Math.max(0, o.maxConcurrent - o.load)]).filter(([, , f]) => f > 0);
-  const weighted = free.length ? free : offers.map(([n, o]) => [n, o, o.maxConcurrent]);
+  const free = offers
+    .map(([n, o]) => [n, o, (n.weight * Math.max(0, o.maxConcurrent - o.load)) / o.maxConcurrent])
+    .filter(([, , f]) => f > 0);
+  const weighted = free.length ? free : offers.map(([n, o]) => [n, o, n.weight]);
   let pick = random() * weighted.reduce((sum, w) => sum + w[2], 0);
   for (const [node, offer, weight] of weighted) {
     pick -= weight;

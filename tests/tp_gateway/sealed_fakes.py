@@ -83,6 +83,9 @@ class SealingOverlay:
     def model_ids(self) -> list[str]:
         return [MODEL]
 
+    def model_identity(self, model_id: str) -> None:
+        return None  # no file identity in this fake directory
+
     def model_created(self, model_id: str) -> int:
         return 1_700_000_000
 

@@ -20,7 +20,7 @@ def test_sealing_keys_round_trip_and_are_signed() -> None:
     signed = sign_descriptor(NODE, descriptor)
     assert signed.open(PUBLISHED) == descriptor
     fields = decode_document(signed.body)
-    fields[8] = [b"x" * 32]
+    fields[9] = [b"x" * 32]
     forged = dataclasses.replace(signed, body=encode_document(fields))
     with pytest.raises(RemoteProtocolError, match="signature"):
         forged.open(PUBLISHED)
@@ -28,7 +28,7 @@ def test_sealing_keys_round_trip_and_are_signed() -> None:
 
 def test_a_descriptor_without_sealing_keys_encodes_as_before() -> None:
     descriptor = node_descriptor(NODE)
-    assert len(decode_document(encode_descriptor(descriptor))) == 8
+    assert len(decode_document(encode_descriptor(descriptor))) == 9
     decoded = decode_descriptor(encode_descriptor(descriptor))
     assert isinstance(decoded, NodeDescriptor)
     assert decoded.sealing_keys == ()
