@@ -20,8 +20,8 @@ import trio
 from simulations.netsim import SimChannel
 from tp_crypto.identity import Identity
 from tp_net.cells import CellCommand
-from tp_net.circuit_hop import HopOutput, SendCell
 from tp_net.frames import Cell, Frame
+from tp_net.hop_outputs import HopOutput, SendCell
 from tp_net.transport import Dialer
 from tp_node.relay import Relay
 from tp_node.services import ServiceHandler

@@ -5,8 +5,9 @@ adds it to backward cells, extends a circuit when the client asks (EXTEND -> CRE
 CREATED -> EXTENDED), serves streams for its own services (a GPU node's "inference"), and tears circuits down
 with DESTROY in both directions. It never sees plaintext meant for another hop.
 
-The IO layer calls the methods below and carries out the outputs: `SendCell`, `ConnectTo` (get a link to a
-node, then call `connect_result`), `ServiceEvent` (a stream event for the local service).
+What a circuit accepts in each of its states is tp_net.hop_states' transition table; this module carries out
+the table's actions and keeps the links and circuits. The local services' streams are tp_net.hop_streams
+(`HopCore.streams`). The IO layer calls the methods below and carries out the outputs (tp_net.hop_outputs).
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ from tp_crypto.onion import HopKey, HopLayer, answer_hop_handshake, requested_ho
 from tp_net import codec
 from tp_net.cells import (
     DIALER_ID_BIT,
-    RELAY_DATA_BYTES_MAX,
     RELAY_EARLY_CELLS_PER_CIRCUIT_MAX,
     RELAY_PAYLOAD_BYTES,
     CellCommand,
@@ -36,6 +36,9 @@ from tp_net.cells import (
 )
 from tp_net.extend_policy import ExtendPolicy
 from tp_net.frames import Cell, Frame
+from tp_net.hop_outputs import CircuitRef, ConnectTo, HopOutput, LinkId, SendCell
+from tp_net.hop_states import HopAction, HopCircuit, HopEvent, HopState, cell_event
+from tp_net.hop_streams import HopStreams, originate
 from tp_net.rate_limits import CreateLimiter, IsListed, TokenBucket
 from tp_net.relay_messages import (
     RelayBegin,
@@ -46,10 +49,6 @@ from tp_net.relay_messages import (
     RelayExtended,
     RelaySendme,
 )
-from tp_net.streams import CircuitEdge, EndReason, StreamEvent, StreamOpened
-
-LinkId = int
-CircuitRef = tuple[LinkId, int]  # (link towards the client, circuit id on it): a circuit's name at a hop
 
 CIRCUITS_PER_LINK_MAX = 1024
 PENDING_EXTENDS_MAX = 128  # circuits extending at once, all links together
@@ -69,54 +68,16 @@ class Side(enum.Enum):
     AWAY_FROM_CLIENT = "next"
 
 
-@dataclass(frozen=True)
-class SendCell:
-    link: LinkId
-    cell: Cell
-
-
-@dataclass(frozen=True)
-class ConnectTo:
-    """The IO layer should find or dial a link to `node_id` at `address`, then call connect_result."""
-
-    request_id: int
-    node_id: bytes
-    address: str
-
-
-@dataclass(frozen=True)
-class ServiceEvent:
-    circuit: CircuitRef
-    event: StreamEvent
-
-
-HopOutput = SendCell | ConnectTo | ServiceEvent
-
-
-@dataclass(eq=False)
-class _Circuit:
-    prev: CircuitRef
-    layer: HopLayer
-    last_active: float
-    next: CircuitRef | None = None
-    extend_started: float | None = None
-    edge: CircuitEdge | None = None
-    early_cells: int = 0  # RELAY_EARLY cells seen from the client side
-    drops: TokenBucket = field(
-        default_factory=lambda: TokenBucket(DROP_CELLS_PER_CIRCUIT_RATE_PER_S, DROP_CELLS_PER_CIRCUIT_BURST)
-    )
-
-
 @dataclass(eq=False)
 class _Link:
     peer_id: bytes | None
     we_dialed: bool
-    circuits: dict[int, tuple[_Circuit, Side]] = field(default_factory=dict)
+    circuits: dict[int, tuple[HopCircuit, Side]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class _PendingConnect:
-    circuit: _Circuit
+    circuit: HopCircuit
     handshake: bytes
 
 
@@ -150,9 +111,9 @@ class HopCore:
         self._rng = rng
         self._can_extend = can_extend
         self.extend_policy = extend_policy
-        self._services = frozenset(services)
         self._links: dict[LinkId, _Link] = {}
-        self._circuits: dict[CircuitRef, _Circuit] = {}
+        self._circuits: dict[CircuitRef, HopCircuit] = {}
+        self.streams = HopStreams(self._circuits, frozenset(services))
         self._pending: dict[int, _PendingConnect] = {}
         self._request_ids = itertools.count(1)
         self._creates = CreateLimiter(is_listed)
@@ -202,6 +163,11 @@ class HopCore:
     def circuit_count(self) -> int:
         return len(self._circuits)
 
+    def state_of(self, ref: CircuitRef) -> HopState | None:
+        """The state of the circuit `ref` names (None once it is gone)."""
+        circuit = self._circuits.get(ref)
+        return circuit.state if circuit is not None else None
+
     def circuits_on(self, link: LinkId) -> int:
         info = self._links.get(link)
         return len(info.circuits) if info else 0
@@ -212,15 +178,17 @@ class HopCore:
         info = self._links.get(link)
         if info is None:
             return []
-        if cell.command == CellCommand.CREATE:
-            return self._create(link, info, cell, now)
         entry = info.circuits.get(cell.circuit_id)
         if entry is None:
+            if cell.command == CellCommand.CREATE:
+                return self._create(link, info, cell, now)
             return []  # cells in flight for a circuit that is already gone
         circuit, side = entry
-        circuit.last_active = now
         try:
-            return self._receive_for(circuit, side, cell, now)
+            event = cell_event(cell.command, from_client=side is Side.TOWARDS_CLIENT)
+            action = circuit.step(event)  # a CREATE for a circuit id in use is refused here
+            circuit.last_active = now
+            return self._on_cell(circuit, action, side, cell, now)
         except RemoteProtocolError:
             return self._teardown(circuit, DestroyReason.PROTOCOL, notify_both=True)
 
@@ -230,8 +198,9 @@ class HopCore:
         if pending is None or self._circuits.get(pending.circuit.prev) is not pending.circuit:
             return []
         if link is None or link not in self._links:
+            pending.circuit.step(HopEvent.LINK_FAILED)
             return self._teardown(pending.circuit, DestroyReason.CONNECT_FAILED, notify_both=True)
-        return self._send_create(pending.circuit, link, pending.handshake)
+        return self._linked(pending.circuit, link, pending.handshake)
 
     def destroy_circuit(self, link: LinkId, circuit_id: int, reason: DestroyReason) -> list[HopOutput]:
         """Tear down the circuit that uses (link, circuit_id) on either side (e.g. a buffer limit hit)."""
@@ -249,51 +218,10 @@ class HopCore:
                 outputs += self._teardown(circuit, DestroyReason.TIMEOUT, notify_both=True)
         return outputs
 
-    # --- streams of local services (GPU node) -------------------------------------------------
-
-    def stream_send(
-        self, ref: CircuitRef, stream_id: int, data: bytes, *, flush: bool = True
-    ) -> list[HopOutput]:
-        """Queue data on a local stream; with flush=False it waits for flush_streams (or any later flush)
-        so that messages produced while the link is busy share cells."""
-        circuit = self._circuits.get(ref)
-        if circuit is None or circuit.edge is None or not circuit.edge.is_open(stream_id):
-            return []
-        circuit.edge.send(stream_id, data)
-        return self._flush_edge(circuit) if flush else []
-
-    def flush_streams(self, ref: CircuitRef) -> list[HopOutput]:
-        """Cells for whatever the circuit's local streams have queued (as far as the windows allow)."""
-        circuit = self._circuits.get(ref)
-        return self._flush_edge(circuit) if circuit is not None else []
-
-    def stream_end(self, ref: CircuitRef, stream_id: int, reason: EndReason) -> list[HopOutput]:
-        circuit = self._circuits.get(ref)
-        if circuit is None or circuit.edge is None:
-            return []
-        circuit.edge.end(stream_id, reason)
-        return self._flush_edge(circuit)
-
-    def stream_consumed(self, ref: CircuitRef, stream_id: int, cells: int = 1) -> list[HopOutput]:
-        circuit = self._circuits.get(ref)
-        if circuit is None or circuit.edge is None:
-            return []
-        circuit.edge.consumed(stream_id, cells)
-        return self._flush_edge(circuit)
-
-    def stream_queued_bytes(self, ref: CircuitRef, stream_id: int) -> int | None:
-        """Bytes waiting for the window on a stream; None once the stream or circuit is gone."""
-        circuit = self._circuits.get(ref)
-        if circuit is None or circuit.edge is None or not circuit.edge.is_open(stream_id):
-            return None
-        return circuit.edge.queued_bytes(stream_id)
-
     # --- internals ----------------------------------------------------------------------------
 
     def _create(self, link: LinkId, info: _Link, cell: Cell, now: float) -> list[HopOutput]:
         circuit_id = cell.circuit_id
-        if circuit_id in info.circuits:
-            return self._teardown(info.circuits[circuit_id][0], DestroyReason.PROTOCOL, notify_both=True)
         peer_is_dialer = not info.we_dialed
         if bool(circuit_id & DIALER_ID_BIT) != peer_is_dialer:
             return [SendCell(link, destroy_cell(circuit_id, DestroyReason.PROTOCOL))]
@@ -303,7 +231,8 @@ class HopCore:
         if answer is None:
             return [SendCell(link, destroy_cell(circuit_id, DestroyReason.HANDSHAKE_FAILED))]
         reply, layer = answer
-        circuit = _Circuit(prev=(link, circuit_id), layer=layer, last_active=now)
+        drops = TokenBucket(DROP_CELLS_PER_CIRCUIT_RATE_PER_S, DROP_CELLS_PER_CIRCUIT_BURST)
+        circuit = HopCircuit(prev=(link, circuit_id), layer=layer, last_active=now, drops=drops)
         info.circuits[circuit_id] = (circuit, Side.TOWARDS_CLIENT)
         self._circuits[circuit.prev] = circuit
         return [SendCell(link, handshake_cell(circuit_id, CellCommand.CREATED, reply))]
@@ -325,21 +254,27 @@ class HopCore:
                 continue
         return None
 
-    def _receive_for(self, circuit: _Circuit, side: Side, cell: Cell, now: float) -> list[HopOutput]:
-        if cell.command == CellCommand.DESTROY:
+    def _on_cell(
+        self, circuit: HopCircuit, action: HopAction, side: Side, cell: Cell, now: float
+    ) -> list[HopOutput]:
+        """Carry out the table's action for a cell of an existing circuit."""
+        if action is HopAction.DESTROYED:
             return self._teardown(circuit, destroy_reason(cell), notify_both=False, skip=side)
-        if side is Side.AWAY_FROM_CLIENT:
-            if cell.command == CellCommand.CREATED and circuit.extend_started is not None:
-                extended = RelayExtended(handshake_message(cell))
-                extended.check()  # a reply too long for a relay message is the next hop's fault
-                circuit.extend_started = None
-                return self._originate(circuit, extended)
-            if cell.command == CellCommand.RELAY and circuit.extend_started is None:
-                if self.observe is not None:
-                    self.observe(cell.body)
-                body = circuit.layer.backward.crypt(cell.body)
-                return [SendCell(circuit.prev[0], relay_cell(circuit.prev[1], body))]
-            raise RemoteProtocolError(f"unexpected cell command {cell.command} from the next hop")
+        if action is HopAction.SEND_EXTENDED:
+            extended = RelayExtended(handshake_message(cell))
+            extended.check()  # a reply too long for a relay message is the next hop's fault
+            circuit.extend_started = None
+            return self._originate(circuit, extended)
+        if action is HopAction.PASS_BACKWARD:
+            if self.observe is not None:
+                self.observe(cell.body)
+            body = circuit.layer.backward.crypt(cell.body)
+            return [SendCell(circuit.prev[0], relay_cell(circuit.prev[1], body))]
+        assert action is HopAction.PEEL, action  # the table's only other action for a cell
+        return self._peel(circuit, cell, now)
+
+    def _peel(self, circuit: HopCircuit, cell: Cell, now: float) -> list[HopOutput]:
+        """A forward cell: this hop's layer comes off; the body is for this hop or goes on."""
         early = self._count_early(circuit, cell)
         body = circuit.layer.forward.crypt(cell.body)
         if self.observe is not None:
@@ -348,22 +283,21 @@ class HopCore:
         if payload is not None:
             outputs: list[HopOutput] = []
             for message in codec.decode_relay_messages(payload):
-                if self._circuits.get(circuit.prev) is not circuit:
+                if circuit.state is HopState.CLOSED:
                     break  # an earlier message in the cell ended the circuit
                 outputs += self._handle_message(circuit, message, now, early=early)
             return outputs
-        if circuit.next is not None and circuit.extend_started is None:
+        if circuit.step(HopEvent.NOT_FOR_THIS_HOP) is HopAction.PASS_FORWARD:
+            assert circuit.next is not None  # RELAYING has a next hop
             return [SendCell(circuit.next[0], relay_cell(circuit.next[1], body, early=early))]
         # The end of the circuit and nobody's cell: it was modified (or replayed) on the way.
         return self._teardown(circuit, DestroyReason.INTEGRITY, notify_both=True)
 
     @staticmethod
-    def _count_early(circuit: _Circuit, cell: Cell) -> bool:
+    def _count_early(circuit: HopCircuit, cell: Cell) -> bool:
         """Whether a cell from the client side is RELAY_EARLY; each counts against the circuit's extend
         budget (its length)."""
         early = cell.command == CellCommand.RELAY_EARLY
-        if cell.command != CellCommand.RELAY and not early:
-            raise RemoteProtocolError(f"unexpected cell command {cell.command} from the previous hop")
         if early:
             circuit.early_cells += 1
             if circuit.early_cells > RELAY_EARLY_CELLS_PER_CIRCUIT_MAX:
@@ -371,33 +305,22 @@ class HopCore:
         return early
 
     def _handle_message(
-        self, circuit: _Circuit, message: Frame, now: float, *, early: bool = False
+        self, circuit: HopCircuit, message: Frame, now: float, *, early: bool = False
     ) -> list[HopOutput]:
-        if isinstance(message, RelayDrop):
+        action = circuit.step(_message_event(message, early=early))
+        if action is HopAction.TAKE_DROP:
             if not circuit.drops.take(now):
                 raise RemoteProtocolError("DROP cells beyond the circuit's budget")
             return []
-        if isinstance(message, RelayExtend):
-            if not early:
-                raise RemoteProtocolError("EXTEND outside a RELAY_EARLY cell")
+        if action is HopAction.START_EXTEND:
+            assert isinstance(message, RelayExtend)
             return self._extend(circuit, message, now)
-        if isinstance(message, _STREAM_MESSAGES) and self._services and circuit.next is None:
-            return self._handle_stream_message(circuit, message)
-        raise RemoteProtocolError(f"{type(message).__name__} is not accepted at this hop")
+        assert action is HopAction.SERVE_STREAM, action  # the table's only other action for a message
+        return self.streams.receive(circuit, message)
 
-    def _handle_stream_message(self, circuit: _Circuit, message: Frame) -> list[HopOutput]:
-        if circuit.edge is None:
-            circuit.edge = CircuitEdge(accepts_streams=True, data_bytes_max=RELAY_DATA_BYTES_MAX)
-        outputs: list[HopOutput] = []
-        for event in circuit.edge.receive(message):
-            if isinstance(event, StreamOpened) and event.service not in self._services:
-                circuit.edge.end(event.stream_id, EndReason.NO_SUCH_SERVICE)
-                continue
-            outputs.append(ServiceEvent(circuit.prev, event))
-        return outputs + self._flush_edge(circuit)
-
-    def _extend(self, circuit: _Circuit, message: RelayExtend, now: float) -> list[HopOutput]:
-        if not self._can_extend or circuit.next is not None or circuit.extend_started is not None:
+    def _extend(self, circuit: HopCircuit, message: RelayExtend, now: float) -> list[HopOutput]:
+        """The circuit is DIALING now (the table moved it): check, then find or dial the next hop."""
+        if not self._can_extend:
             raise RemoteProtocolError("EXTEND not allowed on this circuit")
         if message.node_id == self._links[circuit.prev[0]].peer_id:
             raise RemoteProtocolError("EXTEND back to the previous hop")
@@ -407,11 +330,12 @@ class HopCore:
         circuit.extend_started = now
         link = self.link_to(message.node_id)
         if link is not None:  # a linked node (a GPU node on its own link) or relay: no dial
-            return self._send_create(circuit, link, message.handshake)
+            return self._linked(circuit, link, message.handshake)
         address = message.address
         if self.extend_policy is not None:
             address = self.extend_policy.dial_address(message.node_id, address)
         if address is None:
+            circuit.step(HopEvent.LINK_FAILED)
             return self._teardown(circuit, DestroyReason.CONNECT_FAILED, notify_both=True)
         request_id = next(self._request_ids)
         self._pending[request_id] = _PendingConnect(circuit, message.handshake)
@@ -421,7 +345,8 @@ class HopCore:
         return sum(1 for c in self._circuits.values() if c.extend_started is not None)
 
     def _extending_on(self, link: LinkId) -> int:
-        """Circuits that came in on `link` and are extending now (at most CIRCUITS_PER_LINK_MAX to count)."""
+        """Circuits that came in on `link` and are extending now (at most CIRCUITS_PER_LINK_MAX to count);
+        the one asking is not counted yet (its extend_started is set once it passes)."""
         info = self._links[link]
         return sum(
             1
@@ -429,35 +354,31 @@ class HopCore:
             if side is Side.TOWARDS_CLIENT and circuit.extend_started is not None
         )
 
-    def _send_create(self, circuit: _Circuit, link: LinkId, handshake: bytes) -> list[HopOutput]:
+    def _linked(self, circuit: HopCircuit, link: LinkId, handshake: bytes) -> list[HopOutput]:
+        """A link to the next hop is up: CREATE goes on it (unless the link has no circuit id left)."""
         info = self._links[link]
         if len(info.circuits) >= CIRCUITS_PER_LINK_MAX:
             return self._teardown(circuit, DestroyReason.RESOURCE_LIMIT, notify_both=True)
+        circuit.step(HopEvent.LINKED)
         circuit_id = new_circuit_id(self._rng, link_dialer=info.we_dialed, in_use=info.circuits)
         info.circuits[circuit_id] = (circuit, Side.AWAY_FROM_CLIENT)
         circuit.next = (link, circuit_id)
         return [SendCell(link, handshake_cell(circuit_id, CellCommand.CREATE, handshake))]
 
-    def _originate(self, circuit: _Circuit, message: Frame) -> list[HopOutput]:
+    def _originate(self, circuit: HopCircuit, message: Frame) -> list[HopOutput]:
         """A message from this hop to the client."""
-        return self._originate_payload(circuit, codec.encode_relay_payload(message, RELAY_PAYLOAD_BYTES))
-
-    def _originate_payload(self, circuit: _Circuit, payload: bytes) -> list[HopOutput]:
-        body = circuit.layer.backward.crypt(circuit.layer.backward.seal(payload))
-        return [SendCell(circuit.prev[0], relay_cell(circuit.prev[1], body))]
-
-    def _flush_edge(self, circuit: _Circuit) -> list[HopOutput]:
-        if circuit.edge is None:
-            return []
-        outputs: list[HopOutput] = []
-        for payload in codec.pack_relay_payloads(circuit.edge.pending_messages(), RELAY_PAYLOAD_BYTES):
-            outputs += self._originate_payload(circuit, payload)
-        return outputs
+        return originate(circuit, codec.encode_relay_payload(message, RELAY_PAYLOAD_BYTES))
 
     def _teardown(
-        self, circuit: _Circuit, reason: DestroyReason, *, notify_both: bool = True, skip: Side | None = None
+        self,
+        circuit: HopCircuit,
+        reason: DestroyReason,
+        *,
+        notify_both: bool = True,
+        skip: Side | None = None,
     ) -> list[HopOutput]:
         """Forget the circuit; DESTROY goes to each side except `skip`; local streams end."""
+        circuit.state = HopState.CLOSED
         if self._circuits.pop(circuit.prev, None) is None:
             return []
         outputs: list[HopOutput] = []
@@ -469,6 +390,15 @@ class HopCore:
                 link.circuits.pop(ref[1], None)
                 if notify_both or side is not skip:
                     outputs.append(SendCell(ref[0], destroy_cell(ref[1], reason)))
-        if circuit.edge is not None:
-            outputs += [ServiceEvent(circuit.prev, event) for event in circuit.edge.close_all()]
-        return outputs
+        return outputs + self.streams.close(circuit)
+
+
+def _message_event(message: Frame, *, early: bool) -> HopEvent:
+    """The event a relay message for this hop is."""
+    if isinstance(message, RelayDrop):
+        return HopEvent.DROP
+    if isinstance(message, RelayExtend):
+        return HopEvent.EXTEND if early else HopEvent.EXTEND_NOT_EARLY
+    if isinstance(message, _STREAM_MESSAGES):
+        return HopEvent.STREAM
+    return HopEvent.OTHER_MESSAGE

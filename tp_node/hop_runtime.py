@@ -16,8 +16,9 @@ import trio
 
 from tp_crypto.identity import Identity, short_id
 from tp_net.cells import CellCommand, DestroyReason
-from tp_net.circuit_hop import CircuitRef, ConnectTo, HopCore, HopOutput, SendCell, ServiceEvent
+from tp_net.circuit_hop import HopCore
 from tp_net.frames import CELL_BODY_BYTES, Cell, Frame
+from tp_net.hop_outputs import CircuitRef, ConnectTo, HopOutput, SendCell, ServiceEvent
 from tp_net.link_pump import LinkPump
 from tp_net.link_trio import Link
 from tp_net.streams import CIRCUIT_WINDOW_CELLS
@@ -55,10 +56,10 @@ class HopRuntime:
         self.cells_sent = 0
         port = StreamPort(
             send=self._stream_send,
-            end=lambda ref, stream_id, reason: self.apply(core.stream_end(ref, stream_id, reason)),
+            end=lambda ref, stream_id, reason: self.apply(core.streams.end(ref, stream_id, reason)),
             destroy=lambda ref: self.apply(core.destroy_circuit(ref[0], ref[1], DestroyReason.PROTOCOL)),
-            consumed=lambda ref, stream_id: self.apply(core.stream_consumed(ref, stream_id)),
-            queued_bytes=core.stream_queued_bytes,
+            consumed=lambda ref, stream_id: self.apply(core.streams.consumed(ref, stream_id)),
+            queued_bytes=core.streams.queued_bytes,
             wait_for_progress=self.wait_for_progress,
         )
         self.services = ServiceHost(services or {}, port)
@@ -150,9 +151,9 @@ class HopRuntime:
         WebSocket message per batch at every hop, not one per token)."""
         pump = self._pumps.get(ref[0])
         if pump is None or not pump.busy:
-            self.apply(self.core.stream_send(ref, stream_id, data))
+            self.apply(self.core.streams.send(ref, stream_id, data))
             return
-        self.core.stream_send(ref, stream_id, data, flush=False)
+        self.core.streams.send(ref, stream_id, data, flush=False)
         self._unflushed.setdefault(ref[0], set()).add(ref)
         pump.wake()
 
@@ -161,7 +162,7 @@ class HopRuntime:
         if not refs:
             return
         for ref in sorted(refs):
-            self.apply(self.core.flush_streams(ref))
+            self.apply(self.core.streams.flush(ref))
         # Services waiting for their queue to shrink may go on.
         self._note_progress()
 

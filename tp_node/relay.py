@@ -26,9 +26,10 @@ import trio
 
 from tp_crypto.identity import Identity, short_id
 from tp_net.addresses import RelayAddress, is_private_host, parse_address
-from tp_net.circuit_hop import EXTEND_TIMEOUT_S, ConnectTo, HopCore
+from tp_net.circuit_hop import EXTEND_TIMEOUT_S, HopCore
 from tp_net.errors import DialError
 from tp_net.extend_policy import ExtendPolicy
+from tp_net.hop_outputs import ConnectTo
 from tp_net.link import CloseReason
 from tp_net.link_limits import LinkLimits, link_is_idle
 from tp_net.link_trio import Link, accept_link, dial_link

@@ -25,8 +25,8 @@ from typing import Any
 
 import trio
 
-from tp_net.circuit_hop import CircuitRef, ServiceEvent
 from tp_net.errors import RemoteProtocolError, ServiceError
+from tp_net.hop_outputs import CircuitRef, ServiceEvent
 from tp_net.messages import REQUEST_BYTES_MAX, RequestReader, encode_message
 from tp_net.streams import STREAM_SEND_BUFFER_BYTES, EndReason, StreamData, StreamEnded, StreamOpened
 

@@ -35,8 +35,9 @@ from tp_net.cells import (
     relay_cell,
 )
 from tp_net.circuit_client import CircuitBuilt, CircuitClosed, CircuitEvent, ClientCircuit, HopInfo
-from tp_net.circuit_hop import CircuitRef, ConnectTo, HopCore, HopOutput, SendCell, ServiceEvent
+from tp_net.circuit_hop import HopCore
 from tp_net.frames import Cell, Frame
+from tp_net.hop_outputs import CircuitRef, ConnectTo, HopOutput, SendCell, ServiceEvent
 from tp_net.relay_messages import RelayExtend, RelayExtended
 from tp_net.streams import EndReason, StreamData, StreamEnded, StreamEvent, StreamOpened
 
@@ -296,13 +297,13 @@ class Wire:
     # --- the node-side application ------------------------------------------------------------
 
     def service_send(self, name: str, ref: CircuitRef, stream_id: int, data: bytes) -> None:
-        self.route(name, self.hops[name].core.stream_send(ref, stream_id, data))
+        self.route(name, self.hops[name].core.streams.send(ref, stream_id, data))
 
     def service_end(self, name: str, ref: CircuitRef, stream_id: int, reason: int = 0) -> None:
-        self.route(name, self.hops[name].core.stream_end(ref, stream_id, EndReason(reason)))
+        self.route(name, self.hops[name].core.streams.end(ref, stream_id, EndReason(reason)))
 
     def service_consumed(self, name: str, ref: CircuitRef, stream_id: int, cells: int = 1) -> None:
-        self.route(name, self.hops[name].core.stream_consumed(ref, stream_id, cells))
+        self.route(name, self.hops[name].core.streams.consumed(ref, stream_id, cells))
 
     def route(self, name: str, outputs: Iterable[HopOutput]) -> None:
         """Carry out what hop `name` asked for."""
@@ -319,7 +320,7 @@ class Wire:
                     consumed.append((output.circuit, output.event.stream_id))
         # Only after every output above is queued: cells are sealed in order, so they must go out in order.
         for ref, stream_id in consumed:
-            self.route(name, node.core.stream_consumed(ref, stream_id, 1))
+            self.route(name, node.core.streams.consumed(ref, stream_id, 1))
 
     def send(self, src: str, link: int, cell: Cell) -> None:
         """Queue a cell from endpoint `src` on `link` (dropped if the link is gone)."""

@@ -368,7 +368,7 @@ def test_a_large_request_and_response_arrive_whole_and_in_order() -> None:
     assert handle.data_cells(sid) == -(-len(answer) // RELAY_DATA_BYTES_MAX)
     assert handle.ends(sid) == [EndReason.DONE]
     assert not handle.circuit.edge.is_open(sid)
-    assert wire.hops["node"].core.stream_queued_bytes(ref, sid) is None
+    assert wire.hops["node"].core.streams.queued_bytes(ref, sid) is None
 
 
 def test_many_concurrent_streams_on_one_circuit() -> None:
@@ -406,7 +406,7 @@ def test_client_abort_reaches_the_service() -> None:
     wire.run()
     node = wire.hops["node"]
     assert node.ends(ref, sid) == [EndReason.DONE, EndReason.CANCELLED]
-    assert node.core.stream_queued_bytes(ref, sid) is None
+    assert node.core.streams.queued_bytes(ref, sid) is None
     assert wire.hops["node"].core.circuit_count == 1  # only the stream ended
 
 
@@ -462,8 +462,8 @@ def test_streams_end_with_circuit_closed_when_the_circuit_goes() -> None:
     for sid in sids:
         assert handle.ends(sid) == [EndReason.CIRCUIT_CLOSED]
         assert node.ends(ref, sid) == [EndReason.CIRCUIT_CLOSED]
-    assert wire.hops["node"].core.stream_send(ref, sids[0], b"x") == []
-    assert wire.hops["node"].core.stream_queued_bytes(ref, sids[0]) is None
+    assert wire.hops["node"].core.streams.send(ref, sids[0], b"x") == []
+    assert wire.hops["node"].core.streams.queued_bytes(ref, sids[0]) is None
 
 
 # --- flow control ---------------------------------------------------------------------------------
@@ -482,7 +482,7 @@ def test_a_reader_that_never_consumes_bounds_what_the_node_sends(stream_count: i
         wire.run()
         for sid in sids:
             assert handle.data_cells(sid) == STREAM_WINDOW_CELLS, round_
-            queued = wire.hops["node"].core.stream_queued_bytes(ref, sid)
+            queued = wire.hops["node"].core.streams.queued_bytes(ref, sid)
             assert queued == (round_ + 1) * 1_000_000 - STREAM_WINDOW_CELLS * RELAY_DATA_BYTES_MAX
     # In flight on the whole path: the windows' worth of DATA (all of it at once), plus a few control cells.
     window = min(CIRCUIT_WINDOW_CELLS, stream_count * STREAM_WINDOW_CELLS)
@@ -851,8 +851,8 @@ def test_streams_per_circuit_limit_at_the_node(monkeypatch: pytest.MonkeyPatch) 
     assert [e.stream_id for e in node.opened()] == sids
     assert handle.circuit.state is CircuitState.OPEN  # refused with END OVERLOADED, not torn down
     ref = only_ref(wire)
-    assert node.core.stream_queued_bytes(ref, 9) is None
-    assert node.core.stream_queued_bytes(ref, sids[0]) == 0
+    assert node.core.streams.queued_bytes(ref, 9) is None
+    assert node.core.streams.queued_bytes(ref, sids[0]) == 0
     assert handle.ends(9) == []  # the client never opened 9, so its edge ignores that END
 
 

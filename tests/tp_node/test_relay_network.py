@@ -12,9 +12,9 @@ import trio
 
 from tp_crypto.identity import Identity
 from tp_net.cells import RELAY_DATA_BYTES_MAX, CellCommand
-from tp_net.circuit_hop import HopOutput, SendCell
 from tp_net.client import CircuitError, ClientLink, StreamError
 from tp_net.frames import Cell
+from tp_net.hop_outputs import HopOutput, SendCell
 from tp_net.inference_contract import INFERENCE_SERVICE
 from tp_net.transport import Channel, Dialer
 from tp_net.transport_memory import MemoryNetwork

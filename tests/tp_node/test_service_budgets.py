@@ -11,7 +11,7 @@ from typing import Any
 
 import trio
 
-from tp_net.circuit_hop import CircuitRef, ServiceEvent
+from tp_net.hop_outputs import CircuitRef, ServiceEvent
 from tp_net.messages import REQUEST_BYTES_MAX, encode_message
 from tp_net.streams import EndReason, StreamData, StreamEnded, StreamOpened
 from tp_node.services import (
