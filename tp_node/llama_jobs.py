@@ -23,6 +23,7 @@ from typing import Any, cast
 
 import llama_cpp
 import numpy as np
+from llama_cpp.llama_chat_format import MTMDChatHandler
 from llama_cpp.llama_grammar import LlamaGrammar
 
 from tp_net.inference_contract import EngineError
@@ -334,9 +335,15 @@ def run_job(job: Job, llm: MeteredLlama) -> None:
 
 
 def create_llama(arguments: dict[str, Any]) -> MeteredLlama:
+    """A slot's Llama; with "mmproj", a multimodal chat handler of its own (llama.cpp's mtmd: images are
+    taken from the messages' data URLs, never fetched: the request document holds no other kind)."""
+    arguments = dict(arguments)
+    mmproj = arguments.pop("mmproj", None)
     with _LIFECYCLE_LOCK:
         _forward_llama_log.set()
         try:
+            if mmproj is not None:
+                arguments["chat_handler"] = MTMDChatHandler(clip_model_path=mmproj, verbose=False)
             return MeteredLlama(**arguments)
         except ValueError as exc:
             raise ModelError(f"llama.cpp could not load {arguments['model_path']}: {exc}") from exc
