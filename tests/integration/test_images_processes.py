@@ -1,7 +1,7 @@
 """Image inputs through real processes with the official SDK: a node started with `--mmproj` advertises
-`vision` and answers image requests (the fake engine says how many images of which sizes it was sent); a
-network whose nodes have no projector answers 503 `no_vision_node`; bad images are 400 before anything
-leaves the gateway."""
+`vision` and answers image requests (the fake engine says how many images of which sizes it was sent; the
+llama engine runs the tiny model with the tiny projector); a network whose nodes have no projector answers
+503 `no_vision_node`; bad images are 400 before anything leaves the gateway."""
 
 from __future__ import annotations
 
@@ -18,7 +18,11 @@ from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
 from tests.integration.gateway_network import BackgroundGateway, RunningGateway, running_gateway
 from tests.tp_node.test_images import GIF, JPEG, PNG, data_url, image_message
+from tests.tp_node.test_llama_vision import png
 from tp_node.engine import FAKE_MODEL_ID, fake_image_summary
+from tp_node.testing.tiny_projector import IMAGE_TOKENS, write_tiny_projector
+
+PNG_8X8 = png(8, 8)  # a real image: llama.cpp decodes it
 
 
 def _gateway(path: Path, node_args: list[str]) -> Iterator[RunningGateway]:
@@ -84,3 +88,25 @@ def test_without_a_vision_node_images_get_503_and_text_still_works(text_client: 
         model=FAKE_MODEL_ID, messages=[{"role": "user", "content": "hi"}], max_tokens=2
     )
     assert answer.choices[0].message.content
+
+
+def test_a_llama_node_with_the_tiny_projector_reads_an_image(
+    tiny_model_path: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    path = tmp_path_factory.mktemp("llama-vision")
+    projector = write_tiny_projector(path / "mmproj.gguf")
+    node_args = ["--model", str(tiny_model_path), "--model-id", "tiny", "--n-ctx", "512"]
+    for gateway in _gateway(path, [*node_args, "--mmproj", str(projector)]):
+        with OpenAI(base_url=gateway.base_url, api_key="unused", max_retries=0, timeout=60) as sdk:
+            options: dict[str, Any] = {"model": "tiny", "max_tokens": 4, "temperature": 0}
+            text = sdk.chat.completions.create(messages=[{"role": "user", "content": "hi"}], **options)
+            seen = sdk.chat.completions.create(
+                messages=[cast(Any, image_message(data_url(PNG_8X8)))], **options
+            )
+            assert seen.usage is not None and text.usage is not None
+            assert seen.usage.prompt_tokens > text.usage.prompt_tokens + IMAGE_TOKENS
+            with sdk.chat.completions.create(
+                messages=[cast(Any, image_message(data_url(PNG_8X8)))], stream=True, **options
+            ) as stream:
+                streamed = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+            assert streamed == seen.choices[0].message.content
