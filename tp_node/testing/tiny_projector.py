@@ -19,7 +19,7 @@ from tp_node.testing.tiny_model import EMBED_DIM as TEXT_EMBED_DIM
 
 # Part of cache keys: bump whenever the bytes written change.
 TINY_PROJECTOR_VERSION = "1"
-DEFAULT_FILE_NAME = f"tiny-mmproj-v{TINY_PROJECTOR_VERSION}.gguf"
+PROJECTOR_FILE_NAME = f"tiny-mmproj-v{TINY_PROJECTOR_VERSION}.gguf"
 
 VISION_DIM = 32
 VISION_FFN_DIM = 64
@@ -102,7 +102,7 @@ def write_tiny_projector(path: pathlib.Path, *, seed: int = 0) -> pathlib.Path:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Write a tiny random-weight projector GGUF (tiny model's).")
-    parser.add_argument("out", type=pathlib.Path, nargs="?", default=pathlib.Path(DEFAULT_FILE_NAME))
+    parser.add_argument("out", type=pathlib.Path, nargs="?", default=pathlib.Path(PROJECTOR_FILE_NAME))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     written = write_tiny_projector(args.out, seed=args.seed)
