@@ -169,7 +169,7 @@ def check_images(urls: list[object]) -> list[bytes]:
     return images
 
 
-def image_part(url: str) -> dict[str, Any]:
+def image_part(url: object) -> dict[str, Any]:
     """A message content part carrying an image, as the request document holds it."""
     return {"type": "image_url", "image_url": {"url": url}}
 

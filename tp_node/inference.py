@@ -143,7 +143,7 @@ def _part(part: Any) -> dict[str, Any] | None:
         return {"type": "text", "text": part["text"]}
     image = part.get("image_url") if isinstance(part, dict) else None
     if isinstance(part, dict) and part.get("type") == "image_url" and isinstance(image, dict):
-        return image_part(image.get("url"))  # type: ignore[arg-type]  # checked in parse_request
+        return image_part(image.get("url"))  # the URL is checked in parse_request (check_images)
     return None
 
 
