@@ -217,7 +217,7 @@ def check_schema_size(schema: object, code: str) -> None:
         if isinstance(value, dict):
             for key, item in value.items():
                 for bound in _repeats(key, item):
-                    if bound > SCHEMA_REPEAT_MAX:
+                    if not bound <= SCHEMA_REPEAT_MAX:  # NaN too
                         raise EngineError(code, f"a schema has {key} over {SCHEMA_REPEAT_MAX}")
                     total += bound
                 pending.append(item)

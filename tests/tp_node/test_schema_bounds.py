@@ -28,6 +28,7 @@ def strings(count: int, max_length: int) -> dict[str, Any]:
 
 TOO_LARGE = [
     {"type": "string", "maxLength": SCHEMA_REPEAT_MAX + 1},
+    {"type": "string", "maxLength": float("nan")},  # msgpack carries NaN; it compares false with anything
     {"type": "array", "items": {"type": "array", "minItems": 10**9}},
     {"type": "string", "pattern": f"^a{{{SCHEMA_REPEAT_MAX + 1}}}$"},
     {"type": "string", "pattern": f"^a{{1,{SCHEMA_REPEAT_MAX + 1}}}$"},
@@ -72,7 +73,7 @@ def test_a_schema_that_would_make_a_huge_grammar_is_refused_by_node_and_gateway(
     for fields, param in gateway_cases:
         with pytest.raises(ApiError) as refused:
             parse_chat({"model": "m", "messages": MESSAGES, **fields})
-        assert (refused.value.status, refused.value.param) == (400, param)
+        assert refused.value.status == 400 and (refused.value.param or "").startswith(param)
 
 
 @pytest.mark.parametrize("schema", FITS)
