@@ -351,6 +351,16 @@ class DataUrlChatHandler(MTMDChatHandler):
     def load_image(self, image_url: str) -> bytes:
         return image_bytes(image_url)
 
+    # Both swap the process's stdout/stderr descriptors (llama-cpp-python's suppress_stdout_stderr) while
+    # slots run: one swap at a time, as for loading models (_LIFECYCLE_LOCK).
+    def _init_mtmd_context(self, llama_model: llama_cpp.Llama) -> None:
+        with _LIFECYCLE_LOCK:
+            super()._init_mtmd_context(llama_model)
+
+    def _create_bitmap_from_bytes(self, data: bytes) -> Any:
+        with _LIFECYCLE_LOCK:
+            return super()._create_bitmap_from_bytes(data)
+
 
 def create_llama(arguments: dict[str, Any]) -> MeteredLlama:
     """A slot's Llama; with "mmproj", a multimodal chat handler of its own (llama.cpp's mtmd: images are

@@ -6,6 +6,7 @@ fetches a URL; and mtmd's own log, which quotes the prompt, does not reach stder
 from __future__ import annotations
 
 import base64
+import os
 import struct
 import zlib
 from collections.abc import AsyncIterator
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import trio
 
 from tests.tp_node.chunk_shapes import assert_well_formed
 from tp_net.inference_contract import EngineError
@@ -21,6 +23,7 @@ from tp_node.llama_jobs import DataUrlChatHandler
 from tp_node.testing.tiny_projector import IMAGE_TOKENS, write_tiny_projector
 
 SENTINEL = "ZEBRA-SENTINEL-4711"
+IMAGE_ROUNDS = 40  # of 3 requests at once: without the lock, 40 left stderr on /dev/null (4 did not)
 
 
 def png(width: int, height: int) -> bytes:
@@ -96,3 +99,19 @@ def test_the_handler_reads_data_urls_only(projector_path: Path) -> None:
     assert handler.load_image(IMAGE_URL) == png(8, 8)
     with pytest.raises(EngineError, match="never fetches"):
         handler.load_image("http://127.0.0.1:9/cat.png")
+
+
+async def test_slots_reading_images_at_once_leave_stderr_where_it_was(
+    tiny_model_path: Path, projector_path: Path
+) -> None:
+    # mtmd's handler swaps the process's stdout/stderr descriptors around image work; two swaps at once
+    # can leave them on /dev/null for good (the node's logs would vanish). One at a time.
+    before = os.fstat(2)
+    config = ModelConfig(tiny_model_path, model_id="seeing", n_ctx=512, slots=3, mmproj=projector_path)
+    async with open_llama_engine([config]) as opened:
+        for _ in range(IMAGE_ROUNDS):
+            async with trio.open_nursery() as nursery:
+                for _ in range(3):
+                    nursery.start_soon(ask, opened, {**request(IMAGE_URL, IMAGE_URL), "max_tokens": 1})
+    after = os.fstat(2)
+    assert (after.st_dev, after.st_ino) == (before.st_dev, before.st_ino)
