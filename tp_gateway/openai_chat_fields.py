@@ -26,6 +26,11 @@ from tp_net.inference_contract import (
     TOOL_NAME,
     TOOL_NAME_CHARS_MAX,
     TOOLS_MAX,
+    EngineError,
+    check_images,
+    image_bytes,
+    image_part,
+    image_urls,
 )
 
 CONTENT_PARTS_MAX = 1024
@@ -34,15 +39,31 @@ NAME_CHARS_MAX = 64
 TOOL_NAME_RULE = f"expected 1 to {TOOL_NAME_CHARS_MAX} of the characters a-z, A-Z, 0-9, _ and -."
 # Content part types OpenAI defines; any other type is reported without echoing it.
 KNOWN_PART_TYPES = ("text", "image_url", "input_audio", "file", "refusal")
+IMAGE_DETAILS = ("auto", "low", "high")
 
 
-def _text_part(value: object, param: str) -> str:
+def _part(value: object, param: str, images_ok: bool) -> dict[str, Any]:
+    """A content part in the node's shape: text, or (in a user message) an image as a data URL."""
     part = mapping(value, param)
     kind = part.get("type")
+    if kind == "image_url" and images_ok:
+        image = mapping(required_in(part, "image_url", param), f"{param}.image_url")
+        url = string(required_in(image, "url", f"{param}.image_url"), f"{param}.image_url.url")
+        if image.get("detail") is not None:  # llama.cpp's projector has one resolution: any detail is it
+            one_of(image["detail"], f"{param}.image_url.detail", IMAGE_DETAILS)
+        try:
+            image_bytes(url)
+        except EngineError as exc:
+            raise invalid(f"{param}.image_url.url", f"{exc}.", "invalid_image") from None
+        return image_part(url)
     if kind != "text":
+        where = "in user messages, and " if kind == "image_url" else ""
         shown = f"'{kind}' parts are" if kind in KNOWN_PART_TYPES else "this part type is"
-        raise unsupported(f"{param}.type", f"token.place models read text only; {shown} not supported.")
-    return string(required_in(part, "text", param), f"{param}.text")
+        raise unsupported(
+            f"{param}.type",
+            f"token.place models read text and images ({where}data URLs only); {shown} not supported.",
+        )
+    return {"type": "text", "text": string(required_in(part, "text", param), f"{param}.text")}
 
 
 def required_in(fields: Mapping[str, Any], name: str, parent: str) -> Any:
@@ -52,11 +73,15 @@ def required_in(fields: Mapping[str, Any], name: str, parent: str) -> Any:
     return value
 
 
-def content(value: object, param: str) -> str:
-    """A message's content: a string, or a list of text parts joined as the node joins them."""
+def content(value: object, param: str, images_ok: bool = False) -> str | list[dict[str, Any]]:
+    """A message's content: a string, or a list of parts: text parts joined as the node joins them, or the
+    text and image parts of a user message with images."""
     if isinstance(value, list):
-        parts = array(value, param, "an array of content parts", CONTENT_PARTS_MAX)
-        return "".join(_text_part(part, f"{param}[{index}]") for index, part in enumerate(parts))
+        listed = array(value, param, "an array of content parts", CONTENT_PARTS_MAX)
+        parts = [_part(part, f"{param}[{index}]", images_ok) for index, part in enumerate(listed)]
+        if all(part["type"] == "text" for part in parts):
+            return "".join(part["text"] for part in parts)
+        return parts
     return string(value, param)
 
 
@@ -97,7 +122,7 @@ def message(value: object, param: str) -> dict[str, Any]:
     raw_content = fields.get("content")
     checked: dict[str, Any] = {
         "role": role,
-        "content": None if raw_content is None else content(raw_content, f"{param}.content"),
+        "content": None if raw_content is None else content(raw_content, f"{param}.content", role == "user"),
     }
     if fields.get("name") is not None:
         checked["name"] = string(fields["name"], f"{param}.name", NAME_CHARS_MAX)
@@ -110,7 +135,12 @@ def message(value: object, param: str) -> dict[str, Any]:
 
 def messages(value: object) -> list[dict[str, Any]]:
     listed = array(value, "messages", "an array of messages", MESSAGES_MAX)
-    return [message(item, f"messages[{index}]") for index, item in enumerate(listed)]
+    checked = [message(item, f"messages[{index}]") for index, item in enumerate(listed)]
+    try:
+        check_images(image_urls({"messages": checked}))  # how many, how large in all
+    except EngineError as exc:
+        raise invalid("messages", f"{exc}.", "invalid_image") from None
+    return checked
 
 
 def _tool(value: object, param: str) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TypeVar
 
 from tp_gateway import openai_chat_fields as chat_fields
@@ -43,6 +44,7 @@ from tp_net.inference_contract import (
     TOP_LOGPROBS_MAX,
     EngineError,
     check_logit_bias,
+    check_schema_size,
 )
 
 # OpenAI's legacy /completions default; chat has none (the node stops at end of text or context).
@@ -215,10 +217,15 @@ def parse_chat(body: object) -> ChatCall:
     _refuse_chat_extras(fields)
     ignored(fields, CHAT_IGNORED)
     tools = chat_fields.tools(fields.get("tools"))
+    schemas = [tool["function"].get("parameters") for tool in tools]
+    _node_rule(partial(check_schema_size, code="invalid_tools"), schemas, "tools")
+    response_format = chat_fields.response_format(fields.get("response_format"))
+    schema = (response_format or {}).get("json_schema", {}).get("schema")
+    _node_rule(partial(check_schema_size, code="invalid_response_format"), schema, "response_format")
     extras = {
         "tools": tools or None,
         "tool_choice": chat_fields.tool_choice(fields.get("tool_choice"), tools),
-        "response_format": chat_fields.response_format(fields.get("response_format")),
+        "response_format": response_format,
         "parallel_tool_calls": _parallel_tool_calls(fields, tools),
     }
     document = {

@@ -34,7 +34,7 @@ from tp_net.descriptors import NodeDescriptor, RelayDescriptor
 from tp_net.directory import Directory, NewestDocument, SignedDocument
 from tp_net.directory_client import KeptLinks, fetch_directory, fetch_from_guards
 from tp_net.host_resolution import resolve_relay_hosts
-from tp_net.inference_contract import INFERENCE_SERVICE
+from tp_net.inference_contract import INFERENCE_SERVICE, image_urls
 from tp_net.model_identity import ModelIdentity, catalogue_pins, model_identities, nodes_serving
 from tp_net.path_selection import (
     LOCAL_NETWORK_RULES,
@@ -55,7 +55,7 @@ from tp_node.directory_duties import DOCUMENT_RETRY_S, refresh_delay_s
 log = logging.getLogger(__name__)
 
 # Conditions the network will not resolve by itself soon: the message says what is wrong and what to do.
-NOT_SERVABLE_CODES = frozenset({"no_directory", "no_path", "nodes_down"})
+NOT_SERVABLE_CODES = frozenset({"no_directory", "no_path", "nodes_down", "no_vision_node"})
 
 POOL_CIRCUITS_PER_NODE = 2
 POOL_NODES_MAX = 8
@@ -72,6 +72,11 @@ MODEL_REMEMBERED_S = 3600.0
 # The guard and middle of a path that went silent are left out of new paths this long (while others remain):
 # past the link silence deadline (tp_net.liveness), by when the links to a dead relay have been closed.
 SILENT_PATH_AVOID_S = 30.0
+
+
+def reads_images(node: NodeDescriptor, model_id: str) -> bool:
+    """Whether `node` advertises `vision` for `model_id` in its signed descriptor."""
+    return any(model.model_id == model_id and model.vision for model in node.models)
 
 
 class OverlayError(TokenPlaceError):
@@ -301,9 +306,7 @@ class Overlay:
                 "bootstrap file are up, and the gateway asks for it every few seconds; start the authorities "
                 "(or check that their addresses in the bootstrap file are right)",
             )
-        candidates = self._nodes_for(model_id)
-        if not candidates:
-            raise self._no_node_for(model_id)
+        candidates = self._candidates(model_id, document)
         failure = OverlayError("unavailable", "no node serving the model could be reached")
         tried: set[bytes] = set()
         path_failed: set[bytes] = set()  # nodes whose circuit broke: another path may still reach them
@@ -377,6 +380,22 @@ class Overlay:
                 raise
             log.info("sealed request to node %s failed: %s", short_id(node_id), exc.__class__.__name__)
             raise OverlayError("unavailable", f"node failed ({exc.__class__.__name__})") from exc
+
+    def _candidates(self, model_id: str, document: Mapping[str, Any]) -> list[NodeDescriptor]:
+        """The nodes that may serve `document`: those of the model, and only those that read images for a
+        request with images."""
+        candidates = self._nodes_for(model_id)
+        if not candidates:
+            raise self._no_node_for(model_id)
+        if image_urls(document):  # only nodes that loaded the model's projector read images
+            candidates = [node for node in candidates if reads_images(node, model_id)]
+            if not candidates:
+                raise OverlayError(
+                    "no_vision_node",
+                    f"no node serving {model_id!r} reads images (none was started with the model's "
+                    "projector, --mmproj); send text only, or pick a model whose nodes read images",
+                )
+        return candidates
 
     def _all_down(self, model_id: str, nodes: list[NodeDescriptor]) -> OverlayError:
         longest = max((self._backoff.down_for_s(n.node_id) or 0.0) for n in nodes)

@@ -86,6 +86,7 @@ class ModelOffer:
     context_length: int
     max_concurrent: int
     load: int  # requests in progress when published
+    vision: bool = False  # reads images (the node loaded the model's projector)
 
     def check(self) -> None:
         _check_name("model id", self.model_id)
@@ -187,6 +188,7 @@ def encode_descriptor(descriptor: Descriptor) -> bytes:
                 m.context_length,
                 m.max_concurrent,
                 m.load,
+                m.vision,
             ]
             for m in n.models
         ]
@@ -233,7 +235,8 @@ def decode_descriptor(body: bytes) -> Descriptor:
 
 def _model(value: Any) -> ModelOffer:
     fields = _typed(value, list, "model")
-    _require(len(fields) == 7, "model offer has the wrong number of fields")
+    _require(len(fields) == 8, "model offer has the wrong number of fields")
+    _require(isinstance(fields[7], bool), "vision has the wrong type")
     return ModelOffer(
         _typed(fields[0], str, "model id"),
         _typed(fields[1], bytes, "GGUF sha256"),
@@ -242,6 +245,7 @@ def _model(value: Any) -> ModelOffer:
         _typed(fields[4], int, "context length"),
         _typed(fields[5], int, "max concurrent"),
         _typed(fields[6], int, "load"),
+        fields[7],
     )
 
 

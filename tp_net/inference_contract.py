@@ -10,7 +10,10 @@ whose `code` names the field.
 
 from __future__ import annotations
 
+import binascii
 import re
+from collections.abc import Mapping
+from typing import Any
 
 from tp_net.errors import ServiceError
 
@@ -100,3 +103,127 @@ def check_logit_bias(value: object) -> dict[int, float]:
             )
         biases[int(key)] = float(bias)
     return biases
+
+
+# Images (chat `image_url` content parts; docs/PROTOCOL.md section 6). They travel in the request document as
+# data URLs (base64 is 4/3 of the bytes, and the whole request stays under REQUEST_BYTES_MAX); remote URLs
+# are refused: a node never fetches. The media type is checked against the bytes' magic number.
+IMAGE_BYTES_MAX = 512 * 1024  # one image, decoded
+IMAGES_PER_REQUEST_MAX = 8
+IMAGES_BYTES_TOTAL_MAX = 640 * 1024  # all images of a request, decoded
+IMAGE_URL_CHARS_MAX = len("data:image/jpeg;base64,") + (IMAGE_BYTES_MAX + 2) // 3 * 4
+# media type -> the magic numbers its bytes start with
+IMAGE_MAGIC = {
+    "image/png": (b"\x89PNG\r\n\x1a\n",),
+    "image/jpeg": (b"\xff\xd8\xff",),
+    "image/gif": (b"GIF87a", b"GIF89a"),
+    "image/webp": (b"RIFF",),  # and "WEBP" at byte 8
+}
+DATA_URL = re.compile(r"data:(image/[a-z]+);base64,([A-Za-z0-9+/]*={0,2})")
+
+
+def image_bytes(url: object) -> bytes:
+    """The image a content part's URL carries: a base64 data URL of a PNG, JPEG, WebP or GIF whose bytes
+    are what its media type says; EngineError (code `invalid_image`) naming why not."""
+    if not isinstance(url, str) or not url:
+        raise EngineError("invalid_image", "image_url.url must be a data URL string")
+    if len(url) > IMAGE_URL_CHARS_MAX:
+        raise EngineError("invalid_image", f"an image may be at most {IMAGE_BYTES_MAX} bytes")
+    if url.startswith(("http://", "https://")):
+        raise EngineError(
+            "invalid_image",
+            "remote image URLs are refused (a node never fetches anything); send the image inline as a "
+            "data:image/...;base64 URL",
+        )
+    match = DATA_URL.fullmatch(url)
+    if match is None or match.group(1) not in IMAGE_MAGIC:
+        raise EngineError(
+            "invalid_image",
+            f"image_url.url must be a base64 data URL of type {', '.join(sorted(IMAGE_MAGIC))}",
+        )
+    try:
+        data = binascii.a2b_base64(match.group(2), strict_mode=True)
+    except binascii.Error:
+        raise EngineError("invalid_image", "the image's base64 is malformed") from None
+    if len(data) > IMAGE_BYTES_MAX:
+        raise EngineError("invalid_image", f"an image may be at most {IMAGE_BYTES_MAX} bytes")
+    media_type = match.group(1)
+    webp_ok = media_type != "image/webp" or data[8:12] == b"WEBP"
+    if not (data.startswith(IMAGE_MAGIC[media_type]) and webp_ok):
+        raise EngineError("invalid_image", f"the image's bytes are not {media_type}")
+    return data
+
+
+def check_images(urls: list[object]) -> list[bytes]:
+    """Every image of a request (in order), within the count and total size limits."""
+    if len(urls) > IMAGES_PER_REQUEST_MAX:
+        raise EngineError("invalid_image", f"a request may carry at most {IMAGES_PER_REQUEST_MAX} images")
+    images, total = [], 0
+    for url in urls:
+        images.append(data := image_bytes(url))
+        total += len(data)
+        if total > IMAGES_BYTES_TOTAL_MAX:
+            raise EngineError(
+                "invalid_image", f"a request's images may be at most {IMAGES_BYTES_TOTAL_MAX} bytes in all"
+            )
+    return images
+
+
+def image_part(url: object) -> dict[str, Any]:
+    """A message content part carrying an image, as the request document holds it."""
+    return {"type": "image_url", "image_url": {"url": url}}
+
+
+def image_urls(document: Mapping[str, Any]) -> list[object]:
+    """The URLs of the image parts of a chat request document's messages (what needs a vision model)."""
+    messages = document.get("messages")
+    return [
+        part["image_url"].get("url")
+        for message in (messages if isinstance(messages, list) else [])
+        if isinstance(message, dict) and isinstance(message.get("content"), list)
+        for part in message["content"]
+        if isinstance(part, dict)
+        and part.get("type") == "image_url"
+        and isinstance(part.get("image_url"), dict)
+    ]
+
+
+# JSON schemas (tool parameters, response_format) become llama.cpp grammars, whose x{m,n} is m..n copies of
+# x: every bound is checked before a grammar is built (else {"maxLength": 10**9} would exhaust the node's
+# memory), each on its own and all of a request's together, and so is the schema's size.
+SCHEMA_REPEAT_MAX = 4096  # one length or count bound, or one {m,n} in a pattern
+SCHEMA_REPEATS_TOTAL_MAX = 16_384  # all of them in a request's schemas together
+SCHEMA_VALUES_MAX = 16_384  # maps, lists and scalars in a request's schemas together
+REPEAT_KEYWORDS = ("minLength", "maxLength", "minItems", "maxItems", "minProperties", "maxProperties")
+PATTERN_REPEAT = re.compile(r"\{\s*(\d+)\s*(?:,\s*(\d*)\s*)?\}")
+
+
+def _repeats(key: str, item: object) -> list[float]:
+    if key in REPEAT_KEYWORDS and isinstance(item, int | float) and not isinstance(item, bool):
+        return [item]
+    if key == "pattern" and isinstance(item, str):
+        return [float(bound) for match in PATTERN_REPEAT.finditer(item) for bound in match.groups() if bound]
+    return []
+
+
+def check_schema_size(schema: object, code: str) -> None:
+    """EngineError `code` when `schema` (or a list of schemas) would make too large a grammar."""
+    pending, values, total = [schema], 0, 0.0
+    while pending:
+        value = pending.pop()
+        values += 1
+        if values > SCHEMA_VALUES_MAX:
+            raise EngineError(code, f"the schemas have more than {SCHEMA_VALUES_MAX} values")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                for bound in _repeats(key, item):
+                    if not bound <= SCHEMA_REPEAT_MAX:  # NaN too
+                        raise EngineError(code, f"a schema has {key} over {SCHEMA_REPEAT_MAX}")
+                    total += bound
+                pending.append(item)
+        elif isinstance(value, list):
+            pending.extend(value)
+    if total > SCHEMA_REPEATS_TOTAL_MAX:
+        raise EngineError(
+            code, f"the schemas' length and count bounds add up to more than {SCHEMA_REPEATS_TOTAL_MAX}"
+        )

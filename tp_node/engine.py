@@ -53,6 +53,7 @@ class ModelInfo:
     active_requests: int
     queued_requests: int
     embedding: bool  # serves embedding requests (and only those)
+    vision: bool = False  # reads images in chat messages (a llama model loaded with its projector, --mmproj)
 
 
 class Engine(Protocol):
@@ -118,9 +119,12 @@ class FakeEngine:
     so a sub-millisecond delay keeps its rate although the event loop's timer wakes in whole milliseconds.
     """
 
-    def __init__(self, *, token_delay_s: float = 0.0, model_id: str = FAKE_MODEL_ID) -> None:
+    def __init__(
+        self, *, token_delay_s: float = 0.0, model_id: str = FAKE_MODEL_ID, vision: bool = False
+    ) -> None:
         self.token_delay_s = token_delay_s
         self.model_id = model_id
+        self.vision = vision
         self._active = 0
 
     def models(self) -> tuple[ModelInfo, ...]:
@@ -136,6 +140,7 @@ class FakeEngine:
                 active_requests=self._active,
                 queued_requests=0,
                 embedding=False,
+                vision=self.vision,
             ),
         )
 
@@ -143,6 +148,8 @@ class FakeEngine:
         parsed = parse_request(request)
         if parsed.model not in (None, self.model_id):
             raise EngineError("model_not_found", f"this node does not serve model {parsed.model!r}")
+        if parsed.images and not self.vision:
+            raise EngineError("vision_unsupported", f"model {self.model_id!r} on this node reads no images")
         self._active += 1
         try:
             if parsed.kind == "embedding":
@@ -192,6 +199,9 @@ class FakeEngine:
         seed = hashlib.blake2b(
             prompt.encode() + (b"\0%d" % choice if choice else b""), digest_size=8
         ).digest()
+        if request.images:  # what a vision model "saw", deterministically: how many images, how large
+            await trio.lowlevel.checkpoint()
+            yield {"text": fake_image_summary(request.images)}
         max_tokens = request.max_tokens or FAKE_MAX_TOKENS_DEFAULT
         scanner = _StopScanner(request.stop)
         produced = 0
@@ -209,6 +219,10 @@ class FakeEngine:
         if not scanner.stopped and (rest := scanner.flush()):
             yield {"text": rest}
         yield {"finish_reason": "stop" if scanner.stopped else "length", "tokens": produced}
+
+
+def fake_image_summary(images: tuple[bytes, ...]) -> str:
+    return f"[{len(images)} images: {', '.join(str(len(image)) for image in images)} bytes] "
 
 
 def fake_biased_token(seed: bytes, index: int, logit_bias: Mapping[int, float]) -> str:

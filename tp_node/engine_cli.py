@@ -46,6 +46,13 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--n-threads", type=int_in(1, 1024), help="CPU threads per slot")
     group.add_argument("--flash-attn", action="store_true", help="use flash attention")
     group.add_argument("--embedding", action="store_true", help="serve embeddings (only) with this model")
+    group.add_argument(
+        "--mmproj",
+        type=Path,
+        metavar="FILE",
+        help="the model's multimodal projector GGUF: it then reads images (advertised as vision); with "
+        "--engine fake the file is not read and the fake counts the images it is sent",
+    )
     group.add_argument("--chat-format", help="llama-cpp-python chat format (default: the GGUF's template)")
     group.add_argument(
         "--cache-dir", type=Path, default=default_cache_dir(), help="model cache (default: %(default)s)"
@@ -73,7 +80,7 @@ async def open_engine(args: argparse.Namespace) -> AsyncIterator[ServingEngine]:
     """The engine the flags ask for; ModelError (one clear line) when they cannot work."""
     moderator = _moderator(args)
     if args.engine == "fake":
-        fake = FakeEngine(token_delay_s=args.fake_token_delay_ms / 1000)
+        fake = FakeEngine(token_delay_s=args.fake_token_delay_ms / 1000, vision=args.mmproj is not None)
         log.warning(
             "--engine fake: serving model %r, made-up words and no language model (for tests only)",
             fake.model_id,
@@ -101,6 +108,7 @@ async def open_engine(args: argparse.Namespace) -> AsyncIterator[ServingEngine]:
         embedding=args.embedding,
         n_threads=args.n_threads,
         chat_format=args.chat_format,
+        mmproj=args.mmproj,
     )
     async with open_llama_engine([config]) as engine:
         yield _wrap(engine, moderator)

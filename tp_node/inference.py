@@ -31,9 +31,13 @@ from tp_net.inference_contract import (
     TOOL_NAME_CHARS_MAX,
     TOOLS_MAX,
     EngineError,
+    check_images,
     check_logit_bias,
     check_n,
+    check_schema_size,
     check_top_logprobs,
+    image_part,
+    image_urls,
 )
 
 ERROR_FIELD_CHARS_MAX = 64
@@ -61,16 +65,24 @@ class InferenceRequest:
     logprobs: int | None = None  # None: no log probabilities; k: each token's, with its k top alternatives
     logit_bias: Mapping[int, float] = field(default_factory=dict)  # token id -> bias added to its logit
     parallel_tool_calls: bool = True
+    images: tuple[bytes, ...] = ()  # every image of the messages, in order (checked; they stay in messages)
 
     def texts(self) -> list[str]:
-        """Every piece of text the requester wrote (moderation reads these)."""
-        texts = [str(m["content"]) for m in self.messages if m.get("content")]
+        """Every piece of text the requester wrote (moderation reads these; images are not text)."""
+        texts = [text for m in self.messages for text in message_texts(m.get("content")) if text]
         return [*texts, *([self.prompt] if self.prompt else []), *self.inputs]
 
     def named_tool(self) -> str | None:
         if isinstance(self.tool_choice, Mapping):
             return str(self.tool_choice["function"]["name"])
         return None
+
+
+def message_texts(content: object) -> list[str]:
+    """The text of a message's content: itself, or its text parts."""
+    if isinstance(content, list):
+        return [part["text"] for part in content if part.get("type") == "text"]
+    return [str(content)] if content else []
 
 
 def _fail(code: str, message: str) -> EngineError:
@@ -125,17 +137,31 @@ def _logprobs(document: Mapping[str, Any]) -> int | None:
     return None if value is None else check_top_logprobs(value)
 
 
-def _content(value: Any, index: int) -> str | None:
-    """A message's content: a string, null, or a list of text parts (joined)."""
+def _part(part: Any) -> dict[str, Any] | None:
+    """A content part as the engines read it: text, or an image data URL (checked with the others)."""
+    if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str):
+        return {"type": "text", "text": part["text"]}
+    image = part.get("image_url") if isinstance(part, dict) else None
+    if isinstance(part, dict) and part.get("type") == "image_url" and isinstance(image, dict):
+        return image_part(image.get("url"))  # the URL is checked in parse_request (check_images)
+    return None
+
+
+def _content(value: Any, index: int) -> str | list[dict[str, Any]] | None:
+    """A message's content: a string, null, or a list of parts: text parts joined into a string unless
+    there is an image among them (then the list of text and image parts)."""
     if value is None or isinstance(value, str):
         return value
-    if isinstance(value, list) and all(
-        isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str) for p in value
-    ):
-        return "".join(p["text"] for p in value)
-    raise _fail(
-        "invalid_messages", f"messages[{index}].content must be a string, null or a list of text parts"
-    )
+    parts = [_part(part) for part in value] if isinstance(value, list) else [None]
+    if any(part is None for part in parts):
+        raise _fail(
+            "invalid_messages",
+            f"messages[{index}].content must be a string, null or a list of text and image_url parts",
+        )
+    checked = [part for part in parts if part is not None]
+    if all(part["type"] == "text" for part in checked):
+        return "".join(part["text"] for part in checked)
+    return checked
 
 
 def _message(value: Any, index: int) -> dict[str, Any]:
@@ -146,6 +172,8 @@ def _message(value: Any, index: int) -> dict[str, Any]:
     if value.get("role") not in ROLES:
         raise _fail("invalid_messages", f"messages[{index}].role must be one of {', '.join(ROLES)}")
     message = dict(value, content=_content(value.get("content"), index))
+    if isinstance(message["content"], list) and message["role"] != "user":
+        raise _fail("invalid_messages", f"messages[{index}]: only user messages may carry images")
     for name in ("name", "tool_call_id"):
         if name in message and not isinstance(message[name], str):
             raise _fail("invalid_messages", f"messages[{index}].{name} must be a string")
@@ -223,16 +251,20 @@ def _response_format(document: Mapping[str, Any]) -> dict[str, Any] | None:
     kind = value.get("type") if isinstance(value, dict) else None
     if value is None or kind == "text":
         return None
-    if kind == "json_object" and isinstance(value.get("schema", {}), dict):
-        return {"type": "json_object", **({"schema": value["schema"]} if "schema" in value else {})}
     spec = value.get("json_schema") if isinstance(value, dict) else None
-    if kind == "json_schema" and isinstance(spec, dict) and isinstance(spec.get("schema"), dict):
-        return {"type": "json_object", "schema": spec["schema"]}
-    raise _fail(
-        "invalid_response_format",
-        'response_format must be {"type": "text"}, {"type": "json_object"} or '
-        '{"type": "json_schema", "json_schema": {"name": ..., "schema": {...}}}',
-    )
+    checked: dict[str, Any] | None = None
+    if kind == "json_object" and isinstance(value.get("schema", {}), dict):
+        checked = {"type": "json_object", **({"schema": value["schema"]} if "schema" in value else {})}
+    elif kind == "json_schema" and isinstance(spec, dict) and isinstance(spec.get("schema"), dict):
+        checked = {"type": "json_object", "schema": spec["schema"]}
+    if checked is None:
+        raise _fail(
+            "invalid_response_format",
+            'response_format must be {"type": "text"}, {"type": "json_object"} or '
+            '{"type": "json_schema", "json_schema": {"name": ..., "schema": {...}}}',
+        )
+    check_schema_size(checked.get("schema"), "invalid_response_format")  # before a grammar is built from it
+    return checked
 
 
 def _prompt(document: Mapping[str, Any]) -> str:
@@ -286,10 +318,13 @@ def parse_request(document: Mapping[str, Any]) -> InferenceRequest:
     if kind == "completion":
         return InferenceRequest(kind, model, prompt=_prompt(document), **common)
     tools = _tools(document)
+    check_schema_size([tool["function"].get("parameters") for tool in tools], "invalid_tools")
+    messages = _messages(document)
     return InferenceRequest(
         kind,
         model,
-        messages=_messages(document),
+        messages=messages,
+        images=tuple(check_images(image_urls({"messages": list(messages)}))),
         response_format=_response_format(document),
         tools=tools,
         tool_choice=_tool_choice(document, tools),

@@ -59,6 +59,7 @@ class ModelConfig:
     embedding: bool = False  # load for embeddings (then only embedding requests are served)
     n_threads: int | None = None
     chat_format: str | None = None  # default: the GGUF's own chat template
+    mmproj: Path | None = None  # the multimodal projector GGUF: the model then reads images (vision)
     handoff_interval_s: float = HANDOFF_INTERVAL_S
 
     def checked(self) -> ModelConfig:
@@ -74,6 +75,8 @@ class ModelConfig:
             (self.n_gpu_layers < -1, "n_gpu_layers must be -1 (all) or a layer count"),
             (self.n_threads is not None and self.n_threads < 1, "n_threads must be at least 1"),
             (not 0 <= self.handoff_interval_s <= 1, "the hand-off interval must be in 0..1 s"),
+            (self.mmproj is not None and self.embedding, "a projector (mmproj) is for chat models"),
+            (self.mmproj is not None and not self.mmproj.is_file(), f"no projector file {self.mmproj}"),
         ]
         for failed, message in problems:
             if failed:
@@ -92,6 +95,8 @@ def _llama_arguments(config: ModelConfig, info: GgufInfo) -> dict[str, Any]:
         "chat_format": config.chat_format,
         "verbose": False,
     }
+    if config.mmproj is not None:  # each slot's Llama gets a chat handler of its own (create_llama)
+        arguments["mmproj"] = str(config.mmproj)
     if config.embedding:
         pooling = info.pooling_type
         # One batch holds a whole input; llama-cpp-python truncates inputs to the batch size.
@@ -129,6 +134,7 @@ class _Model:
             active_requests=self.pool.active,
             queued_requests=self.pool.waiting,
             embedding=self.config.embedding,
+            vision=self.config.mmproj is not None,
         )
 
     def stop(self) -> None:
@@ -235,6 +241,11 @@ class LlamaEngine:
             served_kind = "embedding" if model.config.embedding else "chat and completion"
             raise EngineError(
                 "unsupported_kind", f"model {model.config.model_id} serves {served_kind} requests"
+            )
+        if request.images and model.config.mmproj is None:
+            raise EngineError(
+                "vision_unsupported",
+                f"model {model.config.model_id} on this node was started without a projector",
             )
         return model
 

@@ -23,9 +23,10 @@ from typing import Any, cast
 
 import llama_cpp
 import numpy as np
+from llama_cpp.llama_chat_format import MTMDChatHandler
 from llama_cpp.llama_grammar import LlamaGrammar
 
-from tp_net.inference_contract import EngineError
+from tp_net.inference_contract import EngineError, image_bytes
 from tp_node.gguf_header import ModelError
 from tp_node.handoff import BatchPipe, PipeClosed
 from tp_node.inference import (
@@ -59,6 +60,15 @@ def _llama_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
 
 
 llama_cpp.llama_log_set(_llama_log, ctypes.c_void_p(0))
+
+
+def _route_mtmd_log() -> None:
+    """libmtmd (images) has loggers of its own that print to stderr, the prompt's text among the rest
+    ("add_text: ..."): they go through _llama_log too. Loaded only by nodes with a projector."""
+    from llama_cpp import mtmd_cpp
+
+    mtmd_cpp.mtmd_log_set(_llama_log, ctypes.c_void_p(0))
+    mtmd_cpp.mtmd_helper_log_set(_llama_log, ctypes.c_void_p(0))
 
 
 class MeteredLlama(llama_cpp.Llama):
@@ -333,10 +343,36 @@ def run_job(job: Job, llm: MeteredLlama) -> None:
         job.output.finish(error)
 
 
+class DataUrlChatHandler(MTMDChatHandler):
+    """llama-cpp-python's multimodal handler, reading images from data URLs only: its own loader would fetch
+    any other URL (urllib), and a node never fetches. parse_request already refused those; this is the
+    second line."""
+
+    def load_image(self, image_url: str) -> bytes:
+        return image_bytes(image_url)
+
+    # Both swap the process's stdout/stderr descriptors (llama-cpp-python's suppress_stdout_stderr) while
+    # slots run: one swap at a time, as for loading models (_LIFECYCLE_LOCK).
+    def _init_mtmd_context(self, llama_model: llama_cpp.Llama) -> None:
+        with _LIFECYCLE_LOCK:
+            super()._init_mtmd_context(llama_model)
+
+    def _create_bitmap_from_bytes(self, data: bytes) -> Any:
+        with _LIFECYCLE_LOCK:
+            return super()._create_bitmap_from_bytes(data)
+
+
 def create_llama(arguments: dict[str, Any]) -> MeteredLlama:
+    """A slot's Llama; with "mmproj", a multimodal chat handler of its own (llama.cpp's mtmd: images are
+    taken from the messages' data URLs, never fetched: the request document holds no other kind)."""
+    arguments = dict(arguments)
+    mmproj = arguments.pop("mmproj", None)
     with _LIFECYCLE_LOCK:
         _forward_llama_log.set()
         try:
+            if mmproj is not None:
+                _route_mtmd_log()
+                arguments["chat_handler"] = DataUrlChatHandler(clip_model_path=mmproj, verbose=False)
             return MeteredLlama(**arguments)
         except ValueError as exc:
             raise ModelError(f"llama.cpp could not load {arguments['model_path']}: {exc}") from exc

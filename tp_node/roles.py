@@ -300,6 +300,7 @@ def model_offers(models: Sequence[ModelInfo]) -> tuple[ModelOffer, ...]:
             model.context_length,
             min(model.max_concurrent, MAX_CONCURRENT_MAX),  # an unlimited fake engine still fits the field
             min(model.active_requests + model.queued_requests, LOAD_MAX),
+            model.vision,
         )
         for model in models
     )

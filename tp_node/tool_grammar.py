@@ -17,13 +17,7 @@ from typing import Any
 
 from llama_cpp.llama_grammar import json_schema_to_gbnf
 
-from tp_net.inference_contract import EngineError
-
 TOOL_CALLS_PER_ANSWER_MAX = 8  # parallel calls in one answer (1 when parallel_tool_calls is false)
-# llama.cpp expands a grammar's x{m,n} into m..n copies of x: a schema's bounds are refused above this, before
-# the grammar is built (else {"maxLength": 10**9} in a tool's parameters would exhaust the node's memory).
-SCHEMA_REPEAT_MAX = 4096
-REPEAT_KEYWORDS = ("minLength", "maxLength", "minItems", "maxItems", "minProperties", "maxProperties")
 # Text: anything whose first character is not "{" (which would start a call).
 TEXT_RULE = "text ::= [^{] [^\\x00]*"
 
@@ -48,26 +42,8 @@ def calls_schema(tools: Sequence[Mapping[str, Any]], parallel: bool) -> dict[str
     return {"type": "object", "properties": {"tool_calls": calls}, "required": ["tool_calls"]}
 
 
-def check_repeats(schema: object) -> None:
-    """EngineError when a length or count bound anywhere in `schema` is over SCHEMA_REPEAT_MAX."""
-    pending = [schema]
-    while pending:
-        value = pending.pop()
-        if isinstance(value, dict):
-            for key, item in value.items():
-                big = (
-                    isinstance(item, int | float) and not isinstance(item, bool) and item > SCHEMA_REPEAT_MAX
-                )
-                if key in REPEAT_KEYWORDS and big:
-                    raise EngineError("invalid_tools", f"a tool's schema has {key} over {SCHEMA_REPEAT_MAX}")
-                pending.append(item)
-        elif isinstance(value, list):
-            pending.extend(value)
-
-
 def tool_grammar(tools: Sequence[Mapping[str, Any]], mode: str, parallel: bool) -> str:
     """GBNF for `mode` "required" (a call) or "auto" (a call or text)."""
-    check_repeats([tool["function"].get("parameters") for tool in tools])
     calls = json_schema_to_gbnf(json.dumps(calls_schema(tools, parallel)))
     if mode == "required":
         return str(calls)

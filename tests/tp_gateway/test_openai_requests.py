@@ -203,9 +203,15 @@ REFUSALS: list[tuple[Parser, object, str | None, str]] = [
     (parse_chat, chat(messages=[{"role": "user", "content": []}]), "messages[0].content", "empty_array"),
     (
         parse_chat,
-        chat(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]),
+        chat(messages=[{"role": "system", "content": [{"type": "image_url", "image_url": {}}]}]),
         "messages[0].content[0].type",
         "unsupported_value",
+    ),
+    (
+        parse_chat,
+        chat(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]),
+        "messages[0].content[0].image_url.url",
+        "missing_required_parameter",
     ),
     (
         parse_chat,

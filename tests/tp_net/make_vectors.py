@@ -333,7 +333,7 @@ def descriptors() -> list[Descriptor]:
         expires=PUBLISHED + 3600,
     )
     offers = (
-        ModelOffer("tiny", pattern(32, 3), 1_000_000, "Q8_0", 2048, 4, 1),
+        ModelOffer("tiny", pattern(32, 3), 1_000_000, "Q8_0", 2048, 4, 1, vision=True),
         ModelOffer("llama-3-8b-instruct", pattern(32, 4), 8_000_000_000, "Q4_K_M", 8192, 2, 0),
     )
     node = NodeDescriptor(

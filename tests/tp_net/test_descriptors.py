@@ -84,6 +84,7 @@ def model_fields(m: ModelOffer) -> list[Any]:
         m.context_length,
         m.max_concurrent,
         m.load,
+        m.vision,
     ]
 
 
@@ -331,6 +332,8 @@ def test_node_field_of_wrong_type_is_refused(index: int, value: Any, reason: str
         (5, True, "max concurrent has the wrong type"),
         (6, False, "load has the wrong type"),
         (6, None, "load has the wrong type"),
+        (7, 1, "vision has the wrong type"),
+        (7, None, "vision has the wrong type"),
     ],
 )
 def test_model_field_of_wrong_type_is_refused(index: int, value: Any, reason: str) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from tp_node import node_cli
 from tp_node.engine_cli import add_engine_arguments, open_engine
+from tp_node.testing.tiny_projector import write_tiny_projector
 
 RELAY = "ab" * 32 + "@ws://127.0.0.1:1/"
 
@@ -85,3 +86,25 @@ async def test_the_fake_engine_says_so_at_start_and_in_its_descriptor(
 def test_models_is_a_subcommand(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert node_cli.main(["models", "list", "--cache-dir", str(tmp_path)]) == 0
     assert "qwen2.5-0.5b-instruct-q4_k_m" in capsys.readouterr().out
+
+
+async def test_mmproj_makes_the_model_a_vision_model(tiny_model_path: Path, tmp_path: Path) -> None:
+    projector = write_tiny_projector(tmp_path / "mmproj.gguf")
+    model = ["--model", str(tiny_model_path), "--n-ctx", "256"]
+    for flags, vision in (
+        (model, False),
+        ([*model, "--mmproj", str(projector)], True),
+        (["--engine", "fake", "--mmproj", str(projector)], True),
+        (["--engine", "fake"], False),
+    ):
+        async with open_engine(parse(*flags)) as engine:
+            (info,) = engine.models()
+        assert info.vision is vision, flags
+
+
+def test_a_missing_projector_stops_the_node_with_one_line(
+    tiny_model_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--home-relay", RELAY, "--data-dir", str(tmp_path / "node"), "--model", str(tiny_model_path)]
+    assert node_cli.main([*argv, "--mmproj", str(tmp_path / "gone.gguf")]) == 1
+    assert "no projector file" in capsys.readouterr().err

@@ -100,7 +100,7 @@ def test_unusable_moderation_files_are_refused_at_start(tmp_path: Path) -> None:
 def parse(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     add_engine_arguments(parser)
-    return parser.parse_args(argv)
+    return parser.parse_args(["--engine", "fake", *argv])  # llama is the default engine
 
 
 async def test_moderation_is_off_by_default_and_on_when_configured(tmp_path: Path) -> None:
