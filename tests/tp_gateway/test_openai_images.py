@@ -123,8 +123,8 @@ def test_a_request_with_images_is_routed_only_to_vision_nodes() -> None:
     assert overlay.directory is not None
     with_image = chat_with(image_message(data_url(PNG)))
     text_only = chat_with({"role": "user", "content": "hi"})
-    assert overlay._candidates(overlay.directory, MODEL, with_image) == [seeing]
-    assert {n.node_id for n in overlay._candidates(overlay.directory, MODEL, text_only)} == {
+    assert overlay._candidates(MODEL, with_image) == [seeing]
+    assert {n.node_id for n in overlay._candidates(MODEL, text_only)} == {
         plain.node_id,
         seeing.node_id,
     }
