@@ -19,7 +19,7 @@ import trio.testing
 from simulations.adversary import Coalition
 from simulations.clients import DirectoryFeed, RequestRecord, SimClient
 from simulations.config import Scenario
-from simulations.determinism import seeded_trio_scheduler, shared_verification
+from simulations.determinism import seeded_trio_scheduler, shared_verifier
 from simulations.invariants import InvariantChecker, SentinelLogHandler, SimulationViolation, sentinel
 from simulations.metrics import anonymity, load_spread, request_metrics
 from simulations.netsim import MBPS, SIM_EPOCH_S, Machine, SimNetwork
@@ -62,7 +62,7 @@ def run_once(
     root.setLevel(logging.DEBUG if scenario.relays <= 100 else logging.INFO)
     sim = _Simulation(scenario, seed, checker, progress, leaky_relay)
     try:
-        with seeded_trio_scheduler(seed), shared_verification(scenario.memoize_verification):
+        with seeded_trio_scheduler(seed):
             trio.run(sim.main, clock=trio.testing.MockClock(autojump_threshold=0))
     finally:
         root.removeHandler(handler)
@@ -92,7 +92,9 @@ class _Simulation:
             scenario.network, random.Random(f"{seed}:network"), epoch_s=start_wall_s(scenario)
         )
         self.coalition = Coalition()
-        self.world = World(scenario, seed, self.network, self.coalition)
+        self.world = World(
+            scenario, seed, self.network, self.coalition, shared_verifier(scenario.memoize_verification)
+        )
         self.records: list[RequestRecord] = []
         self.latest_prompt = b""
         if leaky_relay:
@@ -145,7 +147,7 @@ class _Simulation:
                 machine,
                 self.network,
                 sources,
-                trust=self.world.bootstrap.trust(),
+                trust=self.world.trust,
                 period_s=self.scenario.period_s,
                 rng=random.Random(f"{self.seed}:feed"),
             )

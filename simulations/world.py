@@ -8,6 +8,7 @@ it again with the same identity and keys (as a restarted process with its data d
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -19,8 +20,10 @@ from bootstrap.config import Bootstrap, BootstrapAuthority
 from simulations.adversary import Coalition, HostileRelay, LeakyRelay, SimRelay
 from simulations.config import Scenario
 from simulations.netsim import MBPS, Machine, SimNetwork
+from tp_crypto import signed
 from tp_crypto.identity import Identity
 from tp_crypto.noise_primitives import x25519_public
+from tp_crypto.signed import Verifier
 from tp_net.circuit_client import HopInfo
 from tp_net.descriptors import RelayDescriptor
 from tp_net.directory import make_invitation
@@ -72,7 +75,14 @@ class SimMachine:
 
 
 class World:
-    def __init__(self, scenario: Scenario, seed: int, network: SimNetwork, coalition: Coalition) -> None:
+    def __init__(
+        self,
+        scenario: Scenario,
+        seed: int,
+        network: SimNetwork,
+        coalition: Coalition,
+        verify: Verifier = signed.verify,
+    ) -> None:
         self.scenario = scenario
         self.seed = seed
         self.network = network
@@ -84,6 +94,7 @@ class World:
         self.nodes: list[SimMachine] = []
         self._subnets: set[tuple[int, int]] = set()
         self.bootstrap = self._make_bootstrap()
+        self.trust = dataclasses.replace(self.bootstrap.trust(), verify=verify)  # every machine's
         self.store: Callable[[str, bytes], None] = lambda name, data: None
         self.decrypted: Callable[[str, bytes], None] = lambda name, body: None  # every relay's cell bodies
         self.leak: Callable[[], bytes] | None = None  # set: the last relay built is a LeakyRelay
@@ -190,7 +201,7 @@ class World:
     async def _relay_body(self, sim: SimMachine) -> None:
         scenario, machine = self.scenario, sim.machine
         dialer = self.network.dialer(machine)
-        trust = self.bootstrap.trust()
+        trust = self.trust
         authority = runner = None
         if sim.role == "authority":
             authority = AuthorityCore(

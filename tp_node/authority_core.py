@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from tp_crypto.errors import RemoteProtocolError
 from tp_crypto.identity import Identity, short_id
-from tp_crypto.signed import sign, verify
+from tp_crypto.signed import Verifier, sign
 from tp_net.descriptors import CLOCK_SKEW_ALLOWED_S, Descriptor, SignedDescriptor
 from tp_net.directory import (
     DOCUMENT_DOMAIN,
@@ -120,7 +120,7 @@ class AuthorityCore:
         """Validate a published descriptor. Returns it when it is new (to be forwarded to the other
         authorities), None when we already have it or a newer one; DirectoryError says why it was refused."""
         try:
-            descriptor = signed.open(now)
+            descriptor = signed.open(now, self.trust.verify)
         except RemoteProtocolError as exc:
             raise DirectoryError(f"descriptor refused: {exc}") from exc
         if self.admission is Admission.INVITE:
@@ -153,7 +153,7 @@ class AuthorityCore:
             or not isinstance(signature, bytes)
             or authority not in self.trust.authorities
             or authority == self.identity.node_id
-            or not verify(authority, FORWARD_DOMAIN, _forwarded(self.trust, signed), signature)
+            or not self.trust.verify(authority, FORWARD_DOMAIN, _forwarded(self.trust, signed), signature)
         ):
             raise DirectoryError(
                 "descriptor refused: 'forwarded' is accepted from the other authorities only"
@@ -191,7 +191,7 @@ class AuthorityCore:
         document = self.latest_document(now)
         if document is None:
             return True
-        listed = {descriptor.node_id for descriptor in _opened(decode_body(document.body))}
+        listed = {descriptor.node_id for descriptor in _opened(decode_body(document.body), self.trust.verify)}
         return listed != set(self._accepted)
 
     # --- documents ----------------------------------------------------------------------------
@@ -205,7 +205,10 @@ class AuthorityCore:
                 "period %d: %d votes, fewer than the threshold %d", period, len(votes), self.trust.threshold
             )
             return None
-        body = build_document(self.trust.network, period, self.period_s, votes.values(), self.trust.threshold)
+        trust = self.trust
+        body = build_document(
+            trust.network, period, self.period_s, votes.values(), trust.threshold, verify=trust.verify
+        )
         encoded = body.encode()
         signature = sign_document(self.identity, encoded)
         self._add_candidate(period, encoded, self.identity.node_id, signature)
@@ -216,7 +219,7 @@ class AuthorityCore:
             raise DirectoryError("signature from an authority we do not trust")
         if not self._is_open(period, now):
             raise DirectoryError(f"signature for period {period}, which is not being decided")
-        if not verify(authority, DOCUMENT_DOMAIN, body, signature):
+        if not self.trust.verify(authority, DOCUMENT_DOMAIN, body, signature):
             raise DirectoryError("document signature does not verify")
         # The period is the body's own: a (replayed) signature of another period's document must not be
         # served as this period's.
@@ -269,11 +272,11 @@ def _forwarded(trust: Trust, signed: SignedDescriptor) -> bytes:
     return b"".join(len(part).to_bytes(4, "big") + part for part in parts)
 
 
-def _opened(body: DocumentBody) -> list[Descriptor]:
+def _opened(body: DocumentBody, verify: Verifier) -> list[Descriptor]:
     opened = []
     for signed in body.descriptors:
         try:
-            opened.append(signed.open(body.valid_after))
+            opened.append(signed.open(body.valid_after, verify))
         except RemoteProtocolError:
             continue  # never in a document we signed; a peer's bad one simply does not count
     return opened
