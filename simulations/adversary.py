@@ -61,21 +61,22 @@ class SimRelay(Relay):
 
     def link_remote(self, link_id: int) -> str:
         """The address (machine name) of the peer on a link, as the relay's socket would show it."""
-        pump = self._pumps.get(link_id)
-        channel = pump.link._channel if pump is not None else None
+        link = self.link(link_id)
+        channel = link.channel if link is not None else None
         return channel.remote.name if isinstance(channel, SimChannel) else "?"
 
 
 class LeakyRelay(SimRelay):
-    """A deliberately broken relay: whenever it carries a new circuit it stores plaintext that a bug put
-    within its reach (`leak`, the prompt of the latest request). The invariant checker must catch it."""
+    """A deliberately broken relay: whenever it receives cells it stores plaintext that a bug put within
+    its reach (`leak`, the prompt of the latest request). The invariant checker must catch it."""
 
     leak: Callable[[], bytes] = staticmethod(lambda: b"")
 
-    def _on_frames(self, link_id: int, frames: list[Frame]) -> None:
-        if any(isinstance(f, Cell) and f.command == CellCommand.CREATE for f in frames):
-            self.store(self.sim_name, self.leak())
-        super()._on_frames(link_id, frames)
+    def on_frames(self, link_id: int, frames: list[Frame]) -> None:
+        leaked = self.leak()
+        if leaked and any(isinstance(f, Cell) for f in frames):
+            self.store(self.sim_name, leaked)
+        super().on_frames(link_id, frames)
 
 
 class HostileRelay(SimRelay):
@@ -109,7 +110,7 @@ class HostileRelay(SimRelay):
             if self.behaviour == "delay":
                 nursery.start_soon(self._release_held)
 
-    def _on_frames(self, link_id: int, frames: list[Frame]) -> None:
+    def on_frames(self, link_id: int, frames: list[Frame]) -> None:
         now = trio.current_time()
         for frame in frames:
             if (
@@ -122,7 +123,7 @@ class HostileRelay(SimRelay):
             self._held.append((now + self._delay_s, link_id, frames))
             self._held_changed.set()
             return
-        super()._on_frames(
+        super().on_frames(
             link_id, [self._meddle(link_id, frame) for frame in frames if self._keeps(link_id, frame)]
         )
 
@@ -170,5 +171,5 @@ class HostileRelay(SimRelay):
             release_at, link_id, frames = self._held[0]
             await trio.sleep_until(release_at)
             self._held.popleft()
-            if link_id in self._pumps:
-                super()._on_frames(link_id, frames)
+            if self.link(link_id) is not None:
+                super().on_frames(link_id, frames)

@@ -1,17 +1,18 @@
-"""Light clients: what a gateway does for one request, with the real client library.
+"""Clients: the workload (what each request asks) around the real gateway.
 
-A client is an address (its machine) and its pinned guards. For each request it takes the current verified
-directory, picks a node for the model and a diverse path (tp_net.path_selection, its own seeded rng),
-links to its guard (tp_net.client.ClientLink), builds the circuit, sends the request on an "inference"
-stream and reads the answer. All clients share one DirectoryFeed: one real fetch and verification of each
-document (tp_net.directory_client.fetch_directory) stands for every gateway fetching the same bytes, which
-at 10,000 machines would otherwise be most of the run (documented in docs/SIMULATION.md).
+Each client is a machine running the gateway's own `tp_gateway.overlay.Overlay` on the simulated network
+(its dialer, trio's virtual clock, the machine's skewed wall clock, its own seeded rng): node choice, paths,
+guards, the circuit pool, failover, the avoid set and guards down are the gateway's, not copies. A client
+only says what to ask and records how it went (from the Overlay's RequestTrace). All clients share one
+DirectoryFeed: one real fetch and verification of each document (tp_net.directory_client.fetch_directory),
+handed to every Overlay with `use_directory`, stands for every gateway fetching the same bytes, which at
+10,000 machines would otherwise be most of the run (documented in docs/SIMULATION.md).
 """
 
 from __future__ import annotations
 
 import random
-from contextlib import suppress
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import trio
@@ -20,23 +21,12 @@ from simulations.config import Scenario
 from simulations.invariants import InvariantChecker, sentinel
 from simulations.netsim import Machine, SimNetwork
 from tp_crypto.errors import TokenPlaceError
-from tp_gateway.overlay import GUARD_DOWN_S
+from tp_gateway.overlay import Overlay, OverlayError
+from tp_gateway.request_trace import RequestTrace
+from tp_net.bootstrap_config import Bootstrap
 from tp_net.circuit_client import HopInfo
-from tp_net.client import ClientLink
-from tp_net.descriptors import NodeDescriptor, RelayDescriptor
-from tp_net.directory import Directory, Trust
+from tp_net.directory import Directory, NewestDocument, Trust
 from tp_net.directory_client import fetch_directory
-from tp_net.errors import DialError
-from tp_net.inference_contract import INFERENCE_SERVICE
-from tp_net.path_selection import (
-    GUARDS_PER_CLIENT,
-    STRICT_RULES,
-    PathError,
-    choose_guards,
-    choose_node,
-    choose_path,
-    circuit_hops,
-)
 from tp_node.engine import FAKE_MODEL_ID
 
 FEED_REFRESH_FRACTION = 8  # the feed looks for a new document every period_s / this
@@ -48,24 +38,31 @@ class RequestRecord:
     index: int
     client: str
     start_s: float
-    outcome: str = ""  # "ok", or an error name
+    outcome: str = ""  # "ok", "timeout", or the Overlay's error code
     ttft_s: float | None = None
     total_s: float | None = None
-    build_s: float | None = None
+    circuit_s: float | None = None  # when the last attempt had its circuit, after the start
+    pooled: bool = False  # that circuit was already built (the client's pool)
     node: str = ""
     guard: bytes = b""
     middle: bytes = b""
     last_relay: bytes = b""
     attempts: int = 0
-    failed_builds: int = 0  # attempts whose circuit never got built
+    failed_builds: int = 0  # attempts that got no circuit
 
     @property
     def ended(self) -> bool:
         return bool(self.outcome)
 
+    @property
+    def build_s(self) -> float | None:
+        """Time to a circuit built for this request (None: none was, or it came from the pool)."""
+        return None if self.pooled else self.circuit_s
+
 
 class DirectoryFeed:
-    """The newest verified directory, fetched from the authorities over the simulated network."""
+    """The newest verified directory, fetched from the authorities over the simulated network and handed
+    to every subscriber (the clients' Overlays) when it is newer than the last."""
 
     def __init__(
         self,
@@ -83,7 +80,9 @@ class DirectoryFeed:
         self._trust = trust
         self._period_s = period_s
         self._rng = rng
+        self._held = NewestDocument(trust)  # the one freshness rule (tp_net.directory)
         self.directory: Directory | None = None
+        self.subscribers: list[Callable[[Directory], None]] = []
         self.fetches = 0
         self.failures = 0
 
@@ -91,133 +90,100 @@ class DirectoryFeed:
         while True:
             try:
                 directory, _ = await fetch_directory(
-                    self._dialer, self._sources, self._trust, self._rng, self.machine.wall_clock()
+                    self._dialer,
+                    self._sources,
+                    self._trust,
+                    self._rng,
+                    self.machine.wall_clock(),
+                    held=self._held,
                 )
             except TokenPlaceError:
                 self.failures += 1
             else:
                 self.fetches += 1
-                if self.directory is None or directory.valid_after > self.directory.valid_after:
+                if directory is not self.directory:  # the held document changed: a newer one
                     self.directory = directory
+                    for subscriber in self.subscribers:
+                        subscriber(directory)
             # Until there is a document, look often: a starting network's first one comes mid-period.
             wait_s = self._period_s / FEED_REFRESH_FRACTION
             await trio.sleep(wait_s if self.directory is not None else min(wait_s, FEED_RETRY_S))
 
 
 class SimClient:
+    """A machine running the real gateway Overlay; `run` keeps its pool, `request` sends one request."""
+
     def __init__(
-        self, machine: Machine, network: SimNetwork, feed: DirectoryFeed, rng: random.Random
+        self,
+        machine: Machine,
+        network: SimNetwork,
+        feed: DirectoryFeed,
+        bootstrap: Bootstrap,
+        rng: random.Random,
+        *,
+        pool_nodes_max: int,
     ) -> None:
         self.machine = machine
-        self._dialer = network.dialer(machine)
         self._feed = feed
-        self._rng = rng
-        self.guards: list[bytes] = []
-        self._guards_down: dict[bytes, float] = {}  # guard -> virtual time it may be tried again
+        self.overlay = Overlay(
+            bootstrap,
+            network.dialer(machine),
+            rng=rng,
+            monotonic=trio.current_time,
+            wall_clock=machine.wall_clock,
+            pool_nodes_max=pool_nodes_max,
+        )
 
-    def _usable_guards(self) -> list[bytes]:
-        """The gateway's rule: guards recently unreachable are left out while others remain."""
-        now = trio.current_time()
-        return [g for g in self.guards if self._guards_down.get(g, 0.0) <= now] or self.guards
-
-    def _refresh_guards(self, directory: Directory) -> None:
-        kept = [g for g in self.guards if g in directory.relays]
-        if len(kept) < GUARDS_PER_CLIENT:
-            others = [r for r in directory.relays.values() if r.node_id not in kept]
-            kept += choose_guards(others, self._rng, count=GUARDS_PER_CLIENT - len(kept))
-        self.guards = kept
-
-    def _choose_path(
-        self, directory: Directory, node: NodeDescriptor, avoid: set[bytes]
-    ) -> list[RelayDescriptor]:
-        """As the gateway does: a path around the relays of failed attempts if there is one."""
-        relays, guards = list(directory.relays.values()), self._usable_guards()
-        if avoid:
-            spared = [relay for relay in relays if relay.node_id not in avoid]
-            with suppress(PathError):
-                return choose_path(spared, node, guards, self._rng, rules=STRICT_RULES)
-        return choose_path(relays, node, guards, self._rng, rules=STRICT_RULES)
+    async def run(self) -> None:
+        """The gateway starts: it takes the feed's directories from now on and keeps its pool."""
+        self._feed.subscribers.append(self.overlay.use_directory)
+        if self._feed.directory is not None:
+            self.overlay.use_directory(self._feed.directory)
+        await self.overlay.run_pool()
 
     async def request(
         self, record: RequestRecord, scenario: Scenario, seed: int, checker: InvariantChecker
     ) -> None:
-        """One request to its end: the record says how it ended. Only TokenPlaceErrors and timeouts are
+        """One request to its end: the record says how it ended. Only the Overlay's errors and timeouts are
         clean; anything else is reported to the checker."""
+        trace = RequestTrace()
         try:
             with trio.move_on_after(scenario.request_timeout_s) as scope:
-                await self._attempts(record, scenario, seed, checker)
+                await self._ask(record, scenario, seed, trace)
             if scope.cancelled_caught:
                 record.outcome = "timeout"
-        except TokenPlaceError as exc:
-            record.outcome = exc.__class__.__name__
+        except OverlayError as exc:
+            record.outcome = exc.code
         except Exception as exc:
             record.outcome = "unclean"
             checker.unclean_error(record.index, exc)
+        finally:
+            self._note(record, trace, checker)
         record.total_s = trio.current_time() - record.start_s
         checker.request_ended(record.index, record.total_s, scenario.request_timeout_s + 1.0)
 
-    async def _attempts(
-        self, record: RequestRecord, scenario: Scenario, seed: int, checker: InvariantChecker
-    ) -> None:
-        """Like the gateway: a request that failed before its first token is tried again on a new circuit
-        (another path, maybe another node), up to `request_attempts` times."""
-        avoid: set[bytes] = set()
-        for attempt in range(1, scenario.request_attempts + 1):
-            record.attempts = attempt
-            try:
-                await self._request(record, scenario, seed, checker, avoid)
-            except TokenPlaceError as exc:
-                if record.ttft_s is not None or attempt == scenario.request_attempts:
-                    raise
-                record.failed_builds += record.build_s is None
-                if isinstance(exc, DialError):
-                    self._guards_down[record.guard] = trio.current_time() + GUARD_DOWN_S
-                avoid.update((record.guard, record.middle))  # not the home relay: it is the only way in
-            else:
-                return
-
-    async def _request(
-        self,
-        record: RequestRecord,
-        scenario: Scenario,
-        seed: int,
-        checker: InvariantChecker,
-        avoid: set[bytes],
-    ) -> None:
-        directory = self._feed.directory
-        if directory is None:
-            record.outcome = "no_directory"
-            return
-        self._refresh_guards(directory)
-        node = choose_node(list(directory.nodes.values()), FAKE_MODEL_ID, self._rng)
-        if node is None:
-            record.outcome = "no_node"
-            return
-        path = self._choose_path(directory, node, avoid)
-        checker.check_path(record.index, path)
-        record.build_s = None
-        record.node = node.node_id.hex()[:16]
-        record.guard, record.middle, record.last_relay = (relay.node_id for relay in path)
-        hops = circuit_hops(path, node)
+    async def _ask(self, record: RequestRecord, scenario: Scenario, seed: int, trace: RequestTrace) -> None:
         document = {
             "model": FAKE_MODEL_ID,
             "messages": [{"role": "user", "content": f"{sentinel(seed, record.index)} tell me a story"}],
             "max_tokens": scenario.max_tokens,
         }
-        async with ClientLink.connect(self._dialer, hops[0], rng=self._rng) as link:
-            circuit = await link.build_circuit(hops)
-            record.build_s = trio.current_time() - record.start_s
-            async for chunk in circuit.request(INFERENCE_SERVICE, document):
-                if not isinstance(chunk, dict):
-                    record.outcome = "bad_chunk"
-                    break
-                if "error" in chunk:
-                    record.outcome = f"error:{chunk['error'].get('code')}"
-                    break
-                if record.ttft_s is None:
-                    record.ttft_s = trio.current_time() - record.start_s
-                if "finish_reason" in chunk:
-                    record.outcome = "ok"
-            circuit.destroy()
+        async for chunk in self.overlay.generate(FAKE_MODEL_ID, document, trace):
+            if record.ttft_s is None:
+                record.ttft_s = trio.current_time() - record.start_s
+            if "finish_reason" in chunk:
+                record.outcome = "ok"
         if not record.outcome:
             record.outcome = "truncated"
+
+    def _note(self, record: RequestRecord, trace: RequestTrace, checker: InvariantChecker) -> None:
+        """What the Overlay did for the request, into its record; the path goes to the checker."""
+        record.attempts, record.failed_builds = trace.attempts, trace.circuit_failures
+        record.node = trace.node_id.hex()[:16]
+        if trace.circuit_at is None or len(trace.path) != 3:
+            return
+        record.circuit_s = trace.circuit_at - record.start_s
+        record.pooled = trace.pooled
+        record.guard, record.middle, record.last_relay = trace.path
+        relays = self.overlay.directory.relays if self.overlay.directory is not None else {}
+        checker.check_path(record.index, [relays[r] for r in trace.path if r in relays])

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from tp_gateway.overlay import REQUEST_ATTEMPTS_MAX
+from tp_gateway.overlay import POOL_NODES_MAX
 
 ADVERSARY_BEHAVIOURS = ("log", "drop", "delay", "tag", "replay")
 ADMISSIONS = ("open", "invite")
@@ -85,7 +85,9 @@ class Scenario:
     relays_cache_directory: bool = True  # relays run refresh_documents (costly at scale)
     memoize_verification: bool = False  # share identical signature checks across machines (scale)
     request_timeout_s: float = 60.0
-    request_attempts: int = REQUEST_ATTEMPTS_MAX  # failing before its first token: retried on a new circuit
+    # The clients' gateways keep circuits warm to this many nodes (tp_gateway.overlay.POOL_NODES_MAX, as a
+    # real gateway; 0: none, each request builds its circuit, which is then pooled and reused like any).
+    client_pool_nodes: int = POOL_NODES_MAX
     check_interval_s: float = 5.0  # buffer bounds are checked this often
     network: NetworkModel = field(default_factory=NetworkModel)
     churn: Churn = field(default_factory=Churn)
@@ -165,6 +167,7 @@ SCENARIOS: dict[str, Scenario] = {
         token_delay_s=0.0,
         relays_cache_directory=False,
         home_relays_per_node=3,
+        client_pool_nodes=0,
         adversary=Adversary(behaviour="log"),
         sweep_fractions=(0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3),
     ),
@@ -182,6 +185,7 @@ SCENARIOS: dict[str, Scenario] = {
         max_tokens=8,
         token_delay_s=0.05,
         home_relays_per_node=3,
+        client_pool_nodes=0,
         relays_cache_directory=False,
         memoize_verification=True,
         check_interval_s=60.0,

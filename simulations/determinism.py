@@ -8,8 +8,9 @@ reproducible. Both names are private trio API, checked here so that a trio upgra
 loudly instead of silently making runs irreproducible.
 
 Signature checks are pure: at scale, thousands of simulated machines verify the same directory document and
-the same descriptors. `shared_verification` memoizes tp_crypto.signed.verify for the run (in the modules
-that imported it), so each distinct (key, domain, body, signature) is checked once.
+the same descriptors. `shared_verifier` is tp_crypto.signed.verify memoized for the run, given to every
+machine's Trust (tp_net.directory.Trust.verify), so each distinct (key, domain, body, signature) is checked
+once.
 """
 
 from __future__ import annotations
@@ -18,17 +19,13 @@ import functools
 import random
 from collections.abc import Iterator
 from contextlib import contextmanager
-from types import ModuleType
 
 from trio._core import _run as trio_run
 
-import tp_net.descriptors
-import tp_net.directory
-import tp_node.authority_core
 from tp_crypto import signed
+from tp_crypto.signed import Verifier
 
 VERIFY_CACHE_ENTRIES = 1 << 16
-_VERIFY_USERS: tuple[ModuleType, ...] = (tp_net.descriptors, tp_net.directory, tp_node.authority_core)
 
 
 @contextmanager
@@ -46,17 +43,7 @@ def seeded_trio_scheduler(seed: int) -> Iterator[None]:
         rng.setstate(saved_state)
 
 
-@contextmanager
-def shared_verification(enabled: bool) -> Iterator[None]:
-    if not enabled:
-        yield
-        return
-    cached = functools.lru_cache(maxsize=VERIFY_CACHE_ENTRIES)(signed.verify)
-    saved = [module.verify for module in _VERIFY_USERS]
-    for module in _VERIFY_USERS:
-        module.verify = cached  # type: ignore[attr-defined]
-    try:
-        yield
-    finally:
-        for module, original in zip(_VERIFY_USERS, saved, strict=True):
-            module.verify = original  # type: ignore[attr-defined]
+def shared_verifier(enabled: bool) -> Verifier:
+    """The signature check the run's machines share (their Trust's `verify`): tp_crypto.signed.verify,
+    memoized for the run when `enabled`."""
+    return functools.lru_cache(maxsize=VERIFY_CACHE_ENTRIES)(signed.verify) if enabled else signed.verify

@@ -93,15 +93,14 @@ class InvariantChecker:
     def check_buffers(self, hops: Iterable[tuple[str, HopRuntime]]) -> None:
         for name, hop in hops:
             self.checks += 1
-            for pump in list(hop._pumps.values()):
+            for link in hop.link_stats():
                 # The link bound is enforced right after an enqueue (shedding the largest circuit), so at
                 # rest a link holds at most the bound; each circuit at most its own.
-                if pump.queued_frames > LINK_QUEUE_CELLS_MAX:
-                    self.fail(f"{name}: link {pump.link_id} holds {pump.queued_frames} cells")
-                largest = pump.largest_circuit()
-                if largest is not None and pump.queued_cells(largest) > CIRCUIT_QUEUE_CELLS_MAX:
+                if link.queued_cells > LINK_QUEUE_CELLS_MAX:
+                    self.fail(f"{name}: link {link.link_id} holds {link.queued_cells} cells")
+                if link.largest_circuit_cells > CIRCUIT_QUEUE_CELLS_MAX:
                     self.fail(
-                        f"{name}: circuit on link {pump.link_id} holds {pump.queued_cells(largest)} cells"
+                        f"{name}: circuit on link {link.link_id} holds {link.largest_circuit_cells} cells"
                     )
 
     # --- requests ---------------------------------------------------------------------------------

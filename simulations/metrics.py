@@ -55,9 +55,8 @@ def request_metrics(records: Sequence[RequestRecord], start_s: float, end_s: flo
         "total_s": quantiles([r.total_s for r in ok if r.total_s is not None]),
         "circuit_build_s": quantiles(built),
         "circuit_builds": len(built),
-        "circuit_build_failures": sum(
-            r.failed_builds + (r.node != "" and r.build_s is None) for r in records
-        ),
+        "circuit_build_failures": sum(r.failed_builds for r in records),
+        "pooled_circuits_used": sum(1 for r in records if r.pooled),
         "retried_requests": sum(1 for r in records if r.attempts > 1),
         "success_over_time": over_time,
     }
@@ -80,9 +79,9 @@ def load_spread(records: Sequence[RequestRecord]) -> dict[str, Any]:
 def anonymity(
     records: Sequence[RequestRecord], hostile_ids: set[bytes], relay_ids: set[bytes], coalition: Coalition
 ) -> dict[str, Any]:
-    """Share of circuits whose guard and last relay are both hostile, against the f^2 baseline, and what
-    the coalition could link from its own logs (checked against the truth)."""
-    circuits = [r for r in records if r.build_s is not None]
+    """Share of the requests' circuits whose guard and last relay are both hostile, against the f^2
+    baseline, and what the coalition could link from its own logs (checked against the truth)."""
+    circuits = [r for r in records if r.circuit_s is not None]
     both = sum(1 for r in circuits if r.guard in hostile_ids and r.last_relay in hostile_ids)
     fraction = len(hostile_ids) / len(relay_ids) if relay_ids else 0.0
     linked = coalition.linked_pairs()

@@ -1,10 +1,12 @@
 """The simulated network: machines in regions, links with latency, bandwidth and loss, partitions, crashes.
 
-It wraps the in-memory transport: listeners are tp_net.transport_memory listeners (addresses are the relays'
-ws:// URLs), and a dial builds a pair of SimChannels and hands the accepting end over with
-`MemoryNetwork.hand_over`. A message sent at t arrives at t' = (when the sender's uplink has pushed it out)
-+ the link's one-way latency; the receiving end sleeps until t' on trio's (virtual) clock. Links are
-reliable and ordered, like WebSockets over TCP: loss shows as a link that breaks.
+It is the in-memory transport plus a link model: listeners are tp_net.transport_memory listeners (addresses
+are the relays' ws:// URLs), and a dial builds a pair of SimChannels (MemoryChannels that say when each
+message arrives) and hands the accepting end over with `MemoryNetwork.hand_over`. A message sent at t
+arrives at t' = (when the sender's uplink has pushed it out) + the link's one-way latency; the receiving
+end sleeps until t' on trio's (virtual) clock. Links are reliable and ordered, like WebSockets over TCP:
+loss shows as a link that breaks. SimChannel is in the transport conformance suite
+(tests/tp_net/test_transport_conformance.py).
 """
 
 from __future__ import annotations
@@ -17,9 +19,15 @@ from dataclasses import dataclass, field
 import trio
 
 from simulations.config import NetworkModel
-from tp_net.errors import ChannelClosed, DialError, LocalProtocolError
-from tp_net.transport import CHANNEL_MESSAGE_BYTES_MAX, Channel
-from tp_net.transport_memory import MEMORY_CHANNEL_BUFFER_MESSAGES, MemoryListener, MemoryNetwork
+from tp_net.errors import DialError
+from tp_net.transport import Channel
+from tp_net.transport_memory import (
+    MEMORY_CHANNEL_BUFFER_MESSAGES,
+    MemoryChannel,
+    MemoryListener,
+    MemoryNetwork,
+    Timed,
+)
 
 SIM_EPOCH_S = 1_800_000_000.0  # a whole hour: a period boundary for every period_s that divides 3600
 BITS_PER_BYTE = 8
@@ -138,8 +146,8 @@ class SimDialer:
         await trio.sleep(2 * latency)  # the TCP handshake; the WebSocket upgrade rides on the first messages
         if not (self.machine.up and target.up and network.reachable(self.machine, target)):
             raise DialError(f"{address} is unreachable")
-        forward = trio.open_memory_channel[tuple[float, bytes]](MEMORY_CHANNEL_BUFFER_MESSAGES)
-        backward = trio.open_memory_channel[tuple[float, bytes]](MEMORY_CHANNEL_BUFFER_MESSAGES)
+        forward = trio.open_memory_channel[Timed](MEMORY_CHANNEL_BUFFER_MESSAGES)
+        backward = trio.open_memory_channel[Timed](MEMORY_CHANNEL_BUFFER_MESSAGES)
         client = SimChannel(network, self.machine, target, latency, outbound=forward[0], inbound=backward[1])
         server = SimChannel(network, target, self.machine, latency, outbound=backward[0], inbound=forward[1])
         client.peer, server.peer = server, client
@@ -147,8 +155,9 @@ class SimDialer:
         return client
 
 
-class SimChannel:
-    """One end of a simulated link."""
+class SimChannel(MemoryChannel):
+    """One end of a simulated link: the in-memory channel, with the link model saying when each message
+    arrives (the sender's uplink, then the link's latency) and when a message breaks the link (loss)."""
 
     def __init__(
         self,
@@ -157,53 +166,34 @@ class SimChannel:
         remote: Machine,
         latency_s: float,
         *,
-        outbound: trio.MemorySendChannel[tuple[float, bytes]],
-        inbound: trio.MemoryReceiveChannel[tuple[float, bytes]],
+        outbound: trio.MemorySendChannel[Timed],
+        inbound: trio.MemoryReceiveChannel[Timed],
     ) -> None:
+        super().__init__(outbound, inbound)
         self._network = network
         self.local = local
         self.remote = remote  # what the local side learns of the peer: its address (the simulator's view)
         self.latency_s = latency_s
-        self._outbound = outbound
-        self._inbound = inbound
         self.peer: SimChannel | None = None
         local.channels[self] = None
 
-    async def send_message(self, message: bytes) -> None:
-        if len(message) > CHANNEL_MESSAGE_BYTES_MAX:
-            raise LocalProtocolError(f"message of {len(message)} bytes exceeds {CHANNEL_MESSAGE_BYTES_MAX}")
+    def arrival_time(self, message: bytes) -> float:
         if self._network.drops():
             self._network.links_dropped += 1
             self.break_link()
-        now = trio.current_time()
-        start = max(now, self.local.busy_until)
+        start = max(trio.current_time(), self.local.busy_until)
         self.local.busy_until = start + len(message) / self.local.uplink_bytes_per_s
-        try:
-            await self._outbound.send((self.local.busy_until + self.latency_s, bytes(message)))
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            raise ChannelClosed("simulated link is closed") from exc
+        return self.local.busy_until + self.latency_s
 
-    async def receive_message(self) -> bytes:
-        try:
-            arrives, message = await self._inbound.receive()
-        except (trio.EndOfChannel, trio.ClosedResourceError, trio.BrokenResourceError) as exc:
-            raise ChannelClosed("simulated link is closed") from exc
-        if arrives > trio.current_time():  # a timer costs more than the check
-            await trio.sleep_until(arrives)
+    def delivered(self, message: bytes) -> None:
         self._network.deliver(self.local, message)
-        return message
 
-    async def aclose(self) -> None:
-        self._close_ends()
-        await trio.lowlevel.checkpoint()
+    def close(self) -> None:
+        super().close()
+        self.local.channels.pop(self, None)
 
     def break_link(self) -> None:
         """Both ends fail at once (a reset, a crash, a partition)."""
-        self._close_ends()
+        self.close()
         if self.peer is not None:
-            self.peer._close_ends()
-
-    def _close_ends(self) -> None:
-        self._outbound.close()
-        self._inbound.close()
-        self.local.channels.pop(self, None)
+            self.peer.close()

@@ -19,7 +19,7 @@ import trio.testing
 from simulations.adversary import Coalition
 from simulations.clients import DirectoryFeed, RequestRecord, SimClient
 from simulations.config import Scenario
-from simulations.determinism import seeded_trio_scheduler, shared_verification
+from simulations.determinism import seeded_trio_scheduler, shared_verifier
 from simulations.invariants import InvariantChecker, SentinelLogHandler, SimulationViolation, sentinel
 from simulations.metrics import anonymity, load_spread, request_metrics
 from simulations.netsim import MBPS, SIM_EPOCH_S, Machine, SimNetwork
@@ -29,7 +29,9 @@ Progress = Callable[[float], None]
 PROGRESS_STEPS = 100
 END_GRACE_S = 5.0  # after the last request's timeout, before the unfinished ones count as hung
 END_POLL_S = 1.0
-CLIENT_START_S = 1.0
+# The clients' gateways start this long before the first request, once the network has formed (a gateway
+# started with the network would pin the only relays of its first directory, the authorities, as guards).
+GATEWAY_LEAD_S = 20.0
 
 
 @dataclasses.dataclass
@@ -60,7 +62,7 @@ def run_once(
     root.setLevel(logging.DEBUG if scenario.relays <= 100 else logging.INFO)
     sim = _Simulation(scenario, seed, checker, progress, leaky_relay)
     try:
-        with seeded_trio_scheduler(seed), shared_verification(scenario.memoize_verification):
+        with seeded_trio_scheduler(seed):
             trio.run(sim.main, clock=trio.testing.MockClock(autojump_threshold=0))
     finally:
         root.removeHandler(handler)
@@ -90,7 +92,9 @@ class _Simulation:
             scenario.network, random.Random(f"{seed}:network"), epoch_s=start_wall_s(scenario)
         )
         self.coalition = Coalition()
-        self.world = World(scenario, seed, self.network, self.coalition)
+        self.world = World(
+            scenario, seed, self.network, self.coalition, shared_verifier(scenario.memoize_verification)
+        )
         self.records: list[RequestRecord] = []
         self.latest_prompt = b""
         if leaky_relay:
@@ -118,7 +122,9 @@ class _Simulation:
                 self._client_machine(index, model.client_uplink_mbps),
                 self.network,
                 self._feed(),
+                world.bootstrap,
                 random.Random(f"{self.seed}:client-{index}"),
+                pool_nodes_max=scenario.client_pool_nodes,
             )
             for index in range(scenario.clients)
         ]
@@ -141,7 +147,7 @@ class _Simulation:
                 machine,
                 self.network,
                 sources,
-                trust=self.world.bootstrap.trust(),
+                trust=self.world.trust,
                 period_s=self.scenario.period_s,
                 rng=random.Random(f"{self.seed}:feed"),
             )
@@ -158,6 +164,7 @@ class _Simulation:
                 self.world.start(nursery, sim)
             for sim in [*self.world.relays[len(self.world.authorities) :], *self.world.nodes]:
                 self.world.start(nursery, sim, self.rng.uniform(0, START_SPREAD_S))
+            nursery.start_soon(self._start_gateways, nursery)
             nursery.start_soon(self.feed.run)
             nursery.start_soon(self._requests, nursery)
             nursery.start_soon(self._check_buffers)
@@ -173,6 +180,11 @@ class _Simulation:
                     await trio.sleep(END_POLL_S)
             self.checker.all_ended(r.index for r in self.records if not r.ended)
             nursery.cancel_scope.cancel()
+
+    async def _start_gateways(self, nursery: trio.Nursery) -> None:
+        await trio.sleep_until(max(0.0, self.scenario.warmup_s - GATEWAY_LEAD_S))
+        for client in self.clients:
+            nursery.start_soon(client.run)
 
     async def _requests(self, nursery: trio.Nursery) -> None:
         scenario = self.scenario

@@ -8,6 +8,7 @@ it again with the same identity and keys (as a restarted process with its data d
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -18,8 +19,10 @@ import trio
 from simulations.adversary import Coalition, HostileRelay, LeakyRelay, SimRelay
 from simulations.config import Scenario
 from simulations.netsim import MBPS, Machine, SimNetwork
+from tp_crypto import signed
 from tp_crypto.identity import Identity
 from tp_crypto.noise_primitives import x25519_public
+from tp_crypto.signed import Verifier
 from tp_net.bootstrap_config import Bootstrap, BootstrapAuthority
 from tp_net.directory import make_invitation
 from tp_net.transport import Dialer
@@ -61,7 +64,14 @@ class SimMachine:
 
 
 class World:
-    def __init__(self, scenario: Scenario, seed: int, network: SimNetwork, coalition: Coalition) -> None:
+    def __init__(
+        self,
+        scenario: Scenario,
+        seed: int,
+        network: SimNetwork,
+        coalition: Coalition,
+        verify: Verifier = signed.verify,
+    ) -> None:
         self.scenario = scenario
         self.seed = seed
         self.network = network
@@ -73,6 +83,7 @@ class World:
         self.nodes: list[SimMachine] = []
         self._subnets: set[tuple[int, int]] = set()
         self.bootstrap = self._make_bootstrap()
+        self.trust = dataclasses.replace(self.bootstrap.trust(), verify=verify)  # every machine's
         self.store: Callable[[str, bytes], None] = lambda name, data: None
         self.decrypted: Callable[[str, bytes], None] = lambda name, body: None  # every relay's cell bodies
         self.leak: Callable[[], bytes] | None = None  # set: the last relay built is a LeakyRelay
@@ -197,6 +208,7 @@ class World:
             make_relay=lambda services, _directory: self._make_relay(sim, dialer, services),
             wall_clock=machine.wall_clock,
             admission=Admission(self.scenario.admission) if sim.role == "authority" else None,
+            trust=self.trust,
         )
         async with opening as role:
             sim.hop = role.relay

@@ -3,6 +3,8 @@ one kind of document can never be replayed as another."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from tp_crypto.identity import Identity, verify_signature
 
 DOMAIN_PREFIX = b"token.place signed v1\x00"
@@ -21,3 +23,8 @@ def sign(identity: Identity, domain: bytes, body: bytes) -> bytes:
 
 def verify(node_id: bytes, domain: bytes, body: bytes, signature: bytes) -> bool:
     return verify_signature(node_id, _message(domain, body), signature)
+
+
+# What checks a signature: `verify`, or one that gives its answers (a simulator's memoized copy). Code that
+# checks signatures takes one as a parameter (tp_net.directory.Trust.verify) with `verify` the default.
+Verifier = Callable[[bytes, bytes, bytes, bytes], bool]

@@ -26,6 +26,7 @@ from tp_crypto.errors import TokenPlaceError
 from tp_crypto.identity import short_id
 from tp_gateway.node_backoff import NodeBackoff
 from tp_gateway.openai_errors import node_error_to_api
+from tp_gateway.request_trace import RequestTrace
 from tp_net.bootstrap_config import Bootstrap
 from tp_net.cells import DestroyReason
 from tp_net.circuit_client import HopInfo
@@ -111,7 +112,17 @@ class _Stats:
         self.requests[outcome] = self.requests.get(outcome, 0) + 1
 
 
+Clock = Callable[[], float]
+
+
 class Overlay:
+    """`dialer` opens every link (guards, authorities); `monotonic` times the overlay's own decisions (the
+    pool's ages and keepalives, guards down, silent paths, node backoff, models remembered) and `wall_clock`
+    is unix time (directory validity). The defaults are the real clocks; a simulation or a test passes
+    trio.current_time and a clock on trio's virtual time, and trio's own clock (MockClock) runs the
+    timeouts. `pool_nodes_max` nodes are kept warm (0: none; the circuits requests build are still
+    pooled and reused)."""
+
     def __init__(
         self,
         bootstrap: Bootstrap,
@@ -120,11 +131,17 @@ class Overlay:
         rng: random.Random,
         guard_file: Path | None = None,
         pins: Mapping[str, bytes] | None = None,
+        monotonic: Clock = time.monotonic,
+        wall_clock: Clock = time.time,
+        pool_nodes_max: int = POOL_NODES_MAX,
     ) -> None:
         """`pins`: model id -> the GGUF sha256 it stands for (default: the catalogue's pinned digests)."""
         self.bootstrap = bootstrap
         self._dialer = dialer
         self._rng = rng
+        self._monotonic = monotonic
+        self._wall_clock = wall_clock
+        self._pool_nodes_max = pool_nodes_max
         self._guard_store = GuardStore(guard_file) if guard_file else None
         self._rules = LOCAL_NETWORK_RULES if bootstrap.local else STRICT_RULES
         self.directory: Directory | None = None
@@ -132,9 +149,9 @@ class Overlay:
         self._identities: dict[str, ModelIdentity] = {}
         self.signed_document: SignedDocument | None = None  # the directory's bytes, for sealed clients (9)
         self._guards: list[bytes] = []
-        self._guards_down = _Shunned()  # guards recently unreachable
+        self._guards_down = _Shunned(monotonic)  # guards recently unreachable
         self._models_seen: dict[str, float] = {}  # model id -> monotonic time a directory last listed it
-        self._silent_relays = _Shunned()  # relays of paths that recently went silent
+        self._silent_relays = _Shunned(monotonic)  # relays of paths that recently went silent
         self._links: dict[bytes, ClientLink] = {}
         self._linking: dict[bytes, trio.Event] = {}
         self._pool: dict[bytes, list[_Pooled]] = {}
@@ -146,7 +163,7 @@ class Overlay:
         self.stats = _Stats()
         self.ready = trio.Event()
         self._paths_failed = False
-        self._backoff = NodeBackoff(time.monotonic)
+        self._backoff = NodeBackoff(monotonic)
         self._path_error: PathError | None = None  # why the pool last found no path (until one is found)
 
     # --- running ------------------------------------------------------------------------------
@@ -155,10 +172,17 @@ class Overlay:
         """Fetch and refresh the directory and keep the pool warm, until cancelled."""
         async with KeptLinks.open(self._dialer) as kept, trio.open_nursery() as nursery:
             self._directory_links = kept  # one link per authority, reused by every fetch
-            self._nursery = nursery
             nursery.start_soon(self._refresh_directory)
+            await self.run_pool()
+
+    async def run_pool(self) -> None:
+        """Hold the guard links and keep the pool warm, until cancelled, on the directories given to
+        `use_directory`: `run` gives it those it fetches; a caller with its own source of verified
+        directories (the simulator's feed, a test) gives them itself."""
+        async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             await self.ready.wait()
-            nursery.start_soon(self._maintain_pool)
+            await self._maintain_pool()
 
     async def _refresh_directory(self) -> None:
         sources = [authority.hop() for authority in self.bootstrap.authorities]
@@ -181,11 +205,11 @@ class Overlay:
                 self._rules = replace(
                     self._rules, resolved=await resolve_relay_hosts(directory.relays.values())
                 )
-            self._use_directory(directory)
+            self.use_directory(directory)
             self.signed_document = held.document
             # A document missing a relay a path needs (a network still starting) is replaced soon: look
             # again in a moment rather than when the next document is due.
-            delay = refresh_delay_s(directory.valid_after, self.bootstrap, time.time())
+            delay = refresh_delay_s(directory.valid_after, self.bootstrap, self._wall_clock())
             log.info("next directory document due in %.0f s", delay)
             await trio.sleep(DOCUMENT_RETRY_S if self._paths_failed else delay)
 
@@ -201,20 +225,21 @@ class Overlay:
             with suppress(OverlayError):
                 link = await self._link_to(descriptor)
                 guards.append((link, HopInfo(guard_id, descriptor.onion_keys[0], descriptor.address)))
-        directory = await fetch_from_guards(guards, held, self._rng, time.time())
+        directory = await fetch_from_guards(guards, held, self._rng, self._wall_clock())
         if directory is None:
             directory, _ = await fetch_directory(
                 self._dialer,
                 authorities,
                 self.bootstrap.trust(),
                 self._rng,
-                time.time(),
+                self._wall_clock(),
                 kept=self._directory_links,
                 held=held,
             )
         return directory
 
-    def _use_directory(self, directory: Directory) -> None:
+    def use_directory(self, directory: Directory) -> None:
+        """Take a new verified directory: guards, node backoff, retired circuits, models seen."""
         self.directory = directory
         self._paths_failed = False
         relays = list(directory.relays.values())
@@ -226,7 +251,7 @@ class Overlay:
         self._backoff.keep_only(directory.nodes)
         log.info("directory: %d relays, %d nodes", len(directory.relays), len(directory.nodes))
         self._retire_unlisted_circuits(directory)
-        now = time.monotonic()
+        now = self._monotonic()
         self._models_seen.update((model_id, now) for model_id in directory.model_ids())
         self.ready.set()
         self._pool_changed.set()
@@ -289,15 +314,17 @@ class Overlay:
 
     def model_created(self, model_id: str) -> int:
         """When the model first appears among the nodes of the current directory (its oldest descriptor)."""
-        return min((node.published for node in self._nodes_for(model_id)), default=int(time.time()))
+        return min((node.published for node in self._nodes_for(model_id)), default=int(self._wall_clock()))
 
     # --- requests -----------------------------------------------------------------------------
 
     async def generate(
-        self, model_id: str, document: Mapping[str, Any]
+        self, model_id: str, document: Mapping[str, Any], trace: RequestTrace | None = None
     ) -> AsyncGenerator[dict[str, Any], None]:
-        """The node's chunk documents for `document`, with failover before the first chunk."""
-        self._wanted[model_id] = time.monotonic()
+        """The node's chunk documents for `document`, with failover before the first chunk; `trace`, if
+        given, is kept up to date with the attempts."""
+        trace = trace if trace is not None else RequestTrace()
+        self._wanted[model_id] = self._monotonic()
         if self.directory is None:
             raise OverlayError(
                 "no_directory",
@@ -325,7 +352,7 @@ class Overlay:
             if node is None:
                 break
             tried.add(node.node_id)
-            async with aclosing(self._attempt(node, document, avoid)) as chunks:
+            async with aclosing(self._attempt(node, document, avoid, trace)) as chunks:
                 try:
                     first = await chunks.__anext__()
                 except _RetryableFailure as exc:
@@ -362,7 +389,7 @@ class Overlay:
             raise OverlayError("node_not_found", "the directory lists no such node")
         try:
             with trio.fail_after(CIRCUIT_WAIT_TIMEOUT_S):
-                circuit = await self._circuit_to(node, set())
+                circuit = await self._circuit_to(node, set(), RequestTrace())
             answer = _within_deadlines(
                 circuit, SEALED_SERVICE, {"sealed": sealed}, self._retire_circuits_sharing
             )
@@ -422,18 +449,25 @@ class Overlay:
         """Why no node serves `model_id`: gone for now ("model_gone", with when to retry) if a directory
         listed it within MODEL_REMEMBERED_S, else never seen ("model_not_found")."""
         seen = self._models_seen.get(model_id)
-        if seen is not None and time.monotonic() - seen < MODEL_REMEMBERED_S:
+        if seen is not None and self._monotonic() - seen < MODEL_REMEMBERED_S:
             error = OverlayError("model_gone", f"no node serves model {model_id!r} right now")
             error.retry_after_s = max(1, math.ceil(self.bootstrap.period_s / 2))  # the next directory
             return error
         return OverlayError("model_not_found", f"no node in the directory serves model {model_id!r}")
 
     async def _attempt(
-        self, node: NodeDescriptor, document: Mapping[str, Any], avoid: set[bytes]
+        self, node: NodeDescriptor, document: Mapping[str, Any], avoid: set[bytes], trace: RequestTrace
     ) -> AsyncGenerator[dict[str, Any], None]:
+        trace.attempt(node.node_id)
         try:
-            with trio.fail_after(CIRCUIT_WAIT_TIMEOUT_S):
-                circuit = await self._circuit_to(node, avoid)
+            try:
+                with trio.fail_after(CIRCUIT_WAIT_TIMEOUT_S):
+                    circuit = await self._circuit_to(node, avoid, trace)
+            except (TokenPlaceError, trio.TooSlowError):
+                trace.circuit_failures += 1
+                raise
+            trace.path = tuple(hop.node_id for hop in circuit.core.path[:-1])
+            trace.circuit_at = self._monotonic()
             answer = _within_deadlines(circuit, INFERENCE_SERVICE, document, self._retire_circuits_sharing)
             async with aclosing(answer) as chunks:
                 async for chunk in chunks:
@@ -455,12 +489,13 @@ class Overlay:
 
     # --- the circuit pool ---------------------------------------------------------------------
 
-    async def _circuit_to(self, node: NodeDescriptor, avoid: set[bytes]) -> Circuit:
-        now = time.monotonic()
+    async def _circuit_to(self, node: NodeDescriptor, avoid: set[bytes], trace: RequestTrace) -> Circuit:
+        now = self._monotonic()
         pooled = [p for p in self._pool.get(node.node_id, []) if p.usable(now)]
         if pooled:
             choice = min(pooled, key=lambda p: p.circuit.core.edge.stream_count)
             choice.last_used = now
+            trace.pooled = True
             return choice.circuit
         self._pool_changed.set()
         return (await self._build(node, avoid)).circuit
@@ -470,7 +505,7 @@ class Overlay:
         directory = self.directory
         if directory is None:
             raise OverlayError("unavailable", "no directory yet")
-        started = time.monotonic()
+        started = self._monotonic()
         suspect: bytes | None = None  # the relay a failure points at: the guard, or else the middle
         try:
             path = self._choose_path(directory, node, avoid or set())
@@ -485,9 +520,10 @@ class Overlay:
                 avoid.add(suspect)
             raise
         self.stats.circuits_built += 1
-        self.stats.circuit_build_seconds += time.monotonic() - started
-        pooled = _Pooled(circuit, time.monotonic(), time.monotonic())
+        self.stats.circuit_build_seconds += self._monotonic() - started
+        pooled = _Pooled(circuit, self._monotonic(), self._monotonic())
         self._pool.setdefault(node.node_id, []).append(pooled)
+        self._pool_changed.set()  # a new circuit to tend
         return pooled
 
     def _choose_path(
@@ -551,18 +587,21 @@ class Overlay:
 
     @property
     def pooled_circuits(self) -> int:
-        now = time.monotonic()
+        now = self._monotonic()
         return sum(1 for entries in self._pool.values() for p in entries if p.usable(now))
 
     async def _maintain_pool(self) -> None:
         while True:
-            with trio.move_on_after(POOL_TICK_S):
+            # Tended each POOL_TICK_S; an overlay that keeps no node warm and holds no circuit has nothing
+            # to tend until a request or a directory changes that (a simulator's many idle clients).
+            idle = not self._pool and self._pool_nodes_max <= 0
+            with trio.move_on_after(math.inf if idle else POOL_TICK_S):
                 await self._pool_changed.wait()
             self._pool_changed = trio.Event()
             self._tend_pool()
 
     def _tend_pool(self) -> None:
-        now = time.monotonic()
+        now = self._monotonic()
         for node_id, entries in list(self._pool.items()):
             for pooled in list(entries):
                 if not pooled.usable(now) and pooled.circuit.core.edge.stream_count == 0:
@@ -582,7 +621,7 @@ class Overlay:
                 self._nursery.start_soon(self._warm, node)
 
     def _pool_targets(self) -> list[NodeDescriptor]:
-        if self.directory is None:
+        if self.directory is None or self._pool_nodes_max <= 0:
             return []
 
         def priority(node: NodeDescriptor) -> tuple[float, int]:
@@ -590,7 +629,7 @@ class Overlay:
             return (-recent, -sum(m.free_slots for m in node.models))
 
         nodes = [n for n in self.directory.nodes.values() if self._backoff.may_try(n.node_id)]
-        return sorted(nodes, key=priority)[:POOL_NODES_MAX]
+        return sorted(nodes, key=priority)[: self._pool_nodes_max]
 
     async def _warm(self, node: NodeDescriptor) -> None:
         try:
@@ -655,16 +694,17 @@ class _Shunned:
     """Relays left out of new paths for a while (a preference, never a ban): id -> monotonic time it is
     forgiven. Expired entries are dropped when asked, so the map holds only relays shunned now."""
 
-    def __init__(self) -> None:
+    def __init__(self, monotonic: Clock) -> None:
+        self._clock = monotonic
         self._until: dict[bytes, float] = {}
 
     def shun(self, relays: Iterable[bytes], seconds: float) -> None:
-        until = time.monotonic() + seconds
+        until = self._clock() + seconds
         for relay in relays:
             self._until[relay] = until
 
     def active(self) -> set[bytes]:
-        now = time.monotonic()
+        now = self._clock()
         self._until = {relay: until for relay, until in self._until.items() if until > now}
         return set(self._until)
 

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 from tp_crypto.errors import RemoteProtocolError
 from tp_crypto.identity import NODE_ID_BYTES, Identity
-from tp_crypto.signed import sign, verify
+from tp_crypto.signed import Verifier, sign, verify
 from tp_net.addresses import AddressError, parse_address
 from tp_net.codec import decode_document, encode_document
 
@@ -145,8 +145,9 @@ class SignedDescriptor:
     body: bytes
     signature: bytes
 
-    def open(self, now: float) -> Descriptor:
-        """The descriptor, if the body is well formed, signed by its node id, and fresh at `now`."""
+    def open(self, now: float, verify: Verifier = verify) -> Descriptor:
+        """The descriptor, if the body is well formed, signed by its node id (`verify` checks), and fresh
+        at `now`."""
         _require(
             len(self.body) <= DESCRIPTOR_BYTES_MAX, f"descriptor is larger than {DESCRIPTOR_BYTES_MAX} bytes"
         )

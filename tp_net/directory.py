@@ -16,7 +16,7 @@ from typing import Any
 
 from tp_crypto.errors import RemoteProtocolError, TokenPlaceError
 from tp_crypto.identity import SIGNATURE_BYTES, Identity
-from tp_crypto.signed import sign, verify
+from tp_crypto.signed import Verifier, sign, verify
 from tp_net.bandwidth_weights import Weights, decode_weights, document_weights, encode_weights
 from tp_net.codec import DOCUMENT_BYTES_MAX, decode_document, encode_document
 from tp_net.descriptors import (
@@ -48,6 +48,7 @@ class Trust:
     network: str
     authorities: frozenset[bytes]
     threshold: int
+    verify: Verifier = field(default=verify, compare=False, repr=False)  # checks every signature
 
     def __post_init__(self) -> None:
         if not 1 <= self.threshold <= len(self.authorities):
@@ -90,7 +91,7 @@ def open_vote(data: bytes, trust: Trust) -> Vote:
         raise DirectoryError(f"vote for network {vote.network!r}, not {trust.network!r}")
     if vote.authority not in trust.authorities:
         raise DirectoryError("vote from an authority we do not trust")
-    if not verify(vote.authority, VOTE_DOMAIN, body, signature):
+    if not trust.verify(vote.authority, VOTE_DOMAIN, body, signature):
         raise DirectoryError("vote signature does not verify")
     return vote
 
@@ -128,7 +129,13 @@ class _Tally:
 
 
 def build_document(
-    network: str, period: int, period_s: int, votes: Iterable[Vote], threshold: int
+    network: str,
+    period: int,
+    period_s: int,
+    votes: Iterable[Vote],
+    threshold: int,
+    *,
+    verify: Verifier = verify,
 ) -> DocumentBody:
     """The deterministic document for the period starting at `period`, from one vote per authority.
 
@@ -153,7 +160,7 @@ def build_document(
             if key not in tallies:
                 signed = SignedDescriptor(*key)
                 try:
-                    tallies[key] = _Tally(signed, signed.open(period))
+                    tallies[key] = _Tally(signed, signed.open(period, verify))
                 except RemoteProtocolError:
                     tallies[key] = None  # invalid: never counted, never checked again
             tally = tallies[key]
@@ -228,7 +235,7 @@ def verify_document(document: SignedDocument, trust: Trust, now: float) -> Direc
     for authority, signature in document.signatures:
         # Each trusted authority counts once; repeats of one already counted cost no more checks.
         trusted = authority in trust.authorities and authority not in signers
-        if trusted and verify(authority, DOCUMENT_DOMAIN, document.body, signature):
+        if trusted and trust.verify(authority, DOCUMENT_DOMAIN, document.body, signature):
             signers.add(authority)
     if len(signers) < trust.threshold:
         raise DirectoryError(
@@ -242,7 +249,7 @@ def verify_document(document: SignedDocument, trust: Trust, now: float) -> Direc
         raise DirectoryError("directory document is not valid yet")
     if now > body.valid_until:
         raise DirectoryError("directory document has expired")
-    return _directory(body, frozenset(signers))
+    return _directory(body, frozenset(signers), trust.verify)
 
 
 class NewestDocument:
@@ -284,12 +291,12 @@ def decode_body(data: bytes) -> DocumentBody:
     )
 
 
-def _directory(body: DocumentBody, signers: frozenset[bytes]) -> Directory:
+def _directory(body: DocumentBody, signers: frozenset[bytes], verify: Verifier) -> Directory:
     relays: dict[bytes, RelayDescriptor] = {}
     nodes: dict[bytes, NodeDescriptor] = {}
     for signed in body.descriptors:
         try:
-            descriptor = signed.open(body.valid_after)
+            descriptor = signed.open(body.valid_after, verify)
         except RemoteProtocolError as exc:
             raise DirectoryError(f"directory document lists an invalid descriptor: {exc}") from exc
         if isinstance(descriptor, RelayDescriptor):
@@ -327,7 +334,7 @@ def check_invitation(token: bytes, node_id: bytes, trust: Trust, now: float) -> 
         raise DirectoryError(f"invitation is malformed: {exc}") from exc
     if network != trust.network or invited != node_id:
         raise DirectoryError("invitation is for another node or network")
-    if issuer not in trust.authorities or not verify(issuer, INVITATION_DOMAIN, body, signature):
+    if issuer not in trust.authorities or not trust.verify(issuer, INVITATION_DOMAIN, body, signature):
         raise DirectoryError("invitation is not signed by a trusted authority")
     if now > expires:
         raise DirectoryError("invitation has expired")

@@ -39,6 +39,11 @@ class Link:
         return self._session.peer_id
 
     @property
+    def channel(self) -> Channel:
+        """The transport channel under the link (for observers: what it says of the peer)."""
+        return self._channel
+
+    @property
     def peer_host(self) -> str | None:
         """The peer's network address (its source address on an accepted link), when the transport knows it:
         what per-address limits are keyed by. Channels may offer it as a `peer_host` attribute."""

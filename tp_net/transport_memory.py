@@ -5,6 +5,7 @@ Used by unit tests and the simulator, where the same node code must run without 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import trio
@@ -16,13 +17,19 @@ from tp_net.transport import CHANNEL_MESSAGE_BYTES_MAX, Channel, ChannelHandler
 MEMORY_CHANNEL_BUFFER_MESSAGES = 64
 
 
+# What one direction of a channel carries: (when the message may be received, on trio's clock; the message).
+Timed = tuple[float, bytes]
+
+
 class MemoryChannel:
-    """One end of an in-memory channel."""
+    """One end of an in-memory channel. Messages arrive at once; a link model (the simulator's latency and
+    bandwidth) subclasses it and says when each one arrives (`arrival_time`) and hears of each delivery
+    (`delivered`)."""
 
     def __init__(
         self,
-        outbound: trio.MemorySendChannel[bytes],
-        inbound: trio.MemoryReceiveChannel[bytes],
+        outbound: trio.MemorySendChannel[Timed],
+        inbound: trio.MemoryReceiveChannel[Timed],
         *,
         message_bytes_max: int = CHANNEL_MESSAGE_BYTES_MAX,
     ) -> None:
@@ -30,24 +37,39 @@ class MemoryChannel:
         self._inbound = inbound
         self._message_bytes_max = message_bytes_max
 
+    def arrival_time(self, message: bytes) -> float:
+        """When a message sent now may be received (trio time); called once per message, in order."""
+        return -math.inf
+
+    def delivered(self, message: bytes) -> None:
+        """A message was received at this end."""
+
     async def send_message(self, message: bytes) -> None:
         if len(message) > self._message_bytes_max:
             raise LocalProtocolError(f"message of {len(message)} bytes exceeds {self._message_bytes_max}")
         try:
-            await self._outbound.send(bytes(message))
+            await self._outbound.send((self.arrival_time(message), bytes(message)))
         except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
             raise ChannelClosed("in-memory channel is closed") from exc
 
     async def receive_message(self) -> bytes:
         try:
-            return await self._inbound.receive()
+            arrives, message = await self._inbound.receive()
         except (trio.EndOfChannel, trio.ClosedResourceError, trio.BrokenResourceError) as exc:
             raise ChannelClosed("in-memory channel is closed") from exc
+        if arrives > trio.current_time():
+            await trio.sleep_until(arrives)
+        self.delivered(message)
+        return message
+
+    def close(self) -> None:
+        """Close both directions of this end at once (the peer sees the channel end)."""
+        self._outbound.close()
+        self._inbound.close()
 
     async def aclose(self) -> None:
         # Close both ends before the checkpoint, so a cancelled caller still closes the channel.
-        self._outbound.close()
-        self._inbound.close()
+        self.close()
         await trio.lowlevel.checkpoint()
 
 
@@ -55,8 +77,8 @@ def memory_channel_pair(
     buffer_messages: int = MEMORY_CHANNEL_BUFFER_MESSAGES,
 ) -> tuple[MemoryChannel, MemoryChannel]:
     """Two connected channel ends."""
-    a_to_b_send, a_to_b_receive = trio.open_memory_channel[bytes](buffer_messages)
-    b_to_a_send, b_to_a_receive = trio.open_memory_channel[bytes](buffer_messages)
+    a_to_b_send, a_to_b_receive = trio.open_memory_channel[Timed](buffer_messages)
+    b_to_a_send, b_to_a_receive = trio.open_memory_channel[Timed](buffer_messages)
     return MemoryChannel(a_to_b_send, b_to_a_receive), MemoryChannel(b_to_a_send, a_to_b_receive)
 
 

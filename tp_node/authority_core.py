@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 
 from tp_crypto.errors import RemoteProtocolError
 from tp_crypto.identity import Identity, short_id
-from tp_crypto.signed import sign, verify
+from tp_crypto.signed import Verifier, sign
 from tp_net.bandwidth_weights import as_weights
 from tp_net.descriptors import CLOCK_SKEW_ALLOWED_S, Descriptor, RelayDescriptor, SignedDescriptor
 from tp_net.directory import (
@@ -185,7 +185,7 @@ class AuthorityCore:
         """Validate a published descriptor. Returns it when it is new (to be forwarded to the other
         authorities), None when we already have it or a newer one; DirectoryError says why it was refused."""
         try:
-            descriptor = signed.open(now)
+            descriptor = signed.open(now, self.trust.verify)
         except RemoteProtocolError as exc:
             raise DirectoryError(f"descriptor refused: {exc}") from exc
         if self.admission is Admission.INVITE:
@@ -232,7 +232,7 @@ class AuthorityCore:
             and authority in self.trust.authorities
             and authority != self.identity.node_id
             and authority not in not_by
-            and verify(authority, domain, message, signature)
+            and self.trust.verify(authority, domain, message, signature)
         )
 
     @property
@@ -290,7 +290,7 @@ class AuthorityCore:
         document = self.latest_document(now)
         if document is None:
             return True
-        listed = {descriptor.node_id for descriptor in _opened(decode_body(document.body))}
+        listed = {descriptor.node_id for descriptor in _opened(decode_body(document.body), self.trust.verify)}
         return listed != set(self._accepted)
 
     # --- documents ----------------------------------------------------------------------------
@@ -304,7 +304,9 @@ class AuthorityCore:
                 "period %d: %d votes, fewer than the threshold %d", period, len(votes), self.trust.threshold
             )
             return None
-        body = build_document(self.trust.network, period, self.period_s, votes, self.trust.threshold)
+        body = build_document(
+            self.trust.network, period, self.period_s, votes, self.trust.threshold, verify=self.trust.verify
+        )
         encoded = body.encode()
         signature = sign_document(self.identity, encoded)
         self._add_candidate(period, encoded, self.identity.node_id, signature)
@@ -315,7 +317,7 @@ class AuthorityCore:
             raise DirectoryError("signature from an authority we do not trust")
         if not self._is_open(period, now):
             raise DirectoryError(f"signature for period {period}, which is not being decided")
-        if not verify(authority, DOCUMENT_DOMAIN, body, signature):
+        if not self.trust.verify(authority, DOCUMENT_DOMAIN, body, signature):
             raise DirectoryError("document signature does not verify")
         # The period is the body's own: a (replayed) signature of another period's document must not be
         # served as this period's.
@@ -383,11 +385,11 @@ def _forwarded(trust: Trust, signed: SignedDescriptor) -> bytes:
     return b"".join(len(part).to_bytes(4, "big") + part for part in parts)
 
 
-def _opened(body: DocumentBody) -> list[Descriptor]:
+def _opened(body: DocumentBody, verify: Verifier) -> list[Descriptor]:
     opened = []
     for signed in body.descriptors:
         try:
-            opened.append(signed.open(body.valid_after))
+            opened.append(signed.open(body.valid_after, verify))
         except RemoteProtocolError:
             continue  # never in a document we signed; a peer's bad one simply does not count
     return opened

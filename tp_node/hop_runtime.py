@@ -10,6 +10,7 @@ import itertools
 import logging
 from collections import deque
 from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import partial
 
 import trio
@@ -33,6 +34,16 @@ CIRCUIT_QUEUE_BYTES_MAX = CIRCUIT_QUEUE_CELLS_MAX * CELL_BODY_BYTES
 # All circuits' cells waiting on one link; past it the circuit with the most queued cells is torn down.
 LINK_QUEUE_CELLS_MAX = 16 * CIRCUIT_QUEUE_CELLS_MAX
 EXPIRE_INTERVAL_S = 5.0
+
+
+@dataclass(frozen=True)
+class LinkStats:
+    """One link's pump, as observers see it (the simulator's buffer checks, status)."""
+
+    link_id: int
+    link: Link
+    queued_cells: int  # all circuits' cells waiting to go out
+    largest_circuit_cells: int  # the most any one circuit has waiting
 
 
 class HopRuntime:
@@ -71,6 +82,19 @@ class HopRuntime:
     def queued_cells(self) -> int:
         return sum(pump.queued_frames for pump in self._pumps.values())
 
+    def link_stats(self) -> list[LinkStats]:
+        stats = []
+        for link_id, pump in self._pumps.items():
+            largest = pump.largest_circuit()
+            most = pump.queued_cells(largest) if largest is not None else 0
+            stats.append(LinkStats(link_id, pump.link, pump.queued_frames, most))
+        return stats
+
+    def link(self, link_id: int) -> Link | None:
+        """The link with this id while it is up."""
+        pump = self._pumps.get(link_id)
+        return pump.link if pump is not None else None
+
     async def run_link(
         self, link: Link, *, we_dialed: bool, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
     ) -> None:
@@ -85,7 +109,7 @@ class HopRuntime:
             task_status.started(link_id)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(pump.run_writer)
-                await pump.run_reader(partial(self._on_frames, link_id))
+                await pump.run_reader(partial(self.on_frames, link_id))
                 nursery.cancel_scope.cancel()
         finally:
             del self._pumps[link_id]
@@ -166,7 +190,9 @@ class HopRuntime:
         # Services waiting for their queue to shrink may go on.
         self._note_progress()
 
-    def _on_frames(self, link_id: int, frames: list[Frame]) -> None:
+    def on_frames(self, link_id: int, frames: list[Frame]) -> None:
+        """Frames received on a link, in order, into HopCore. The seam for observers of the cells a hop
+        receives (a subclass sees them here, and may hold, alter or drop them: the simulator's adversary)."""
         now = trio.current_time()
         for frame in frames:
             if isinstance(frame, Cell):

@@ -22,6 +22,7 @@ from tp_net.bandwidth_weights import MeasurementScheduler
 from tp_net.bootstrap_config import Bootstrap, BootstrapError
 from tp_net.circuit_client import HopInfo
 from tp_net.descriptors import LOAD_MAX, MAX_CONCURRENT_MAX, ModelOffer, RelayDescriptor
+from tp_net.directory import Trust
 from tp_net.directory_client import DIRECTORY_SERVICE
 from tp_net.extend_policy import ExtendPolicy
 from tp_net.link_limits import LinkLimits
@@ -112,13 +113,16 @@ def standard_relay(
     return make
 
 
-def authority_core(identity: Identity, bootstrap: Bootstrap, admission: Admission) -> AuthorityCore:
-    if identity.node_id not in bootstrap.trust().authorities:
+def authority_core(
+    identity: Identity, bootstrap: Bootstrap, admission: Admission, trust: Trust | None = None
+) -> AuthorityCore:
+    trust = trust or bootstrap.trust()
+    if identity.node_id not in trust.authorities:
         raise BootstrapError(
             f"--authority: this relay's node id {identity.node_id.hex()} is not an authority "
             f"of network {bootstrap.network!r} in the bootstrap file"
         )
-    return AuthorityCore(identity, bootstrap.trust(), period_s=bootstrap.period_s, admission=admission)
+    return AuthorityCore(identity, trust, period_s=bootstrap.period_s, admission=admission)
 
 
 @asynccontextmanager
@@ -134,14 +138,17 @@ async def open_relay(
     wall_clock: WallClock = time.time,
     admission: Admission | None = None,
     measurer_rng: random.Random | None = None,
+    trust: Trust | None = None,
 ) -> AsyncIterator[RelayRole]:
     """A relay serving links on `listener`, its directory service, and its descriptor published; with an
     `admission`, also one of the bootstrap's authorities (it votes, signs and serves documents), which
-    measures relays and nodes when given a `measurer_rng` (the simulator's authorities do not measure)."""
-    authority = authority_core(identity, bootstrap, admission) if admission is not None else None
+    measures relays and nodes when given a `measurer_rng` (the simulator's authorities do not measure).
+    `trust`: the bootstrap's, or one with its own signature verifier (the simulator's memoized one)."""
+    trust = trust or bootstrap.trust()
+    authority = authority_core(identity, bootstrap, admission, trust) if admission is not None else None
     runner = AuthorityRunner(authority, bootstrap, dialer, wall_clock=wall_clock) if authority else None
     directory = DirectoryService(
-        bootstrap.trust(),
+        trust,
         authority=authority,
         forward=runner.forward if runner else None,
         relay_vote=runner.relay_vote if runner else None,

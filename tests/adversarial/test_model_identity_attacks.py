@@ -61,7 +61,7 @@ def test_an_impostor_after_the_first_descriptor_gets_no_request() -> None:
     honest = _node(1, REAL, slots=4, published=PUBLISHED - 60)
     impostor = _node(2, FAKE, slots=1024, published=PUBLISHED)
     overlay = _overlay()
-    overlay._use_directory(_directory(honest, impostor))
+    overlay.use_directory(_directory(honest, impostor))
     assert overlay._nodes_for(MODEL) == [honest]
     identity_ = overlay.model_identity(MODEL)
     assert identity_ is not None
@@ -76,16 +76,16 @@ def test_the_catalogue_pin_wins_even_when_the_impostor_came_first() -> None:
     impostor = _node(2, FAKE, slots=1024, published=PUBLISHED - 600)
     honest = _node(1, REAL, slots=4, published=PUBLISHED)
     overlay = _overlay({MODEL: REAL})
-    overlay._use_directory(_directory(impostor, honest))
+    overlay.use_directory(_directory(impostor, honest))
     assert overlay._nodes_for(MODEL) == [honest]
     only_impostor = _overlay({MODEL: REAL})
-    only_impostor._use_directory(_directory(impostor))
+    only_impostor.use_directory(_directory(impostor))
     assert only_impostor._nodes_for(MODEL) == []  # no node serves the real file: nobody gets the requests
 
 
 async def test_models_list_shows_the_hash_and_the_conflicts() -> None:
     overlay = _overlay({MODEL: REAL})
-    overlay._use_directory(
+    overlay.use_directory(
         _directory(_node(1, REAL, slots=4, published=PUBLISHED), _node(2, FAKE, slots=8, published=PUBLISHED))
     )
     app = create_app(overlay)

@@ -45,8 +45,8 @@ async def _error_of(overlay: Overlay, model_id: str) -> OverlayError:
 
 async def test_a_model_seen_recently_is_gone_for_now_and_one_never_seen_does_not_exist() -> None:
     overlay = Overlay(Bootstrap(NETWORK, 1, PERIOD_S, ()), cast(Any, None), rng=random.Random(5))
-    overlay._use_directory(_directory(with_node=True))
-    overlay._use_directory(_directory(with_node=False))
+    overlay.use_directory(_directory(with_node=True))
+    overlay.use_directory(_directory(with_node=False))
     gone = await _error_of(overlay, "gone-model")
     assert (gone.code, gone.retry_after_s) == ("model_gone", PERIOD_S // 2)
     assert (await _error_of(overlay, "never-model")).code == "model_not_found"

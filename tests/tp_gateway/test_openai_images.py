@@ -106,7 +106,7 @@ def _overlay(*nodes: NodeDescriptor) -> Overlay:
         NETWORK, T0, T0 + 60, T0 + 120, {r.node_id: r for r in relays}, {n.node_id: n for n in nodes}
     )
     overlay = Overlay(Bootstrap(NETWORK, 1, 300, ()), cast(Any, None), rng=random.Random(5))
-    overlay._use_directory(directory)
+    overlay.use_directory(directory)
     return overlay
 
 

@@ -68,7 +68,7 @@ def test_a_bad_saved_guard_file_is_replaced_and_the_gateway_goes_on(tmp_path: Pa
         Bootstrap(NETWORK, 1, 300, ()), ExplodingDialer(), rng=random.Random(2), guard_file=guard_file
     )
     directory = a_directory()
-    overlay._use_directory(directory)
+    overlay.use_directory(directory)
     assert len(overlay._guards) == GUARDS_PER_CLIENT
     assert set(overlay._guards) <= set(directory.relays)
     assert GuardStore(guard_file).load() == overlay._guards  # the next restart reads good guards

@@ -44,7 +44,7 @@ def one_host_directory() -> Directory:
 def overlay(*, local: bool, directory: Directory | None) -> Overlay:
     gateway = Overlay(bootstrap(local=local), MemoryNetwork().dialer(), rng=random.Random(1))
     if directory is not None:
-        gateway._use_directory(directory)
+        gateway.use_directory(directory)
     return gateway
 
 

@@ -128,16 +128,16 @@ def test_pooled_circuits_through_a_hop_that_left_the_directory_are_retired() -> 
         return Directory(NETWORK, T0, T0 + 60, T0 + 120, {r.node_id: r for r in listed}, {node.node_id: node})
 
     overlay = Overlay(Bootstrap(NETWORK, 1, 300, ()), cast(Any, None), rng=random.Random(3))
-    overlay._use_directory(directory(relays))
+    overlay.use_directory(directory(relays))
     pooled = []
     for path in (relays[0:3], relays[1:4]):
         hops = [HopInfo(r.node_id, r.onion_keys[0], r.address) for r in path]
         circuit = FakeCircuit(chunks=0, core=_Core((*hops, HopInfo(node.node_id, node.onion_keys[0]))))
         pooled.append(_Pooled(cast(Any, circuit), 0.0, 0.0))
     overlay._pool[node.node_id] = list(pooled)
-    overlay._use_directory(directory([r for r in relays if r is not relays[0]]))
+    overlay.use_directory(directory([r for r in relays if r is not relays[0]]))
     assert [p.retired for p in pooled] == [True, False]
-    overlay._use_directory(Directory(NETWORK, T0, T0 + 60, T0 + 120, {r.node_id: r for r in relays}, {}))
+    overlay.use_directory(Directory(NETWORK, T0, T0 + 60, T0 + 120, {r.node_id: r for r in relays}, {}))
     assert pooled[1].retired  # the node itself left
 
 

@@ -1,12 +1,15 @@
-"""One conformance suite that every transport passes (in-memory and WebSocket)."""
+"""One conformance suite that every transport passes (in-memory, the simulator's, and WebSocket)."""
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 import pytest
 import trio
 
+from simulations.config import NetworkModel
+from simulations.netsim import MBPS, Machine, SimNetwork
 from tp_net.errors import ChannelClosed, DialError, LocalProtocolError, RemoteProtocolError
 from tp_net.transport import CHANNEL_MESSAGE_BYTES_MAX, Channel, Dialer, Listener
 from tp_net.transport_memory import MemoryNetwork
@@ -20,11 +23,17 @@ class Transport:
     unreachable: str
 
 
-@pytest.fixture(params=["memory", "websocket"])
+@pytest.fixture(params=["memory", "simulated", "websocket"])
 def transport(request: pytest.FixtureRequest, nursery: trio.Nursery) -> Transport:
     if request.param == "memory":
         network = MemoryNetwork()
         return Transport(network.listener("mem://relay"), network.dialer(), "mem://nowhere")
+    if request.param == "simulated":  # the simulator's links: the memory transport and a link model
+        sim = SimNetwork(NetworkModel(regions=("eu",), same_region_latency_ms=1.0), random.Random(1))
+        server = Machine("relay", "relay", "eu", 100 * MBPS, address="ws://10.0.0.1:7000/")
+        sim.add_machine(server)
+        client = Machine("client", "client", "eu", 20 * MBPS)
+        return Transport(sim.listener(server), sim.dialer(client), "ws://10.9.9.9:7000/")
     # Port 1 on loopback: nothing listens there, so the dial is refused at once.
     return Transport(WebSocketListener("127.0.0.1", 0), WebSocketDialer(nursery), "ws://127.0.0.1:1/")
 
