@@ -135,6 +135,11 @@ async def overlay_on(
                 valid_until,
                 {r.node_id: r for r in descriptors},
                 {d.node_id: d for d in node_descriptors},
+                # the authorities' measured weights: here what each relay and node declares
+                weights={
+                    **{r.node_id: spec.capacity for r, spec in zip(descriptors, relays, strict=True)},
+                    **{d.node_id: spec.slots for d, spec in zip(node_descriptors, nodes, strict=True)},
+                },
             )
         )
         nursery.start_soon(overlay.run_pool)
