@@ -20,8 +20,8 @@ FIRST_CHUNK_DEADLINE_S = 20.0
 # The gap between two chunks of an answer being produced (a token at the slowest node worth using).
 CHUNK_GAP_DEADLINE_S = 3.0
 # Added to both: this many round trips of the path (client to node and back), measured when it was built:
-# room for queueing and a retransmission or two on each link.
-PATH_ALLOWANCE_ROUND_TRIPS = 4
+# room for queueing and a retransmission or two (RTO >= 0.2 s) on the way.
+PATH_ALLOWANCE_ROUND_TRIPS = 3
 # ... but no less: a loaded machine's scheduling and one TCP retransmission (RTO >= 0.2 s) on a near path.
 PATH_ALLOWANCE_FLOOR_S = 0.5
 # ... and no more: past a 2 s round trip a path is not worth waiting on (and a slow build is often a busy
