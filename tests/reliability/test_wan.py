@@ -35,8 +35,9 @@ from tests.reliability.test_faults import (
     sse_events,
     wait_until_requests_succeed,
 )
-from tests.reliability.test_netns import relay_address, require_netns, start_relay
+from tests.reliability.test_netns import REQUIRE_ENV, relay_address, require_netns, start_relay
 from tests.reliability.wan import Wan, inside, wan_hosts
+from tests.required import skip_unless_required
 from tp_net.liveness import LINK_SILENCE_DEADLINE_S
 from tp_node.processes import StartedProcess, python_process
 
@@ -133,6 +134,8 @@ async def start_network(stack: AsyncExitStack, hosts: dict[str, Host], tmp_path:
 @pytest.mark.parametrize("outage_s_min", [0.0, pytest.param(OUTAGE_S_MIN_SLOW, marks=pytest.mark.slow)])
 async def test_a_relay_whose_cable_is_pulled_mid_stream(tmp_path: Path, outage_s_min: float) -> None:
     require_netns()
+    if not Path("/dev/net/tun").exists():
+        skip_unless_required(REQUIRE_ENV, "the WAN switch needs TAP devices (/dev/net/tun)")
     outcomes: dict[str, object] = {}
     async with (
         wan_hosts([*RELAYS, "node", "client"], one_way_ms=ONE_WAY_MS) as wan,
