@@ -8,11 +8,6 @@ Control replies are bounded apart from the cells: at most one Pong is owed to th
 arrives while a Pong still waits replaces its token (the Pong answers the latest Ping), so a peer that sends
 Pings and never reads costs one frame here, and Pongs never count toward the owner's cell bounds.
 
-Links share the one trio thread fairly: the reader hands a received message's frames to the owner at most
-RECEIVED_FRAMES_PER_TURN_MAX at a time, yielding to the other tasks between slices. A flooding link's
-message of hundreds of frames thus costs every other link a slice's wait per scheduler turn, not the whole
-message's (tests/reliability/test_floods.py: an honest client's p95 went to 6-7x its baseline under a flood).
-
 The writer also keeps the link's liveness (tp_net.liveness): a keepalive Ping after a silence, and an abort
 (no goodbye) once nothing was received for the silence deadline, which ends the reader and the writer.
 """
@@ -31,8 +26,6 @@ from tp_net.liveness import LinkLiveness, LivenessAction, LivenessLimits
 
 # Largest number of frames handed to one Link.send (one or a few WebSocket messages).
 SEND_BATCH_FRAMES_MAX = 512
-# Frames of one received message handled per scheduler turn; then the other links' tasks run.
-RECEIVED_FRAMES_PER_TURN_MAX = 16
 
 
 class LinkPump:
@@ -159,10 +152,7 @@ class LinkPump:
             while True:
                 frames = await self.link.receive()
                 self._note_received(frames)
-                on_frames(frames[:RECEIVED_FRAMES_PER_TURN_MAX])
-                for start in range(RECEIVED_FRAMES_PER_TURN_MAX, len(frames), RECEIVED_FRAMES_PER_TURN_MAX):
-                    await trio.lowlevel.checkpoint()  # the other links' turn
-                    on_frames(frames[start : start + RECEIVED_FRAMES_PER_TURN_MAX])
+                on_frames(frames)
         except (LinkClosed, RemoteProtocolError):
             pass
         finally:

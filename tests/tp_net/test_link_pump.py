@@ -3,16 +3,14 @@ silent peer is pinged, then its link is aborted."""
 
 from __future__ import annotations
 
-from typing import cast
-
 import pytest
 import trio
 import trio.testing
 
 from tp_crypto.identity import Identity
 from tp_net.errors import LinkClosed
-from tp_net.frames import CELL_BODY_BYTES, Cell, Frame, Padding, Ping, Pong
-from tp_net.link_pump import RECEIVED_FRAMES_PER_TURN_MAX, LinkPump
+from tp_net.frames import CELL_BODY_BYTES, Cell, Frame, Ping, Pong
+from tp_net.link_pump import LinkPump
 from tp_net.link_trio import Link, accept_link, dial_link
 from tp_net.liveness import LINK_SILENCE_DEADLINE_S
 from tp_net.transport import Channel
@@ -104,35 +102,3 @@ async def test_a_peer_that_answers_pings_keeps_its_link(
     await trio.sleep(10 * LINK_SILENCE_DEADLINE_S)
     assert not pump.closed.is_set()
     assert pump.liveness.pings_sent >= 10
-
-
-class _InboxLink:
-    """A link that receives what the test puts in its inbox (the reader's side only)."""
-
-    def __init__(self) -> None:
-        self.inbox, self._out = trio.open_memory_channel[list[Frame]](8)
-
-    async def receive(self) -> list[Frame]:
-        return await self._out.receive()
-
-
-async def test_a_flooding_links_message_shares_the_thread_with_other_links_slice_by_slice(
-    nursery: trio.Nursery,
-) -> None:
-    """An honest link's frame that arrives while a flooding link's message of hundreds of frames is being
-    handled waits for a slice of it (RECEIVED_FRAMES_PER_TURN_MAX), not for the whole message."""
-    flood, honest = _InboxLink(), _InboxLink()
-    handled: list[str] = []
-
-    def on_flood(frames: list[Frame]) -> None:
-        if not handled:
-            honest.inbox.send_nowait([Padding(b"honest")])  # arrives during the flood message
-        handled.extend("flood" for _ in frames)
-
-    nursery.start_soon(LinkPump(cast(Link, flood), 1).run_reader, on_flood)
-    nursery.start_soon(LinkPump(cast(Link, honest), 2).run_reader, lambda frames: handled.append("honest"))
-    flood_frames = 16 * RECEIVED_FRAMES_PER_TURN_MAX
-    flood.inbox.send_nowait([Padding(b"junk")] * flood_frames)
-    await trio.testing.wait_all_tasks_blocked()
-    assert handled.count("flood") == flood_frames
-    assert handled.index("honest") <= 2 * RECEIVED_FRAMES_PER_TURN_MAX, handled.index("honest")
