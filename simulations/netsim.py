@@ -6,7 +6,9 @@ message arrives) and hands the accepting end over with `MemoryNetwork.hand_over`
 arrives at t' = (when the sender's uplink has pushed it out) + the link's one-way latency; the receiving
 end sleeps until t' on trio's (virtual) clock. Links are reliable and ordered, like WebSockets over TCP:
 loss shows as a link that breaks. SimChannel is in the transport conformance suite
-(tests/tp_net/test_transport_conformance.py).
+(tests/tp_net/test_transport_conformance.py). A machine whose cable is
+pulled (`SilentMachines`) is the other failure: its links stay open and deliver nothing, both ways, and dials
+to or from it hang, until the cable is back; only the roles' own liveness and deadlines notice.
 """
 
 from __future__ import annotations
@@ -54,6 +56,28 @@ class Machine:
         return self.epoch_s + trio.current_time() + self.clock_skew_s
 
 
+# A dial to or from a silent machine hangs this long (TCP's SYN retries), then fails.
+SILENT_DIAL_TIMEOUT_S = 30.0
+
+
+class SilentMachines:
+    """The silent-failure model: machines whose cable is pulled. Nothing closes; what is sent to or from them
+    is lost while it lasts (a message on its way when the cable is pulled arrives)."""
+
+    def __init__(self) -> None:
+        self._silent: set[str] = set()
+        self.messages_lost = 0
+
+    def pull(self, machine: Machine) -> None:
+        self._silent.add(machine.name)
+
+    def plug(self, machine: Machine) -> None:
+        self._silent.discard(machine.name)
+
+    def silences(self, a: Machine, b: Machine) -> bool:
+        return a.name in self._silent or b.name in self._silent
+
+
 class SimNetwork:
     def __init__(self, model: NetworkModel, rng: random.Random, *, epoch_s: float = SIM_EPOCH_S) -> None:
         self.model = model
@@ -66,6 +90,7 @@ class SimNetwork:
         self.taps: list[Tap] = []  # called with (receiving machine, message) on every delivery
         self.bytes_delivered = 0
         self.links_dropped = 0
+        self.silent = SilentMachines()
 
     # --- machines -----------------------------------------------------------------------------
 
@@ -144,6 +169,9 @@ class SimDialer:
             raise DialError(f"nothing listens on {address}")
         latency = network.latency_s(self.machine, target)
         await trio.sleep(2 * latency)  # the TCP handshake; the WebSocket upgrade rides on the first messages
+        if network.silent.silences(self.machine, target):
+            await trio.sleep(SILENT_DIAL_TIMEOUT_S)
+            raise DialError(f"{address} did not answer")
         if not (self.machine.up and target.up and network.reachable(self.machine, target)):
             raise DialError(f"{address} is unreachable")
         forward = trio.open_memory_channel[Timed](MEMORY_CHANNEL_BUFFER_MESSAGES)
@@ -185,11 +213,21 @@ class SimChannel(MemoryChannel):
         self.local.busy_until = start + len(message) / self.local.uplink_bytes_per_s
         return self.local.busy_until + self.latency_s
 
+    async def send_message(self, message: bytes) -> None:
+        if self._network.silent.silences(self.local, self.remote):  # a pulled cable: lost, nothing noticed
+            self._network.silent.messages_lost += 1
+            await trio.lowlevel.checkpoint()
+            return
+        await super().send_message(message)
+
     def delivered(self, message: bytes) -> None:
         self._network.deliver(self.local, message)
 
     def close(self) -> None:
-        super().close()
+        if self._network.silent.silences(self.local, self.remote):  # the FIN (or RST) is lost too
+            self._inbound.close()
+        else:
+            super().close()
         self.local.channels.pop(self, None)
 
     def break_link(self) -> None:

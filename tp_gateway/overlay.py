@@ -652,7 +652,7 @@ async def _within_deadlines(
     """The answer's messages, each within its deadline (tp_net.stream_deadlines); when one passes, the
     circuit is destroyed (its path went silent: no later request may use it), `on_silent` hears of it, and
     trio.TooSlowError is raised."""
-    deadlines = stream_deadlines(len(circuit.core.path))
+    deadlines = stream_deadlines(len(circuit.core.path), circuit.built_in_s)
     wait_s = deadlines.first_chunk_s
     async with aclosing(circuit.request(service, dict(document))) as messages:
         while True:

@@ -94,8 +94,10 @@ class ClientLink:
         circuit = Circuit(self, ClientCircuit(path, circuit_id))
         self._circuits[circuit_id] = circuit
         circuit.flush()
+        started = trio.current_time()
         with trio.move_on_after(timeout_s):
             await circuit.wait_built()
+            circuit.built_in_s = trio.current_time() - started
             return circuit
         circuit.destroy(DestroyReason.TIMEOUT)
         raise CircuitError(f"circuit build timed out after {timeout_s} s", DestroyReason.TIMEOUT)
@@ -131,6 +133,8 @@ class Circuit:
         self.core = core
         self._streams: dict[int, Stream] = {}
         self._changed = trio.Event()
+        # How long the build took (set by ClientLink.build_circuit): the path's round trips, measured.
+        self.built_in_s: float | None = None
 
     @property
     def is_open(self) -> bool:

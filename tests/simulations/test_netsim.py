@@ -7,8 +7,12 @@ import trio
 import trio.testing
 
 from simulations.config import NetworkModel
-from simulations.netsim import MBPS, Machine, SimNetwork
+from simulations.netsim import MBPS, SILENT_DIAL_TIMEOUT_S, Machine, SimNetwork
+from tp_crypto.identity import Identity
 from tp_net.errors import ChannelClosed, DialError
+from tp_net.link_pump import LinkPump
+from tp_net.link_trio import accept_link, dial_link
+from tp_net.liveness import LivenessLimits
 from tp_net.transport import Channel
 
 
@@ -83,3 +87,59 @@ def test_a_machine_clock_is_virtual_time_plus_its_skew() -> None:
     from simulations.netsim import SIM_EPOCH_S
 
     assert trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0)) == SIM_EPOCH_S + 7.0
+
+
+async def test_a_pulled_cable_loses_every_message_without_closing_anything(
+    clock: trio.testing.MockClock,
+) -> None:
+    network, relay, client = _network()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(network.listener(relay).serve, _echo)
+        channel = await network.dialer(client).dial("ws://10.0.0.1:7000/")
+        network.silent.pull(relay)
+        await channel.send_message(b"lost")  # no error: nothing tells the sender
+        with trio.move_on_after(60) as waited:
+            await channel.receive_message()
+        assert waited.cancelled_caught  # no echo, and no ChannelClosed either
+        started = trio.current_time()
+        with pytest.raises(DialError):
+            await network.dialer(client).dial("ws://10.0.0.1:7000/")
+        assert trio.current_time() - started >= SILENT_DIAL_TIMEOUT_S
+        network.silent.plug(relay)
+        await channel.send_message(b"back")
+        assert await channel.receive_message() == b"back"  # the same link carries again
+        assert network.silent.messages_lost == 1
+        nursery.cancel_scope.cancel()
+
+
+async def test_a_link_pump_closes_a_silent_link_within_its_liveness_deadline(
+    clock: trio.testing.MockClock,
+) -> None:
+    """What makes a role fail over: its link's liveness (tp_net.liveness) aborts a silent link, so the
+    circuits on it are destroyed and the client builds around it."""
+    network, relay, client = _network()
+    limits = LivenessLimits(keepalive_idle_s=1.0, silence_deadline_s=3.0)
+
+    async def serve_link(channel: Channel) -> None:
+        link = await accept_link(channel, identity=relay_identity)
+        pump = LinkPump(link, 1, liveness=limits)
+        async with trio.open_nursery() as inner:
+            inner.start_soon(pump.run_writer)
+            await pump.run_reader(lambda frames: None)
+            inner.cancel_scope.cancel()
+
+    relay_identity = Identity.generate()
+    async with trio.open_nursery() as nursery:
+        await nursery.start(network.listener(relay).serve, serve_link)
+        dialer = network.dialer(client)
+        link = await dial_link(dialer, "ws://10.0.0.1:7000/", expected_peer_id=relay_identity.node_id)
+        pump = LinkPump(link, 1, liveness=limits)
+        nursery.start_soon(pump.run_writer)
+        nursery.start_soon(pump.run_reader, lambda frames: None)
+        await trio.sleep(5)
+        assert not pump.closed.is_set()  # Pings and Pongs keep a quiet but live link open
+        network.silent.pull(relay)
+        pulled_at = trio.current_time()
+        await pump.closed.wait()
+        assert pump.silent and trio.current_time() - pulled_at <= limits.silence_deadline_s
+        nursery.cancel_scope.cancel()

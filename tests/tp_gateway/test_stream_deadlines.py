@@ -34,6 +34,10 @@ from tp_net.stream_deadlines import (
     CHUNK_GAP_DEADLINE_S,
     FIRST_CHUNK_DEADLINE_S,
     HOP_ALLOWANCE_S,
+    PATH_ALLOWANCE_CEILING_S,
+    PATH_ALLOWANCE_FLOOR_S,
+    PATH_ALLOWANCE_ROUND_TRIPS,
+    path_round_trip_s,
     stream_deadlines,
 )
 
@@ -55,6 +59,7 @@ class FakeCircuit:
     gap_s: float = 0.1
     ends: bool = False
     core: _Core = field(default_factory=_Core)
+    built_in_s: float | None = None
     destroyed: list[DestroyReason] = field(default_factory=list)
 
     async def request(self, service: str, document: Any) -> AsyncGenerator[Any, None]:
@@ -85,6 +90,34 @@ def test_deadlines_grow_with_the_path() -> None:
     assert stream_deadlines(HOPS + 1).chunk_gap_s > GAP_S
     with pytest.raises(ValueError):
         stream_deadlines(0)
+
+
+def test_a_timed_build_sizes_the_allowance_from_the_path_between_floor_and_ceiling() -> None:
+    # 4 hops at 80 ms a link: the build took 80 + 160 + 240 + 320 ms, the path's round trip is 320 ms.
+    assert path_round_trip_s(HOPS, 0.8) == pytest.approx(0.32)
+    wan = stream_deadlines(HOPS, 0.8)
+    assert wan.chunk_gap_s == pytest.approx(CHUNK_GAP_DEADLINE_S + PATH_ALLOWANCE_ROUND_TRIPS * 0.32)
+    assert wan.first_chunk_s == pytest.approx(FIRST_CHUNK_DEADLINE_S + PATH_ALLOWANCE_ROUND_TRIPS * 0.32)
+    loopback = stream_deadlines(HOPS, 0.01)
+    assert loopback.chunk_gap_s == CHUNK_GAP_DEADLINE_S + PATH_ALLOWANCE_FLOOR_S < GAP_S
+    assert stream_deadlines(HOPS, 60.0).chunk_gap_s == CHUNK_GAP_DEADLINE_S + PATH_ALLOWANCE_CEILING_S
+    # 200 ms a link: longer than the untimed per-hop allowance
+    assert stream_deadlines(HOPS, 2.0).chunk_gap_s > GAP_S
+
+
+async def test_the_gateway_waits_as_long_as_the_path_it_measured(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A circuit's own build time sizes its deadlines: a far path is waited on longer than a near one."""
+    for built_in_s in (0.01, 0.8, 2.0):
+        gap_s = stream_deadlines(HOPS, built_in_s).chunk_gap_s
+        steady = FakeCircuit(chunks=3, gap_s=gap_s * 0.95, ends=True, built_in_s=built_in_s)
+        assert len(await _drain(steady)) == 3
+        silent = FakeCircuit(chunks=1, built_in_s=built_in_s)
+        started = trio.current_time()
+        with pytest.raises(trio.TooSlowError):
+            await _drain(silent)
+        assert trio.current_time() - started == pytest.approx(silent.gap_s + gap_s)
 
 
 async def test_a_path_silent_before_the_first_chunk_is_given_up_and_its_circuit_destroyed(
