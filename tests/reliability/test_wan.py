@@ -123,7 +123,7 @@ async def start_network(stack: AsyncExitStack, hosts: dict[str, Host], tmp_path:
     home_relay = f"{relays[HOME].announcement['node_id']}@{relay_address(hosts['home'])}"
     node_args = ["tp_node.node_cli", "--home-relay", home_relay, "--data-dir", str(tmp_path / "node")]
     node_args += ["--bootstrap", str(bootstrap), "--log-level", "warning"]
-    node_args += ["--fake-token-delay-ms", str(TOKEN_DELAY_MS)]
+    node_args += ["--engine", "fake", "--fake-token-delay-ms", str(TOKEN_DELAY_MS)]
     await stack.enter_async_context(python_process(node_args, prefix=hosts["node"].prefix()))
     gateway_args = ["tp_gateway.cli", "--listen", "127.0.0.1:0", "--bootstrap", str(bootstrap)]
     gateway_args += ["--data-dir", str(tmp_path / "gateway"), "--log-level", "warning"]
