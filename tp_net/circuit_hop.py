@@ -281,6 +281,11 @@ class HopCore:
         circuit.edge.consumed(stream_id, cells)
         return self._flush_edge(circuit)
 
+    def send_drop(self, ref: CircuitRef) -> list[HopOutput]:
+        """A DROP (dummy) cell from this hop to the client: relays cannot tell it from data."""
+        circuit = self._circuits.get(ref)
+        return self._originate(circuit, RelayDrop()) if circuit is not None else []
+
     def stream_queued_bytes(self, ref: CircuitRef, stream_id: int) -> int | None:
         """Bytes waiting for the window on a stream; None once the stream or circuit is gone."""
         circuit = self._circuits.get(ref)

@@ -45,7 +45,9 @@ LOGIT_BIAS_ABS_MAX = 100.0
 TOKEN_ID_MAX = 2**31 - 1  # llama.cpp's llama_token is an int32; the engine checks against the vocabulary
 TOKEN_ID = re.compile(r"0|[1-9][0-9]{0,9}")
 
-COMMON_FIELDS = frozenset({"kind", "model"})
+# `pad`: a string the node ignores, which brings the request to a size bucket (tp_net.traffic_shaping).
+REQUEST_PAD_FIELD = "pad"
+COMMON_FIELDS = frozenset({"kind", "model", REQUEST_PAD_FIELD})
 GENERATION_FIELDS = frozenset(
     {"max_tokens", "stop", "seed", *SAMPLING_RANGES} | {"n", "logprobs", "logit_bias"}
 )

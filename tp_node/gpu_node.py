@@ -20,6 +20,7 @@ from tp_net.circuit_hop import HopCore
 from tp_net.errors import TokenPlaceError, WrongPeerError
 from tp_net.inference_contract import INFERENCE_SERVICE
 from tp_net.link_trio import dial_link
+from tp_net.traffic_shaping import RESPONSE_SHAPING_DEFAULT, ResponseShaping
 from tp_net.transport import Dialer
 from tp_node.engine import Engine
 from tp_node.hop_runtime import HopRuntime
@@ -46,6 +47,7 @@ class GpuNode(HopRuntime):
         engine: Engine,
         dialer: Dialer,
         rng: random.Random,
+        shaping: ResponseShaping = RESPONSE_SHAPING_DEFAULT,
     ) -> None:
         core = HopCore(
             onion_keys,
@@ -54,7 +56,7 @@ class GpuNode(HopRuntime):
             services=(INFERENCE_SERVICE,),
             identity_key=identity.x25519_private,
         )
-        super().__init__(identity, core, {INFERENCE_SERVICE: engine.generate})
+        super().__init__(identity, core, {INFERENCE_SERVICE: engine.generate}, shaping)
         self.home_relays = list(home_relays)
         self._engine = engine
         self._dialer = dialer

@@ -21,6 +21,7 @@ from tp_net.frames import CELL_BODY_BYTES, Cell, Frame
 from tp_net.link_pump import LinkPump
 from tp_net.link_trio import Link
 from tp_net.streams import CIRCUIT_WINDOW_CELLS
+from tp_net.traffic_shaping import RESPONSE_SHAPING_OFF, ResponseShaping
 from tp_node.services import ServiceHandler, ServiceHost, StreamPort
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,11 @@ class HopRuntime:
     """Links and circuits of one hop. Subclasses handle ConnectTo and ServiceEvent."""
 
     def __init__(
-        self, identity: Identity, core: HopCore, services: Mapping[str, ServiceHandler] | None = None
+        self,
+        identity: Identity,
+        core: HopCore,
+        services: Mapping[str, ServiceHandler] | None = None,
+        shaping: ResponseShaping = RESPONSE_SHAPING_OFF,
     ) -> None:
         self.identity = identity
         self.core = core
@@ -60,8 +65,9 @@ class HopRuntime:
             consumed=lambda ref, stream_id: self.apply(core.stream_consumed(ref, stream_id)),
             queued_bytes=core.stream_queued_bytes,
             wait_for_progress=self.wait_for_progress,
+            drop=lambda ref: self.apply(core.send_drop(ref)),
         )
-        self.services = ServiceHost(services or {}, port)
+        self.services = ServiceHost(services or {}, port, shaping)
 
     @property
     def link_count(self) -> int:

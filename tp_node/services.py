@@ -29,6 +29,7 @@ from tp_net.circuit_hop import CircuitRef, ServiceEvent
 from tp_net.errors import RemoteProtocolError, ServiceError
 from tp_net.messages import REQUEST_BYTES_MAX, RequestReader, encode_message
 from tp_net.streams import STREAM_SEND_BUFFER_BYTES, EndReason, StreamData, StreamEnded, StreamOpened
+from tp_net.traffic_shaping import RESPONSE_SHAPING_OFF, ResponseCadence, ResponseShaping
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class StreamPort:
     consumed: Callable[[CircuitRef, int], None]
     queued_bytes: Callable[[CircuitRef, int], int | None]
     wait_for_progress: Callable[[], Any]
+    drop: Callable[[CircuitRef], None]  # one dummy (DROP) cell to the client
 
 
 @dataclass(eq=False)
@@ -60,9 +62,15 @@ class _Request:
 
 
 class ServiceHost:
-    def __init__(self, services: Mapping[str, ServiceHandler], port: StreamPort) -> None:
+    def __init__(
+        self,
+        services: Mapping[str, ServiceHandler],
+        port: StreamPort,
+        shaping: ResponseShaping = RESPONSE_SHAPING_OFF,
+    ) -> None:
         self.services = dict(services)
         self._port = port
+        self._shaping = shaping
         self._requests: dict[StreamKey, _Request] = {}
         # Bytes held by unfinished requests (RequestReader buffers), per circuit and in all.
         self._buffered_per_circuit: dict[CircuitRef, int] = {}
@@ -166,26 +174,57 @@ class ServiceHost:
         assert request.scope is not None
         with request.scope:
             try:
-                await self._respond(key, self.services[request.service], document)
-            except ServiceError as exc:
-                error = {"error": {"code": exc.code, "message": str(exc)}}
-                self._port.send(key[0], key[1], encode_message(error))
+                await self._respond(key, request.service, document)
             except Exception as exc:  # a handler's bug must not take the relay or node down
-                # The class name only: a traceback or message could quote the request.
-                log.error("service %r failed: %s", request.service, exc.__class__.__name__)  # noqa: TRY400
-                error = {"error": {"code": "internal_error", "message": "the service failed"}}
-                self._port.send(key[0], key[1], encode_message(error))
+                self._port.send(key[0], key[1], _failure_message(request.service, exc))
             self._port.end(key[0], key[1], EndReason.DONE)
         if self._requests.get(key) is request:
             self._forget(key)
 
-    async def _respond(self, key: StreamKey, handler: ServiceHandler, document: Any) -> None:
+    async def _respond(self, key: StreamKey, service: str, document: Any) -> None:
+        handler = self.services[service]
         if not isinstance(document, dict):
             raise ServiceError("invalid_request", "a request must be a map")
+        if self._shaping.tick_s is not None:
+            await self._respond_on_cadence(key, service, document, self._shaping.tick_s)
+            return
         async with aclosing(handler(document)) as messages:
             async for message in messages:
                 self._port.send(key[0], key[1], encode_message(message))
                 if not await self._wait_for_window(key):
+                    return
+
+    async def _respond_on_cadence(self, key: StreamKey, service: str, document: Any, tick_s: float) -> None:
+        """The response leaves on ticks (tp_net.traffic_shaping): END after the real data, then padding."""
+        cadence = ResponseCadence(self._shaping)
+
+        async def produce() -> None:
+            try:
+                async with aclosing(self.services[service](document)) as messages:
+                    async for message in messages:
+                        cadence.add(encode_message(message))
+                        # Backpressure as in _respond: the ticks drain the buffer as the window allows.
+                        while cadence.buffered_bytes > STREAM_SEND_BUFFER_BYTES:
+                            await trio.sleep(tick_s)
+            except Exception as exc:  # as in _serve: the error is the response's last message
+                cadence.add(_failure_message(service, exc))
+            cadence.finish()
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(produce)
+            due = trio.current_time()
+            while not cadence.done:
+                due += tick_s
+                await trio.sleep_until(due)
+                tick = cadence.tick()
+                if tick.data:
+                    self._port.send(key[0], key[1], tick.data)
+                if tick.end_stream:
+                    self._port.end(key[0], key[1], EndReason.DONE)
+                for _ in range(tick.dummy_cells):
+                    self._port.drop(key[0])
+                if not tick.end_stream and tick.data and not await self._wait_for_window(key):
+                    nursery.cancel_scope.cancel()
                     return
 
     async def _wait_for_window(self, key: StreamKey) -> bool:
@@ -197,3 +236,12 @@ class ServiceHost:
             if queued <= STREAM_SEND_BUFFER_BYTES:
                 return True
             await self._port.wait_for_progress()
+
+
+def _failure_message(service: str, exc: Exception) -> bytes:
+    """The error message a client gets for a request its service refused (ServiceError) or failed on."""
+    if isinstance(exc, ServiceError):
+        return encode_message({"error": {"code": exc.code, "message": str(exc)}})
+    # The class name only: a traceback or message could quote the request.
+    log.error("service %r failed: %s", service, exc.__class__.__name__)
+    return encode_message({"error": {"code": "internal_error", "message": "the service failed"}})

@@ -13,6 +13,7 @@ import trio
 from tp_crypto.identity import Identity
 from tp_crypto.noise import generate_keypair
 from tp_net.circuit_client import HopInfo
+from tp_net.traffic_shaping import RESPONSE_SHAPING_DEFAULT, ResponseShaping
 from tp_net.transport import Dialer
 from tp_net.transport_memory import MemoryNetwork
 from tp_node.engine import Engine, FakeEngine
@@ -48,6 +49,7 @@ async def in_process_network(
     engine: Engine | None = None,
     seed: int = 1,
     wrap_node_dialer: Callable[[Dialer], Dialer] | None = None,
+    shaping: ResponseShaping = RESPONSE_SHAPING_DEFAULT,
 ) -> AsyncIterator[InProcessNetwork]:
     """Relays at mem://relayN; one GPU node homed on the last relay."""
     rng = random.Random(seed)
@@ -70,6 +72,7 @@ async def in_process_network(
             engine=engine or FakeEngine(),
             dialer=wrap_node_dialer(network.dialer()) if wrap_node_dialer else network.dialer(),
             rng=rng,
+            shaping=shaping,
         )
         nursery.start_soon(node.run)
         await node.linked.wait()
