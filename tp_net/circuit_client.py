@@ -30,8 +30,9 @@ from tp_net.cells import (
     relay_cell,
 )
 from tp_net.frames import Cell, Frame
-from tp_net.relay_messages import RelayDrop, RelayExtend, RelayExtended
+from tp_net.relay_messages import RelayData, RelayDrop, RelayExtend, RelayExtended
 from tp_net.streams import CircuitEdge, StreamEvent
+from tp_net.traffic_shaping import drop_echoes
 
 # Each hop after the first costs one EXTEND, which only a RELAY_EARLY cell may carry (relays count them).
 CIRCUIT_HOPS_MAX = 1 + RELAY_EARLY_CELLS_PER_CIRCUIT_MAX
@@ -78,6 +79,7 @@ class ClientCircuit:
         self.path = tuple(path)
         self.state = CircuitState.BUILDING
         self.close_reason: DestroyReason | None = None
+        self._cells_from_node = 0  # DATA and DROP cells from the last hop (drop_echoes counts them)
         self.edge = CircuitEdge(accepts_streams=False, data_bytes_max=RELAY_DATA_BYTES_MAX)
         self._layers: list[HopLayer] = []
         for hop in self.path[1:]:
@@ -146,6 +148,11 @@ class ClientCircuit:
         return events
 
     def _receive_message(self, hop_index: int, message: Frame) -> list[CircuitEvent]:
+        if hop_index == len(self.path) - 1 and isinstance(message, RelayData | RelayDrop):
+            self._cells_from_node += 1
+            if isinstance(message, RelayDrop):  # the node's padding (tp_net.traffic_shaping)
+                for _ in range(drop_echoes(self._cells_from_node)):
+                    self._outbox.append(self._relay_to(hop_index, RelayDrop()))
         if hop_index != len(self._layers) - 1:
             if isinstance(message, RelayDrop):
                 return []
