@@ -46,6 +46,7 @@ from tp_net.path_selection import (
     circuit_hops,
 )
 from tp_net.stream_deadlines import stream_deadlines
+from tp_net.traffic_shaping import pad_request
 from tp_net.transport import Dialer
 from tp_node.directory_duties import DOCUMENT_RETRY_S, refresh_delay_s
 
@@ -338,7 +339,8 @@ class Overlay:
         try:
             with trio.fail_after(CIRCUIT_WAIT_TIMEOUT_S):
                 circuit = await self._circuit_to(node, avoid)
-            answer = _within_deadlines(circuit, INFERENCE_SERVICE, document, self._retire_circuits_sharing)
+            padded = pad_request(dict(document))  # to a size bucket (tp_net.traffic_shaping)
+            answer = _within_deadlines(circuit, INFERENCE_SERVICE, padded, self._retire_circuits_sharing)
             async with aclosing(answer) as chunks:
                 async for chunk in chunks:
                     error = chunk.get("error") if isinstance(chunk, dict) else None

@@ -28,7 +28,7 @@ from typing import Any
 
 from tp_net.cells import RELAY_DATA_BYTES_MAX
 from tp_net.inference_contract import PAD_FIELD
-from tp_net.messages import encode_message, encode_request
+from tp_net.messages import REQUEST_BYTES_MAX, encode_message, encode_request
 from tp_net.streams import CIRCUIT_SENDME_CELLS, STREAM_SENDME_CELLS
 
 RESPONSE_TICK_S = 0.1
@@ -144,10 +144,14 @@ PAD_MESSAGE = _pad_message(RELAY_DATA_BYTES_MAX)  # fills one cell
 
 def pad_request(document: dict[str, Any]) -> dict[str, Any]:
     """`document` with a `pad` field that makes its request message fill exactly the next bucket of cells
-    (REQUEST_BUCKET_CELLS_MIN, then doubling)."""
+    (REQUEST_BUCKET_CELLS_MIN, then doubling, the last cut to REQUEST_BYTES_MAX); a document too large for
+    that last bucket unchanged."""
     padded = {**document, PAD_FIELD: ""}
     size = len(encode_request(padded))
-    target = bucket(cells_for(size), REQUEST_BUCKET_CELLS_MIN) * RELAY_DATA_BYTES_MAX
+    cells = min(bucket(cells_for(size), REQUEST_BUCKET_CELLS_MIN), REQUEST_BYTES_MAX // RELAY_DATA_BYTES_MAX)
+    target = cells * RELAY_DATA_BYTES_MAX  # the last bucket is cut to what a request may be
+    if size > target:
+        return document
     # The pad string's own length prefix grows by up to 4 bytes as it lengthens: trim until it fits.
     padded[PAD_FIELD] = "x" * (target - size)
     while len(encode_request(padded)) > target:

@@ -7,7 +7,7 @@ import pytest
 
 from tp_net.cells import RELAY_DATA_BYTES_MAX
 from tp_net.inference_contract import PAD_FIELD
-from tp_net.messages import MessageReader, encode_request
+from tp_net.messages import REQUEST_BYTES_MAX, MessageReader, encode_request
 from tp_net.streams import CIRCUIT_SENDME_CELLS, STREAM_SENDME_CELLS
 from tp_net.traffic_shaping import (
     PAD_MESSAGE,
@@ -91,3 +91,11 @@ def test_a_padded_request_fills_its_cell_bucket_exactly_and_the_node_accepts_it(
 def test_a_pad_that_is_not_a_string_is_refused() -> None:
     with pytest.raises(Exception, match="pad"):
         parse_request({"messages": [{"role": "user", "content": "q"}], PAD_FIELD: 7})
+
+
+def test_the_largest_requests_pad_to_the_request_limit_and_never_past_it() -> None:
+    near = {"messages": [{"role": "user", "content": "q" * 1_030_000}]}
+    cells = REQUEST_BYTES_MAX // RELAY_DATA_BYTES_MAX
+    assert len(encode_request(pad_request(near))) == cells * RELAY_DATA_BYTES_MAX
+    over = {"messages": [{"role": "user", "content": "q" * 1_048_000}]}
+    assert pad_request(over) == over
