@@ -13,6 +13,7 @@ timing: the point is a classifier that can win when nothing is shaped.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
@@ -180,9 +181,15 @@ async def _capture(setting: Setting, per_class: int, seed: int) -> list[Conversa
                         first = trio.current_time()
                 conversation.ttft_s = (first or trio.current_time()) - started
                 conversation.total_s = trio.current_time() - started
-                while True:  # until the node's padding (if any) stopped
+                # Until the node's padding (if any) stopped, checked on a beat counted from the request: when
+                # the client closes its link must not depend on when its response really ended (a gateway
+                # keeps its links; the close, and the keepalives before it, would leak that end).
+                beat = started + math.ceil((trio.current_time() - started) / QUIET_S) * QUIET_S
+                await trio.sleep_until(beat)
+                while True:
                     seen = len(guard_records)
-                    await trio.sleep(QUIET_S)
+                    beat += QUIET_S
+                    await trio.sleep_until(beat)
                     if len(guard_records) == seen:
                         break
             stop = trio.current_time()
