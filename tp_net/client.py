@@ -190,7 +190,7 @@ class Circuit:
         self._link.send_cells(self.core.outgoing_cells())
 
     def receive(self, cell: Cell) -> None:
-        self._dispatch(self.core.receive_cell(cell))
+        self._dispatch(self.core.receive_cell(cell, trio.current_time()))
         self.flush()
 
     def link_lost(self) -> None:

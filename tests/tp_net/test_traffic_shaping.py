@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import pytest
 
+from tests.tp_net.circuit_harness import Wire
 from tp_net.cells import RELAY_DATA_BYTES_MAX
+from tp_net.circuit_client import CircuitState
 from tp_net.inference_contract import PAD_FIELD
 from tp_net.messages import REQUEST_BYTES_MAX, MessageReader, encode_request
 from tp_net.streams import CIRCUIT_SENDME_CELLS, STREAM_SENDME_CELLS
@@ -99,3 +101,19 @@ def test_the_largest_requests_pad_to_the_request_limit_and_never_past_it() -> No
     assert len(encode_request(pad_request(near))) == cells * RELAY_DATA_BYTES_MAX
     over = {"messages": [{"role": "user", "content": "q" * 1_048_000}]}
     assert pad_request(over) == over
+
+
+def test_the_client_echoes_the_nodes_padding_only_within_the_nodes_drop_budget() -> None:
+    """However much padding a node sends, the client's echoes never cost it the circuit at the node."""
+    wire = Wire(71)
+    path = wire.add_path(3)
+    handle = wire.open_circuit(path)
+    handle.circuit.edge.open_stream("inference")  # so that the node hears of the circuit
+    wire.run()
+    node = wire.hops[path[-1]]
+    (ref,) = node.refs()
+    for _ in range(40):  # 40 * 64 DROPs would draw 120 echoes, past DROP_CELLS_PER_CIRCUIT_BURST
+        for _ in range(CIRCUIT_SENDME_CELLS):
+            wire.route(node.name, node.core.send_drop(ref))
+        wire.run()
+    assert handle.circuit.state is CircuitState.OPEN and handle.closed == []
