@@ -65,9 +65,14 @@ class HopRuntime:
             consumed=lambda ref, stream_id: self.apply(core.stream_consumed(ref, stream_id)),
             queued_bytes=core.stream_queued_bytes,
             wait_for_progress=self.wait_for_progress,
-            drop=lambda ref: self.apply(core.send_drop(ref)),
+            drop=self._send_drop,
         )
         self.services = ServiceHost(services or {}, port, shaping)
+
+    def _send_drop(self, ref: CircuitRef) -> bool:
+        outputs = self.core.send_drop(ref)
+        self.apply(outputs)
+        return bool(outputs)
 
     @property
     def link_count(self) -> int:

@@ -36,6 +36,9 @@ log = logging.getLogger(__name__)
 # Bytes of unfinished requests held for one circuit, and for all circuits together.
 REQUEST_BUFFER_BYTES_PER_CIRCUIT_MAX = 4 * REQUEST_BYTES_MAX
 REQUEST_BUFFER_BYTES_MAX = 64 * REQUEST_BYTES_MAX
+# Responses of one circuit that pad after their END at one time (tp_net.traffic_shaping); past it a response
+# goes unpadded, so that a client cannot make a node send padding for more requests than it has open.
+PADDING_RESPONSES_PER_CIRCUIT_MAX = 4
 
 ServiceHandler = Callable[[Mapping[str, Any]], AsyncGenerator[Mapping[str, Any], None]]
 StreamKey = tuple[CircuitRef, int]
@@ -51,7 +54,7 @@ class StreamPort:
     consumed: Callable[[CircuitRef, int], None]
     queued_bytes: Callable[[CircuitRef, int], int | None]
     wait_for_progress: Callable[[], Any]
-    drop: Callable[[CircuitRef], None]  # one dummy (DROP) cell to the client
+    drop: Callable[[CircuitRef], bool]  # one dummy (DROP) cell to the client; False: the circuit is gone
 
 
 @dataclass(eq=False)
@@ -71,6 +74,7 @@ class ServiceHost:
         self.services = dict(services)
         self._port = port
         self._shaping = shaping
+        self._padding: dict[CircuitRef, int] = {}  # responses padding after their END, per circuit
         self._requests: dict[StreamKey, _Request] = {}
         # Bytes held by unfinished requests (RequestReader buffers), per circuit and in all.
         self._buffered_per_circuit: dict[CircuitRef, int] = {}
@@ -210,10 +214,10 @@ class ServiceHost:
                 cadence.add(_failure_message(service, exc))
             cadence.finish()
 
+        due = trio.current_time()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(produce)
-            due = trio.current_time()
-            while not cadence.done:
+            while True:
                 due += tick_s
                 await trio.sleep_until(due)
                 tick = cadence.tick()
@@ -221,11 +225,32 @@ class ServiceHost:
                     self._port.send(key[0], key[1], tick.data)
                 if tick.end_stream:
                     self._port.end(key[0], key[1], EndReason.DONE)
-                for _ in range(tick.dummy_cells):
-                    self._port.drop(key[0])
-                if not tick.end_stream and tick.data and not await self._wait_for_window(key):
+                    break
+                if tick.data and not await self._wait_for_window(key):
                     nursery.cancel_scope.cancel()
                     return
+        await self._pad(key, cadence, due, tick_s)
+
+    async def _pad(self, key: StreamKey, cadence: ResponseCadence, due: float, tick_s: float) -> None:
+        """After END: DROPs on the ticks until the bucket is full (or the circuit is gone). The stream is
+        over, so its request is forgotten now; at most PADDING_RESPONSES_PER_CIRCUIT_MAX pad at a time."""
+        circuit = key[0]
+        padding = self._padding.get(circuit, 0)
+        if cadence.done or padding >= PADDING_RESPONSES_PER_CIRCUIT_MAX:
+            return
+        self._forget(key)
+        self._padding[circuit] = padding + 1
+        try:
+            while not cadence.done:
+                due += tick_s
+                await trio.sleep_until(due)
+                for _ in range(cadence.tick().dummy_cells):
+                    if not self._port.drop(circuit):
+                        return
+        finally:
+            self._padding[circuit] -= 1
+            if not self._padding[circuit]:
+                del self._padding[circuit]
 
     async def _wait_for_window(self, key: StreamKey) -> bool:
         """Wait until the stream's queue is below its bound; False when the stream is gone."""

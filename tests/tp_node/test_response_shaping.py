@@ -8,7 +8,7 @@ from typing import Any
 
 import trio
 
-from tp_net.client import ClientLink
+from tp_net.client import Circuit, ClientLink
 from tp_net.inference_contract import INFERENCE_SERVICE
 from tp_net.traffic_shaping import (
     RESPONSE_BUCKET_CELLS_MIN,
@@ -19,6 +19,7 @@ from tp_net.traffic_shaping import (
     pad_request,
 )
 from tp_node.engine import FakeEngine
+from tp_node.services import PADDING_RESPONSES_PER_CIRCUIT_MAX
 from tp_node.testing.memory_network import in_process_network
 
 TOKEN_DELAY_S = 2.5 * RESPONSE_TICK_S  # slower than the cadence: most ticks carry padding
@@ -49,3 +50,31 @@ async def test_the_client_gets_the_same_chunks_and_is_done_at_the_real_end(
     assert shaped == plain and any("text" in chunk for chunk in shaped)
     assert plain_s <= shaped_s <= plain_s + RESPONSE_TICK_S + 0.01  # at most one tick late
     assert plain_cells < 12 and RESPONSE_BUCKET_CELLS_MIN <= shaped_cells <= RESPONSE_BUCKET_CELLS_MIN + 4
+
+
+async def test_padding_stops_with_the_circuit_and_at_most_a_few_responses_pad_at_once(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    async with (
+        in_process_network(engine=FakeEngine(), shaping=RESPONSE_SHAPING_DEFAULT) as net,
+        ClientLink.connect(net.network.dialer(), net.path()[0]) as link,
+    ):
+        circuit = await link.build_circuit(net.path())
+        async with trio.open_nursery() as nursery:
+            for _ in range(PADDING_RESPONSES_PER_CIRCUIT_MAX + 3):
+                nursery.start_soon(_drain, circuit)
+        services = net.node.services
+        await trio.sleep(RESPONSE_TICK_S)
+        assert not services._requests  # each request was forgotten at its END
+        assert list(services._padding.values()) == [PADDING_RESPONSES_PER_CIRCUIT_MAX]
+        circuit.destroy()
+        await trio.sleep(2 * RESPONSE_TICK_S)
+        assert not services._padding
+        sent = net.node.cells_sent
+        await trio.sleep(10 * RESPONSE_TICK_S)
+        assert net.node.cells_sent == sent
+
+
+async def _drain(circuit: Circuit) -> None:
+    async for _ in circuit.request(INFERENCE_SERVICE, REQUEST):
+        pass
