@@ -13,7 +13,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install --quiet -e '.[node,dev]'
+	$(BIN)/python -m pip install --quiet -e '.[node,dev,traffic]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -56,6 +56,13 @@ sim-scale: $(STAMP)
 # bench-results.json and prints the table. BENCH_ARGS="--only ttft,latency" or "--quick" narrows it.
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.suite $(BENCH_ARGS)
+
+# Traffic analysis (docs/BENCHMARKS.md, "Traffic analysis"): a classifier guesses the topic of synthetic
+# conversations from what an observer on the client's guard link and at a middle relay records, without and
+# with each defence; prints AUPRC and each defence's cost (a few minutes on 2 cores). TRAFFIC_ARGS="--per-class 40".
+.PHONY: traffic
+traffic: $(STAMP)
+	$(BIN)/python -m benchmarks.traffic $(TRAFFIC_ARGS)
 
 # Mutation testing (docs/BENCHMARKS.md, "Mutation testing"): mutmut, set up in pyproject.toml [tool.mutmut], on
 # tp_net/cells.py, tp_net/codec.py and tp_crypto/onion.py (about 10 minutes on 2 busy cores). It installs the

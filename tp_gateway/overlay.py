@@ -50,6 +50,7 @@ from tp_net.path_selection import (
 )
 from tp_net.sealed import SEALED_SERVICE
 from tp_net.stream_deadlines import stream_deadlines
+from tp_net.traffic_shaping import pad_request
 from tp_net.transport import Dialer
 from tp_node.directory_duties import DOCUMENT_RETRY_S, refresh_delay_s
 
@@ -468,7 +469,8 @@ class Overlay:
                 raise
             trace.path = tuple(hop.node_id for hop in circuit.core.path[:-1])
             trace.circuit_at = self._monotonic()
-            answer = _within_deadlines(circuit, INFERENCE_SERVICE, document, self._retire_circuits_sharing)
+            padded = pad_request(dict(document))  # to a size bucket (tp_net.traffic_shaping)
+            answer = _within_deadlines(circuit, INFERENCE_SERVICE, padded, self._retire_circuits_sharing)
             async with aclosing(answer) as chunks:
                 async for chunk in chunks:
                     error = chunk.get("error") if isinstance(chunk, dict) else None

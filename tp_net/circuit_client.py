@@ -29,9 +29,12 @@ from tp_net.cells import (
     handshake_message,
     relay_cell,
 )
+from tp_net.circuit_hop import DROP_CELLS_PER_CIRCUIT_BURST, DROP_CELLS_PER_CIRCUIT_RATE_PER_S
 from tp_net.frames import Cell, Frame
-from tp_net.relay_messages import RelayDrop, RelayExtend, RelayExtended
+from tp_net.rate_limits import TokenBucket
+from tp_net.relay_messages import RelayData, RelayDrop, RelayExtend, RelayExtended
 from tp_net.streams import CircuitEdge, StreamEvent
+from tp_net.traffic_shaping import drop_echoes
 
 # Each hop after the first costs one EXTEND, which only a RELAY_EARLY cell may carry (relays count them).
 CIRCUIT_HOPS_MAX = 1 + RELAY_EARLY_CELLS_PER_CIRCUIT_MAX
@@ -78,6 +81,10 @@ class ClientCircuit:
         self.path = tuple(path)
         self.state = CircuitState.BUILDING
         self.close_reason: DestroyReason | None = None
+        self._cells_from_node = 0  # DATA and DROP cells from the last hop (drop_echoes counts them)
+        # Half the DROP budget the node allows a circuit (the other half stays for keepalives).
+        self._echoes = TokenBucket(DROP_CELLS_PER_CIRCUIT_RATE_PER_S / 2, DROP_CELLS_PER_CIRCUIT_BURST // 2)
+        self._now = 0.0
         self.edge = CircuitEdge(accepts_streams=False, data_bytes_max=RELAY_DATA_BYTES_MAX)
         self._layers: list[HopLayer] = []
         for hop in self.path[1:]:
@@ -100,9 +107,11 @@ class ClientCircuit:
         cells, self._outbox = self._outbox, []
         return cells
 
-    def receive_cell(self, cell: Cell) -> list[CircuitEvent]:
+    def receive_cell(self, cell: Cell, now: float = 0.0) -> list[CircuitEvent]:
+        """`now`: seconds on a monotonic clock (only the drop echoes' budget reads it)."""
         if self.state is CircuitState.CLOSED:
             return []
+        self._now = now
         try:
             return self._receive(cell)
         except RemoteProtocolError:
@@ -146,6 +155,13 @@ class ClientCircuit:
         return events
 
     def _receive_message(self, hop_index: int, message: Frame) -> list[CircuitEvent]:
+        if hop_index == len(self.path) - 1 and isinstance(message, RelayData | RelayDrop):
+            self._cells_from_node += 1
+            if isinstance(message, RelayDrop):  # the node's padding (tp_net.traffic_shaping)
+                for _ in range(drop_echoes(self._cells_from_node)):
+                    # Within the node's DROP budget, whatever the node sends: past it, no echo.
+                    if self._echoes.take(self._now):
+                        self._outbox.append(self._relay_to(hop_index, RelayDrop()))
         if hop_index != len(self._layers) - 1:
             if isinstance(message, RelayDrop):
                 return []

@@ -218,6 +218,11 @@ class HopCore:
                 outputs += self._teardown(circuit, DestroyReason.TIMEOUT, notify_both=True)
         return outputs
 
+    def send_drop(self, ref: CircuitRef) -> list[HopOutput]:
+        """A DROP (dummy) cell from this hop to the client: relays cannot tell it from data."""
+        circuit = self._circuits.get(ref)
+        return self._originate(circuit, RelayDrop()) if circuit is not None else []
+
     # --- internals ----------------------------------------------------------------------------
 
     def _create(self, link: LinkId, info: _Link, cell: Cell, now: float) -> list[HopOutput]:

@@ -48,7 +48,10 @@ LOGIT_BIAS_ABS_MAX = 100.0
 TOKEN_ID_MAX = 2**31 - 1  # llama.cpp's llama_token is an int32; the engine checks against the vocabulary
 TOKEN_ID = re.compile(r"0|[1-9][0-9]{0,9}")
 
-COMMON_FIELDS = frozenset({"kind", "model"})
+# `pad`: a string the node ignores, which brings the request to a size bucket (tp_net.traffic_shaping); a
+# response message that is only {`pad`: string} is a dummy the client drops.
+PAD_FIELD = "pad"
+COMMON_FIELDS = frozenset({"kind", "model", PAD_FIELD})
 GENERATION_FIELDS = frozenset(
     {"max_tokens", "stop", "seed", *SAMPLING_RANGES} | {"n", "logprobs", "logit_bias"}
 )

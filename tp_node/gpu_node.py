@@ -22,6 +22,7 @@ from tp_net.errors import TokenPlaceError, WrongPeerError
 from tp_net.inference_contract import INFERENCE_SERVICE
 from tp_net.link_trio import dial_link
 from tp_net.sealed import SEALED_SERVICE, SealingKey
+from tp_net.traffic_shaping import RESPONSE_SHAPING_DEFAULT, ResponseShaping
 from tp_net.transport import Dialer
 from tp_node.engine import Engine
 from tp_node.hop_runtime import HopRuntime
@@ -52,6 +53,7 @@ class GpuNode(HopRuntime):
         rng: random.Random,
         sealing_keys: Callable[[], list[SealingKey]] | None = None,
         wall_clock: Callable[[], float] = time.time,
+        shaping: ResponseShaping = RESPONSE_SHAPING_DEFAULT,
     ) -> None:
         """With `sealing_keys` (newest first) the node also serves sealed requests (PROTOCOL.md 9)."""
         services: dict[str, ServiceHandler] = {INFERENCE_SERVICE: engine.generate}
@@ -66,7 +68,7 @@ class GpuNode(HopRuntime):
             services=tuple(services),
             identity_key=identity.x25519_private,
         )
-        super().__init__(identity, core, services)
+        super().__init__(identity, core, services, shaping)
         self.home_relays = list(home_relays)
         self._engine = engine
         self._dialer = dialer

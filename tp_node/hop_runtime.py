@@ -23,6 +23,7 @@ from tp_net.hop_outputs import CircuitRef, ConnectTo, HopOutput, SendCell, Servi
 from tp_net.link_pump import LinkPump
 from tp_net.link_trio import Link
 from tp_net.streams import CIRCUIT_WINDOW_CELLS
+from tp_net.traffic_shaping import RESPONSE_SHAPING_OFF, ResponseShaping
 from tp_node.services import ServiceHandler, ServiceHost, StreamPort
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,11 @@ class HopRuntime:
     """Links and circuits of one hop. Subclasses handle ConnectTo and ServiceEvent."""
 
     def __init__(
-        self, identity: Identity, core: HopCore, services: Mapping[str, ServiceHandler] | None = None
+        self,
+        identity: Identity,
+        core: HopCore,
+        services: Mapping[str, ServiceHandler] | None = None,
+        shaping: ResponseShaping = RESPONSE_SHAPING_OFF,
     ) -> None:
         self.identity = identity
         self.core = core
@@ -72,8 +77,14 @@ class HopRuntime:
             consumed=lambda ref, stream_id: self.apply(core.streams.consumed(ref, stream_id)),
             queued_bytes=core.streams.queued_bytes,
             wait_for_progress=self.wait_for_progress,
+            drop=self._send_drop,
         )
-        self.services = ServiceHost(services or {}, port)
+        self.services = ServiceHost(services or {}, port, shaping)
+
+    def _send_drop(self, ref: CircuitRef) -> bool:
+        outputs = self.core.send_drop(ref)
+        self.apply(outputs)
+        return bool(outputs)
 
     @property
     def link_count(self) -> int:

@@ -21,6 +21,7 @@ from tp_net.inference_contract import (
     MESSAGE_FIELDS,
     MESSAGES_MAX,
     MODEL_ID_CHARS_MAX,
+    PAD_FIELD,
     ROLES,
     SAMPLING_RANGES,
     SEED_ABS_MAX,
@@ -295,6 +296,8 @@ def _kind_and_model(document: Mapping[str, Any]) -> tuple[str, str | None]:
     if unknown:
         name = str(unknown[0])[:ERROR_FIELD_CHARS_MAX]
         raise _fail("unknown_field", f"field {name!r} is not part of a {kind} request")
+    if not isinstance(document.get(PAD_FIELD, ""), str):
+        raise _fail("invalid_pad", "pad must be a string (its only use is its length)")
     return str(kind), model
 
 

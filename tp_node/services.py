@@ -29,12 +29,16 @@ from tp_net.errors import RemoteProtocolError, ServiceError
 from tp_net.hop_outputs import CircuitRef, ServiceEvent
 from tp_net.messages import REQUEST_BYTES_MAX, RequestReader, encode_message
 from tp_net.streams import STREAM_SEND_BUFFER_BYTES, EndReason, StreamData, StreamEnded, StreamOpened
+from tp_net.traffic_shaping import RESPONSE_SHAPING_OFF, ResponseCadence, ResponseShaping
 
 log = logging.getLogger(__name__)
 
 # Bytes of unfinished requests held for one circuit, and for all circuits together.
 REQUEST_BUFFER_BYTES_PER_CIRCUIT_MAX = 4 * REQUEST_BYTES_MAX
 REQUEST_BUFFER_BYTES_MAX = 64 * REQUEST_BYTES_MAX
+# Responses of one circuit that pad after their END at one time (tp_net.traffic_shaping); past it a response
+# goes unpadded, so that a client cannot make a node send padding for more requests than it has open.
+PADDING_RESPONSES_PER_CIRCUIT_MAX = 4
 
 ServiceHandler = Callable[[Mapping[str, Any]], AsyncGenerator[Mapping[str, Any], None]]
 StreamKey = tuple[CircuitRef, int]
@@ -50,6 +54,7 @@ class StreamPort:
     consumed: Callable[[CircuitRef, int], None]
     queued_bytes: Callable[[CircuitRef, int], int | None]
     wait_for_progress: Callable[[], Any]
+    drop: Callable[[CircuitRef], bool]  # one dummy (DROP) cell to the client; False: the circuit is gone
 
 
 @dataclass(eq=False)
@@ -60,9 +65,16 @@ class _Request:
 
 
 class ServiceHost:
-    def __init__(self, services: Mapping[str, ServiceHandler], port: StreamPort) -> None:
+    def __init__(
+        self,
+        services: Mapping[str, ServiceHandler],
+        port: StreamPort,
+        shaping: ResponseShaping = RESPONSE_SHAPING_OFF,
+    ) -> None:
         self.services = dict(services)
         self._port = port
+        self._shaping = shaping
+        self._padding: dict[CircuitRef, int] = {}  # responses padding after their END, per circuit
         self._requests: dict[StreamKey, _Request] = {}
         # Bytes held by unfinished requests (RequestReader buffers), per circuit and in all.
         self._buffered_per_circuit: dict[CircuitRef, int] = {}
@@ -166,27 +178,79 @@ class ServiceHost:
         assert request.scope is not None
         with request.scope:
             try:
-                await self._respond(key, self.services[request.service], document)
-            except ServiceError as exc:
-                error = {"error": {"code": exc.code, "message": str(exc)}}
-                self._port.send(key[0], key[1], encode_message(error))
+                await self._respond(key, request.service, document)
             except Exception as exc:  # a handler's bug must not take the relay or node down
-                # The class name only: a traceback or message could quote the request.
-                log.error("service %r failed: %s", request.service, exc.__class__.__name__)  # noqa: TRY400
-                error = {"error": {"code": "internal_error", "message": "the service failed"}}
-                self._port.send(key[0], key[1], encode_message(error))
+                self._port.send(key[0], key[1], _failure_message(request.service, exc))
             self._port.end(key[0], key[1], EndReason.DONE)
         if self._requests.get(key) is request:
             self._forget(key)
 
-    async def _respond(self, key: StreamKey, handler: ServiceHandler, document: Any) -> None:
+    async def _respond(self, key: StreamKey, service: str, document: Any) -> None:
+        handler = self.services[service]
         if not isinstance(document, dict):
             raise ServiceError("invalid_request", "a request must be a map")
+        if self._shaping.tick_s is not None:
+            await self._respond_on_cadence(key, service, document, self._shaping.tick_s)
+            return
         async with aclosing(handler(document)) as messages:
             async for message in messages:
                 self._port.send(key[0], key[1], encode_message(message))
                 if not await self._wait_for_window(key):
                     return
+
+    async def _respond_on_cadence(self, key: StreamKey, service: str, document: Any, tick_s: float) -> None:
+        """The response leaves on ticks (tp_net.traffic_shaping): END after the real data, then padding."""
+        cadence = ResponseCadence(self._shaping)
+
+        async def produce() -> None:
+            try:
+                async with aclosing(self.services[service](document)) as messages:
+                    async for message in messages:
+                        cadence.add(encode_message(message))
+                        # Backpressure as in _respond: the ticks drain the buffer as the window allows.
+                        while cadence.buffered_bytes > STREAM_SEND_BUFFER_BYTES:
+                            await trio.sleep(tick_s)
+            except Exception as exc:  # as in _serve: the error is the response's last message
+                cadence.add(_failure_message(service, exc))
+            cadence.finish()
+
+        due = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(produce)
+            while True:
+                due += tick_s
+                await trio.sleep_until(due)
+                tick = cadence.tick()
+                if tick.data:
+                    self._port.send(key[0], key[1], tick.data)
+                if tick.end_stream:
+                    self._port.end(key[0], key[1], EndReason.DONE)
+                    break
+                if tick.data and not await self._wait_for_window(key):
+                    nursery.cancel_scope.cancel()
+                    return
+        await self._pad(key, cadence, due, tick_s)
+
+    async def _pad(self, key: StreamKey, cadence: ResponseCadence, due: float, tick_s: float) -> None:
+        """After END: DROPs on the ticks until the bucket is full (or the circuit is gone). The stream is
+        over, so its request is forgotten now; at most PADDING_RESPONSES_PER_CIRCUIT_MAX pad at a time."""
+        circuit = key[0]
+        padding = self._padding.get(circuit, 0)
+        if cadence.done or padding >= PADDING_RESPONSES_PER_CIRCUIT_MAX:
+            return
+        self._forget(key)
+        self._padding[circuit] = padding + 1
+        try:
+            while not cadence.done:
+                due += tick_s
+                await trio.sleep_until(due)
+                for _ in range(cadence.tick().dummy_cells):
+                    if not self._port.drop(circuit):
+                        return
+        finally:
+            self._padding[circuit] -= 1
+            if not self._padding[circuit]:
+                del self._padding[circuit]
 
     async def _wait_for_window(self, key: StreamKey) -> bool:
         """Wait until the stream's queue is below its bound; False when the stream is gone."""
@@ -197,3 +261,12 @@ class ServiceHost:
             if queued <= STREAM_SEND_BUFFER_BYTES:
                 return True
             await self._port.wait_for_progress()
+
+
+def _failure_message(service: str, exc: Exception) -> bytes:
+    """The error message a client gets for a request its service refused (ServiceError) or failed on."""
+    if isinstance(exc, ServiceError):
+        return encode_message({"error": {"code": exc.code, "message": str(exc)}})
+    # The class name only: a traceback or message could quote the request.
+    log.error("service %r failed: %s", service, exc.__class__.__name__)
+    return encode_message({"error": {"code": "internal_error", "message": "the service failed"}})

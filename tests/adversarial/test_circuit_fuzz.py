@@ -66,6 +66,7 @@ from tp_net.relay_messages import (
     RelayExtended,
     RelaySendme,
 )
+from tp_net.traffic_shaping import RESPONSE_SHAPING_OFF
 from tp_net.transport import Channel, Dialer
 from tp_net.transport_memory import MemoryNetwork
 from tp_net.transport_ws import WebSocketDialer
@@ -494,7 +495,9 @@ async def honest_request_succeeds(net: InProcessNetwork) -> None:
 async def attacking(path_length: int) -> AsyncIterator[tuple[InProcessNetwork, Attacker]]:
     trio.socket.set_custom_hostname_resolver(_NoDns())
     async with (
-        in_process_network(make_relay=fuzz_relay) as net,
+        # Unshaped: settle() waits until every task is blocked, which a node waiting for its next response
+        # tick (tp_net.traffic_shaping) already is before it answers.
+        in_process_network(make_relay=fuzz_relay, shaping=RESPONSE_SHAPING_OFF) as net,
         AttackerLink.connect(net.network.dialer(), net.relay_hops[0]) as link,
     ):
         assert isinstance(link, AttackerLink)

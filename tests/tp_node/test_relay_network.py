@@ -16,6 +16,7 @@ from tp_net.client import CircuitError, ClientLink, StreamError
 from tp_net.frames import Cell
 from tp_net.hop_outputs import HopOutput, SendCell
 from tp_net.inference_contract import INFERENCE_SERVICE
+from tp_net.traffic_shaping import RESPONSE_SHAPING_OFF
 from tp_net.transport import Channel, Dialer
 from tp_net.transport_memory import MemoryNetwork
 from tp_node.engine import FakeEngine
@@ -60,7 +61,10 @@ async def test_no_relay_sees_the_prompt_or_the_response() -> None:
         relays.append(relay)
         return relay
 
-    async with in_process_network(make_relay=make_relay, engine=SentinelEngine()) as net:
+    # Unshaped, so that each token leaves in a cell of its own (more cells for the relays to look into).
+    async with in_process_network(
+        make_relay=make_relay, engine=SentinelEngine(), shaping=RESPONSE_SHAPING_OFF
+    ) as net:
         request = {"messages": [{"role": "user", "content": PROMPT_SENTINEL * 40}], "max_tokens": 4}
         chunks = await ask(net.path(), net.network.dialer(), request)
         assert [chunk["text"] for chunk in chunks] == [RESPONSE_SENTINEL] * 50

@@ -40,6 +40,7 @@ class RecordingPort:
             consumed=self._consumed,
             queued_bytes=lambda ref, sid: 0,
             wait_for_progress=self.progress.wait,
+            drop=lambda ref: True,
         )
 
     def _consumed(self, ref: CircuitRef, sid: int) -> None:

@@ -14,6 +14,7 @@ from tp_crypto.identity import Identity
 from tp_crypto.noise import generate_keypair
 from tp_net.circuit_client import HopInfo
 from tp_net.sealed import SealingKey
+from tp_net.traffic_shaping import RESPONSE_SHAPING_DEFAULT, ResponseShaping
 from tp_net.transport import Dialer
 from tp_net.transport_memory import MemoryNetwork
 from tp_node.engine import Engine, FakeEngine
@@ -50,6 +51,7 @@ async def in_process_network(
     seed: int = 1,
     wrap_node_dialer: Callable[[Dialer], Dialer] | None = None,
     sealing_keys: list[SealingKey] | None = None,
+    shaping: ResponseShaping = RESPONSE_SHAPING_DEFAULT,
 ) -> AsyncIterator[InProcessNetwork]:
     """Relays at mem://relayN; one GPU node homed on the last relay."""
     rng = random.Random(seed)
@@ -73,6 +75,7 @@ async def in_process_network(
             dialer=wrap_node_dialer(network.dialer()) if wrap_node_dialer else network.dialer(),
             rng=rng,
             sealing_keys=None if sealing_keys is None else (lambda: sealing_keys),
+            shaping=shaping,
         )
         nursery.start_soon(node.run)
         await node.linked.wait()
