@@ -65,7 +65,7 @@ traffic: $(STAMP)
 	$(BIN)/python -m benchmarks.traffic $(TRAFFIC_ARGS)
 
 # Mutation testing (docs/BENCHMARKS.md, "Mutation testing"): mutmut, set up in pyproject.toml [tool.mutmut], on
-# tp_net/cells.py, tp_net/codec.py and tp_crypto/onion.py (about 10 minutes on 2 busy cores). It installs the
+# tp_net/protocol/cells.py, tp_net/protocol/codec.py and tp_crypto/onion.py (about 10 minutes on 2 busy cores). It installs the
 # `mutate` extra (not in dev: CI never runs this), works in mutants/, and lists every mutant that survived;
 # `$(BIN)/mutmut show NAME` shows one.
 .PHONY: mutate

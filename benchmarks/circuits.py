@@ -32,13 +32,13 @@ from tp_crypto.identity import Identity
 from tp_crypto.noise import generate_keypair
 from tp_dev.local_network import LOCAL_PERIOD_S, free_ports, local_network
 from tp_dev.processes import StartedProcess, python_process
-from tp_net.cells import RELAY_DATA_BYTES_MAX
-from tp_net.circuit_client import HopInfo
-from tp_net.client import Circuit, ClientLink
-from tp_net.frames import CELL_BODY_BYTES
-from tp_net.inference_contract import INFERENCE_SERVICE
-from tp_net.rate_limits import CLIENT_CREATE_RATE_PER_S
-from tp_net.transport_ws import WebSocketDialer
+from tp_net.protocol.cells import RELAY_DATA_BYTES_MAX
+from tp_net.protocol.circuit_client import HopInfo
+from tp_net.protocol.frames import CELL_BODY_BYTES
+from tp_net.protocol.inference_contract import INFERENCE_SERVICE
+from tp_net.protocol.rate_limits import CLIENT_CREATE_RATE_PER_S
+from tp_net.trio.client import Circuit, ClientLink
+from tp_net.trio.transport_ws import WebSocketDialer
 from tp_node.gpu_node import GpuNode, HomeRelay
 
 BULK_CHUNK_BYTES = 16 * 1024

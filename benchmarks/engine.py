@@ -30,9 +30,9 @@ import llama_cpp
 import trio
 
 from tp_dev.local_network import local_network
-from tp_net.client import ClientLink
-from tp_net.inference_contract import INFERENCE_SERVICE
-from tp_net.transport_ws import WebSocketDialer
+from tp_net.protocol.inference_contract import INFERENCE_SERVICE
+from tp_net.trio.client import ClientLink
+from tp_net.trio.transport_ws import WebSocketDialer
 from tp_node.llama_engine import HANDOFF_INTERVAL_S, LlamaEngine, ModelConfig, open_llama_engine
 from tp_node.slots import SlotWorker
 from tp_node.testing.tiny_model import write_tiny_model

@@ -20,9 +20,9 @@ import trio
 from benchmarks.engine import Direct, request
 from benchmarks.results import RATIO_TARGET, Row, measured
 from tp_dev.local_network import local_network
-from tp_net.client import ClientLink
-from tp_net.inference_contract import INFERENCE_SERVICE
-from tp_net.transport_ws import WebSocketDialer
+from tp_net.protocol.inference_contract import INFERENCE_SERVICE
+from tp_net.trio.client import ClientLink
+from tp_net.trio.transport_ws import WebSocketDialer
 from tp_node.testing.tiny_model import write_tiny_model
 
 TINY = "tiny"

@@ -5,7 +5,7 @@
 1. `transport`: CPU microseconds per one-way 1,100-byte message over the WebSocket channel on loopback
    (both ends in this process), against the same bytes with a 4-byte length prefix over a bare trio TCP
    stream: what the WebSocket layer adds to each cell batch at each hop.
-2. `overlay`: the real relay and node code on the in-memory transport (tp_net.transport_memory), a warm
+2. `overlay`: the real relay and node code on the in-memory transport (tp_net.trio.transport_memory), a warm
    4-hop circuit, 16-token chat requests to the fake engine: time to first token, total time and CPU per
    request with no sockets, no system calls and no other process: the protocol's own cost, a floor for
    the multi-process figures.
@@ -23,10 +23,10 @@ from typing import Any
 import trio
 
 from benchmarks.stats import summary
-from tp_net.client import ClientLink
-from tp_net.inference_contract import INFERENCE_SERVICE
-from tp_net.transport import Channel
-from tp_net.transport_ws import WebSocketDialer, WebSocketListener
+from tp_net.protocol.inference_contract import INFERENCE_SERVICE
+from tp_net.trio.client import ClientLink
+from tp_net.trio.transport import Channel
+from tp_net.trio.transport_ws import WebSocketDialer, WebSocketListener
 from tp_node.engine import FakeEngine
 from tp_node.testing.memory_network import in_process_network
 

@@ -20,12 +20,12 @@ from collections.abc import Sequence
 import trio
 
 from tp_crypto.identity import Identity
-from tp_net.errors import LinkClosed, TokenPlaceError
-from tp_net.frames import Frame, Padding, Ping, Pong
-from tp_net.link import CloseReason
-from tp_net.link_trio import Link, accept_link, dial_link
-from tp_net.transport import Channel
-from tp_net.transport_ws import WebSocketDialer, WebSocketListener
+from tp_net.protocol.errors import LinkClosed, TokenPlaceError
+from tp_net.protocol.frames import Frame, Padding, Ping, Pong
+from tp_net.protocol.link import CloseReason
+from tp_net.trio.link_trio import Link, accept_link, dial_link
+from tp_net.trio.transport import Channel
+from tp_net.trio.transport_ws import WebSocketDialer, WebSocketListener
 
 SEND_BATCH_FRAMES = 64
 

@@ -17,7 +17,7 @@ import trio
 from benchmarks.openai_http import wait_for_model
 from tp_dev.local_network import LocalNetwork, local_network
 from tp_dev.processes import StartedProcess, python_process
-from tp_net.circuit_client import HopInfo
+from tp_net.protocol.circuit_client import HopInfo
 
 RELAY_COUNT = 5
 LOG_LEVEL = "error"  # the authorities warn while a new network gathers votes

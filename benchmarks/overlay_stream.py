@@ -14,9 +14,9 @@ import trio
 
 from benchmarks.network import BenchNetwork
 from benchmarks.results import RATIO_TARGET, Row, measured
-from tp_net.client import Circuit, ClientLink
-from tp_net.inference_contract import INFERENCE_SERVICE
-from tp_net.transport_ws import WebSocketDialer
+from tp_net.protocol.inference_contract import INFERENCE_SERVICE
+from tp_net.trio.client import Circuit, ClientLink
+from tp_net.trio.transport_ws import WebSocketDialer
 from tp_node.engine import FakeEngine
 
 Arm = Callable[[], Awaitable[float]]

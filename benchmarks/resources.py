@@ -13,9 +13,9 @@ import trio
 from benchmarks.network import LOG_LEVEL, BenchNetwork
 from benchmarks.results import Bound, Row, Target, measured
 from tp_dev.processes import python_process
-from tp_net.client import Circuit, ClientLink
-from tp_net.inference_contract import INFERENCE_SERVICE
-from tp_net.transport_ws import WebSocketDialer
+from tp_net.protocol.inference_contract import INFERENCE_SERVICE
+from tp_net.trio.client import Circuit, ClientLink
+from tp_net.trio.transport_ws import WebSocketDialer
 
 KIB_PER_MB = 1024.0
 CONCURRENT_CIRCUITS = 10  # the streams are spread over this many circuits, all on the same path

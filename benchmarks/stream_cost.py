@@ -20,9 +20,9 @@ import trio
 
 from benchmarks.network import bench_network
 from benchmarks.suite import PACED_TOKEN_DELAY_MS
-from tp_net.client import ClientLink
-from tp_net.inference_contract import INFERENCE_SERVICE
-from tp_net.transport_ws import WebSocketDialer
+from tp_net.protocol.inference_contract import INFERENCE_SERVICE
+from tp_net.trio.client import ClientLink
+from tp_net.trio.transport_ws import WebSocketDialer
 
 WARMUP_TOKENS = 200
 PROFILE_RATE_HZ = 200

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from tp_crypto.errors import TokenPlaceError
 from tp_crypto.identity import NODE_ID_BYTES, load_key_file
-from tp_net.bootstrap_config import load_bootstrap
-from tp_net.directory import make_invitation
+from tp_net.protocol.bootstrap_config import load_bootstrap
+from tp_net.protocol.directory import make_invitation
 
 DAY_S = 24 * 3600
 DAYS_MAX = 3650

@@ -24,14 +24,14 @@ from pathlib import Path
 
 from tp_crypto.errors import TokenPlaceError
 from tp_crypto.identity import create_key_file
-from tp_net.bootstrap_config import (
+from tp_net.protocol.bootstrap_config import (
     PERIOD_S_DEFAULT,
     PERIOD_S_MIN,
     Bootstrap,
     BootstrapAuthority,
     write_bootstrap,
 )
-from tp_net.path_selection import subnet_key
+from tp_net.protocol.path_selection import subnet_key
 
 BOOTSTRAP_FILE_NAME = "bootstrap.json"
 

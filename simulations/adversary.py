@@ -19,12 +19,12 @@ import trio
 
 from simulations.netsim import SimChannel
 from tp_crypto.identity import Identity
-from tp_net.cells import CellCommand
-from tp_net.frames import Cell, Frame
-from tp_net.hop_outputs import HopOutput, SendCell
-from tp_net.transport import Dialer
+from tp_net.protocol.cells import CellCommand
+from tp_net.protocol.frames import Cell, Frame
+from tp_net.protocol.hop_outputs import HopOutput, SendCell
+from tp_net.trio.services import ServiceHandler
+from tp_net.trio.transport import Dialer
 from tp_node.relay import Relay
-from tp_node.services import ServiceHandler
 
 LINK_WINDOW_S = 3.0  # a last-hop sighting is linked to the latest guard sighting this long before it
 

@@ -4,9 +4,10 @@ Each client is a machine running the gateway's own `tp_gateway.overlay.Overlay` 
 (its dialer, trio's virtual clock, the machine's skewed wall clock, its own seeded rng): node choice, paths,
 guards, the circuit pool, failover, the avoid set and guards down are the gateway's, not copies. A client
 only says what to ask and records how it went (from the Overlay's RequestTrace). All clients share one
-DirectoryFeed: one real fetch and verification of each document (tp_net.directory_client.fetch_directory),
-handed to every Overlay with `use_directory`, stands for every gateway fetching the same bytes, which at
-10,000 machines would otherwise be most of the run (documented in docs/SIMULATION.md).
+DirectoryFeed: one real fetch and verification of each document
+(tp_net.trio.directory_client.fetch_directory), handed to every Overlay with `use_directory`, stands for every
+gateway fetching the same bytes, which at 10,000 machines would otherwise be most of the run (documented in
+docs/SIMULATION.md).
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ from simulations.netsim import Machine, SimNetwork
 from tp_crypto.errors import TokenPlaceError
 from tp_gateway.overlay import Overlay, OverlayError
 from tp_gateway.request_trace import RequestTrace
-from tp_net.bootstrap_config import Bootstrap
-from tp_net.circuit_client import HopInfo
-from tp_net.directory import Directory, NewestDocument, Trust
-from tp_net.directory_client import fetch_directory
+from tp_net.protocol.bootstrap_config import Bootstrap
+from tp_net.protocol.circuit_client import HopInfo
+from tp_net.protocol.directory import Directory, NewestDocument, Trust
+from tp_net.trio.directory_client import fetch_directory
 from tp_node.engine import FAKE_MODEL_ID
 
 FEED_REFRESH_FRACTION = 8  # the feed looks for a new document every period_s / this
@@ -80,7 +81,7 @@ class DirectoryFeed:
         self._trust = trust
         self._period_s = period_s
         self._rng = rng
-        self._held = NewestDocument(trust)  # the one freshness rule (tp_net.directory)
+        self._held = NewestDocument(trust)  # the one freshness rule (tp_net.protocol.directory)
         self.directory: Directory | None = None
         self.subscribers: list[Callable[[Directory], None]] = []
         self.fetches = 0

@@ -9,8 +9,8 @@ loudly instead of silently making runs irreproducible.
 
 Signature checks are pure: at scale, thousands of simulated machines verify the same directory document and
 the same descriptors. `shared_verifier` is tp_crypto.signed.verify memoized for the run, given to every
-machine's Trust (tp_net.directory.Trust.verify), so each distinct (key, domain, body, signature) is checked
-once.
+machine's Trust (tp_net.protocol.directory.Trust.verify), so each distinct (key, domain, body, signature) is
+checked once.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@
   message a relay receives on a link, every log record (any machine, any level the run captures) and every
   relay's own store of what it saw is scanned for the sentinels' common marker;
 - no circuit has two relays of one declared family (or one relay twice);
-- buffers stay under their bounds (tp_node.hop_runtime's per-circuit and per-link cell queues).
+- buffers stay under their bounds (tp_net.trio.hop_runtime's per-circuit and per-link cell queues).
 
 The first violation stops the run: the checker cancels the world, and the runner raises SimulationViolation
 with the seed and the event, which the CLI prints.
@@ -19,8 +19,8 @@ from collections.abc import Callable, Iterable, Sequence
 
 import trio
 
-from tp_net.descriptors import RelayDescriptor
-from tp_node.hop_runtime import CIRCUIT_QUEUE_CELLS_MAX, LINK_QUEUE_CELLS_MAX, HopRuntime
+from tp_net.protocol.descriptors import RelayDescriptor
+from tp_net.trio.hop_runtime import CIRCUIT_QUEUE_CELLS_MAX, LINK_QUEUE_CELLS_MAX, HopRuntime
 
 SENTINEL_MARK = "tp-sim-sentinel"
 SENTINEL_MARK_BYTES = SENTINEL_MARK.encode()

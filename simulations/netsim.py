@@ -1,8 +1,8 @@
 """The simulated network: machines in regions, links with latency, bandwidth and loss, partitions, crashes.
 
-It is the in-memory transport plus a link model: listeners are tp_net.transport_memory listeners (addresses
-are the relays' ws:// URLs), and a dial builds a pair of SimChannels (MemoryChannels that say when each
-message arrives) and hands the accepting end over with `MemoryNetwork.hand_over`. A message sent at t
+It is the in-memory transport plus a link model: listeners are tp_net.trio.transport_memory listeners
+(addresses are the relays' ws:// URLs), and a dial builds a pair of SimChannels (MemoryChannels that say when
+each message arrives) and hands the accepting end over with `MemoryNetwork.hand_over`. A message sent at t
 arrives at t' = (when the sender's uplink has pushed it out) + the link's one-way latency; the receiving
 end sleeps until t' on trio's (virtual) clock. Links are reliable and ordered, like WebSockets over TCP:
 loss shows as a link that breaks. SimChannel is in the transport conformance suite
@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 import trio
 
 from simulations.config import NetworkModel
-from tp_net.errors import DialError
-from tp_net.transport import Channel
-from tp_net.transport_memory import (
+from tp_net.protocol.errors import DialError
+from tp_net.trio.transport import Channel
+from tp_net.trio.transport_memory import (
     MEMORY_CHANNEL_BUFFER_MESSAGES,
     MemoryChannel,
     MemoryListener,

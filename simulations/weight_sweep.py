@@ -21,7 +21,7 @@ import hashlib
 import random
 from dataclasses import dataclass
 
-from tp_net.bandwidth_weights import (
+from tp_net.protocol.bandwidth_weights import (
     MeasurementScheduler,
     Outcome,
     Sample,
@@ -29,8 +29,8 @@ from tp_net.bandwidth_weights import (
     document_weights,
     predicted_share,
 )
-from tp_net.descriptors import ModelOffer, NodeDescriptor, RelayDescriptor
-from tp_net.path_selection import choose_guards, choose_node, choose_path
+from tp_net.protocol.descriptors import ModelOffer, NodeDescriptor, RelayDescriptor
+from tp_net.protocol.path_selection import choose_guards, choose_node, choose_path
 
 ATTACKS = ("honest", "inflation", "refuse-and-read")
 FRACTIONS = (0.05, 0.1, 0.2, 0.3)

@@ -23,15 +23,15 @@ from tp_crypto import signed
 from tp_crypto.identity import Identity
 from tp_crypto.noise_primitives import x25519_public
 from tp_crypto.signed import Verifier
-from tp_net.bootstrap_config import Bootstrap, BootstrapAuthority
-from tp_net.directory import make_invitation
-from tp_net.transport import Dialer
+from tp_net.protocol.bootstrap_config import Bootstrap, BootstrapAuthority
+from tp_net.protocol.directory import make_invitation
+from tp_net.trio.hop_runtime import HopRuntime
+from tp_net.trio.services import ServiceHandler
+from tp_net.trio.transport import Dialer
 from tp_node.authority_core import Admission
 from tp_node.engine import FakeEngine
 from tp_node.gpu_node import HomeRelay
-from tp_node.hop_runtime import HopRuntime
 from tp_node.roles import RelayPlan, open_node, open_relay
-from tp_node.services import ServiceHandler
 
 SIM_VERSION = "tp-sim"
 RELAY_PORT = 7000

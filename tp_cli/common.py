@@ -13,7 +13,7 @@ from tp_cli.config import ConfigError, add_config_argument, resolve
 from tp_cli.launch import default_data_dir, run_until_signalled
 from tp_cli.logs import LOG_FORMATS, setup_logging
 from tp_crypto.errors import TokenPlaceError
-from tp_net.trio_util import sole_exception
+from tp_net.trio.trio_util import sole_exception
 
 EXIT_NOT_IMPLEMENTED = 2
 DEFAULT_METRICS_HOST = "127.0.0.1"  # where --metrics PORT serves, unless it names a host

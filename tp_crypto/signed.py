@@ -26,5 +26,6 @@ def verify(node_id: bytes, domain: bytes, body: bytes, signature: bytes) -> bool
 
 
 # What checks a signature: `verify`, or one that gives its answers (a simulator's memoized copy). Code that
-# checks signatures takes one as a parameter (tp_net.directory.Trust.verify) with `verify` the default.
+# checks signatures takes one as a parameter (tp_net.protocol.directory.Trust.verify) with `verify` the
+# default.
 Verifier = Callable[[bytes, bytes, bytes, bytes], bool]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bootstrap.new_network import BOOTSTRAP_FILE_NAME, create_network
 from tp_dev.processes import StartedProcess, python_process
-from tp_net.circuit_client import HopInfo
+from tp_net.protocol.circuit_client import HopInfo
 
 
 @dataclass

@@ -59,7 +59,7 @@ from tp_gateway.openai_errors import model_gone, network_cannot_serve
 from tp_gateway.overlay import NOT_SERVABLE_CODES, Overlay, OverlayError
 from tp_gateway.public_guard import PUBLIC_CORS_HEADERS, SEALED_VIEWS, PublicPolicy, view_of
 from tp_gateway.sealed_routes import add_sealed_routes
-from tp_net.messages import REQUEST_BYTES_MAX
+from tp_net.protocol.messages import REQUEST_BYTES_MAX
 
 log = logging.getLogger(__name__)
 

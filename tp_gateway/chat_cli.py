@@ -26,9 +26,9 @@ from tp_cli.common import EXIT_FAILURE, int_in
 from tp_cli.launch import default_data_dir
 from tp_gateway.client import GUARD_FILE
 from tp_gateway.overlay import Overlay, OverlayError
-from tp_net.bootstrap_config import Bootstrap, BootstrapError, load_bootstrap
-from tp_net.inference_contract import MAX_TOKENS_LIMIT
-from tp_net.transport_ws import WebSocketDialer
+from tp_net.protocol.bootstrap_config import Bootstrap, BootstrapError, load_bootstrap
+from tp_net.protocol.inference_contract import MAX_TOKENS_LIMIT
+from tp_net.trio.transport_ws import WebSocketDialer
 
 EXIT_INTERRUPTED = 130
 DIRECTORY_WAIT_S = 30.0  # for the first signed directory

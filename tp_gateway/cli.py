@@ -27,8 +27,8 @@ from tp_gateway.client import GUARD_FILE
 from tp_gateway.http_guard import SiteRules, is_address, is_loopback, origin_argument
 from tp_gateway.overlay import Overlay
 from tp_gateway.public_guard import PublicPolicy
-from tp_net.bootstrap_config import load_bootstrap
-from tp_net.transport_ws import WebSocketDialer
+from tp_net.protocol.bootstrap_config import load_bootstrap
+from tp_net.trio.transport_ws import WebSocketDialer
 
 log = logging.getLogger(__name__)
 

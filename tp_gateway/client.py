@@ -44,8 +44,8 @@ from tp_gateway.client_thread import (
 )
 from tp_gateway.http_guard import SiteRules
 from tp_gateway.overlay import Overlay
-from tp_net.bootstrap_config import Bootstrap, load_bootstrap
-from tp_net.transport_ws import WebSocketDialer
+from tp_net.protocol.bootstrap_config import Bootstrap, load_bootstrap
+from tp_net.trio.transport_ws import WebSocketDialer
 
 IN_PROCESS_HOST = "token.place"
 BASE_URL = f"http://{IN_PROCESS_HOST}/v1"

@@ -18,7 +18,7 @@ from tp_gateway.openai_fields import (
     string,
     unsupported,
 )
-from tp_net.inference_contract import (
+from tp_net.protocol.inference_contract import (
     MESSAGES_MAX,
     RESPONSE_FORMAT_TYPES,
     ROLES,

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tp_gateway.openai_errors import malformed_chunk, node_error_document_to_api
-from tp_net.inference_contract import CHOICES_MAX, TOP_LOGPROBS_MAX
+from tp_net.protocol.inference_contract import CHOICES_MAX, TOP_LOGPROBS_MAX
 
 FLOAT32_MAX = 3.4028234663852886e38  # embeddings travel as float32 when base64-encoded
 EMBEDDING_DIMENSIONS_MAX = 65_536

@@ -11,7 +11,7 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from tp_gateway.openai_errors import ApiError
-from tp_net.document_scan import DOCUMENT_DEPTH_MAX
+from tp_net.protocol.document_scan import DOCUMENT_DEPTH_MAX
 
 # msgpack carries the node document: integers must fit 64 bits and nesting must stay shallow.
 INT_MIN = -(2**63)

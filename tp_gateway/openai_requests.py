@@ -1,11 +1,11 @@
 """OpenAI request bodies -> checked calls carrying the node's inference request document.
 
 `parse_chat`, `parse_completion` and `parse_embedding` take the parsed JSON body (any value) and raise
-only ApiError(400) naming the bad field. Every limit is the inference contract's (tp_net.inference_contract:
-one definition, enforced here and at the node), and `logit_bias` is checked by the contract's own rule.
-Fields OpenAI defines that token.place cannot honour (audio, echo...) are refused rather than silently
-dropped; the rest it does not need (user, metadata, store...) are type-checked and dropped: `user` in
-particular never leaves the gateway.
+only ApiError(400) naming the bad field. Every limit is the inference contract's
+(tp_net.protocol.inference_contract: one definition, enforced here and at the node), and `logit_bias` is
+checked by the contract's own rule. Fields OpenAI defines that token.place cannot honour (audio, echo...) are
+refused rather than silently dropped; the rest it does not need (user, metadata, store...) are type-checked
+and dropped: `user` in particular never leaves the gateway.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from tp_gateway.openai_fields import (
     string,
     unsupported,
 )
-from tp_net.inference_contract import (
+from tp_net.protocol.inference_contract import (
     CHOICES_MAX,
     EMBEDDING_INPUTS_MAX,
     MAX_TOKENS_LIMIT,

@@ -27,17 +27,14 @@ from tp_crypto.identity import short_id
 from tp_gateway.node_backoff import NodeBackoff
 from tp_gateway.openai_errors import node_error_to_api
 from tp_gateway.request_trace import RequestTrace
-from tp_net.bootstrap_config import Bootstrap
-from tp_net.cells import DestroyReason
-from tp_net.circuit_client import HopInfo
-from tp_net.client import Circuit, ClientLink
-from tp_net.descriptors import NodeDescriptor, RelayDescriptor
-from tp_net.directory import Directory, NewestDocument, SignedDocument
-from tp_net.directory_client import KeptLinks, fetch_directory, fetch_from_guards
-from tp_net.host_resolution import resolve_relay_hosts
-from tp_net.inference_contract import INFERENCE_SERVICE, image_urls
-from tp_net.model_identity import ModelIdentity, catalogue_pins, model_identities, nodes_serving
-from tp_net.path_selection import (
+from tp_net.protocol.bootstrap_config import Bootstrap
+from tp_net.protocol.cells import DestroyReason
+from tp_net.protocol.circuit_client import HopInfo
+from tp_net.protocol.descriptors import NodeDescriptor, RelayDescriptor
+from tp_net.protocol.directory import Directory, NewestDocument, SignedDocument
+from tp_net.protocol.inference_contract import INFERENCE_SERVICE, image_urls
+from tp_net.protocol.model_identity import ModelIdentity, catalogue_pins, model_identities, nodes_serving
+from tp_net.protocol.path_selection import (
     LOCAL_NETWORK_RULES,
     STRICT_RULES,
     GuardStore,
@@ -48,10 +45,13 @@ from tp_net.path_selection import (
     choose_path,
     circuit_hops,
 )
-from tp_net.sealed import SEALED_SERVICE
-from tp_net.stream_deadlines import stream_deadlines
-from tp_net.traffic_shaping import pad_request
-from tp_net.transport import Dialer
+from tp_net.protocol.sealed import SEALED_SERVICE
+from tp_net.protocol.stream_deadlines import stream_deadlines
+from tp_net.protocol.traffic_shaping import pad_request
+from tp_net.trio.client import Circuit, ClientLink
+from tp_net.trio.directory_client import KeptLinks, fetch_directory, fetch_from_guards
+from tp_net.trio.host_resolution import resolve_relay_hosts
+from tp_net.trio.transport import Dialer
 from tp_node.directory_duties import DOCUMENT_RETRY_S, refresh_delay_s
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,8 @@ GUARD_DOWN_S = 30.0
 # unknown (404).
 MODEL_REMEMBERED_S = 3600.0
 # The guard and middle of a path that went silent are left out of new paths this long (while others remain):
-# past the link silence deadline (tp_net.liveness), by when the links to a dead relay have been closed.
+# past the link silence deadline (tp_net.protocol.liveness), by when the links to a dead relay have been
+# closed.
 SILENT_PATH_AVOID_S = 30.0
 
 
@@ -305,7 +306,7 @@ class Overlay:
         return sorted(self._identities)
 
     def model_identity(self, model_id: str) -> ModelIdentity | None:
-        """The GGUF sha256 `model_id` stands for in the current directory (tp_net.model_identity)."""
+        """The GGUF sha256 `model_id` stands for in the current directory (tp_net.protocol.model_identity)."""
         return self._identities.get(model_id)
 
     def _nodes_for(self, model_id: str) -> list[NodeDescriptor]:
@@ -469,7 +470,7 @@ class Overlay:
                 raise
             trace.path = tuple(hop.node_id for hop in circuit.core.path[:-1])
             trace.circuit_at = self._monotonic()
-            padded = pad_request(dict(document))  # to a size bucket (tp_net.traffic_shaping)
+            padded = pad_request(dict(document))  # to a size bucket (tp_net.protocol.traffic_shaping)
             answer = _within_deadlines(circuit, INFERENCE_SERVICE, padded, self._retire_circuits_sharing)
             async with aclosing(answer) as chunks:
                 async for chunk in chunks:
@@ -651,8 +652,8 @@ class Overlay:
 async def _within_deadlines(
     circuit: Circuit, service: str, document: Mapping[str, Any], on_silent: Callable[[Circuit], None]
 ) -> AsyncGenerator[Any, None]:
-    """The answer's messages, each within its deadline (tp_net.stream_deadlines); when one passes, the
-    circuit is destroyed (its path went silent: no later request may use it), `on_silent` hears of it, and
+    """The answer's messages, each within its deadline (tp_net.protocol.stream_deadlines); when one passes,
+    the circuit is destroyed (its path went silent: no later request may use it), `on_silent` hears of it, and
     trio.TooSlowError is raised."""
     deadlines = stream_deadlines(len(circuit.core.path), circuit.built_in_s)
     wait_s = deadlines.first_chunk_s

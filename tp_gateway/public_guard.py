@@ -14,7 +14,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 
 from tp_gateway.openai_errors import ApiError
-from tp_net.rate_limits import TokenBucket
+from tp_net.protocol.rate_limits import TokenBucket
 
 # Sealed requests one client address (an IPv6 /64) may send: a steady rate and a burst.
 SEALED_REQUESTS_PER_ADDRESS_RATE_PER_S = 1.0

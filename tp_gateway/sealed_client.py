@@ -30,12 +30,12 @@ import httpx
 
 from tp_gateway.openai_api import ApiCall, ApiError, ChatCompletionCollector, ChatCompletionStream, parse_chat
 from tp_gateway.openai_errors import node_error_to_api, upstream_failure
-from tp_net.bootstrap_config import Bootstrap, load_bootstrap, parse_bootstrap
-from tp_net.descriptors import NodeDescriptor
-from tp_net.directory import Directory, SignedDocument, Trust, verify_document
-from tp_net.model_identity import catalogue_pins, model_identities, nodes_serving
-from tp_net.path_selection import choose_node
-from tp_net.sealed import ResponseOpener, SealedError, SealedRequest, seal_request
+from tp_net.protocol.bootstrap_config import Bootstrap, load_bootstrap, parse_bootstrap
+from tp_net.protocol.descriptors import NodeDescriptor
+from tp_net.protocol.directory import Directory, SignedDocument, Trust, verify_document
+from tp_net.protocol.model_identity import catalogue_pins, model_identities, nodes_serving
+from tp_net.protocol.path_selection import choose_node
+from tp_net.protocol.sealed import ResponseOpener, SealedError, SealedRequest, seal_request
 
 TIMEOUT_S = 120.0
 # Bytes of one event line the client takes from a gateway (a sealed chunk is at most 64 KiB, base64 4/3).
@@ -262,7 +262,7 @@ class SecureChatCompletion:
 
 def choose_sealed_node(directory: Directory, model: str, rng: random.Random) -> NodeDescriptor:
     """A node for `model` that takes sealed requests and serves the file the model id stands for
-    (tp_net.model_identity), weighted by its measured weight and free slots; 404 when none does."""
+    (tp_net.protocol.model_identity), weighted by its measured weight and free slots; 404 when none does."""
     listed = directory.nodes.values()
     identity = model_identities(listed, catalogue_pins()).get(model)
     nodes = [node for node in nodes_serving(listed, model, identity) if node.sealing_keys]

@@ -25,7 +25,7 @@ from quart import Blueprint, Response, request
 from tp_gateway.openai_errors import ApiError, invalid_json, upstream_failure
 from tp_gateway.openai_objects import json_bytes, sse_error, sse_event
 from tp_gateway.overlay import Overlay, OverlayError
-from tp_net.sealed import SEALED_REQUEST_BYTES_MAX, sealed_node_id
+from tp_net.protocol.sealed import SEALED_REQUEST_BYTES_MAX, sealed_node_id
 
 NODE_ID_HEX_CHARS = 64
 

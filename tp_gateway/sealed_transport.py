@@ -21,7 +21,7 @@ import httpx
 
 from tp_gateway.openai_api import SSE_DONE, ApiError, invalid_json, sse_error, sse_event
 from tp_gateway.sealed_client import TIMEOUT_S, SecureChatCompletion
-from tp_net.bootstrap_config import Bootstrap
+from tp_net.protocol.bootstrap_config import Bootstrap
 
 SEALED_PATH_SUFFIX = "/chat/completions"
 

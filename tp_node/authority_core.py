@@ -2,8 +2,8 @@
 
 Schedule of the period that starts at P (every `period_s` seconds): at P - period_s/2 each authority signs
 a vote of the descriptors it accepted and sends it to the others; at P - period_s/4 it builds the document
-for P from the votes it holds (tp_net.directory.build_document), signs it and sends the signature (with the
-document body) to the others; from then on it serves the newest document that carries `threshold`
+for P from the votes it holds (tp_net.protocol.directory.build_document), signs it and sends the signature
+(with the document body) to the others; from then on it serves the newest document that carries `threshold`
 signatures.
 
 One vote set (as Tor's dir-spec vote and consensus phases): every authority must build from the same votes,
@@ -36,9 +36,9 @@ from dataclasses import dataclass, field
 from tp_crypto.errors import RemoteProtocolError
 from tp_crypto.identity import Identity, short_id
 from tp_crypto.signed import Verifier, sign
-from tp_net.bandwidth_weights import as_weights
-from tp_net.descriptors import CLOCK_SKEW_ALLOWED_S, Descriptor, RelayDescriptor, SignedDescriptor
-from tp_net.directory import (
+from tp_net.protocol.bandwidth_weights import as_weights
+from tp_net.protocol.descriptors import CLOCK_SKEW_ALLOWED_S, Descriptor, RelayDescriptor, SignedDescriptor
+from tp_net.protocol.directory import (
     DOCUMENT_DOMAIN,
     DOCUMENT_VALID_PERIODS,
     DirectoryError,
@@ -54,14 +54,15 @@ from tp_net.directory import (
     sign_document,
     sign_vote,
 )
-from tp_net.path_selection import subnet_key
+from tp_net.protocol.path_selection import subnet_key
 
 log = logging.getLogger(__name__)
 
 ACCEPTED_DESCRIPTORS_MAX = 20_000
 # Shares of the accepted descriptors, so that one operator's flood fills its own share, not the authority:
-# relays per network of their address (IPv4 /16, IPv6 /32, or hostname: tp_net.path_selection.subnet_key),
-# and relays per declared family. A new node id beyond its share is refused; updates of held ones are not.
+# relays per network of their address (IPv4 /16, IPv6 /32, or hostname:
+# tp_net.protocol.path_selection.subnet_key), and relays per declared family. A new node id beyond its share
+# is refused; updates of held ones are not.
 RELAYS_PER_SUBNET_MAX = 64
 RELAYS_PER_FAMILY_MAX = 64
 PERIODS_KEPT = 3
@@ -177,7 +178,7 @@ class AuthorityCore:
         self._shares: Counter[_Share] = Counter()  # accepted descriptors per share
         self._votes: dict[int, _VoteSet] = {}
         self._candidates: dict[int, dict[bytes, _Candidate]] = {}
-        self._measured: dict[bytes, int] = {}  # what our measurer found (tp_net.bandwidth_weights)
+        self._measured: dict[bytes, int] = {}  # what our measurer found (tp_net.protocol.bandwidth_weights)
 
     # --- descriptors --------------------------------------------------------------------------
 

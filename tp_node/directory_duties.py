@@ -15,9 +15,9 @@ import trio
 
 from tp_crypto.errors import TokenPlaceError
 from tp_crypto.identity import Identity, short_id
-from tp_net.bootstrap_config import Bootstrap, BootstrapAuthority
-from tp_net.circuit_client import HopInfo
-from tp_net.descriptors import (
+from tp_net.protocol.bootstrap_config import Bootstrap, BootstrapAuthority
+from tp_net.protocol.circuit_client import HopInfo
+from tp_net.protocol.descriptors import (
     DESCRIPTOR_LIFETIME_S,
     Descriptor,
     ModelOffer,
@@ -27,9 +27,9 @@ from tp_net.descriptors import (
     decode_descriptor,
     sign_descriptor,
 )
-from tp_net.directory import decode_body
-from tp_net.directory_client import KeptLinks, directory_request, fetch_document, publish_descriptor
-from tp_net.transport import Dialer
+from tp_net.protocol.directory import decode_body
+from tp_net.trio.directory_client import KeptLinks, directory_request, fetch_document, publish_descriptor
+from tp_net.trio.transport import Dialer
 from tp_node.authority_core import AuthorityCore, Schedule, next_document_due
 from tp_node.directory_service import DirectoryService
 

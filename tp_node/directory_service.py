@@ -11,8 +11,8 @@ from typing import Any
 import trio
 
 from tp_crypto.errors import RemoteProtocolError, TokenPlaceError
-from tp_net.descriptors import SignedDescriptor
-from tp_net.directory import (
+from tp_net.protocol.descriptors import SignedDescriptor
+from tp_net.protocol.directory import (
     DirectoryError,
     NewestDocument,
     SignedDocument,
@@ -20,7 +20,7 @@ from tp_net.directory import (
     decode_body,
     verify_document,
 )
-from tp_net.errors import ServiceError
+from tp_net.protocol.errors import ServiceError
 from tp_node.authority_core import AuthorityCore
 
 log = logging.getLogger(__name__)
@@ -59,14 +59,14 @@ class DirectoryService:
 
     def listed_relays(self) -> dict[bytes, str] | None:
         """Node id -> address of each relay the current document lists; None before there is one. What
-        this relay may extend to (tp_net.extend_policy)."""
+        this relay may extend to (tp_net.protocol.extend_policy)."""
         self._refresh_listing()
         return self._listed
 
     def is_listed(self, node_id: bytes) -> bool:
         """Whether the current document lists `node_id` as a relay or GPU node: its links get the peer CREATE
-        tier and are never closed as idle (tp_net.rate_limits, tp_net.link_limits). A node id alone is free to
-        mint; being listed by the authorities is not."""
+        tier and are never closed as idle (tp_net.protocol.rate_limits, tp_net.protocol.link_limits). A node
+        id alone is free to mint; being listed by the authorities is not."""
         self._refresh_listing()
         return node_id in self._listed_ids
 

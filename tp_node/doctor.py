@@ -28,13 +28,13 @@ import trio
 
 from tp_cli.config import ConfigError, resolve
 from tp_cli.launch import IDENTITY_FILE
-from tp_net.bootstrap_config import BootstrapError, load_bootstrap
-from tp_net.directory import Directory
-from tp_net.directory_client import fetch_directory
-from tp_net.errors import TokenPlaceError
-from tp_net.link_trio import dial_link
-from tp_net.path_selection import LOCAL_NETWORK_RULES, STRICT_RULES, keep_and_top_up
-from tp_net.transport_ws import WebSocketDialer
+from tp_net.protocol.bootstrap_config import BootstrapError, load_bootstrap
+from tp_net.protocol.directory import Directory
+from tp_net.protocol.errors import TokenPlaceError
+from tp_net.protocol.path_selection import LOCAL_NETWORK_RULES, STRICT_RULES, keep_and_top_up
+from tp_net.trio.directory_client import fetch_directory
+from tp_net.trio.link_trio import dial_link
+from tp_net.trio.transport_ws import WebSocketDialer
 from tp_node.gguf_header import ModelError
 from tp_node.gpu_fit import memory_needed_bytes, model_shape
 from tp_node.home_relays import HOME_RELAYS_WANTED

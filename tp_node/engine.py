@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import trio
 
-from tp_net.inference_contract import EngineError
+from tp_net.protocol.inference_contract import EngineError
 from tp_node.inference import (
     InferenceRequest,
     embedding_chunk,

@@ -3,7 +3,7 @@
 A node never accepts connections: it dials each home relay, proves its identity, and keeps the link up with
 exponential backoff. Circuits end at the node (it is the last hop, with its own onion layer). Each stream
 to the "inference" service carries one request message; the node answers with chunk messages produced by
-its engine (tp_node.services does the streaming, flow control and cancellation).
+its engine (tp_net.trio.services does the streaming, flow control and cancellation).
 """
 
 from __future__ import annotations
@@ -17,17 +17,17 @@ from dataclasses import dataclass
 import trio
 
 from tp_crypto.identity import Identity, short_id
-from tp_net.circuit_hop import HopCore
-from tp_net.errors import TokenPlaceError, WrongPeerError
-from tp_net.inference_contract import INFERENCE_SERVICE
-from tp_net.link_trio import dial_link
-from tp_net.sealed import SEALED_SERVICE, SealingKey
-from tp_net.traffic_shaping import RESPONSE_SHAPING_DEFAULT, ResponseShaping
-from tp_net.transport import Dialer
+from tp_net.protocol.circuit_hop import HopCore
+from tp_net.protocol.errors import TokenPlaceError, WrongPeerError
+from tp_net.protocol.inference_contract import INFERENCE_SERVICE
+from tp_net.protocol.sealed import SEALED_SERVICE, SealingKey
+from tp_net.protocol.traffic_shaping import RESPONSE_SHAPING_DEFAULT, ResponseShaping
+from tp_net.trio.hop_runtime import HopRuntime
+from tp_net.trio.link_trio import dial_link
+from tp_net.trio.services import ServiceHandler
+from tp_net.trio.transport import Dialer
 from tp_node.engine import Engine
-from tp_node.hop_runtime import HopRuntime
 from tp_node.sealed_service import SealedService
-from tp_node.services import ServiceHandler
 
 log = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """A GPU node's home relays, chosen from the signed directory when no `--home-relay` is given.
 
 `HOME_RELAYS_WANTED` relays, capacity-weighted and diverse (no two in one /16 or declared family, where the
-directory offers a choice: tp_net.path_selection.keep_and_top_up, the one home of that rule). At each new
-directory document the node keeps the chosen relays it still lists and replaces those that left. The node
+directory offers a choice: tp_net.protocol.path_selection.keep_and_top_up, the one home of that rule). At each
+new directory document the node keeps the chosen relays it still lists and replaces those that left. The node
 links to them (GpuNode.use_home_relays) and its descriptor names them (the `hops` list, shared with the
 publisher, is updated in place).
 """
@@ -16,12 +16,12 @@ import time
 import trio
 
 from tp_crypto.identity import short_id
-from tp_net.bootstrap_config import Bootstrap
-from tp_net.circuit_client import HopInfo
-from tp_net.directory_client import fetch_directory
-from tp_net.errors import TokenPlaceError
-from tp_net.path_selection import LOCAL_NETWORK_RULES, STRICT_RULES, keep_and_top_up
-from tp_net.transport import Dialer
+from tp_net.protocol.bootstrap_config import Bootstrap
+from tp_net.protocol.circuit_client import HopInfo
+from tp_net.protocol.errors import TokenPlaceError
+from tp_net.protocol.path_selection import LOCAL_NETWORK_RULES, STRICT_RULES, keep_and_top_up
+from tp_net.trio.directory_client import fetch_directory
+from tp_net.trio.transport import Dialer
 from tp_node.directory_duties import DOCUMENT_RETRY_S, refresh_delay_s
 from tp_node.gpu_node import GpuNode, HomeRelay
 

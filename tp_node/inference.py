@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tp_net.inference_contract import (
+from tp_net.protocol.inference_contract import (
     EMBEDDING_INPUTS_MAX,
     FIELDS_BY_KIND,
     KINDS,

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from tp_crypto.errors import TokenPlaceError
-from tp_net.trio_util import sole_exception
+from tp_net.trio.trio_util import sole_exception
 
 
 class ListenError(TokenPlaceError):

@@ -21,7 +21,7 @@ from typing import Any
 import llama_cpp
 import trio
 
-from tp_net.inference_contract import MODEL_ID_CHARS_MAX, EngineError
+from tp_net.protocol.inference_contract import MODEL_ID_CHARS_MAX, EngineError
 from tp_node.engine import ModelInfo
 from tp_node.gguf_header import GgufInfo, ModelError, read_gguf_info
 from tp_node.gpu_fit import model_shape, with_fewer_layers

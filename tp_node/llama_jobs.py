@@ -26,7 +26,7 @@ import numpy as np
 from llama_cpp.llama_chat_format import MTMDChatHandler
 from llama_cpp.llama_grammar import LlamaGrammar
 
-from tp_net.inference_contract import EngineError, image_bytes
+from tp_net.protocol.inference_contract import EngineError, image_bytes
 from tp_node.gguf_header import ModelError
 from tp_node.handoff import BatchPipe, PipeClosed
 from tp_node.inference import (

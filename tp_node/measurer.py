@@ -1,10 +1,10 @@
 """An authority's measurer (trio): carries out `MeasurementScheduler`'s probes over real circuits.
 
-Decisions (whom to measure, when, how often, what a sample is worth) live in tp_net/bandwidth_weights.py;
-this module only moves bytes and time. Every MEASURE_TICK_S it takes the relays and nodes of the document the
-authority serves as targets, starts the probes that are due, each under MEASUREMENT_TIMEOUT_S, records what
-came back and hands the weights earned so far to the authority (`AuthorityCore.record_weights`), whose next
-vote carries them.
+Decisions (whom to measure, when, how often, what a sample is worth) live in
+tp_net/protocol/bandwidth_weights.py; this module only moves bytes and time. Every MEASURE_TICK_S it takes the
+relays and nodes of the document the authority serves as targets, starts the probes that are due, each under
+MEASUREMENT_TIMEOUT_S, records what came back and hands the weights earned so far to the authority
+(`AuthorityCore.record_weights`), whose next vote carries them.
 
 - A GPU node is measured with a real chat request, `NODE_PROBE_TOKENS_MAX` tokens, on a circuit chosen as
   a gateway chooses one ([guard, middle, home relay] by document weight, the authority's own guards): the node
@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import trio
 
 from tp_crypto.identity import short_id
-from tp_net.bandwidth_weights import (
+from tp_net.protocol.bandwidth_weights import (
     MEASUREMENT_TIMEOUT_S,
     NODE_PROBE_TOKENS_MAX,
     MeasurementScheduler,
@@ -36,14 +36,21 @@ from tp_net.bandwidth_weights import (
     Sample,
     TargetKind,
 )
-from tp_net.circuit_client import HopInfo
-from tp_net.client import ClientLink
-from tp_net.descriptors import NodeDescriptor, RelayDescriptor
-from tp_net.directory import Directory, DirectoryError, SignedDocument, Trust, verify_document
-from tp_net.directory_client import DIRECTORY_SERVICE
-from tp_net.inference_contract import INFERENCE_SERVICE
-from tp_net.path_selection import PathError, PathRules, choose_guards, choose_path, circuit_hops, diverse
-from tp_net.transport import Dialer
+from tp_net.protocol.circuit_client import HopInfo
+from tp_net.protocol.descriptors import NodeDescriptor, RelayDescriptor
+from tp_net.protocol.directory import Directory, DirectoryError, SignedDocument, Trust, verify_document
+from tp_net.protocol.inference_contract import INFERENCE_SERVICE
+from tp_net.protocol.path_selection import (
+    PathError,
+    PathRules,
+    choose_guards,
+    choose_path,
+    circuit_hops,
+    diverse,
+)
+from tp_net.trio.client import ClientLink
+from tp_net.trio.directory_client import DIRECTORY_SERVICE
+from tp_net.trio.transport import Dialer
 
 log = logging.getLogger(__name__)
 

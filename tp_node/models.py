@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from tp_net.model_identity import catalogue_entries
+from tp_net.protocol.model_identity import catalogue_entries
 from tp_node.gguf_header import ModelError
 
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")

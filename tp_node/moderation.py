@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import trio
 
-from tp_net.inference_contract import EngineError
+from tp_net.protocol.inference_contract import EngineError
 from tp_node.engine import ModelInfo, ServingEngine
 from tp_node.gguf_header import ModelError
 from tp_node.inference import InferenceRequest, parse_request

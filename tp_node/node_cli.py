@@ -20,9 +20,9 @@ from tp_cli.common import (
 )
 from tp_cli.launch import announce, load_identity, software_version
 from tp_crypto.identity import NODE_ID_BYTES
-from tp_net.bootstrap_config import load_bootstrap
-from tp_net.sealed import SealingKey
-from tp_net.transport_ws import WebSocketDialer
+from tp_net.protocol.bootstrap_config import load_bootstrap
+from tp_net.protocol.sealed import SealingKey
+from tp_net.trio.transport_ws import WebSocketDialer
 from tp_node.engine import ServingEngine
 from tp_node.engine_cli import add_engine_arguments, open_engine
 from tp_node.gpu_node import HomeRelay

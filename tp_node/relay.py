@@ -5,14 +5,14 @@ own link (HopCore finds a link by the peer's proven node id), so nodes never acc
 other relays are dialed on demand when a client asks to extend there, and concurrent requests for the same
 relay share one dial.
 
-Where a relay may dial is HopCore's decision (tp_net.extend_policy); a host name is resolved here, and
-dialed at the address it resolves to only if every address it resolves to is public (outside a local
+Where a relay may dial is HopCore's decision (tp_net.protocol.extend_policy); a host name is resolved here,
+and dialed at the address it resolves to only if every address it resolves to is public (outside a local
 network), so DNS cannot point an EXTEND at a private service. A dial that fails in any way, or takes longer
 than EXTEND_DIAL_TIMEOUT_S, costs only the circuits waiting for it (CONNECT_FAILED).
 
-Accepted links are limited by tp_net.link_limits: the listener caps connections per source address and in
-all; here a link that carries no circuit and no cell for the idle timeout is closed, unless its peer is a
-relay or GPU node the directory lists.
+Accepted links are limited by tp_net.protocol.link_limits: the listener caps connections per source address
+and in all; here a link that carries no circuit and no cell for the idle timeout is closed, unless its peer is
+a relay or GPU node the directory lists.
 """
 
 from __future__ import annotations
@@ -25,18 +25,18 @@ from functools import partial
 import trio
 
 from tp_crypto.identity import Identity, short_id
-from tp_net.addresses import RelayAddress, is_private_host, parse_address
-from tp_net.circuit_hop import EXTEND_TIMEOUT_S, HopCore
-from tp_net.errors import DialError
-from tp_net.extend_policy import ExtendPolicy
-from tp_net.hop_outputs import ConnectTo
-from tp_net.link import CloseReason
-from tp_net.link_limits import LinkLimits, link_is_idle
-from tp_net.link_trio import Link, accept_link, dial_link
-from tp_net.rate_limits import IsListed
-from tp_net.transport import Channel, Dialer, Listener
-from tp_node.hop_runtime import HopRuntime
-from tp_node.services import ServiceHandler
+from tp_net.protocol.addresses import RelayAddress, is_private_host, parse_address
+from tp_net.protocol.circuit_hop import EXTEND_TIMEOUT_S, HopCore
+from tp_net.protocol.errors import DialError
+from tp_net.protocol.extend_policy import ExtendPolicy
+from tp_net.protocol.hop_outputs import ConnectTo
+from tp_net.protocol.link import CloseReason
+from tp_net.protocol.link_limits import LinkLimits, link_is_idle
+from tp_net.protocol.rate_limits import IsListed
+from tp_net.trio.hop_runtime import HopRuntime
+from tp_net.trio.link_trio import Link, accept_link, dial_link
+from tp_net.trio.services import ServiceHandler
+from tp_net.trio.transport import Channel, Dialer, Listener
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,8 @@ class Relay(HopRuntime):
             nursery.start_soon(self._close_when_idle, link_id, link)
 
     async def _close_when_idle(self, link_id: int, link: Link) -> None:
-        """Close the link once it is idle (tp_net.link_limits.link_is_idle); return when it closes."""
+        """Close the link once it is idle (tp_net.protocol.link_limits.link_is_idle); return when it
+        closes."""
         pump = self._pumps.get(link_id)
         limits = self.link_limits
         while pump is not None and not pump.closed.is_set():

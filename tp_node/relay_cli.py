@@ -25,9 +25,9 @@ from tp_cli.common import (
 )
 from tp_cli.launch import announce, load_identity, software_version
 from tp_crypto.identity import Identity
-from tp_net.bootstrap_config import Bootstrap, BootstrapError, bootstrap_path, load_bootstrap
-from tp_net.errors import DialError
-from tp_net.link_limits import (
+from tp_net.protocol.bootstrap_config import Bootstrap, BootstrapError, bootstrap_path, load_bootstrap
+from tp_net.protocol.errors import DialError
+from tp_net.protocol.link_limits import (
     LINK_IDLE_TIMEOUT_S,
     LINKS_MAX,
     LINKS_PER_ADDRESS_MAX,
@@ -35,7 +35,7 @@ from tp_net.link_limits import (
     LinkLimits,
     links_max_for_fds,
 )
-from tp_net.transport_ws import WebSocketDialer, WebSocketListener, parse_ws_address
+from tp_net.trio.transport_ws import WebSocketDialer, WebSocketListener, parse_ws_address
 from tp_node.authority_core import Admission
 from tp_node.directory_duties import (
     DescriptorPublisher,

@@ -18,17 +18,18 @@ from typing import Protocol
 import trio
 
 from tp_crypto.identity import Identity
-from tp_net.bandwidth_weights import MeasurementScheduler
-from tp_net.bootstrap_config import Bootstrap, BootstrapError
-from tp_net.circuit_client import HopInfo
-from tp_net.descriptors import LOAD_MAX, MAX_CONCURRENT_MAX, ModelOffer, RelayDescriptor
-from tp_net.directory import Trust
-from tp_net.directory_client import DIRECTORY_SERVICE
-from tp_net.extend_policy import ExtendPolicy
-from tp_net.link_limits import LinkLimits
-from tp_net.path_selection import LOCAL_NETWORK_RULES, STRICT_RULES
-from tp_net.sealed import SealingKey
-from tp_net.transport import Dialer, Listener
+from tp_net.protocol.bandwidth_weights import MeasurementScheduler
+from tp_net.protocol.bootstrap_config import Bootstrap, BootstrapError
+from tp_net.protocol.circuit_client import HopInfo
+from tp_net.protocol.descriptors import LOAD_MAX, MAX_CONCURRENT_MAX, ModelOffer, RelayDescriptor
+from tp_net.protocol.directory import Trust
+from tp_net.protocol.extend_policy import ExtendPolicy
+from tp_net.protocol.link_limits import LinkLimits
+from tp_net.protocol.path_selection import LOCAL_NETWORK_RULES, STRICT_RULES
+from tp_net.protocol.sealed import SealingKey
+from tp_net.trio.directory_client import DIRECTORY_SERVICE
+from tp_net.trio.services import ServiceHandler
+from tp_net.trio.transport import Dialer, Listener
 from tp_node.authority_core import Admission, AuthorityCore
 from tp_node.directory_duties import (
     AuthorityRunner,
@@ -43,7 +44,6 @@ from tp_node.gpu_node import GpuNode, HomeRelay
 from tp_node.home_relays import keep_home_relays
 from tp_node.measurer import CircuitProber, run_measurer, served_directory
 from tp_node.relay import Relay
-from tp_node.services import ServiceHandler
 
 WallClock = Callable[[], float]
 

@@ -15,12 +15,11 @@ from collections.abc import AsyncGenerator, Callable, Mapping
 from contextlib import aclosing
 from typing import Any
 
-from tp_net.errors import ServiceError
-from tp_net.sealed import ReplayCache, SealedError, SealingKey, open_request
-from tp_node.services import ServiceHandler
+from tp_net.protocol.errors import ServiceError
+from tp_net.protocol.sealed import ReplayCache, SealedError, SealingKey, open_request
+from tp_net.trio.services import ServiceHandler
 
 log = logging.getLogger(__name__)
-
 
 
 class SealedService:
@@ -65,6 +64,6 @@ async def _sealed_answer(inference: ServiceHandler, document: Any) -> AsyncGener
                 yield message
     except ServiceError as exc:
         yield {"error": {"code": exc.code, "message": str(exc)}}
-    except Exception as exc:  # as tp_node.services: the class name only, never the message
+    except Exception as exc:  # as tp_net.trio.services: the class name only, never the message
         log.error("sealed inference failed: %s", exc.__class__.__name__)  # noqa: TRY400
         yield {"error": {"code": "internal_error", "message": "the service failed"}}

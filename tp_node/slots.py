@@ -19,7 +19,7 @@ from typing import Generic, TypeVar
 
 import trio
 
-from tp_net.inference_contract import EngineError
+from tp_net.protocol.inference_contract import EngineError
 
 log = logging.getLogger(__name__)
 

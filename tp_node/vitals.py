@@ -13,9 +13,9 @@ from typing import Any
 
 from tp_cli.launch import software_version
 from tp_crypto.identity import short_id
-from tp_net.frames import CELL_BODY_BYTES
+from tp_net.protocol.frames import CELL_BODY_BYTES
+from tp_net.trio.hop_runtime import HopRuntime
 from tp_node.engine import ModelSource
-from tp_node.hop_runtime import HopRuntime
 
 ANONYMOUS_PEER = "client"
 

@@ -9,7 +9,7 @@ import statistics
 
 from benchmarks.traffic.attack import auprc, chance
 from benchmarks.traffic.capture import Conversation, Setting, capture
-from tp_net.traffic_shaping import RESPONSE_SHAPING_DEFAULT, RESPONSE_SHAPING_OFF, ResponseShaping
+from tp_net.protocol.traffic_shaping import RESPONSE_SHAPING_DEFAULT, RESPONSE_SHAPING_OFF, ResponseShaping
 
 SETTINGS = (
     Setting("none", RESPONSE_SHAPING_OFF, pad_requests=False),

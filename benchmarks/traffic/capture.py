@@ -23,11 +23,11 @@ import trio
 import trio.testing
 
 from tp_crypto.identity import Identity
-from tp_net.client import ClientLink
-from tp_net.inference_contract import INFERENCE_SERVICE
-from tp_net.traffic_shaping import ResponseShaping, pad_request
-from tp_net.transport import Channel, Dialer
-from tp_net.transport_memory import MemoryNetwork
+from tp_net.protocol.inference_contract import INFERENCE_SERVICE
+from tp_net.protocol.traffic_shaping import ResponseShaping, pad_request
+from tp_net.trio.client import ClientLink
+from tp_net.trio.transport import Channel, Dialer
+from tp_net.trio.transport_memory import MemoryNetwork
 from tp_node.inference import final_chunk, parse_request
 from tp_node.relay import Relay
 from tp_node.testing.memory_network import honest_relay, in_process_network

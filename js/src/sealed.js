@@ -1,6 +1,6 @@
 // token.place sealed requests (docs/PROTOCOL.md section 9) for browsers and Node 20+.
 //
-// The JavaScript twin of tp_net/sealed.py and tp_gateway/sealed_client.py: the client checks the directory's
+// The JavaScript twin of tp_net/protocol/sealed.py and tp_gateway/sealed_client.py: the client checks the directory's
 // threshold signatures against its own trust anchor, picks a node, seals the request to the node's key (HPKE,
 // RFC 9180: DHKEM(X25519, HKDF-SHA256), HKDF-SHA256, ChaCha20-Poly1305, from @hpke/*), sends it to any
 // gateway, and opens the sealed answer chunk by chunk (counter nonces, a final chunk: a changed, dropped,
@@ -30,14 +30,14 @@ const NONCE_BYTES = 16;
 const RESPONSE_NONCE_BYTES = 32;
 const AEAD_NONCE_BYTES = 12;
 const HEADER_BYTES = 7 + 32 + 32;
-// Mirrors of tp_net/sealed.py (pinned by the shared known answer).
+// Mirrors of tp_net/protocol/sealed.py (pinned by the shared known answer).
 const REQUEST_BYTES_MAX = 1024 * 1024;
 export const SEALED_REQUEST_BUCKETS_BYTES = [1024, 4096, 16384, 65536, 262144, (REQUEST_BYTES_MAX * 3) / 4 - 4096];
 const SEALED_CHUNK_BYTES_MAX = 64 * 1024;
 const SEALED_RESPONSE_CHUNKS_MAX = 1_000_000;
 const SIGNED_PREFIX = te.encode("token.place signed v1\0");
 const CLOCK_SKEW_ALLOWED_S = 300;
-const WEIGHT_MIN = 1; // an unmeasured node's weight when the document names none (tp_net.bandwidth_weights)
+const WEIGHT_MIN = 1; // an unmeasured node's weight when the document names none (tp_net.protocol.bandwidth_weights)
 // Bytes of one event the client buffers from a gateway (a sealed chunk is at most 64 KiB, base64 4/3).
 const EVENT_BYTES_MAX = 128 * 1024;
 
@@ -239,7 +239,7 @@ export function verifyDirectory(data, trust, nowS) {
 }
 
 /** A node serving `model` that takes sealed requests, weighted by its measured weight times the share of its
- * slots that is free; by the weight alone when all are full (as tp_net.path_selection.choose_node). */
+ * slots that is free; by the weight alone when all are full (as tp_net.protocol.path_selection.choose_node). */
 export function chooseNode(nodes, model, random = Math.random) {
   const offers = nodes
     .filter((n) => n.sealingKeys.length)

@@ -18,9 +18,9 @@ from tests.integration.gateway_network import RunningGateway
 from tests.reliability.proc import fd_count, rss_bytes
 from tp_dev.local_network import LocalNetwork
 from tp_dev.processes import StartedProcess
-from tp_net.client import ClientLink
-from tp_net.inference_contract import INFERENCE_SERVICE
-from tp_net.transport_ws import WebSocketDialer
+from tp_net.protocol.inference_contract import INFERENCE_SERVICE
+from tp_net.trio.client import ClientLink
+from tp_net.trio.transport_ws import WebSocketDialer
 
 HONEST_TIMEOUT_S = 30.0
 HONEST_MESSAGES = [{"role": "user", "content": "Say hello."}]

@@ -16,11 +16,11 @@ import trio
 
 from tests.tp_net.directory_factories import identity, relay_descriptor
 from tp_dev.local_network import local_network
-from tp_net.bootstrap_config import BootstrapAuthority, load_bootstrap
-from tp_net.descriptors import SignedDescriptor, sign_descriptor
-from tp_net.directory import Directory, DirectoryError, Trust, verify_document
-from tp_net.directory_client import directory_request, fetch_document
-from tp_net.transport_ws import WebSocketDialer
+from tp_net.protocol.bootstrap_config import BootstrapAuthority, load_bootstrap
+from tp_net.protocol.descriptors import SignedDescriptor, sign_descriptor
+from tp_net.protocol.directory import Directory, DirectoryError, Trust, verify_document
+from tp_net.trio.directory_client import directory_request, fetch_document
+from tp_net.trio.transport_ws import WebSocketDialer
 
 VIEW_TIMEOUT_S = 40
 FORGED_SEED, HONEST_SEED = 7_001, 7_002

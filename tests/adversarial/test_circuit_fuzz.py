@@ -41,8 +41,8 @@ from hypothesis import strategies as st
 from tp_crypto.errors import LocalProtocolError, RemoteProtocolError
 from tp_crypto.identity import Identity
 from tp_crypto.onion import HopHandshakeClient
-from tp_net import codec
-from tp_net.cells import (
+from tp_net.protocol import codec
+from tp_net.protocol.cells import (
     RELAY_DATA_BYTES_MAX,
     RELAY_PAYLOAD_BYTES,
     CellCommand,
@@ -50,13 +50,11 @@ from tp_net.cells import (
     destroy_cell,
     destroy_reason,
 )
-from tp_net.circuit_client import ClientCircuit, HopInfo
-from tp_net.client import Circuit, ClientLink
-from tp_net.frames import Cell, Frame
-from tp_net.inference_contract import INFERENCE_SERVICE
-from tp_net.link_pump import LinkPump
-from tp_net.messages import encode_message
-from tp_net.relay_messages import (
+from tp_net.protocol.circuit_client import ClientCircuit, HopInfo
+from tp_net.protocol.frames import Cell, Frame
+from tp_net.protocol.inference_contract import INFERENCE_SERVICE
+from tp_net.protocol.messages import encode_message
+from tp_net.protocol.relay_messages import (
     STREAM_ID_MAX,
     RelayBegin,
     RelayData,
@@ -66,10 +64,12 @@ from tp_net.relay_messages import (
     RelayExtended,
     RelaySendme,
 )
-from tp_net.traffic_shaping import RESPONSE_SHAPING_OFF
-from tp_net.transport import Channel, Dialer
-from tp_net.transport_memory import MemoryNetwork
-from tp_net.transport_ws import WebSocketDialer
+from tp_net.protocol.traffic_shaping import RESPONSE_SHAPING_OFF
+from tp_net.trio.client import Circuit, ClientLink
+from tp_net.trio.link_pump import LinkPump
+from tp_net.trio.transport import Channel, Dialer
+from tp_net.trio.transport_memory import MemoryNetwork
+from tp_net.trio.transport_ws import WebSocketDialer
 from tp_node.engine import FakeEngine
 from tp_node.relay import Relay
 from tp_node.testing.memory_network import InProcessNetwork, in_process_network
@@ -285,7 +285,8 @@ class AttackerLink(ClientLink):
 
 
 def framed(document_bytes: bytes) -> bytes:
-    """A stream message around raw msgpack bytes (the 4-byte length, as tp_net.messages frames them)."""
+    """A stream message around raw msgpack bytes (the 4-byte length, as tp_net.protocol.messages frames
+    them)."""
     return len(document_bytes).to_bytes(4, "big") + document_bytes
 
 
@@ -496,7 +497,7 @@ async def attacking(path_length: int) -> AsyncIterator[tuple[InProcessNetwork, A
     trio.socket.set_custom_hostname_resolver(_NoDns())
     async with (
         # Unshaped: settle() waits until every task is blocked, which a node waiting for its next response
-        # tick (tp_net.traffic_shaping) already is before it answers.
+        # tick (tp_net.protocol.traffic_shaping) already is before it answers.
         in_process_network(make_relay=fuzz_relay, shaping=RESPONSE_SHAPING_OFF) as net,
         AttackerLink.connect(net.network.dialer(), net.relay_hops[0]) as link,
     ):

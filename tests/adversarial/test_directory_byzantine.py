@@ -23,8 +23,14 @@ import pytest
 from tests.tp_net.directory_factories import NETWORK, PERIOD_S, T0, network_of, signed_relay, signed_vote
 from tp_crypto.errors import RemoteProtocolError
 from tp_crypto.identity import Identity
-from tp_net.descriptors import SignedDescriptor
-from tp_net.directory import DirectoryError, DocumentBody, build_document, sign_document, verify_document
+from tp_net.protocol.descriptors import SignedDescriptor
+from tp_net.protocol.directory import (
+    DirectoryError,
+    DocumentBody,
+    build_document,
+    sign_document,
+    verify_document,
+)
 from tp_node.authority_core import Admission, AuthorityCore, Schedule
 from tp_node.directory_service import DirectoryService
 

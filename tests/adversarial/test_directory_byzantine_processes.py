@@ -19,9 +19,9 @@ import trio
 from tests.tp_net.directory_factories import identity, relay_descriptor
 from tp_crypto.identity import Identity, load_key_file
 from tp_dev.local_network import local_network
-from tp_net.bootstrap_config import BootstrapAuthority, load_bootstrap
-from tp_net.descriptors import SignedDescriptor, sign_descriptor
-from tp_net.directory import (
+from tp_net.protocol.bootstrap_config import BootstrapAuthority, load_bootstrap
+from tp_net.protocol.descriptors import SignedDescriptor, sign_descriptor
+from tp_net.protocol.directory import (
     DirectoryError,
     DocumentBody,
     Trust,
@@ -30,8 +30,8 @@ from tp_net.directory import (
     sign_vote,
     verify_document,
 )
-from tp_net.directory_client import directory_request, fetch_document
-from tp_net.transport_ws import WebSocketDialer
+from tp_net.trio.directory_client import directory_request, fetch_document
+from tp_net.trio.transport_ws import WebSocketDialer
 from tp_node.authority_core import Admission, AuthorityCore, Schedule
 
 ATTACKED_PERIODS = 4

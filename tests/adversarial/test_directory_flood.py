@@ -23,11 +23,11 @@ from tests.adversarial.attack_support import assert_alive
 from tests.tp_net.directory_factories import NETWORK, network_of, relay_descriptor
 from tp_crypto.identity import Identity
 from tp_dev.local_network import local_network
-from tp_net.bootstrap_config import load_bootstrap
-from tp_net.descriptors import SignedDescriptor, sign_descriptor
-from tp_net.directory import DirectoryError
-from tp_net.directory_client import KeptLinks, directory_request
-from tp_net.transport_ws import WebSocketDialer
+from tp_net.protocol.bootstrap_config import load_bootstrap
+from tp_net.protocol.descriptors import SignedDescriptor, sign_descriptor
+from tp_net.protocol.directory import DirectoryError
+from tp_net.trio.directory_client import KeptLinks, directory_request
+from tp_net.trio.transport_ws import WebSocketDialer
 from tp_node.authority_core import (
     ACCEPTED_DESCRIPTORS_MAX,
     RELAYS_PER_FAMILY_MAX,

@@ -19,11 +19,11 @@ from tests.tp_net.directory_factories import NETWORK, network_of, relay_descript
 from tp_crypto.identity import Identity
 from tp_crypto.noise import generate_keypair
 from tp_gateway.overlay import Overlay
-from tp_net.bootstrap_config import Bootstrap, BootstrapAuthority
-from tp_net.descriptors import sign_descriptor
-from tp_net.directory import DocumentBody, SignedDocument
-from tp_net.directory_client import DIRECTORY_SERVICE
-from tp_net.transport_memory import MemoryNetwork
+from tp_net.protocol.bootstrap_config import Bootstrap, BootstrapAuthority
+from tp_net.protocol.descriptors import sign_descriptor
+from tp_net.protocol.directory import DocumentBody, SignedDocument
+from tp_net.trio.directory_client import DIRECTORY_SERVICE
+from tp_net.trio.transport_memory import MemoryNetwork
 from tp_node.relay import Relay
 
 AUTHORITIES, TRUST = network_of(3, 2)

@@ -1,7 +1,7 @@
 """Rollback: a directory source (a byzantine authority, or a relay serving its cache) answers with an older
 document that is still valid, signed by enough authorities, to bring back relays the authorities have since
 dropped or to hide new ones. Every role that takes documents takes them through one place,
-tp_net.directory.NewestDocument, which refuses a document older (`valid_after`) than the one held.
+tp_net.protocol.directory.NewestDocument, which refuses a document older (`valid_after`) than the one held.
 
 The gateway (and so the in-process client, which runs the gateway's Overlay) is attacked as a client would
 be: a real Overlay fetching over the in-memory transport from two "authorities" (real relays on the
@@ -22,11 +22,11 @@ from tests.tp_net.directory_factories import NETWORK, network_of, relay_descript
 from tp_crypto.identity import Identity
 from tp_crypto.noise import generate_keypair
 from tp_gateway.overlay import Overlay
-from tp_net.bootstrap_config import Bootstrap, BootstrapAuthority
-from tp_net.descriptors import sign_descriptor
-from tp_net.directory import DirectoryError, DocumentBody, NewestDocument, SignedDocument, Trust
-from tp_net.directory_client import DIRECTORY_SERVICE
-from tp_net.transport_memory import MemoryNetwork
+from tp_net.protocol.bootstrap_config import Bootstrap, BootstrapAuthority
+from tp_net.protocol.descriptors import sign_descriptor
+from tp_net.protocol.directory import DirectoryError, DocumentBody, NewestDocument, SignedDocument, Trust
+from tp_net.trio.directory_client import DIRECTORY_SERVICE
+from tp_net.trio.transport_memory import MemoryNetwork
 from tp_node.directory_service import DirectoryService
 from tp_node.relay import Relay
 

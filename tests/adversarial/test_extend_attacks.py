@@ -21,20 +21,20 @@ import trio
 from bootstrap.new_network import BOOTSTRAP_FILE_NAME, create_network
 from tp_dev.local_network import LocalNetwork, free_ports, local_network
 from tp_dev.processes import StartedProcess, python_process
-from tp_net.bootstrap_config import load_bootstrap
-from tp_net.cells import CellCommand, DestroyReason, destroy_reason
-from tp_net.circuit_client import CIRCUIT_HOPS_MAX, HopInfo
-from tp_net.circuit_hop import EXTEND_TIMEOUT_S, PENDING_EXTENDS_PER_LINK_MAX
-from tp_net.client import Circuit, ClientLink
-from tp_net.directory import verify_document
-from tp_net.directory_client import fetch_document
-from tp_net.errors import TokenPlaceError
-from tp_net.frames import Cell
-from tp_net.inference_contract import INFERENCE_SERVICE
-from tp_net.relay_messages import RelayExtend
-from tp_net.transport_ws import WebSocketDialer
+from tp_net.protocol.bootstrap_config import load_bootstrap
+from tp_net.protocol.cells import CellCommand, DestroyReason, destroy_reason
+from tp_net.protocol.circuit_client import CIRCUIT_HOPS_MAX, HopInfo
+from tp_net.protocol.circuit_hop import EXTEND_TIMEOUT_S, PENDING_EXTENDS_PER_LINK_MAX
+from tp_net.protocol.directory import verify_document
+from tp_net.protocol.errors import TokenPlaceError
+from tp_net.protocol.frames import Cell
+from tp_net.protocol.inference_contract import INFERENCE_SERVICE
+from tp_net.protocol.relay_messages import RelayExtend
+from tp_net.trio.client import Circuit, ClientLink
+from tp_net.trio.directory_client import fetch_document
+from tp_net.trio.hop_runtime import EXPIRE_INTERVAL_S
+from tp_net.trio.transport_ws import WebSocketDialer
 from tp_node.engine import fake_token
-from tp_node.hop_runtime import EXPIRE_INTERVAL_S
 
 DESTROY_WAIT_S = 15.0
 DIRECTORY_WAIT_S = 60.0

@@ -23,16 +23,16 @@ from tp_crypto.identity import Identity, node_id_to_x25519
 from tp_crypto.onion import HopHandshakeClient, HopKey
 from tp_dev.local_network import free_ports
 from tp_dev.processes import StartedProcess, python_process
-from tp_net import rate_limits
-from tp_net.cells import CellCommand, DestroyReason, destroy_reason, handshake_cell, new_circuit_id
-from tp_net.circuit_client import HopInfo
-from tp_net.client import ClientLink
-from tp_net.errors import LinkClosed
-from tp_net.frames import Cell, Ping
-from tp_net.link import CloseReason
-from tp_net.link_limits import LINKS_PER_ADDRESS_MAX
-from tp_net.link_trio import Link, dial_link
-from tp_net.transport_ws import WebSocketDialer, parse_ws_address
+from tp_net.protocol import rate_limits
+from tp_net.protocol.cells import CellCommand, DestroyReason, destroy_reason, handshake_cell, new_circuit_id
+from tp_net.protocol.circuit_client import HopInfo
+from tp_net.protocol.errors import LinkClosed
+from tp_net.protocol.frames import Cell, Ping
+from tp_net.protocol.link import CloseReason
+from tp_net.protocol.link_limits import LINKS_PER_ADDRESS_MAX
+from tp_net.trio.client import ClientLink
+from tp_net.trio.link_trio import Link, dial_link
+from tp_net.trio.transport_ws import WebSocketDialer, parse_ws_address
 
 PERIOD_S = 4
 DOCUMENT_WAIT_S = 30.0

@@ -20,15 +20,15 @@ import trio
 
 from tests.reliability.proc import rss_bytes
 from tp_dev.local_network import LocalNetwork, local_network
-from tp_net.cells import DestroyReason
-from tp_net.circuit_client import HopInfo
-from tp_net.client import RESPONSE_BYTES_MAX, Circuit, CircuitError, ClientLink, Stream, StreamError
-from tp_net.inference_contract import INFERENCE_SERVICE
-from tp_net.messages import REQUEST_BYTES_MAX
-from tp_net.streams import EndReason
-from tp_net.transport_ws import WebSocketDialer
+from tp_net.protocol.cells import DestroyReason
+from tp_net.protocol.circuit_client import HopInfo
+from tp_net.protocol.inference_contract import INFERENCE_SERVICE
+from tp_net.protocol.messages import REQUEST_BYTES_MAX
+from tp_net.protocol.streams import EndReason
+from tp_net.trio.client import RESPONSE_BYTES_MAX, Circuit, CircuitError, ClientLink, Stream, StreamError
+from tp_net.trio.services import REQUEST_BUFFER_BYTES_PER_CIRCUIT_MAX
+from tp_net.trio.transport_ws import WebSocketDialer
 from tp_node.engine import FakeEngine
-from tp_node.services import REQUEST_BUFFER_BYTES_PER_CIRCUIT_MAX
 from tp_node.testing.memory_network import in_process_network
 
 # What an attack may add to the node's resident memory. Without the budgets each attack below costs the

@@ -26,10 +26,10 @@ from tests.tp_net.directory_factories import (
 )
 from tp_gateway.app import create_app
 from tp_gateway.overlay import Overlay
-from tp_net.bootstrap_config import Bootstrap
-from tp_net.descriptors import ModelOffer, NodeDescriptor
-from tp_net.directory import Directory
-from tp_net.model_identity import SOURCE_CATALOGUE, SOURCE_FIRST_DESCRIPTOR
+from tp_net.protocol.bootstrap_config import Bootstrap
+from tp_net.protocol.descriptors import ModelOffer, NodeDescriptor
+from tp_net.protocol.directory import Directory
+from tp_net.protocol.model_identity import SOURCE_CATALOGUE, SOURCE_FIRST_DESCRIPTOR
 
 MODEL = "tiny-llama"
 REAL = hashlib.sha256(b"the real tiny-llama GGUF").digest()

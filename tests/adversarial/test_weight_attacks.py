@@ -29,7 +29,7 @@ from tests.tp_net.directory_factories import (
     node_descriptor,
     signed_relay,
 )
-from tp_net.bandwidth_weights import (
+from tp_net.protocol.bandwidth_weights import (
     MEASUREMENTS_IN_FLIGHT_MAX,
     MEASUREMENTS_PER_PERIOD_MAX,
     MeasurementScheduler,
@@ -38,9 +38,9 @@ from tp_net.bandwidth_weights import (
     TargetKind,
     predicted_share,
 )
-from tp_net.descriptors import SignedDescriptor, sign_descriptor
-from tp_net.directory import Directory, SignedDocument, verify_document
-from tp_net.path_selection import choose_guards, choose_node, choose_path
+from tp_net.protocol.descriptors import SignedDescriptor, sign_descriptor
+from tp_net.protocol.directory import Directory, SignedDocument, verify_document
+from tp_net.protocol.path_selection import choose_guards, choose_node, choose_path
 from tp_node.authority_core import Admission, AuthorityCore, Schedule
 
 MODEL = "tiny-llama"

@@ -11,8 +11,8 @@ from bootstrap import invite
 from bootstrap.new_network import BOOTSTRAP_FILE_NAME, create_network
 from tp_cli.config import resolve
 from tp_crypto.identity import Identity, create_key_file
-from tp_net.bootstrap_config import load_bootstrap
-from tp_net.directory import DirectoryError, check_invitation
+from tp_net.protocol.bootstrap_config import load_bootstrap
+from tp_net.protocol.directory import DirectoryError, check_invitation
 from tp_node import relay_cli
 
 NODE = Identity(bytes(range(32)))

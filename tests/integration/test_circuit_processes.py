@@ -8,9 +8,9 @@ from pathlib import Path
 import trio
 
 from tp_dev.local_network import local_network
-from tp_net.client import ClientLink
-from tp_net.inference_contract import INFERENCE_SERVICE
-from tp_net.transport_ws import WebSocketDialer
+from tp_net.protocol.inference_contract import INFERENCE_SERVICE
+from tp_net.trio.client import ClientLink
+from tp_net.trio.transport_ws import WebSocketDialer
 from tp_node.engine import fake_token
 
 CHUNKS = 1000

@@ -1,6 +1,6 @@
-"""Directory fetches reuse a kept link per source (tp_net.directory_client.KeptLinks): over a real authority
-process, three fetches cost one dial, and a kept link that closed is dialed again; a relay's refresh of its
-cached document does the same."""
+"""Directory fetches reuse a kept link per source (tp_net.trio.directory_client.KeptLinks): over a real
+authority process, three fetches cost one dial, and a kept link that closed is dialed again; a relay's refresh
+of its cached document does the same."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from pathlib import Path
 import trio
 
 from tp_dev.local_network import local_network
-from tp_net.bootstrap_config import load_bootstrap
-from tp_net.directory import DirectoryError, SignedDocument
-from tp_net.directory_client import KeptLinks, fetch_document
-from tp_net.transport import Channel
-from tp_net.transport_ws import WebSocketDialer
+from tp_net.protocol.bootstrap_config import load_bootstrap
+from tp_net.protocol.directory import DirectoryError, SignedDocument
+from tp_net.trio.directory_client import KeptLinks, fetch_document
+from tp_net.trio.transport import Channel
+from tp_net.trio.transport_ws import WebSocketDialer
 from tp_node.directory_duties import refresh_documents
 from tp_node.directory_service import DirectoryService
 

@@ -13,14 +13,20 @@ import trio
 
 from tp_crypto.errors import TokenPlaceError
 from tp_dev.local_network import LocalNetwork, local_network
-from tp_net.bootstrap_config import load_bootstrap
-from tp_net.circuit_client import HopInfo
-from tp_net.client import ClientLink
-from tp_net.directory import Directory, verify_document
-from tp_net.directory_client import fetch_directory, fetch_document
-from tp_net.inference_contract import INFERENCE_SERVICE
-from tp_net.path_selection import LOCAL_NETWORK_RULES, choose_guards, choose_node, choose_path, circuit_hops
-from tp_net.transport_ws import WebSocketDialer
+from tp_net.protocol.bootstrap_config import load_bootstrap
+from tp_net.protocol.circuit_client import HopInfo
+from tp_net.protocol.directory import Directory, verify_document
+from tp_net.protocol.inference_contract import INFERENCE_SERVICE
+from tp_net.protocol.path_selection import (
+    LOCAL_NETWORK_RULES,
+    choose_guards,
+    choose_node,
+    choose_path,
+    circuit_hops,
+)
+from tp_net.trio.client import ClientLink
+from tp_net.trio.directory_client import fetch_directory, fetch_document
+from tp_net.trio.transport_ws import WebSocketDialer
 from tp_node.engine import FAKE_MODEL_ID
 
 CONVERGE_TIMEOUT_S = 40

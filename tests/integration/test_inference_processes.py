@@ -13,9 +13,9 @@ import trio
 
 from tests.tp_node.chunk_shapes import assert_well_formed, text_of
 from tp_dev.local_network import local_network
-from tp_net.client import Circuit, ClientLink, Stream
-from tp_net.inference_contract import INFERENCE_SERVICE
-from tp_net.transport_ws import WebSocketDialer
+from tp_net.protocol.inference_contract import INFERENCE_SERVICE
+from tp_net.trio.client import Circuit, ClientLink, Stream
+from tp_net.trio.transport_ws import WebSocketDialer
 
 SENTINEL = "okapi-31d9"
 N_CTX = 2048

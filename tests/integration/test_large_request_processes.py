@@ -14,7 +14,7 @@ import httpx
 import trio
 
 from tests.integration.gateway_network import running_gateway
-from tp_net.messages import REQUEST_BYTES_MAX
+from tp_net.protocol.messages import REQUEST_BYTES_MAX
 
 MODEL = "tiny"
 TIMEOUT_S = 60.0

@@ -7,9 +7,9 @@ import trio
 from benchmarks.linkbench import SEND_BATCH_FRAMES, numbered_padding
 from tp_crypto.identity import Identity
 from tp_dev.processes import python_process
-from tp_net.frames import Frame, Ping, Pong
-from tp_net.link_trio import dial_link
-from tp_net.transport_ws import WebSocketDialer
+from tp_net.protocol.frames import Frame, Ping, Pong
+from tp_net.trio.link_trio import dial_link
+from tp_net.trio.transport_ws import WebSocketDialer
 
 FRAME_COUNT = 10_000
 

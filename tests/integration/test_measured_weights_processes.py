@@ -9,9 +9,12 @@ import trio
 
 from tests.integration.test_directory_processes import wait_for_directory
 from tp_dev.local_network import local_network
-from tp_net.bandwidth_weights import NODE_WEIGHT_UNMEASURED_TOKENS_PER_S, RELAY_WEIGHT_UNMEASURED_KBPS
-from tp_net.directory import Directory
-from tp_net.transport_ws import WebSocketDialer
+from tp_net.protocol.bandwidth_weights import (
+    NODE_WEIGHT_UNMEASURED_TOKENS_PER_S,
+    RELAY_WEIGHT_UNMEASURED_KBPS,
+)
+from tp_net.protocol.directory import Directory
+from tp_net.trio.transport_ws import WebSocketDialer
 
 MEASURED_TIMEOUT_S = 90
 

@@ -17,11 +17,11 @@ import trio
 from bootstrap.new_network import BOOTSTRAP_FILE_NAME, create_network
 from tp_dev.local_network import free_ports
 from tp_dev.processes import StartedProcess, python_process
-from tp_net.circuit_client import HopInfo
-from tp_net.client import ClientLink
-from tp_net.errors import TokenPlaceError
-from tp_net.inference_contract import INFERENCE_SERVICE
-from tp_net.transport_ws import WebSocketDialer
+from tp_net.protocol.circuit_client import HopInfo
+from tp_net.protocol.errors import TokenPlaceError
+from tp_net.protocol.inference_contract import INFERENCE_SERVICE
+from tp_net.trio.client import ClientLink
+from tp_net.trio.transport_ws import WebSocketDialer
 from tp_node.onion_keys import ONION_KEY_FILE
 
 # Nothing listens on port 1: the authorities are unreachable and the processes just keep trying.

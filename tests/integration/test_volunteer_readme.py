@@ -23,9 +23,9 @@ import trio
 
 from tests.tp_node.fake_hub import FakeHub, serve_fake_hub
 from tp_dev.local_network import free_ports, local_network
-from tp_net.bootstrap_config import load_bootstrap
-from tp_net.directory_client import fetch_directory
-from tp_net.transport_ws import WebSocketDialer
+from tp_net.protocol.bootstrap_config import load_bootstrap
+from tp_net.trio.directory_client import fetch_directory
+from tp_net.trio.transport_ws import WebSocketDialer
 from tp_node.models import load_catalogue
 
 README = Path(__file__).resolve().parents[2] / "README.md"

@@ -112,7 +112,7 @@ def test_console_script_help_exits_zero(installed: Installed, name: str) -> None
 def test_relay_modules_import_without_llama(installed: Installed) -> None:
     """Importing the relay-side packages must not import llama_cpp, gguf or numpy."""
     code = (
-        "import sys, tp_crypto.noise, tp_net.link_trio, tp_net.transport_ws;"
+        "import sys, tp_crypto.noise, tp_net.trio.link_trio, tp_net.trio.transport_ws;"
         "import tp_node.relay_cli, tp_gateway.cli;"
         "print([m for m in ('llama_cpp', 'gguf', 'numpy') if m in sys.modules])"
     )

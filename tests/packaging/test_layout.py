@@ -59,11 +59,11 @@ def test_each_constant_of_the_product_is_defined_once() -> None:
 
 
 def test_the_inference_contract_has_one_home() -> None:
-    from tp_net import inference_contract
+    from tp_net.protocol import inference_contract
 
     for name in ("INFERENCE_SERVICE", "MESSAGES_MAX", "STOP_SEQUENCES_MAX", "CHOICES_MAX", "TOOLS_MAX"):
         assert hasattr(inference_contract, name)
-    gateway_imports = _importers(("tp_gateway",), "tp_net.inference_contract")
+    gateway_imports = _importers(("tp_gateway",), "tp_net.protocol.inference_contract")
     assert {"tp_gateway/openai_requests.py", "tp_gateway/openai_chat_fields.py"} <= set(gateway_imports)
 
 
@@ -95,6 +95,6 @@ def test_the_command_plumbing_imports_no_role() -> None:
 def test_dev_tooling_lives_outside_the_product_packages() -> None:
     assert _importers(PRODUCT, "tp_dev") == {}
     assert _importers(PRODUCT, "benchmarks") == {}
-    gone = ("tp_node/demo.py", "tp_node/local_network.py", "tp_node/processes.py", "tp_net/linkbench.py")
+    gone = ("tp_node/demo.py", "tp_node/local_network.py", "tp_node/processes.py", "tp_net/trio/linkbench.py")
     for path in gone:
         assert not (ROOT / path).exists(), path

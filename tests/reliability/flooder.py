@@ -26,14 +26,14 @@ import trio_websocket
 from tp_crypto.errors import TokenPlaceError
 from tp_crypto.identity import node_id_to_x25519
 from tp_crypto.onion import HopHandshakeClient, HopKey
-from tp_net.cells import CellCommand, DestroyReason, destroy_cell, handshake_cell, new_circuit_id
-from tp_net.circuit_client import HopInfo
-from tp_net.client import ClientLink
-from tp_net.frames import CELL_BODY_BYTES, Cell, Frame, Padding, Ping
-from tp_net.link import LinkHandshake
-from tp_net.link_trio import Link, dial_link
-from tp_net.transport import CHANNEL_MESSAGE_BYTES_MAX
-from tp_net.transport_ws import WebSocketDialer, parse_ws_address
+from tp_net.protocol.cells import CellCommand, DestroyReason, destroy_cell, handshake_cell, new_circuit_id
+from tp_net.protocol.circuit_client import HopInfo
+from tp_net.protocol.frames import CELL_BODY_BYTES, Cell, Frame, Padding, Ping
+from tp_net.protocol.link import LinkHandshake
+from tp_net.trio.client import ClientLink
+from tp_net.trio.link_trio import Link, dial_link
+from tp_net.trio.transport import CHANNEL_MESSAGE_BYTES_MAX
+from tp_net.trio.transport_ws import WebSocketDialer, parse_ws_address
 
 CREATES_PER_SEND = 256
 FRAMES_PER_SEND = 256

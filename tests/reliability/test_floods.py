@@ -27,10 +27,10 @@ import trio
 from tests.reliability import proc
 from tp_dev.local_network import local_network
 from tp_dev.processes import StartedProcess, python_process
-from tp_net.client import Circuit, ClientLink
-from tp_net.inference_contract import INFERENCE_SERVICE
-from tp_net.rate_limits import CLIENT_CREATE_BURST, CLIENT_CREATE_RATE_PER_S
-from tp_net.transport_ws import WebSocketDialer
+from tp_net.protocol.inference_contract import INFERENCE_SERVICE
+from tp_net.protocol.rate_limits import CLIENT_CREATE_BURST, CLIENT_CREATE_RATE_PER_S
+from tp_net.trio.client import Circuit, ClientLink
+from tp_net.trio.transport_ws import WebSocketDialer
 
 FLOOD_SECONDS_MAX = 300.0  # a bound: the flooder stops on SIGTERM once the test has measured
 FLOODER_STOP_TIMEOUT_S = 10.0

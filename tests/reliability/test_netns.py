@@ -83,7 +83,8 @@ async def test_no_relay_sees_both_the_client_and_the_node(hosts: dict[str, Host]
     network_dir = tmp_path / "network"
     addresses = [relay_address(hosts[name]) for name in AUTHORITIES]
     # `local`: the hosts have private addresses (10.N.0.1), which relays of a public network never extend to
-    # (tp_net.extend_policy); each relay is in its own /16, so paths are chosen as in a public network.
+    # (tp_net.protocol.extend_policy); each relay is in its own /16, so paths are chosen as in a public
+    # network.
     create_network(network_dir, f"netns-{secrets.token_hex(4)}", addresses, 2, period_s=PERIOD_S, local=True)
     bootstrap = network_dir / BOOTSTRAP_FILE_NAME
     client, node_host = hosts["client"], hosts["node"]

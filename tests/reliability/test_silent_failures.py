@@ -4,9 +4,9 @@ the honest single-host stand-in for a pulled cable (its kernel still ACKs TCP, s
 A gateway in front of five relays (three of them authorities, the last the node's home relay) and a
 fake-engine node that paces its tokens. A relay the gateway has a link to (a guard; not the home relay, the
 node's only way in) is stopped after the first chunk of a streamed answer: the answer completes (the relay
-was not on its circuit) or ends with an error event within the inter-chunk deadline (tp_net.stream_deadlines)
-plus slack. Requests sent while the relay stays stopped succeed, past the link silence deadline
-(tp_net.liveness). After SIGCONT the relay carries traffic again within 5 s.
+was not on its circuit) or ends with an error event within the inter-chunk deadline
+(tp_net.protocol.stream_deadlines) plus slack. Requests sent while the relay stays stopped succeed, past the
+link silence deadline (tp_net.protocol.liveness). After SIGCONT the relay carries traffic again within 5 s.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import trio
 from tests.integration.gateway_network import running_gateway
 from tests.reliability import proc
 from tests.reliability.test_faults import MESSAGES, request_status, sse_events, wait_until_requests_succeed
-from tp_net.liveness import LINK_SILENCE_DEADLINE_S
-from tp_net.stream_deadlines import stream_deadlines
+from tp_net.protocol.liveness import LINK_SILENCE_DEADLINE_S
+from tp_net.protocol.stream_deadlines import stream_deadlines
 
 TOKEN_DELAY_MS = 10
 STREAM_TOKENS = 500  # ~5 s of tokens

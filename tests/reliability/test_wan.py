@@ -6,9 +6,10 @@ node's home relay, a fake-engine node that paces its tokens, and a gateway; the 
 streamed answer, once the relays that carry it are known (their control sockets' cells_sent counters move),
 the switch drops every frame to and from one of them that is not the home relay: the pulled cable, nothing
 closed, no RST. The answer completes (it had moved on) or ends with an error event within
-SILENT_ERROR_S_MAX (the gateway's inter-chunk deadline, sized from the path: tp_net.stream_deadlines).
-Requests sent during the outage succeed (in `make slow` the outage outlasts the link silence deadline). Once
-the cable is back, the relay carries traffic again (its TCP connections receive bytes) within RESUME_S_MAX.
+SILENT_ERROR_S_MAX (the gateway's inter-chunk deadline, sized from the path:
+tp_net.protocol.stream_deadlines). Requests sent during the outage succeed (in `make slow` the outage outlasts
+the link silence deadline). Once the cable is back, the relay carries traffic again (its TCP connections
+receive bytes) within RESUME_S_MAX.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from tests.reliability.test_netns import REQUIRE_ENV, relay_address, require_net
 from tests.reliability.wan import Wan, inside, wan_hosts
 from tests.required import skip_unless_required
 from tp_dev.processes import StartedProcess, python_process
-from tp_net.liveness import LINK_SILENCE_DEADLINE_S
+from tp_net.protocol.liveness import LINK_SILENCE_DEADLINE_S
 
 pytestmark = pytest.mark.netns
 

@@ -28,9 +28,9 @@ from bootstrap.new_network import BOOTSTRAP_FILE_NAME
 from tests.reliability.test_faults import MESSAGES, sse_events, wait_until_requests_succeed
 from tests.reliability.test_wan import ONE_WAY_MS, RELAYS, TOKEN_DELAY_MS, start_network
 from tests.reliability.wan import Wan, inside, wan_hosts
-from tp_net.bootstrap_config import load_bootstrap
-from tp_net.directory_client import KeptLinks, fetch_document
-from tp_net.transport_ws import WebSocketDialer
+from tp_net.protocol.bootstrap_config import load_bootstrap
+from tp_net.trio.directory_client import KeptLinks, fetch_document
+from tp_net.trio.transport_ws import WebSocketDialer
 
 SLOW_ONE_WAY_MS = 50.0  # 200 ms round trip
 SLOW_LOSS = 0.01  # per host and frame: about 2% between two hosts

@@ -6,7 +6,7 @@ import random
 import trio
 from trio._core import _run as trio_run
 
-import tp_net.directory
+import tp_net.protocol.directory
 from simulations.determinism import seeded_trio_scheduler, shared_verifier
 from tests.tp_net.directory_factories import (
     T0,
@@ -18,8 +18,8 @@ from tests.tp_net.directory_factories import (
 )
 from tp_crypto import signed
 from tp_crypto.identity import Identity
-from tp_net.descriptors import DESCRIPTOR_DOMAIN
-from tp_net.directory import DOCUMENT_DOMAIN, verify_document
+from tp_net.protocol.descriptors import DESCRIPTOR_DOMAIN
+from tp_net.protocol.directory import DOCUMENT_DOMAIN, verify_document
 
 
 def _schedule(seed: int) -> list[int]:
@@ -58,7 +58,7 @@ def test_the_shared_verifier_memoizes_and_reaches_verification_only_through_trus
     assert memoized(identity.node_id, b"directory", b"body", signature)
     assert shared_verifier(False) is signed.verify
     # Nothing is patched: the verifier reaches the directory code as a Trust's `verify`.
-    assert tp_net.directory.verify is signed.verify
+    assert tp_net.protocol.directory.verify is signed.verify
     calls: list[bytes] = []
 
     def counting(node_id: bytes, domain: bytes, body: bytes, signature: bytes) -> bool:

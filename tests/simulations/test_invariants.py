@@ -4,7 +4,7 @@ import logging
 
 from simulations.adversary import Coalition
 from simulations.invariants import InvariantChecker, SentinelLogHandler, sentinel
-from tp_net.descriptors import RelayDescriptor
+from tp_net.protocol.descriptors import RelayDescriptor
 
 
 def _relay(node_id: bytes, family: str) -> RelayDescriptor:

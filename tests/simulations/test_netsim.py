@@ -9,11 +9,11 @@ import trio.testing
 from simulations.config import NetworkModel
 from simulations.netsim import MBPS, SILENT_DIAL_TIMEOUT_S, Machine, SimNetwork
 from tp_crypto.identity import Identity
-from tp_net.errors import ChannelClosed, DialError
-from tp_net.link_pump import LinkPump
-from tp_net.link_trio import accept_link, dial_link
-from tp_net.liveness import LivenessLimits
-from tp_net.transport import Channel
+from tp_net.protocol.errors import ChannelClosed, DialError
+from tp_net.protocol.liveness import LivenessLimits
+from tp_net.trio.link_pump import LinkPump
+from tp_net.trio.link_trio import accept_link, dial_link
+from tp_net.trio.transport import Channel
 
 
 @pytest.fixture
@@ -115,8 +115,8 @@ async def test_a_pulled_cable_loses_every_message_without_closing_anything(
 async def test_a_link_pump_closes_a_silent_link_within_its_liveness_deadline(
     clock: trio.testing.MockClock,
 ) -> None:
-    """What makes a role fail over: its link's liveness (tp_net.liveness) aborts a silent link, so the
-    circuits on it are destroyed and the client builds around it."""
+    """What makes a role fail over: its link's liveness (tp_net.protocol.liveness) aborts a silent link, so
+    the circuits on it are destroyed and the client builds around it."""
     network, relay, client = _network()
     limits = LivenessLimits(keepalive_idle_s=1.0, silence_deadline_s=3.0)
 

@@ -1,6 +1,6 @@
 """A fake overlay for the sealed routes: a directory really signed by test authorities, listing one node with
-a sealing key, and a `forward_sealed` that opens the request as that node would (tp_net.sealed, with a
-replay cache) and seals a scripted answer. Fakes, not mocks: every byte the client sees is real crypto.
+a sealing key, and a `forward_sealed` that opens the request as that node would (tp_net.protocol.sealed, with
+a replay cache) and seals a scripted answer. Fakes, not mocks: every byte the client sees is real crypto.
 `tamper` lets a test play the hostile gateway on the answer's chunks."""
 
 from __future__ import annotations
@@ -25,10 +25,10 @@ from tests.tp_net.directory_factories import (
     signed_document,
 )
 from tp_gateway.overlay import OverlayError
-from tp_net.bootstrap_config import Bootstrap, BootstrapAuthority
-from tp_net.descriptors import sign_descriptor
-from tp_net.directory import SignedDocument
-from tp_net.sealed import ReplayCache, SealedError, open_request, sealing_key_pair
+from tp_net.protocol.bootstrap_config import Bootstrap, BootstrapAuthority
+from tp_net.protocol.descriptors import sign_descriptor
+from tp_net.protocol.directory import SignedDocument
+from tp_net.protocol.sealed import ReplayCache, SealedError, open_request, sealing_key_pair
 
 MODEL = "tiny-sealed"
 WORDS = ["Sealed", " hello", " world"]

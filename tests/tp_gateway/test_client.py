@@ -33,7 +33,7 @@ from tp_gateway.client import (
 )
 from tp_gateway.client_thread import BUFFERED_CHUNKS_MAX, ClientClosedError, OverlayThread, Service
 from tp_gateway.overlay import Overlay, OverlayError
-from tp_net.bootstrap_config import BootstrapError, load_bootstrap
+from tp_net.protocol.bootstrap_config import BootstrapError, load_bootstrap
 
 T = TypeVar("T")
 MODEL = "tiny"

@@ -1,5 +1,6 @@
 """The JS sealed client (js/, bundled as tp_gateway/static/sealed.bundle.js) under Node: the RFC 9180
-vector through @hpke, and the same sealed bytes as tp_net.sealed for tests/tp_net/vectors/sealed.json."""
+vector through @hpke, and the same sealed bytes as tp_net.protocol.sealed for
+tests/tp_net/vectors/sealed.json."""
 
 from __future__ import annotations
 

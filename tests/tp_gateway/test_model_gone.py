@@ -23,8 +23,8 @@ from tests.tp_net.directory_factories import (
     relay_descriptor,
 )
 from tp_gateway.overlay import MODEL_REMEMBERED_S, Overlay, OverlayError
-from tp_net.bootstrap_config import Bootstrap
-from tp_net.directory import Directory
+from tp_net.protocol.bootstrap_config import Bootstrap
+from tp_net.protocol.directory import Directory
 
 PERIOD_S = 300
 

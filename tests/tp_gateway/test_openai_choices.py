@@ -19,7 +19,12 @@ from tp_gateway.client import BASE_URL, IN_PROCESS_SITE, OverlayTransport
 from tp_gateway.client_thread import OverlayThread, Service
 from tp_gateway.openai_api import ApiError, ChatCompletionCollector, ChatCompletionStream, CompletionCollector
 from tp_gateway.overlay import Overlay, OverlayError
-from tp_net.inference_contract import CHOICES_MAX, LOGIT_BIAS_ENTRIES_MAX, TOP_LOGPROBS_MAX, EngineError
+from tp_net.protocol.inference_contract import (
+    CHOICES_MAX,
+    LOGIT_BIAS_ENTRIES_MAX,
+    TOP_LOGPROBS_MAX,
+    EngineError,
+)
 from tp_node.engine import FAKE_VOCABULARY, FakeEngine
 
 T = TypeVar("T")

@@ -1,6 +1,6 @@
 """Image inputs at the gateway: `image_url` parts with data URLs are checked with the node's own rules
-(tp_net.inference_contract) and carried in the request document; remote URLs are refused naming why; and a
-request with images goes only to nodes whose signed descriptor says `vision` for the model."""
+(tp_net.protocol.inference_contract) and carried in the request document; remote URLs are refused naming why;
+and a request with images goes only to nodes whose signed descriptor says `vision` for the model."""
 
 from __future__ import annotations
 
@@ -26,10 +26,10 @@ from tp_gateway.app import api_error
 from tp_gateway.openai_errors import ApiError
 from tp_gateway.openai_requests import parse_chat
 from tp_gateway.overlay import Overlay, OverlayError
-from tp_net.bootstrap_config import Bootstrap
-from tp_net.descriptors import NodeDescriptor, sign_descriptor
-from tp_net.directory import Directory
-from tp_net.inference_contract import IMAGE_BYTES_MAX, IMAGES_BYTES_TOTAL_MAX, IMAGES_PER_REQUEST_MAX
+from tp_net.protocol.bootstrap_config import Bootstrap
+from tp_net.protocol.descriptors import NodeDescriptor, sign_descriptor
+from tp_net.protocol.directory import Directory
+from tp_net.protocol.inference_contract import IMAGE_BYTES_MAX, IMAGES_BYTES_TOTAL_MAX, IMAGES_PER_REQUEST_MAX
 from tp_node.inference import parse_request
 
 MODEL = "vision-model"

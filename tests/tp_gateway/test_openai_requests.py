@@ -442,8 +442,8 @@ def _nested(levels: int) -> dict[str, Any]:
 def test_a_json_value_the_gateway_accepts_fits_the_nodes_document_depth(levels: int) -> None:
     """Tool parameters and response schemas: the gateway refuses (400) exactly what would make the node's
     document nest deeper than the codec allows, instead of sending a request every node refuses."""
-    from tp_net.codec import decode_document, encode_document
-    from tp_net.errors import ProtocolError
+    from tp_net.protocol.codec import decode_document, encode_document
+    from tp_net.protocol.errors import ProtocolError
 
     schema = {"name": "s", "schema": _nested(levels)}
     bodies = [

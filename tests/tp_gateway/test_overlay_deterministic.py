@@ -23,11 +23,11 @@ from tp_gateway.overlay import (
     Overlay,
 )
 from tp_gateway.request_trace import RequestTrace
-from tp_net.bootstrap_config import Bootstrap
-from tp_net.descriptors import NodeDescriptor, RelayDescriptor
-from tp_net.directory import Directory
-from tp_net.path_selection import GuardStore
-from tp_net.transport_memory import MemoryNetwork
+from tp_net.protocol.bootstrap_config import Bootstrap
+from tp_net.protocol.descriptors import NodeDescriptor, RelayDescriptor
+from tp_net.protocol.directory import Directory
+from tp_net.protocol.path_selection import GuardStore
+from tp_net.trio.transport_memory import MemoryNetwork
 from tp_node.engine import FAKE_MODEL_ID, FakeEngine
 from tp_node.gpu_node import GpuNode, HomeRelay
 from tp_node.relay import Relay

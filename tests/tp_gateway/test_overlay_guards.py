@@ -12,11 +12,11 @@ import trio
 
 from tests.tp_net.directory_factories import NETWORK, RELAY_SEED_BASE, T0, identity, relay_descriptor
 from tp_gateway.overlay import Overlay, OverlayError
-from tp_net.bootstrap_config import Bootstrap
-from tp_net.descriptors import RelayDescriptor
-from tp_net.directory import Directory
-from tp_net.path_selection import GUARDS_PER_CLIENT, GuardStore
-from tp_net.transport import Channel
+from tp_net.protocol.bootstrap_config import Bootstrap
+from tp_net.protocol.descriptors import RelayDescriptor
+from tp_net.protocol.directory import Directory
+from tp_net.protocol.path_selection import GUARDS_PER_CLIENT, GuardStore
+from tp_net.trio.transport import Channel
 
 GUARD = RelayDescriptor(b"g" * 32, "ws://guard.example.net:7000/", (b"k" * 32,), 100, "", "1", 0, 60)
 

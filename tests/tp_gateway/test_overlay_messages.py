@@ -12,10 +12,10 @@ import trio
 from tp_gateway.app import api_error
 from tp_gateway.node_backoff import FAILURE_LOG_INTERVAL_S, NODE_RETRY_S_MAX, NODE_RETRY_S_MIN, NodeBackoff
 from tp_gateway.overlay import Overlay, OverlayError
-from tp_net.bootstrap_config import Bootstrap, BootstrapAuthority
-from tp_net.descriptors import ModelOffer, NodeDescriptor, RelayDescriptor
-from tp_net.directory import Directory
-from tp_net.transport_memory import MemoryNetwork
+from tp_net.protocol.bootstrap_config import Bootstrap, BootstrapAuthority
+from tp_net.protocol.descriptors import ModelOffer, NodeDescriptor, RelayDescriptor
+from tp_net.protocol.directory import Directory
+from tp_net.trio.transport_memory import MemoryNetwork
 
 MODEL = "tiny"
 NOW = 1_800_000_000

@@ -25,8 +25,8 @@ from tp_gateway.overlay import Overlay
 from tp_gateway.public_guard import PublicPolicy
 from tp_gateway.sealed_client import EVENT_LINE_BYTES_MAX, SealedEvents, SecureChatCompletion
 from tp_gateway.sealed_transport import sealed_http_client
-from tp_net.messages import REQUEST_BYTES_MAX
-from tp_net.sealed import SEALED_REQUEST_BYTES_MAX, seal_request
+from tp_net.protocol.messages import REQUEST_BYTES_MAX
+from tp_net.protocol.sealed import SEALED_REQUEST_BYTES_MAX, seal_request
 
 SENTINEL = "sentinel-prompt-5d1e"
 MESSAGES = [{"role": "user", "content": SENTINEL}]

@@ -1,6 +1,7 @@
-"""Request deadlines (tp_net.stream_deadlines, applied by the gateway): a silent path is given up within the
-first-chunk deadline (the gateway then fails over) or, once chunks flow, within the inter-chunk deadline, and
-its circuit is destroyed so no later request takes it from the pool. Fake clock, fake circuit."""
+"""Request deadlines (tp_net.protocol.stream_deadlines, applied by the gateway): a silent path is given up
+within the first-chunk deadline (the gateway then fails over) or, once chunks flow, within the inter-chunk
+deadline, and its circuit is destroyed so no later request takes it from the pool. Fake clock, fake
+circuit."""
 
 from __future__ import annotations
 
@@ -24,13 +25,12 @@ from tests.tp_net.directory_factories import (
     relay_descriptor,
 )
 from tp_gateway.overlay import Overlay, _Pooled, _within_deadlines
-from tp_net.bootstrap_config import Bootstrap
-from tp_net.cells import DestroyReason
-from tp_net.circuit_client import HopInfo
-from tp_net.client import Circuit
-from tp_net.descriptors import RelayDescriptor
-from tp_net.directory import Directory
-from tp_net.stream_deadlines import (
+from tp_net.protocol.bootstrap_config import Bootstrap
+from tp_net.protocol.cells import DestroyReason
+from tp_net.protocol.circuit_client import HopInfo
+from tp_net.protocol.descriptors import RelayDescriptor
+from tp_net.protocol.directory import Directory
+from tp_net.protocol.stream_deadlines import (
     CHUNK_GAP_DEADLINE_S,
     FIRST_CHUNK_DEADLINE_S,
     HOP_ALLOWANCE_S,
@@ -40,6 +40,7 @@ from tp_net.stream_deadlines import (
     path_round_trip_s,
     stream_deadlines,
 )
+from tp_net.trio.client import Circuit
 
 HOPS = 4  # guard, middle, home relay, node
 FIRST_S = FIRST_CHUNK_DEADLINE_S + HOPS * HOP_ALLOWANCE_S

@@ -25,8 +25,8 @@ from tp_crypto.identity import Identity
 from tp_crypto.noise import generate_keypair
 from tp_crypto.noise_primitives import x25519_public
 from tp_crypto.onion import HopHandshakeClient, HopLayer, answer_hop_handshake
-from tp_net import codec
-from tp_net.cells import (
+from tp_net.protocol import codec
+from tp_net.protocol.cells import (
     RELAY_PAYLOAD_BYTES,
     CellCommand,
     handshake_cell,
@@ -34,12 +34,12 @@ from tp_net.cells import (
     new_circuit_id,
     relay_cell,
 )
-from tp_net.circuit_client import CircuitBuilt, CircuitClosed, CircuitEvent, ClientCircuit, HopInfo
-from tp_net.circuit_hop import HopCore
-from tp_net.frames import Cell, Frame
-from tp_net.hop_outputs import CircuitRef, ConnectTo, HopOutput, SendCell, ServiceEvent
-from tp_net.relay_messages import RelayExtend, RelayExtended
-from tp_net.streams import EndReason, StreamData, StreamEnded, StreamEvent, StreamOpened
+from tp_net.protocol.circuit_client import CircuitBuilt, CircuitClosed, CircuitEvent, ClientCircuit, HopInfo
+from tp_net.protocol.circuit_hop import HopCore
+from tp_net.protocol.frames import Cell, Frame
+from tp_net.protocol.hop_outputs import CircuitRef, ConnectTo, HopOutput, SendCell, ServiceEvent
+from tp_net.protocol.relay_messages import RelayExtend, RelayExtended
+from tp_net.protocol.streams import EndReason, StreamData, StreamEnded, StreamEvent, StreamOpened
 
 CLIENT = "client"
 ConnectMode = Literal["auto", "fail", "hold"]

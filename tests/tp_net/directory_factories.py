@@ -15,7 +15,7 @@ import nacl.bindings
 
 from tp_crypto.identity import Identity
 from tp_crypto.signed import DOMAIN_PREFIX
-from tp_net.descriptors import (
+from tp_net.protocol.descriptors import (
     DESCRIPTOR_LIFETIME_S,
     ModelOffer,
     NodeDescriptor,
@@ -23,7 +23,7 @@ from tp_net.descriptors import (
     SignedDescriptor,
     sign_descriptor,
 )
-from tp_net.directory import (
+from tp_net.protocol.directory import (
     DocumentBody,
     SignedDocument,
     Trust,

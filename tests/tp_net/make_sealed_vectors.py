@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tp_net.sealed import ReplayCache, open_request, seal_request, sealing_key_pair
+from tp_net.protocol.sealed import ReplayCache, open_request, seal_request, sealing_key_pair
 
 OUT = Path(__file__).parent / "vectors" / "sealed.json"
 

@@ -27,8 +27,8 @@ import tp_crypto.noise
 from tp_crypto.identity import Identity, node_id_to_x25519
 from tp_crypto.noise import x25519_public
 from tp_crypto.onion import HopHandshakeClient, HopKey, HopLayer, answer_hop_handshake, layer_from_secrets
-from tp_net import cells, codec, frames, relay_messages
-from tp_net.descriptors import (
+from tp_net.protocol import cells, codec, frames, relay_messages
+from tp_net.protocol.descriptors import (
     Descriptor,
     ModelOffer,
     NodeDescriptor,
@@ -36,7 +36,7 @@ from tp_net.descriptors import (
     decode_descriptor,
     sign_descriptor,
 )
-from tp_net.frames import Frame
+from tp_net.protocol.frames import Frame
 
 ROOT = Path(__file__).resolve().parents[2]
 NET_VECTORS = ROOT / "tests" / "tp_net" / "vectors"

@@ -1,4 +1,5 @@
-"""The one address validator (tp_net.addresses) and the relay's extend policy (tp_net.extend_policy)."""
+"""The one address validator (tp_net.protocol.addresses) and the relay's extend policy
+(tp_net.protocol.extend_policy)."""
 
 from __future__ import annotations
 
@@ -6,16 +7,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tp_net.addresses import (
+from tp_net.protocol.addresses import (
     ADDRESS_LENGTH_MAX,
     AddressError,
     RelayAddress,
     is_private_host,
     parse_address,
 )
-from tp_net.errors import DialError
-from tp_net.extend_policy import ExtendPolicy
-from tp_net.transport_ws import parse_ws_address
+from tp_net.protocol.errors import DialError
+from tp_net.protocol.extend_policy import ExtendPolicy
+from tp_net.trio.transport_ws import parse_ws_address
 
 RELAY_ID = b"r" * 32
 OTHER_ID = b"o" * 32

@@ -22,7 +22,7 @@ from tests.tp_net.directory_factories import (
     vote,
 )
 from tp_crypto.errors import RemoteProtocolError
-from tp_net.bandwidth_weights import (
+from tp_net.protocol.bandwidth_weights import (
     MEASUREMENTS_IN_FLIGHT_MAX,
     NODE_TOKENS_PER_S_PER_SLOT_MAX,
     NODE_WEIGHT_UNMEASURED_TOKENS_PER_S,
@@ -36,7 +36,7 @@ from tp_net.bandwidth_weights import (
     decode_weights,
     document_weights,
 )
-from tp_net.directory import Vote, build_document, decode_body, open_vote, sign_vote
+from tp_net.protocol.directory import Vote, build_document, decode_body, open_vote, sign_vote
 
 RELAY = relay_descriptor(identity(1), capacity=10**7)
 SMALL_RELAY = relay_descriptor(identity(2), number=2, capacity=50)

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from tp_crypto.errors import LocalProtocolError, RemoteProtocolError
-from tp_net import codec, document_scan
-from tp_net.cells import (
+from tp_net.protocol import codec, document_scan
+from tp_net.protocol.cells import (
     DIALER_ID_BIT,
     RELAY_DATA_BYTES_MAX,
     RELAY_PAYLOAD_BYTES,
@@ -22,8 +22,8 @@ from tp_net.cells import (
     new_circuit_id,
     relay_cell,
 )
-from tp_net.frames import CELL_BODY_BYTES, CIRCUIT_ID_MAX, CIRCUIT_ID_MIN, Cell, Frame
-from tp_net.relay_messages import (
+from tp_net.protocol.frames import CELL_BODY_BYTES, CIRCUIT_ID_MAX, CIRCUIT_ID_MIN, Cell, Frame
+from tp_net.protocol.relay_messages import (
     ADDRESS_BYTES_MAX,
     HOP_HANDSHAKE_BYTES_MAX,
     SENDME_DIGEST_BYTES,

@@ -16,12 +16,19 @@ from hypothesis import strategies as st
 from tests.tp_net.circuit_harness import CLIENT, CircuitHandle, Delivery, Wire, manual_build
 from tp_crypto.errors import RemoteProtocolError
 from tp_crypto.onion import layer_from_secrets
-from tp_net import codec
-from tp_net.cells import RELAY_PAYLOAD_BYTES, CellCommand, relay_cell
-from tp_net.circuit_client import CircuitClosed, CircuitState, ClientCircuit
-from tp_net.circuit_hop import CIRCUIT_IDLE_TIMEOUT_S
-from tp_net.frames import CELL_BODY_BYTES, CELL_COMMAND_MAX, CIRCUIT_ID_MAX, CIRCUIT_ID_MIN, Cell, Frame
-from tp_net.relay_messages import (
+from tp_net.protocol import codec
+from tp_net.protocol.cells import RELAY_PAYLOAD_BYTES, CellCommand, relay_cell
+from tp_net.protocol.circuit_client import CircuitClosed, CircuitState, ClientCircuit
+from tp_net.protocol.circuit_hop import CIRCUIT_IDLE_TIMEOUT_S
+from tp_net.protocol.frames import (
+    CELL_BODY_BYTES,
+    CELL_COMMAND_MAX,
+    CIRCUIT_ID_MAX,
+    CIRCUIT_ID_MIN,
+    Cell,
+    Frame,
+)
+from tp_net.protocol.relay_messages import (
     RelayBegin,
     RelayData,
     RelayDrop,

@@ -1,5 +1,5 @@
-"""The circuit state table at a hop (tp_net.hop_states): every (state, event) pair is either listed or refused
-with the named protocol error, and HopCore follows the table on the wire."""
+"""The circuit state table at a hop (tp_net.protocol.hop_states): every (state, event) pair is either listed
+or refused with the named protocol error, and HopCore follows the table on the wire."""
 
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ import pytest
 
 from tests.tp_net.circuit_harness import CLIENT, Delivery, Wire
 from tp_crypto.errors import RemoteProtocolError
-from tp_net.cells import (
+from tp_net.protocol.cells import (
     CellCommand,
     DestroyReason,
     destroy_reason,
     handshake_cell,
     relay_cell,
 )
-from tp_net.frames import CELL_BODY_BYTES, CELL_COMMAND_MAX, Cell
-from tp_net.hop_states import (
+from tp_net.protocol.frames import CELL_BODY_BYTES, CELL_COMMAND_MAX, Cell
+from tp_net.protocol.hop_states import (
     TRANSITIONS,
     CircuitStateError,
     HopAction,

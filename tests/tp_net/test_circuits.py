@@ -12,8 +12,8 @@ import pytest
 from tests.tp_net.circuit_harness import CLIENT, CircuitHandle, Delivery, Wire, manual_build
 from tp_crypto.errors import LocalProtocolError, ProtocolError
 from tp_crypto.noise import generate_keypair
-from tp_net import circuit_hop, streams
-from tp_net.cells import (
+from tp_net.protocol import circuit_hop, streams
+from tp_net.protocol.cells import (
     DIALER_ID_BIT,
     RELAY_DATA_BYTES_MAX,
     CellCommand,
@@ -23,10 +23,10 @@ from tp_net.cells import (
     handshake_cell,
     new_circuit_id,
 )
-from tp_net.circuit_client import CircuitBuilt, CircuitClosed, CircuitState, ClientCircuit, HopInfo
-from tp_net.circuit_hop import CIRCUIT_IDLE_TIMEOUT_S, EXTEND_TIMEOUT_S
-from tp_net.frames import CELL_BODY_BYTES, Cell, Frame
-from tp_net.relay_messages import (
+from tp_net.protocol.circuit_client import CircuitBuilt, CircuitClosed, CircuitState, ClientCircuit, HopInfo
+from tp_net.protocol.circuit_hop import CIRCUIT_IDLE_TIMEOUT_S, EXTEND_TIMEOUT_S
+from tp_net.protocol.frames import CELL_BODY_BYTES, Cell, Frame
+from tp_net.protocol.relay_messages import (
     SENDME_DIGEST_BYTES,
     RelayBegin,
     RelayData,
@@ -35,7 +35,7 @@ from tp_net.relay_messages import (
     RelayExtended,
     RelaySendme,
 )
-from tp_net.streams import (
+from tp_net.protocol.streams import (
     CIRCUIT_SENDME_CELLS,
     CIRCUIT_WINDOW_CELLS,
     STREAM_WINDOW_CELLS,

@@ -2,8 +2,8 @@ import msgpack
 import pytest
 
 from tp_crypto.errors import LocalProtocolError, RemoteProtocolError
-from tp_net import codec
-from tp_net.frames import CELL_BODY_BYTES, Cell, LinkClose, LinkHello, Padding, Ping, Pong
+from tp_net.protocol import codec
+from tp_net.protocol.frames import CELL_BODY_BYTES, Cell, LinkClose, LinkHello, Padding, Ping, Pong
 
 EXAMPLES = [
     LinkHello(1, None),

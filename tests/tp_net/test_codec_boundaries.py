@@ -13,10 +13,10 @@ import msgpack
 import pytest
 
 from tp_crypto.errors import LocalProtocolError, RemoteProtocolError
-from tp_net import cells, codec
-from tp_net.document_scan import DOCUMENT_DEPTH_MAX
-from tp_net.frames import CIRCUIT_ID_MAX, CIRCUIT_ID_MIN, Padding, Ping
-from tp_net.relay_messages import RelayBegin, RelayData
+from tp_net.protocol import cells, codec
+from tp_net.protocol.document_scan import DOCUMENT_DEPTH_MAX
+from tp_net.protocol.frames import CIRCUIT_ID_MAX, CIRCUIT_ID_MIN, Padding, Ping
+from tp_net.protocol.relay_messages import RelayBegin, RelayData
 
 
 def raw(obj: object) -> bytes:

@@ -7,8 +7,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tp_crypto.errors import RemoteProtocolError
-from tp_net import codec
-from tp_net.frames import CELL_BODY_BYTES, Cell, Frame, LinkClose, LinkHello, Padding, Ping, Pong
+from tp_net.protocol import codec
+from tp_net.protocol.frames import CELL_BODY_BYTES, Cell, Frame, LinkClose, LinkHello, Padding, Ping, Pong
 
 EXAMPLES = int(os.environ.get("TP_FUZZ_EXAMPLES", "1000"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -9,8 +9,8 @@ import pytest
 
 from tests.tp_net.directory_factories import PUBLISHED, identity, node_descriptor
 from tp_crypto.errors import RemoteProtocolError
-from tp_net.codec import decode_document, encode_document
-from tp_net.descriptors import NodeDescriptor, decode_descriptor, encode_descriptor, sign_descriptor
+from tp_net.protocol.codec import decode_document, encode_document
+from tp_net.protocol.descriptors import NodeDescriptor, decode_descriptor, encode_descriptor, sign_descriptor
 
 NODE = identity(7)
 

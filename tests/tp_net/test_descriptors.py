@@ -18,9 +18,9 @@ from tests.tp_net.directory_factories import (
 from tp_crypto.errors import RemoteProtocolError
 from tp_crypto.identity import Identity
 from tp_crypto.signed import DOMAIN_PREFIX, sign, verify
-from tp_net.addresses import ADDRESS_LENGTH_MAX
-from tp_net.codec import encode_document
-from tp_net.descriptors import (
+from tp_net.protocol.addresses import ADDRESS_LENGTH_MAX
+from tp_net.protocol.codec import encode_document
+from tp_net.protocol.descriptors import (
     CLOCK_SKEW_ALLOWED_S,
     DESCRIPTOR_BYTES_MAX,
     DESCRIPTOR_DOMAIN,
@@ -38,7 +38,7 @@ from tp_net.descriptors import (
     encode_descriptor,
     sign_descriptor,
 )
-from tp_net.directory import DOCUMENT_DOMAIN, INVITATION_DOMAIN, VOTE_DOMAIN
+from tp_net.protocol.directory import DOCUMENT_DOMAIN, INVITATION_DOMAIN, VOTE_DOMAIN
 
 RELAY = identity(1)
 NODE = identity(2)

@@ -24,15 +24,15 @@ from tests.tp_net.directory_factories import (
 )
 from tp_crypto.errors import RemoteProtocolError
 from tp_crypto.signed import sign
-from tp_net.codec import encode_document
-from tp_net.descriptors import (
+from tp_net.protocol.codec import encode_document
+from tp_net.protocol.descriptors import (
     CLOCK_SKEW_ALLOWED_S,
     DESCRIPTOR_DOMAIN,
     RelayDescriptor,
     SignedDescriptor,
     decode_descriptor,
 )
-from tp_net.directory import (
+from tp_net.protocol.directory import (
     DESCRIPTORS_PER_DOCUMENT_MAX,
     DOCUMENT_BYTES_MAX,
     DOCUMENT_DOMAIN,

@@ -28,8 +28,8 @@ from tests.tp_net.directory_factories import (
     vote,
 )
 from tp_crypto.errors import RemoteProtocolError
-from tp_net.codec import decode_document, encode_document
-from tp_net.descriptors import (
+from tp_net.protocol.codec import decode_document, encode_document
+from tp_net.protocol.descriptors import (
     DESCRIPTOR_DOMAIN,
     KEY_BYTES,
     ModelOffer,
@@ -40,7 +40,7 @@ from tp_net.descriptors import (
     encode_descriptor,
     sign_descriptor,
 )
-from tp_net.directory import (
+from tp_net.protocol.directory import (
     DirectoryError,
     SignedDocument,
     Vote,

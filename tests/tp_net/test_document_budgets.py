@@ -12,8 +12,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tp_crypto.errors import LocalProtocolError, RemoteProtocolError
-from tp_net import codec, document_scan
-from tp_net.messages import REQUEST_BYTES_MAX, MessageReader, RequestReader, encode_message, encode_request
+from tp_net.protocol import codec, document_scan
+from tp_net.protocol.messages import (
+    REQUEST_BYTES_MAX,
+    MessageReader,
+    RequestReader,
+    encode_message,
+    encode_request,
+)
 
 MIB = 1024 * 1024
 KIB_256 = 256 * 1024

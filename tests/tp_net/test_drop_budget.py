@@ -7,9 +7,9 @@ from __future__ import annotations
 import pytest
 
 from tests.tp_net.circuit_harness import Wire
-from tp_net.cells import DestroyReason
-from tp_net.circuit_client import CircuitClosed, CircuitState
-from tp_net.circuit_hop import DROP_CELLS_PER_CIRCUIT_BURST, DROP_CELLS_PER_CIRCUIT_RATE_PER_S
+from tp_net.protocol.cells import DestroyReason
+from tp_net.protocol.circuit_client import CircuitClosed, CircuitState
+from tp_net.protocol.circuit_hop import DROP_CELLS_PER_CIRCUIT_BURST, DROP_CELLS_PER_CIRCUIT_RATE_PER_S
 
 TARGETS = [0, 1, 3]  # the guard, a middle relay, the GPU node
 

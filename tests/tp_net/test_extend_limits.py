@@ -7,18 +7,18 @@ import pytest
 
 from tests.tp_net.circuit_harness import CLIENT, CircuitHandle, Wire
 from tp_crypto.errors import LocalProtocolError
-from tp_net import circuit_hop
-from tp_net.cells import (
+from tp_net.protocol import circuit_hop
+from tp_net.protocol.cells import (
     RELAY_EARLY_CELLS_PER_CIRCUIT_MAX,
     CellCommand,
     DestroyReason,
     destroy_reason,
     relay_cell,
 )
-from tp_net.circuit_client import CIRCUIT_HOPS_MAX, CircuitClosed, ClientCircuit
-from tp_net.extend_policy import ExtendPolicy
-from tp_net.frames import CELL_BODY_BYTES, Frame
-from tp_net.relay_messages import RelayDrop, RelayExtend
+from tp_net.protocol.circuit_client import CIRCUIT_HOPS_MAX, CircuitClosed, ClientCircuit
+from tp_net.protocol.extend_policy import ExtendPolicy
+from tp_net.protocol.frames import CELL_BODY_BYTES, Frame
+from tp_net.protocol.relay_messages import RelayDrop, RelayExtend
 
 
 def send_from_client(wire: Wire, handle: CircuitHandle, message: Frame, *, early: bool) -> None:

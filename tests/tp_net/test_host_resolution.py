@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tests.tp_net.test_path_selection import relay
-from tp_net.host_resolution import HOSTNAMES_RESOLVED_MAX, relay_hostnames, resolve_relay_hosts
+from tp_net.trio.host_resolution import HOSTNAMES_RESOLVED_MAX, relay_hostnames, resolve_relay_hosts
 
 
 def test_only_hostnames_are_resolved_and_at_most_the_limit() -> None:

@@ -4,8 +4,8 @@ import pytest
 
 from tp_crypto.errors import LocalProtocolError, RemoteProtocolError
 from tp_crypto.identity import Identity
-from tp_net.frames import Padding, Ping
-from tp_net.link import HandshakeStep, LinkHandshake, LinkSession
+from tp_net.protocol.frames import Padding, Ping
+from tp_net.protocol.link import HandshakeStep, LinkHandshake, LinkSession
 
 RELAY = Identity.generate()
 NODE = Identity.generate()

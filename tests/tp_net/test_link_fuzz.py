@@ -1,5 +1,5 @@
-"""Fuzzing the link handshake and session (tp_net.link): garbage at any step, a peer that completes Noise but
-sends any hello, and any transport message give only RemoteProtocolError."""
+"""Fuzzing the link handshake and session (tp_net.protocol.link): garbage at any step, a peer that completes
+Noise but sends any hello, and any transport message give only RemoteProtocolError."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from hypothesis import strategies as st
 from tp_crypto.errors import RemoteProtocolError
 from tp_crypto.identity import Identity
 from tp_crypto.noise import XX, HandshakeState
-from tp_net.frames import Padding, Ping
-from tp_net.link import LINK_MESSAGE_BYTES_MAX, LINK_PROLOGUE, LinkHandshake, LinkSession
+from tp_net.protocol.frames import Padding, Ping
+from tp_net.protocol.link import LINK_MESSAGE_BYTES_MAX, LINK_PROLOGUE, LinkHandshake, LinkSession
 
 EXAMPLES = int(os.environ.get("TP_FUZZ_EXAMPLES", "300"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])

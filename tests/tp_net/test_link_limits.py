@@ -1,4 +1,4 @@
-"""Link limits (tp_net.link_limits): connection counters, the fd-derived cap, the idle rule; and the
+"""Link limits (tp_net.protocol.link_limits): connection counters, the fd-derived cap, the idle rule; and the
 listener applying the caps over real sockets."""
 
 from __future__ import annotations
@@ -8,10 +8,16 @@ import socket
 import pytest
 import trio
 
-from tp_net import link_limits
-from tp_net.link_limits import ConnectionCounter, LinkLimits, link_is_idle, links_max_for_fds, source_key
-from tp_net.transport import Channel
-from tp_net.transport_ws import WebSocketDialer, WebSocketListener, parse_ws_address
+from tp_net.protocol import link_limits
+from tp_net.protocol.link_limits import (
+    ConnectionCounter,
+    LinkLimits,
+    link_is_idle,
+    links_max_for_fds,
+    source_key,
+)
+from tp_net.trio.transport import Channel
+from tp_net.trio.transport_ws import WebSocketDialer, WebSocketListener, parse_ws_address
 
 
 def test_connections_are_capped_per_address_and_in_all() -> None:

@@ -8,13 +8,13 @@ import trio
 import trio.testing
 
 from tp_crypto.identity import Identity
-from tp_net.errors import LinkClosed
-from tp_net.frames import CELL_BODY_BYTES, Cell, Frame, Ping, Pong
-from tp_net.link_pump import LinkPump
-from tp_net.link_trio import Link, accept_link, dial_link
-from tp_net.liveness import LINK_SILENCE_DEADLINE_S
-from tp_net.transport import Channel
-from tp_net.transport_memory import MemoryNetwork
+from tp_net.protocol.errors import LinkClosed
+from tp_net.protocol.frames import CELL_BODY_BYTES, Cell, Frame, Ping, Pong
+from tp_net.protocol.liveness import LINK_SILENCE_DEADLINE_S
+from tp_net.trio.link_pump import LinkPump
+from tp_net.trio.link_trio import Link, accept_link, dial_link
+from tp_net.trio.transport import Channel
+from tp_net.trio.transport_memory import MemoryNetwork
 
 RELAY = Identity.generate()
 PINGS = 20_000

@@ -7,13 +7,13 @@ import trio
 
 from tp_crypto.errors import RemoteProtocolError
 from tp_crypto.identity import Identity
-from tp_net.errors import ChannelClosed, HandshakeTimeout, LinkClosed
-from tp_net.frames import Padding, Ping
-from tp_net.link import CloseReason
-from tp_net.link_trio import LINK_HANDSHAKE_TIMEOUT_S, Link, accept_link, dial_link
-from tp_net.transport import Channel
-from tp_net.transport_memory import MemoryNetwork
-from tp_net.transport_ws import WebSocketDialer, WebSocketListener
+from tp_net.protocol.errors import ChannelClosed, HandshakeTimeout, LinkClosed
+from tp_net.protocol.frames import Padding, Ping
+from tp_net.protocol.link import CloseReason
+from tp_net.trio.link_trio import LINK_HANDSHAKE_TIMEOUT_S, Link, accept_link, dial_link
+from tp_net.trio.transport import Channel
+from tp_net.trio.transport_memory import MemoryNetwork
+from tp_net.trio.transport_ws import WebSocketDialer, WebSocketListener
 
 RELAY = Identity.generate()
 NODE = Identity.generate()

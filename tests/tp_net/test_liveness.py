@@ -1,10 +1,11 @@
-"""Link liveness decisions (tp_net.liveness) on a fake clock: Ping after a silence, dead at the deadline."""
+"""Link liveness decisions (tp_net.protocol.liveness) on a fake clock: Ping after a silence, dead at the
+deadline."""
 
 from __future__ import annotations
 
 import pytest
 
-from tp_net.liveness import (
+from tp_net.protocol.liveness import (
     LINK_KEEPALIVE_IDLE_S,
     LINK_SILENCE_DEADLINE_S,
     LinkLiveness,

@@ -35,11 +35,17 @@ from tp_crypto.errors import RemoteProtocolError
 from tp_crypto.identity import Identity
 from tp_crypto.noise import generate_keypair
 from tp_crypto.onion import HopKey
-from tp_net.cells import CellCommand, DestroyReason, destroy_reason, handshake_cell, handshake_message
-from tp_net.circuit_client import CircuitClosed
-from tp_net.frames import Cell, Padding
-from tp_net.link import LinkHandshake, LinkSession
-from tp_net.streams import StreamOpened
+from tp_net.protocol.cells import (
+    CellCommand,
+    DestroyReason,
+    destroy_reason,
+    handshake_cell,
+    handshake_message,
+)
+from tp_net.protocol.circuit_client import CircuitClosed
+from tp_net.protocol.frames import Cell, Padding
+from tp_net.protocol.link import LinkHandshake, LinkSession
+from tp_net.protocol.streams import StreamOpened
 
 SERVICE = "inference"
 RELAY = Identity.generate()

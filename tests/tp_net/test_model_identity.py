@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from tests.tp_net.directory_factories import PUBLISHED, identity, node_descriptor
-from tp_net.descriptors import ModelOffer, NodeDescriptor
-from tp_net.model_identity import (
+from tp_net.protocol.descriptors import ModelOffer, NodeDescriptor
+from tp_net.protocol.model_identity import (
     SOURCE_CATALOGUE,
     SOURCE_FIRST_DESCRIPTOR,
     ModelIdentity,

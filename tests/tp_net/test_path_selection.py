@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tp_net.descriptors import ModelOffer, NodeDescriptor, RelayDescriptor
-from tp_net.path_selection import (
+from tp_net.protocol.descriptors import ModelOffer, NodeDescriptor, RelayDescriptor
+from tp_net.protocol.path_selection import (
     GUARD_FILE_MODE,
     GUARDS_PER_CLIENT,
     LOCAL_NETWORK_RULES,

@@ -1,14 +1,14 @@
-"""Token buckets (tp_net.rate_limits) and the CREATE rate limit of HopCore, on an injected clock."""
+"""Token buckets (tp_net.protocol.rate_limits) and the CREATE rate limit of HopCore, on an injected clock."""
 
 from __future__ import annotations
 
 import pytest
 
 from tests.tp_net.circuit_harness import Wire
-from tp_net import rate_limits
-from tp_net.cells import DestroyReason
-from tp_net.circuit_client import CircuitClosed
-from tp_net.rate_limits import CreateLimiter, TokenBucket
+from tp_net.protocol import rate_limits
+from tp_net.protocol.cells import DestroyReason
+from tp_net.protocol.circuit_client import CircuitClosed
+from tp_net.protocol.rate_limits import CreateLimiter, TokenBucket
 
 
 def test_a_bucket_starts_full_and_empties() -> None:

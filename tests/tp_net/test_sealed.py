@@ -1,5 +1,5 @@
-"""Sealed requests (tp_net.sealed): RFC 9180 known answers through pyhpke, then the attacks a gateway or relay
-can try on a sealed request and its chunked response: tamper, truncate, reorder, replay, redirect."""
+"""Sealed requests (tp_net.protocol.sealed): RFC 9180 known answers through pyhpke, then the attacks a gateway
+or relay can try on a sealed request and its chunked response: tamper, truncate, reorder, replay, redirect."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from tp_net import sealed
-from tp_net.sealed import (
+from tp_net.protocol import sealed
+from tp_net.protocol.sealed import (
     SEALED_REQUEST_BUCKETS_BYTES,
     ReplayCache,
     ResponseOpener,

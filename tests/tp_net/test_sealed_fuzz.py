@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tp_crypto.errors import RemoteProtocolError
-from tp_net import sealed
-from tp_net.sealed import ReplayCache, ResponseOpener, open_request, seal_request, sealing_key_pair
+from tp_net.protocol import sealed
+from tp_net.protocol.sealed import ReplayCache, ResponseOpener, open_request, seal_request, sealing_key_pair
 
 EXAMPLES = int(os.environ.get("TP_FUZZ_EXAMPLES", "300"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 import pytest
 
 from tp_crypto.errors import LocalProtocolError, RemoteProtocolError
-from tp_net import streams
-from tp_net.cells import RELAY_DATA_BYTES_MAX
-from tp_net.frames import Frame
-from tp_net.relay_messages import (
+from tp_net.protocol import streams
+from tp_net.protocol.cells import RELAY_DATA_BYTES_MAX
+from tp_net.protocol.frames import Frame
+from tp_net.protocol.relay_messages import (
     CIRCUIT_STREAM_ID,
     SENDME_DIGEST_BYTES,
     STREAM_ID_MAX,
@@ -23,7 +23,7 @@ from tp_net.relay_messages import (
     RelayExtend,
     RelaySendme,
 )
-from tp_net.streams import (
+from tp_net.protocol.streams import (
     CIRCUIT_SENDME_CELLS,
     CIRCUIT_WINDOW_CELLS,
     STREAM_SENDME_CELLS,

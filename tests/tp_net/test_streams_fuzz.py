@@ -1,6 +1,6 @@
-"""Fuzzing the stream layer: any sequence of relay stream messages into a circuit edge (tp_net.streams), and
-any stream bytes into the message reader (tp_net.messages), give events or RemoteProtocolError only, with
-bounded buffers."""
+"""Fuzzing the stream layer: any sequence of relay stream messages into a circuit edge
+(tp_net.protocol.streams), and any stream bytes into the message reader (tp_net.protocol.messages), give
+events or RemoteProtocolError only, with bounded buffers."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tp_crypto.errors import RemoteProtocolError
-from tp_net.cells import RELAY_DATA_BYTES_MAX
-from tp_net.messages import MessageReader, encode_message
-from tp_net.relay_messages import (
+from tp_net.protocol.cells import RELAY_DATA_BYTES_MAX
+from tp_net.protocol.messages import MessageReader, encode_message
+from tp_net.protocol.relay_messages import (
     SENDME_DIGEST_BYTES,
     RelayBegin,
     RelayData,
@@ -20,7 +20,7 @@ from tp_net.relay_messages import (
     RelayEnd,
     RelaySendme,
 )
-from tp_net.streams import CircuitEdge
+from tp_net.protocol.streams import CircuitEdge
 
 EXAMPLES = int(os.environ.get("TP_FUZZ_EXAMPLES", "300"))
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -1,17 +1,18 @@
-"""The shaping rules of tp_net.traffic_shaping, sans-IO: ticks share cells, empty ticks carry one dummy cell,
-END follows the real data, padding fills the length bucket; requests fill their cell bucket exactly."""
+"""The shaping rules of tp_net.protocol.traffic_shaping, sans-IO: ticks share cells, empty ticks carry one
+dummy cell, END follows the real data, padding fills the length bucket; requests fill their cell bucket
+exactly."""
 
 from __future__ import annotations
 
 import pytest
 
 from tests.tp_net.circuit_harness import Wire
-from tp_net.cells import RELAY_DATA_BYTES_MAX
-from tp_net.circuit_client import CircuitState
-from tp_net.inference_contract import PAD_FIELD
-from tp_net.messages import REQUEST_BYTES_MAX, MessageReader, encode_request
-from tp_net.streams import CIRCUIT_SENDME_CELLS, STREAM_SENDME_CELLS
-from tp_net.traffic_shaping import (
+from tp_net.protocol.cells import RELAY_DATA_BYTES_MAX
+from tp_net.protocol.circuit_client import CircuitState
+from tp_net.protocol.inference_contract import PAD_FIELD
+from tp_net.protocol.messages import REQUEST_BYTES_MAX, MessageReader, encode_request
+from tp_net.protocol.streams import CIRCUIT_SENDME_CELLS, STREAM_SENDME_CELLS
+from tp_net.protocol.traffic_shaping import (
     PAD_MESSAGE,
     REQUEST_BUCKET_CELLS_MIN,
     RESPONSE_BUCKET_CELLS_MIN,

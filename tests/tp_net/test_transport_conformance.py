@@ -10,10 +10,10 @@ import trio
 
 from simulations.config import NetworkModel
 from simulations.netsim import MBPS, Machine, SimNetwork
-from tp_net.errors import ChannelClosed, DialError, LocalProtocolError, RemoteProtocolError
-from tp_net.transport import CHANNEL_MESSAGE_BYTES_MAX, Channel, Dialer, Listener
-from tp_net.transport_memory import MemoryNetwork
-from tp_net.transport_ws import WebSocketDialer, WebSocketListener
+from tp_net.protocol.errors import ChannelClosed, DialError, LocalProtocolError, RemoteProtocolError
+from tp_net.trio.transport import CHANNEL_MESSAGE_BYTES_MAX, Channel, Dialer, Listener
+from tp_net.trio.transport_memory import MemoryNetwork
+from tp_net.trio.transport_ws import WebSocketDialer, WebSocketListener
 
 
 @dataclass

@@ -10,9 +10,9 @@ from typing import Any
 import trio
 import trio_websocket
 
-from tp_net.errors import ChannelClosed, DialError, RemoteProtocolError
-from tp_net.transport import CHANNEL_MESSAGE_BYTES_MAX, Channel
-from tp_net.transport_ws import (
+from tp_net.protocol.errors import ChannelClosed, DialError, RemoteProtocolError
+from tp_net.trio.transport import CHANNEL_MESSAGE_BYTES_MAX, Channel
+from tp_net.trio.transport_ws import (
     TCP_KEEPALIVE_IDLE_S,
     TCP_USER_TIMEOUT_MS,
     WebSocketChannel,

@@ -17,9 +17,9 @@ from tests.tp_net import make_vectors as mv
 from tp_crypto.identity import Identity
 from tp_crypto.noise import x25519_public
 from tp_crypto.onion import HopHandshakeClient, HopKey, HopLayer, OnionDirection, answer_hop_handshake
-from tp_net import cells, codec
-from tp_net.descriptors import SignedDescriptor
-from tp_net.frames import CELL_BODY_BYTES, Cell, Frame
+from tp_net.protocol import cells, codec
+from tp_net.protocol.descriptors import SignedDescriptor
+from tp_net.protocol.frames import CELL_BODY_BYTES, Cell, Frame
 
 REGENERATE = "format changed: if on purpose, regenerate with `python -m tests.tp_net.make_vectors`"
 

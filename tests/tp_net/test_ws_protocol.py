@@ -9,8 +9,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tp_net import ws_protocol
-from tp_net.ws_protocol import (
+from tp_net.protocol import ws_protocol
+from tp_net.protocol.ws_protocol import (
     Close,
     CloseCode,
     FrameReader,

@@ -19,8 +19,8 @@ from tests.tp_net.directory_factories import (
     signed_vote,
 )
 from tp_crypto.identity import Identity
-from tp_net.descriptors import CLOCK_SKEW_ALLOWED_S, SignedDescriptor, decode_descriptor
-from tp_net.directory import (
+from tp_net.protocol.descriptors import CLOCK_SKEW_ALLOWED_S, SignedDescriptor, decode_descriptor
+from tp_net.protocol.directory import (
     DOCUMENT_VALID_PERIODS,
     DirectoryError,
     DocumentBody,

@@ -7,8 +7,8 @@ import logging
 import pytest
 
 from tests.tp_net.directory_factories import NETWORK, PERIOD_S, network_of
-from tp_net.bootstrap_config import Bootstrap, BootstrapAuthority
-from tp_net.transport_memory import MemoryNetwork
+from tp_net.protocol.bootstrap_config import Bootstrap, BootstrapAuthority
+from tp_net.trio.transport_memory import MemoryNetwork
 from tp_node.authority_core import Admission, AuthorityCore
 from tp_node.directory_duties import AuthorityRunner
 

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.tp_net.directory_factories import PERIOD_S, T0, network_of, signed_relay, signed_vote
-from tp_net.errors import ServiceError
+from tp_net.protocol.errors import ServiceError
 from tp_node.authority_core import Admission, AuthorityCore
 from tp_node.directory_service import DirectoryService
 

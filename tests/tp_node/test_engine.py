@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from tests.tp_node.chunk_shapes import assert_well_formed, text_of, tool_arguments
-from tp_net.inference_contract import EngineError
+from tp_net.protocol.inference_contract import EngineError
 from tp_node.engine import FAKE_MAX_TOKENS_DEFAULT, FakeEngine, fake_token
 
 CHAT = {"messages": [{"role": "user", "content": "hello"}]}

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from tests.tp_net.directory_factories import NETWORK, PERIOD_S, signed_node, signed_relay
 from tests.tp_node.test_authority_core import AUTHORITIES, NOW, TRUST, Simulation, node_id
-from tp_net.directory import verify_document
+from tp_net.protocol.directory import verify_document
 from tp_node.authority_core import (
     FIRST_ROUND_INTERVAL_S,
     FIRST_ROUND_SIGN_DELAY_S,

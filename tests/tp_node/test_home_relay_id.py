@@ -9,7 +9,7 @@ import pytest
 import trio
 
 from tests.tp_net.directory_factories import identity
-from tp_net.transport_memory import MemoryNetwork
+from tp_net.trio.transport_memory import MemoryNetwork
 from tp_node.engine import FakeEngine
 from tp_node.gpu_node import GpuNode, HomeRelay
 from tp_node.relay import Relay

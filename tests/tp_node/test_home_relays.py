@@ -1,5 +1,5 @@
 """A node's home relays from the directory: at least two, capacity-weighted, diverse where the directory
-allows, kept while listed and replaced when they leave (tp_net.path_selection.keep_and_top_up)."""
+allows, kept while listed and replaced when they leave (tp_net.protocol.path_selection.keep_and_top_up)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from collections import Counter
 import trio
 
 from tests.tp_net.directory_factories import identity, relay_descriptor
-from tp_net.descriptors import RelayDescriptor
-from tp_net.path_selection import LOCAL_NETWORK_RULES, keep_and_top_up
+from tp_net.protocol.descriptors import RelayDescriptor
+from tp_net.protocol.path_selection import LOCAL_NETWORK_RULES, keep_and_top_up
 from tp_node.gpu_node import HomeRelay
 from tp_node.home_relays import HOME_RELAYS_WANTED
 from tp_node.testing.memory_network import in_process_network

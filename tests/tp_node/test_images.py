@@ -1,7 +1,7 @@
 """Images in chat requests (docs/PROTOCOL.md section 6): data URLs only, their media type matching their
 bytes, within IMAGE_BYTES_MAX, IMAGES_PER_REQUEST_MAX and IMAGES_BYTES_TOTAL_MAX, as the node checks them
-(tp_net.inference_contract, shared with the gateway); and the fake engine reads them only when it is a
-vision engine (--mmproj)."""
+(tp_net.protocol.inference_contract, shared with the gateway); and the fake engine reads them only when it is
+a vision engine (--mmproj)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.tp_node.chunk_shapes import assert_well_formed, text_of
-from tp_net.inference_contract import (
+from tp_net.protocol.inference_contract import (
     IMAGE_BYTES_MAX,
     IMAGES_BYTES_TOTAL_MAX,
     IMAGES_PER_REQUEST_MAX,

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tp_net.inference_contract import EngineError
+from tp_net.protocol.inference_contract import EngineError
 from tp_node.inference import coalesce, parse_request, tool_call_arguments, tool_call_start
 
 CHAT = {"messages": [{"role": "user", "content": "hi"}]}

@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tp_net.inference_contract import FIELDS_BY_KIND, EngineError
+from tp_net.protocol.inference_contract import FIELDS_BY_KIND, EngineError
 from tp_node.inference import InferenceRequest, parse_request
 
 EXAMPLES = int(os.environ.get("TP_FUZZ_EXAMPLES", "200"))

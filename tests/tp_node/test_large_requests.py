@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import trio
 
-from tp_net.client import ClientLink
-from tp_net.inference_contract import INFERENCE_SERVICE
-from tp_net.messages import REQUEST_BYTES_MAX, encode_message
+from tp_net.protocol.inference_contract import INFERENCE_SERVICE
+from tp_net.protocol.messages import REQUEST_BYTES_MAX, encode_message
+from tp_net.trio.client import ClientLink
 from tp_node.engine import FakeEngine
 from tp_node.llama_engine import ModelConfig, open_llama_engine
 from tp_node.testing.memory_network import in_process_network

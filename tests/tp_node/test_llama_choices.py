@@ -10,7 +10,7 @@ from typing import Any
 import llama_cpp
 import pytest
 
-from tp_net.inference_contract import EngineError
+from tp_net.protocol.inference_contract import EngineError
 from tp_node.llama_engine import LlamaEngine, ModelConfig, open_llama_engine
 
 N_CTX = 512

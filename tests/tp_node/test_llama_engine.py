@@ -16,7 +16,7 @@ import trio
 import trio.testing
 
 from tests.tp_node.chunk_shapes import assert_well_formed, text_of, tool_arguments
-from tp_net.inference_contract import EngineError
+from tp_net.protocol.inference_contract import EngineError
 from tp_node.gguf_header import ModelError
 from tp_node.llama_engine import LlamaEngine, MeteredLlama, ModelConfig, open_llama_engine
 from tp_node.testing.tiny_model import TEXT_PIECES

@@ -17,7 +17,7 @@ import pytest
 import trio
 
 from tests.tp_node.chunk_shapes import assert_well_formed
-from tp_net.inference_contract import EngineError
+from tp_net.protocol.inference_contract import EngineError
 from tp_node.llama_engine import LlamaEngine, ModelConfig, open_llama_engine
 from tp_node.llama_jobs import DataUrlChatHandler
 from tp_node.testing.tiny_projector import IMAGE_TOKENS, write_tiny_projector

@@ -10,12 +10,12 @@ import trio
 
 from tests.tp_net.directory_factories import T0, document, network_of, signed_document, signed_relay
 from tp_crypto.identity import Identity
-from tp_net.bandwidth_weights import MeasurementScheduler, Outcome, Probe, Sample, TargetKind
-from tp_net.descriptors import ModelOffer, NodeDescriptor, RelayDescriptor
-from tp_net.directory import Directory, SignedDocument
-from tp_net.directory_client import DIRECTORY_SERVICE
-from tp_net.path_selection import LOCAL_NETWORK_RULES
-from tp_net.transport_memory import MemoryNetwork
+from tp_net.protocol.bandwidth_weights import MeasurementScheduler, Outcome, Probe, Sample, TargetKind
+from tp_net.protocol.descriptors import ModelOffer, NodeDescriptor, RelayDescriptor
+from tp_net.protocol.directory import Directory, SignedDocument
+from tp_net.protocol.path_selection import LOCAL_NETWORK_RULES
+from tp_net.trio.directory_client import DIRECTORY_SERVICE
+from tp_net.trio.transport_memory import MemoryNetwork
 from tp_node.engine import FAKE_MODEL_ID, FakeEngine
 from tp_node.inference import EngineError
 from tp_node.measurer import CircuitProber, run_measurer, served_directory

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.tp_node.chunk_shapes import assert_well_formed
-from tp_net.inference_contract import EngineError
+from tp_net.protocol.inference_contract import EngineError
 from tp_node.engine import FakeEngine, ModelInfo
 from tp_node.engine_cli import add_engine_arguments, open_engine
 from tp_node.gguf_header import ModelError

@@ -16,7 +16,7 @@ from bootstrap import new_network
 from tp_cli.config import file_value, settings
 from tp_cli.config_file import render_config
 from tp_crypto.identity import load_key_file
-from tp_net.bootstrap_config import BootstrapError, load_bootstrap
+from tp_net.protocol.bootstrap_config import BootstrapError, load_bootstrap
 from tp_node import node_cli, relay_cli
 from tp_node.listen_errors import ListenError
 from tp_node.metrics_http import serve_metrics

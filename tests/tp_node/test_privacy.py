@@ -14,8 +14,8 @@ import pytest
 import trio
 
 from tests.tp_node.chunk_shapes import text_of
-from tp_net.client import ClientLink
-from tp_net.inference_contract import INFERENCE_SERVICE, EngineError
+from tp_net.protocol.inference_contract import INFERENCE_SERVICE, EngineError
+from tp_net.trio.client import ClientLink
 from tp_node.engine import ServingEngine
 from tp_node.llama_engine import ModelConfig, open_llama_engine
 from tp_node.moderation import Blocklist, ModeratedEngine

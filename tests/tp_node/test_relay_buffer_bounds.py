@@ -11,12 +11,12 @@ import random
 import trio
 
 from tp_crypto.identity import Identity
-from tp_net.cells import RELAY_DATA_BYTES_MAX, DestroyReason
-from tp_net.client import Circuit, ClientLink, Stream
-from tp_net.inference_contract import INFERENCE_SERVICE
-from tp_net.transport import Channel, Dialer
-from tp_net.transport_memory import MemoryNetwork
-from tp_node.hop_runtime import CIRCUIT_QUEUE_CELLS_MAX, LINK_QUEUE_CELLS_MAX
+from tp_net.protocol.cells import RELAY_DATA_BYTES_MAX, DestroyReason
+from tp_net.protocol.inference_contract import INFERENCE_SERVICE
+from tp_net.trio.client import Circuit, ClientLink, Stream
+from tp_net.trio.hop_runtime import CIRCUIT_QUEUE_CELLS_MAX, LINK_QUEUE_CELLS_MAX
+from tp_net.trio.transport import Channel, Dialer
+from tp_net.trio.transport_memory import MemoryNetwork
 from tp_node.relay import Relay
 from tp_node.testing.memory_network import InProcessNetwork, RelayFactory, in_process_network
 

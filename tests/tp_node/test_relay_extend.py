@@ -13,12 +13,12 @@ import pytest
 import trio
 
 from tp_crypto.identity import Identity
-from tp_net.cells import DestroyReason
-from tp_net.client import ClientLink
-from tp_net.extend_policy import ExtendPolicy
-from tp_net.relay_messages import RelayExtend
-from tp_net.transport import Channel, Dialer
-from tp_net.transport_memory import MemoryNetwork
+from tp_net.protocol.cells import DestroyReason
+from tp_net.protocol.extend_policy import ExtendPolicy
+from tp_net.protocol.relay_messages import RelayExtend
+from tp_net.trio.client import ClientLink
+from tp_net.trio.transport import Channel, Dialer
+from tp_net.trio.transport_memory import MemoryNetwork
 from tp_node.relay import EXTEND_DIAL_TIMEOUT_S, Relay
 from tp_node.testing.memory_network import in_process_network
 

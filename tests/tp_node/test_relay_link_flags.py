@@ -6,7 +6,7 @@ import resource
 
 import pytest
 
-from tp_net import link_limits
+from tp_net.protocol import link_limits
 from tp_node import relay_cli
 
 

@@ -10,13 +10,13 @@ import pytest
 import trio
 
 from tp_crypto.identity import Identity
-from tp_net.client import ClientLink
-from tp_net.errors import LinkClosed
-from tp_net.link import CloseReason
-from tp_net.link_limits import LinkLimits
-from tp_net.link_trio import Link, dial_link
-from tp_net.rate_limits import IsListed
-from tp_net.transport_memory import MemoryNetwork
+from tp_net.protocol.errors import LinkClosed
+from tp_net.protocol.link import CloseReason
+from tp_net.protocol.link_limits import LinkLimits
+from tp_net.protocol.rate_limits import IsListed
+from tp_net.trio.client import ClientLink
+from tp_net.trio.link_trio import Link, dial_link
+from tp_net.trio.transport_memory import MemoryNetwork
 from tp_node.relay import Relay
 from tp_node.testing.memory_network import in_process_network
 

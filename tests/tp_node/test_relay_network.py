@@ -11,16 +11,16 @@ import pytest
 import trio
 
 from tp_crypto.identity import Identity
-from tp_net.cells import RELAY_DATA_BYTES_MAX, CellCommand
-from tp_net.client import CircuitError, ClientLink, StreamError
-from tp_net.frames import Cell
-from tp_net.hop_outputs import HopOutput, SendCell
-from tp_net.inference_contract import INFERENCE_SERVICE
-from tp_net.traffic_shaping import RESPONSE_SHAPING_OFF
-from tp_net.transport import Channel, Dialer
-from tp_net.transport_memory import MemoryNetwork
+from tp_net.protocol.cells import RELAY_DATA_BYTES_MAX, CellCommand
+from tp_net.protocol.frames import Cell
+from tp_net.protocol.hop_outputs import HopOutput, SendCell
+from tp_net.protocol.inference_contract import INFERENCE_SERVICE
+from tp_net.protocol.traffic_shaping import RESPONSE_SHAPING_OFF
+from tp_net.trio.client import CircuitError, ClientLink, StreamError
+from tp_net.trio.hop_runtime import CIRCUIT_QUEUE_CELLS_MAX
+from tp_net.trio.transport import Channel, Dialer
+from tp_net.trio.transport_memory import MemoryNetwork
 from tp_node.engine import FakeEngine
-from tp_node.hop_runtime import CIRCUIT_QUEUE_CELLS_MAX
 from tp_node.relay import Relay
 from tp_node.testing.memory_network import in_process_network
 

@@ -13,7 +13,7 @@ from tests.tp_net.directory_factories import (
     signed_node,
     signed_relay,
 )
-from tp_net.bootstrap_config import Bootstrap, BootstrapAuthority
+from tp_net.protocol.bootstrap_config import Bootstrap, BootstrapAuthority
 from tp_node.directory_duties import directory_status
 from tp_node.directory_service import DirectoryService
 from tp_node.vitals import describe

@@ -1,5 +1,5 @@
-"""A shaping node (tp_net.traffic_shaping) on the real relay and node code: the client gets exactly the
-chunks an unshaped node sends, and is done at the real end while the node's padding goes on; the node's
+"""A shaping node (tp_net.protocol.traffic_shaping) on the real relay and node code: the client gets exactly
+the chunks an unshaped node sends, and is done at the real end while the node's padding goes on; the node's
 side of the circuit carries a cell every tick, the padding included."""
 
 from __future__ import annotations
@@ -8,9 +8,8 @@ from typing import Any
 
 import trio
 
-from tp_net.client import Circuit, ClientLink
-from tp_net.inference_contract import INFERENCE_SERVICE
-from tp_net.traffic_shaping import (
+from tp_net.protocol.inference_contract import INFERENCE_SERVICE
+from tp_net.protocol.traffic_shaping import (
     RESPONSE_BUCKET_CELLS_MIN,
     RESPONSE_SHAPING_DEFAULT,
     RESPONSE_SHAPING_OFF,
@@ -18,8 +17,9 @@ from tp_net.traffic_shaping import (
     ResponseShaping,
     pad_request,
 )
+from tp_net.trio.client import Circuit, ClientLink
+from tp_net.trio.services import PADDING_RESPONSES_PER_CIRCUIT_MAX
 from tp_node.engine import FakeEngine
-from tp_node.services import PADDING_RESPONSES_PER_CIRCUIT_MAX
 from tp_node.testing.memory_network import in_process_network
 
 TOKEN_DELAY_S = 2.5 * RESPONSE_TICK_S  # slower than the cadence: most ticks carry padding

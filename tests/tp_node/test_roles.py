@@ -12,8 +12,8 @@ import trio
 from tests.tp_net.directory_factories import NETWORK, T0, identity, network_of
 from tp_crypto.identity import Identity
 from tp_crypto.noise_primitives import generate_keypair
-from tp_net.bootstrap_config import Bootstrap, BootstrapAuthority, BootstrapError
-from tp_net.transport_memory import MemoryNetwork
+from tp_net.protocol.bootstrap_config import Bootstrap, BootstrapAuthority, BootstrapError
+from tp_net.trio.transport_memory import MemoryNetwork
 from tp_node.authority_core import Admission
 from tp_node.engine import FakeEngine
 from tp_node.gpu_node import HomeRelay

@@ -10,7 +10,7 @@ import pytest
 
 from tp_gateway.openai_errors import ApiError
 from tp_gateway.openai_requests import parse_chat
-from tp_net.inference_contract import (
+from tp_net.protocol.inference_contract import (
     SCHEMA_REPEAT_MAX,
     SCHEMA_REPEATS_TOTAL_MAX,
     SCHEMA_VALUES_MAX,

@@ -10,8 +10,14 @@ from typing import Any
 import pytest
 import trio
 
-from tp_net.client import ClientLink
-from tp_net.sealed import SEALED_SERVICE, ResponseOpener, SealedRequest, seal_request, sealing_key_pair
+from tp_net.protocol.sealed import (
+    SEALED_SERVICE,
+    ResponseOpener,
+    SealedRequest,
+    seal_request,
+    sealing_key_pair,
+)
+from tp_net.trio.client import ClientLink
 from tp_node.engine import FakeEngine
 from tp_node.gpu_node import INFERENCE_SERVICE
 from tp_node.testing.memory_network import in_process_network

@@ -11,10 +11,10 @@ from typing import Any
 
 import trio
 
-from tp_net.hop_outputs import CircuitRef, ServiceEvent
-from tp_net.messages import REQUEST_BYTES_MAX, encode_message
-from tp_net.streams import EndReason, StreamData, StreamEnded, StreamOpened
-from tp_node.services import (
+from tp_net.protocol.hop_outputs import CircuitRef, ServiceEvent
+from tp_net.protocol.messages import REQUEST_BYTES_MAX, encode_message
+from tp_net.protocol.streams import EndReason, StreamData, StreamEnded, StreamOpened
+from tp_net.trio.services import (
     REQUEST_BUFFER_BYTES_MAX,
     REQUEST_BUFFER_BYTES_PER_CIRCUIT_MAX,
     ServiceHost,

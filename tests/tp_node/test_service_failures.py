@@ -11,8 +11,8 @@ import pytest
 import trio
 
 from tp_crypto.identity import Identity
-from tp_net.client import ClientLink
-from tp_net.transport_memory import MemoryNetwork
+from tp_net.trio.client import ClientLink
+from tp_net.trio.transport_memory import MemoryNetwork
 from tp_node.relay import Relay
 from tp_node.testing.memory_network import in_process_network
 

@@ -8,7 +8,7 @@ import pytest
 import trio
 import trio.testing
 
-from tp_net.inference_contract import EngineError
+from tp_net.protocol.inference_contract import EngineError
 from tp_node.slots import SlotPool, SlotWorker
 
 

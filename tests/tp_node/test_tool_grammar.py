@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tp_net.inference_contract import SCHEMA_REPEAT_MAX, EngineError
+from tp_net.protocol.inference_contract import SCHEMA_REPEAT_MAX, EngineError
 from tp_node.llama_engine import LlamaEngine, ModelConfig, open_llama_engine
 from tp_node.tool_grammar import parse_calls, plain_messages, tool_grammar
 

@@ -6,9 +6,9 @@ import random
 
 from tp_cli.launch import new_onion_keys
 from tp_crypto.identity import Identity
-from tp_net.circuit_hop import HopCore
+from tp_net.protocol.circuit_hop import HopCore
+from tp_net.trio.hop_runtime import HopRuntime
 from tp_node.engine import FakeEngine
-from tp_node.hop_runtime import HopRuntime
 from tp_node.vitals import Vitals, describe
 
 

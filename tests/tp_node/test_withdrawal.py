@@ -7,8 +7,8 @@ import trio
 
 from tests.tp_net.directory_factories import NETWORK, PERIOD_S, T0, identity, node_descriptor
 from tests.tp_node.test_authority_core import AUTHORITIES, TRUST
-from tp_net.bootstrap_config import Bootstrap, BootstrapAuthority
-from tp_net.descriptors import Descriptor, SignedDescriptor, decode_descriptor, sign_descriptor
+from tp_net.protocol.bootstrap_config import Bootstrap, BootstrapAuthority
+from tp_net.protocol.descriptors import Descriptor, SignedDescriptor, decode_descriptor, sign_descriptor
 from tp_node.authority_core import Admission, AuthorityCore, Schedule
 from tp_node.directory_duties import DESCRIPTOR_PERIODS, DescriptorPublisher, descriptor_expiry
 
@@ -65,7 +65,7 @@ async def test_a_clean_stop_withdraws_and_the_next_vote_leaves_the_node_out() ->
 
 
 def _voted(core: AuthorityCore, period: int) -> list[bytes]:
-    from tp_net.directory import open_vote
+    from tp_net.protocol.directory import open_vote
 
     return [d.body for d in open_vote(core.make_vote(period), TRUST).descriptors]
 

@@ -12,11 +12,11 @@ import trio
 
 from tp_crypto.identity import Identity
 from tp_crypto.noise import generate_keypair
-from tp_net.circuit_client import HopInfo
-from tp_net.sealed import SealingKey
-from tp_net.traffic_shaping import RESPONSE_SHAPING_DEFAULT, ResponseShaping
-from tp_net.transport import Dialer
-from tp_net.transport_memory import MemoryNetwork
+from tp_net.protocol.circuit_client import HopInfo
+from tp_net.protocol.sealed import SealingKey
+from tp_net.protocol.traffic_shaping import RESPONSE_SHAPING_DEFAULT, ResponseShaping
+from tp_net.trio.transport import Dialer
+from tp_net.trio.transport_memory import MemoryNetwork
 from tp_node.engine import Engine, FakeEngine
 from tp_node.gpu_node import GpuNode, HomeRelay
 from tp_node.relay import Relay
