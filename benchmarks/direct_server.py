@@ -50,6 +50,9 @@ class DirectEngine:
     def model_created(self, model_id: str) -> int:
         return self._created
 
+    def model_identity(self, model_id: str) -> None:
+        return None  # no directory, so no file identity to show
+
     async def generate(
         self, model_id: str, document: Mapping[str, Any]
     ) -> AsyncGenerator[dict[str, Any], None]:
