@@ -109,7 +109,7 @@ async def _node(args: argparse.Namespace, nursery: trio.Nursery) -> None:
         bootstrap,
         onion_keys=onion_keys,
         onion_public_keys=lambda: (onion_public,),
-        home_relays=args.home_relay,
+        home_relays=args.home_relay or (),  # none given: chosen from the directory (open_node)
         engine=engine,
         dialer=WebSocketDialer(nursery),
         rng=random.Random(),
