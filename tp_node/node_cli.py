@@ -22,6 +22,7 @@ from tp_cli.launch import announce, load_identity, software_version
 from tp_crypto.identity import NODE_ID_BYTES
 from tp_net.protocol.bootstrap_config import load_bootstrap
 from tp_net.protocol.sealed import SealingKey
+from tp_net.protocol.traffic_shaping import RESPONSE_SHAPING_DEFAULT, RESPONSE_SHAPING_OFF
 from tp_net.trio.transport_ws import WebSocketDialer
 from tp_node.engine import ServingEngine
 from tp_node.engine_cli import add_engine_arguments, open_engine
@@ -68,6 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--family",
         default="",
         help="operator family (as your relays'): no relay of it is on a circuit to this node",
+    )
+    parser.add_argument(
+        "--response-shaping",
+        choices=("on", "off"),
+        default="on",
+        help="send answers on a fixed cadence, padded to length buckets (docs/PROTOCOL.md 5.8; default on: "
+        "off lets anyone on the path tell answers apart by their cells and timing)",
     )
     add_engine_arguments(parser)
     add_bootstrap_argument(parser)
@@ -117,6 +125,7 @@ async def _node(args: argparse.Namespace, nursery: trio.Nursery) -> None:
         invitation=args.invitation.read_bytes() if args.invitation else None,
         withdraw_on_stop=True,
         family=args.family,
+        shaping=RESPONSE_SHAPING_DEFAULT if args.response_shaping == "on" else RESPONSE_SHAPING_OFF,
         sealing_keys=lambda: sealing_keys,
         sealing_public_keys=sealing.public_keys,
     )

@@ -27,6 +27,7 @@ from tp_net.protocol.extend_policy import ExtendPolicy
 from tp_net.protocol.link_limits import LinkLimits
 from tp_net.protocol.path_selection import LOCAL_NETWORK_RULES, STRICT_RULES
 from tp_net.protocol.sealed import SealingKey
+from tp_net.protocol.traffic_shaping import RESPONSE_SHAPING_DEFAULT, ResponseShaping
 from tp_net.trio.directory_client import DIRECTORY_SERVICE
 from tp_net.trio.services import ServiceHandler
 from tp_net.trio.transport import Dialer, Listener
@@ -255,6 +256,7 @@ async def open_node(
     family: str = "",
     sealing_keys: Callable[[], list[SealingKey]] | None = None,
     sealing_public_keys: Callable[[], tuple[bytes, ...]] = tuple,
+    shaping: ResponseShaping = RESPONSE_SHAPING_DEFAULT,
 ) -> AsyncIterator[NodeRole]:
     """A GPU node linked to its home relays, its descriptor published through them once linked."""
     node = GpuNode(
@@ -265,6 +267,7 @@ async def open_node(
         dialer=dialer,
         rng=rng,
         sealing_keys=sealing_keys,
+        shaping=shaping,
     )
     home_hops = [HopInfo(relay.node_id, None, relay.address) for relay in home_relays]
 
