@@ -416,9 +416,11 @@ class Simulation:
     refusals: list[str] = field(default_factory=list)
 
     @classmethod
-    def start(cls, admission: Admission = Admission.OPEN) -> Simulation:
+    def start(
+        cls, admission: Admission = Admission.OPEN, offsets: tuple[float, ...] = (0.0, 20.0, -30.0)
+    ) -> Simulation:
         sim = cls()
-        for who, offset in zip(AUTHORITIES, (0.0, 20.0, -30.0), strict=True):
+        for who, offset in zip(AUTHORITIES, offsets, strict=True):
             sim.cores[who.node_id] = core(who, admission)
             sim.clock_offset_s[who.node_id] = offset
         return sim
