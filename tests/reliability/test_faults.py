@@ -53,7 +53,7 @@ PATH_RELAYS = 3  # guard, middle, home relay
 # cells_sent is sampled CARRY_SAMPLES intervals apart to see which relays carry the stream; each of the
 # three on its path must move at least CARRY_MARGIN times as much as any other relay.
 CARRY_SAMPLE_S = 0.3
-CARRY_SAMPLES = 2
+CARRY_SAMPLES = 5  # the smallest move over 5 intervals: bursts (measurer probes, directory fetches) drop out
 CARRY_MARGIN = 2.0
 MESSAGES = [{"role": "user", "content": "Tell me a long story."}]
 
