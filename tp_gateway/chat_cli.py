@@ -107,9 +107,26 @@ async def _session(overlay: Overlay, args: argparse.Namespace) -> None:
     lines = LineReader() if args.once is None else None
     model = await _pick_model(overlay, args, lines)
     if lines is None:
-        await Conversation(overlay, model, args).answer(args.once, sys.stdout)
+        await _answer_once(Conversation(overlay, model, args), args.once)
     else:
         await _interactive(overlay, model, args, lines)
+
+
+async def _answer_once(conversation: Conversation, prompt: str) -> None:
+    """`--once`: a network still forming may list the node before enough relays for a path; ask again until
+    MODEL_WAIT_S has passed (the gateway's clients retry its 503 no_path the same way)."""
+    deadline = trio.current_time() + MODEL_WAIT_S
+    while True:
+        try:
+            await conversation.answer(prompt, sys.stdout)
+        except ChatError as exc:
+            cause = exc.__cause__
+            no_path = isinstance(cause, OverlayError) and cause.code == "no_path"
+            if not no_path or trio.current_time() > deadline:
+                raise
+        else:
+            return
+        await trio.sleep(MODEL_POLL_S)
 
 
 async def _pick_model(overlay: Overlay, args: argparse.Namespace, lines: LineReader | None) -> str:
@@ -186,7 +203,7 @@ class Conversation:
                         out.flush()
         except OverlayError as exc:
             self.messages.pop()
-            raise ChatError(str(exc)) from None
+            raise ChatError(str(exc)) from exc
         finally:
             if shown:
                 self.messages.append({"role": "assistant", "content": "".join(shown)})
