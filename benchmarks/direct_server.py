@@ -14,7 +14,7 @@ import argparse
 import sys
 import time
 from collections.abc import AsyncGenerator, Mapping, Sequence
-from typing import Any, cast
+from typing import Any
 
 import trio
 
@@ -22,7 +22,9 @@ from tp_cli.common import host_port, run_role
 from tp_cli.launch import announce
 from tp_gateway.app import create_app
 from tp_gateway.cli import serve_gateway
-from tp_gateway.overlay import Overlay, OverlayError
+from tp_gateway.inference_overlay import WithoutSealing
+from tp_gateway.isolation import Isolation
+from tp_gateway.overlay import OverlayError
 from tp_node.engine import EngineError, FakeEngine
 
 
@@ -32,7 +34,7 @@ class _NoStats:
     circuit_build_seconds = 0.0
 
 
-class DirectEngine:
+class DirectEngine(WithoutSealing):
     """What the gateway app asks of its Overlay, answered by an engine in this process."""
 
     pooled_circuits = 0
@@ -54,7 +56,7 @@ class DirectEngine:
         return None  # no directory, so no file identity to show
 
     async def generate(
-        self, model_id: str, document: Mapping[str, Any]
+        self, model_id: str, document: Mapping[str, Any], *, isolation: Isolation = None
     ) -> AsyncGenerator[dict[str, Any], None]:
         try:
             async for chunk in self._engine.generate(document):
@@ -73,8 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 async def _serve(args: argparse.Namespace, nursery: trio.Nursery) -> None:
     engine = DirectEngine(FakeEngine(token_delay_s=args.fake_token_delay_ms / 1000))
-    # The app only uses model_ids, model_created, ready, pooled_circuits, stats and generate.
-    app = create_app(cast("Overlay", engine))
+    app = create_app(engine)
     base_url = await nursery.start(serve_gateway, app, *args.listen)
     announce({"role": "direct", "base_url": base_url})
 

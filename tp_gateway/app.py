@@ -27,6 +27,8 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from tp_gateway import metrics as metrics_text
 from tp_gateway.http_guard import SiteRules, is_json, misdirected, not_json, origin_refused
+from tp_gateway.inference_overlay import InferenceOverlay
+from tp_gateway.isolation import api_key_isolation, bearer_token
 from tp_gateway.metrics import Metrics
 from tp_gateway.openai_api import (
     SSE_DONE,
@@ -56,7 +58,7 @@ from tp_gateway.openai_api import (
     upstream_failure,
 )
 from tp_gateway.openai_errors import model_gone, network_cannot_serve
-from tp_gateway.overlay import NOT_SERVABLE_CODES, Overlay, OverlayError
+from tp_gateway.overlay import NOT_SERVABLE_CODES, OverlayError
 from tp_gateway.public_guard import PUBLIC_CORS_HEADERS, SEALED_VIEWS, PublicPolicy, view_of
 from tp_gateway.sealed_routes import add_sealed_routes
 from tp_net.protocol.messages import REQUEST_BYTES_MAX
@@ -98,7 +100,7 @@ def api_error(error: OverlayError, model: str) -> ApiError:
 
 
 def create_app(
-    overlay: Overlay,
+    overlay: InferenceOverlay,
     *,
     site: SiteRules = LOOPBACK_ONLY,
     api_key: str | None = None,
@@ -144,7 +146,7 @@ def create_app(
         if answered is not None:
             return answered
         if api_key is not None and request.endpoint not in KEYLESS_ENDPOINTS:
-            offered = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+            offered = bearer_token(request.headers.get("Authorization"))
             if not hmac.compare_digest(offered.encode(), api_key.encode()):
                 return _refusal(invalid_api_key())
         if request.method == "POST" and not is_json(request.headers.get("Content-Type")):
@@ -231,7 +233,7 @@ def _version() -> str:
 
 
 class _Routes:
-    def __init__(self, overlay: Overlay, metrics: Metrics, aliases: dict[str, str]) -> None:
+    def __init__(self, overlay: InferenceOverlay, metrics: Metrics, aliases: dict[str, str]) -> None:
         self._overlay = overlay
         self._metrics = metrics
         self._aliases = aliases
@@ -272,6 +274,11 @@ class _Routes:
         """(the model id to ask the network for, the node document naming it): aliases resolved."""
         model = self._aliases.get(call.model, call.model)
         return model, {**call.document(), "model": model}
+
+    def _ask(self, call: ApiCall) -> AsyncGenerator[dict[str, Any], None]:
+        """The overlay's answer to `call`, on circuits of this request's API key only (isolation)."""
+        isolation = api_key_isolation(request.headers.get("Authorization"))
+        return self._overlay.generate(*self._resolved(call), isolation=isolation)
 
     async def health(self) -> Response:
         ready = self._overlay.ready.is_set()
@@ -318,7 +325,7 @@ class _Routes:
     async def _embed(self, call: EmbeddingCall) -> dict[str, Any]:
         chunks: list[object] = []
         try:
-            async with aclosing(self._overlay.generate(*self._resolved(call))) as stream:
+            async with aclosing(self._ask(call)) as stream:
                 async for chunk in stream:
                     chunks.append(chunk)
         except OverlayError as exc:
@@ -336,7 +343,7 @@ class _Routes:
     ) -> Response:
         completion_id, created = id_prefix + secrets.token_hex(12), int(time.time())
         started = time.monotonic()
-        chunks = self._overlay.generate(*self._resolved(call))
+        chunks = self._ask(call)
         try:
             first = await chunks.__anext__()
         except OverlayError as exc:

@@ -6,6 +6,10 @@ each node likely to be asked (nodes of recently requested models first, then the
 POOL_NODES_MAX), replaces circuits that die or grow old, and keeps idle ones alive with padding. A request
 picks a node by free capacity and uses a pooled circuit to it; if the circuit or node fails before the first
 chunk, it tries another node (at most REQUEST_ATTEMPTS_MAX). After the first chunk, failure is reported.
+
+Request isolation (tp_gateway.isolation): a warm circuit is claimed by the first request's isolation key and
+then carries that key's requests only, until REQUESTS_PER_CIRCUIT_MAX requests or CIRCUIT_MAX_AGE_S.
+At most POOL_KEYS_MAX keys hold circuits (least recently used first out) and POOL_CIRCUITS_PER_KEY_MAX each.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import trio
 
 from tp_crypto.errors import TokenPlaceError
 from tp_crypto.identity import short_id
+from tp_gateway.isolation import ANONYMOUS, Isolation, RecentKeys
 from tp_gateway.node_backoff import NodeBackoff
 from tp_gateway.openai_errors import node_error_to_api
 from tp_gateway.request_trace import RequestTrace
@@ -63,6 +68,17 @@ POOL_CIRCUITS_PER_NODE = 2
 POOL_NODES_MAX = 8
 POOL_TICK_S = 1.0
 CIRCUIT_MAX_AGE_S = 600.0
+# Requests one pooled circuit carries before it is retired: what a node can link by circuit alone. A build
+# costs about one request's first-token wait in round trips and is done ahead by the warm pool, so 16 keeps
+# builds to 1 in 16 requests of a busy key while a node links at most 16 of them (a chat's turns resend
+# the conversation anyway, so linking them by content is no harder).
+REQUESTS_PER_CIRCUIT_MAX = 16
+# Isolation keys (tp_gateway.isolation) holding pooled circuits at once; the least recently used one's
+# circuits are retired for a new key (inventing keys costs a build per request, never a wider pool).
+POOL_KEYS_MAX = 32
+# Pooled circuits one key holds (to different nodes, or several while its requests overlap); the key's least
+# recently used one is retired before it builds another.
+POOL_CIRCUITS_PER_KEY_MAX = 4
 CIRCUIT_KEEPALIVE_S = 60.0
 REQUEST_ATTEMPTS_MAX = 3
 CIRCUIT_WAIT_TIMEOUT_S = 10.0
@@ -97,10 +113,21 @@ class _Pooled:
     circuit: Circuit
     built_at: float
     last_used: float
-    retired: bool = False  # a hop left the directory: no new request takes it (those on it finish)
+    retired: bool = False  # no new request takes it (those on it finish): a hop left the directory, ...
+    owner: bytes | None = None  # the isolation key whose requests it carries; None: not claimed yet
+    requests: int = 0
 
     def usable(self, now: float) -> bool:
-        return self.circuit.is_open and not self.retired and now - self.built_at < CIRCUIT_MAX_AGE_S
+        return (
+            self.circuit.is_open
+            and not self.retired
+            and now - self.built_at < CIRCUIT_MAX_AGE_S
+            and self.requests < REQUESTS_PER_CIRCUIT_MAX
+        )
+
+    @property
+    def unclaimed(self) -> bool:
+        return self.owner is None and self.requests == 0
 
 
 @dataclass
@@ -157,6 +184,7 @@ class Overlay:
         self._links: dict[bytes, ClientLink] = {}
         self._linking: dict[bytes, trio.Event] = {}
         self._pool: dict[bytes, list[_Pooled]] = {}
+        self._keys = RecentKeys(POOL_KEYS_MAX)  # the isolation keys that may hold pooled circuits
         self._building: set[bytes] = set()
         self._wanted: dict[str, float] = {}  # model id -> when last requested
         self._pool_changed = trio.Event()
@@ -321,10 +349,16 @@ class Overlay:
     # --- requests -----------------------------------------------------------------------------
 
     async def generate(
-        self, model_id: str, document: Mapping[str, Any], trace: RequestTrace | None = None
+        self,
+        model_id: str,
+        document: Mapping[str, Any],
+        trace: RequestTrace | None = None,
+        *,
+        isolation: Isolation = ANONYMOUS,
     ) -> AsyncGenerator[dict[str, Any], None]:
         """The node's chunk documents for `document`, with failover before the first chunk; `trace`, if
-        given, is kept up to date with the attempts."""
+        given, is kept up to date with the attempts. Only requests of the same `isolation` key share its
+        circuit (tp_gateway.isolation)."""
         trace = trace if trace is not None else RequestTrace()
         self._wanted[model_id] = self._monotonic()
         if self.directory is None:
@@ -354,7 +388,8 @@ class Overlay:
             if node is None:
                 break
             tried.add(node.node_id)
-            async with aclosing(self._attempt(node, document, avoid, trace)) as chunks:
+            attempt = self._attempt(node, document, avoid, trace, isolation)
+            async with aclosing(attempt) as chunks:
                 try:
                     first = await chunks.__anext__()
                 except _RetryableFailure as exc:
@@ -385,13 +420,15 @@ class Overlay:
 
     async def forward_sealed(self, node_id: bytes, sealed: bytes) -> AsyncGenerator[bytes, None]:
         """A sealed request's chunks (PROTOCOL.md 9), carried over a circuit to the node it names. No
-        failover: the request opens only at that node, and only once (a second try is refused as a replay)."""
+        failover: the request opens only at that node, and only once (a second try is refused as a replay).
+        Each sealed request has a circuit to itself (isolation None): a public gateway's sealed clients are
+        strangers to each other, and one address may be many of them."""
         node = self.directory.nodes.get(node_id) if self.directory is not None else None
         if node is None:
             raise OverlayError("node_not_found", "the directory lists no such node")
         try:
             with trio.fail_after(CIRCUIT_WAIT_TIMEOUT_S):
-                circuit = await self._circuit_to(node, set(), RequestTrace())
+                circuit = await self._circuit_to(node, set(), RequestTrace(), None)
             answer = _within_deadlines(
                 circuit, SEALED_SERVICE, {"sealed": sealed}, self._retire_circuits_sharing
             )
@@ -458,13 +495,18 @@ class Overlay:
         return OverlayError("model_not_found", f"no node in the directory serves model {model_id!r}")
 
     async def _attempt(
-        self, node: NodeDescriptor, document: Mapping[str, Any], avoid: set[bytes], trace: RequestTrace
+        self,
+        node: NodeDescriptor,
+        document: Mapping[str, Any],
+        avoid: set[bytes],
+        trace: RequestTrace,
+        isolation: Isolation,
     ) -> AsyncGenerator[dict[str, Any], None]:
         trace.attempt(node.node_id)
         try:
             try:
                 with trio.fail_after(CIRCUIT_WAIT_TIMEOUT_S):
-                    circuit = await self._circuit_to(node, avoid, trace)
+                    circuit = await self._circuit_to(node, avoid, trace, isolation)
             except (TokenPlaceError, trio.TooSlowError):
                 trace.circuit_failures += 1
                 raise
@@ -492,16 +534,52 @@ class Overlay:
 
     # --- the circuit pool ---------------------------------------------------------------------
 
-    async def _circuit_to(self, node: NodeDescriptor, avoid: set[bytes], trace: RequestTrace) -> Circuit:
+    async def _circuit_to(
+        self, node: NodeDescriptor, avoid: set[bytes], trace: RequestTrace, isolation: Isolation
+    ) -> Circuit:
+        """A circuit of `isolation`'s to `node`: one it holds, else a warm one it claims, else a new one.
+        The key bounds are applied before a circuit is claimed or built (tp_gateway.isolation)."""
         now = self._monotonic()
-        pooled = [p for p in self._pool.get(node.node_id, []) if p.usable(now)]
-        if pooled:
-            choice = min(pooled, key=lambda p: p.circuit.core.edge.stream_count)
-            choice.last_used = now
+        entries = self._pool.get(node.node_id, [])
+        own = [p for p in entries if p.usable(now) and isolation is not None and p.owner == isolation]
+        if own:
+            choice = min(own, key=lambda p: p.circuit.core.edge.stream_count)
             trace.pooled = True
-            return choice.circuit
-        self._pool_changed.set()
-        return (await self._build(node, avoid)).circuit
+        else:
+            self._bound_key(isolation, now)  # before the build or claim it guards
+            warm = [p for p in entries if p.usable(now) and p.unclaimed]
+            trace.pooled = bool(warm)
+            self._pool_changed.set()  # a warm circuit to replace, or a build under way
+            choice = warm[0] if warm else await self._build(node, avoid)
+        self._claim(choice, isolation)
+        self._bound_key(isolation, self._monotonic(), keep=choice)  # its requests overlapped: builds raced
+        return choice.circuit
+
+    def _claim(self, pooled: _Pooled, isolation: Isolation) -> None:
+        """`pooled` carries one more request of `isolation` (a circuit of None's takes no other request)."""
+        pooled.owner = isolation
+        pooled.requests += 1
+        pooled.last_used = self._monotonic()
+        if isolation is None:
+            pooled.retired = True
+
+    def _bound_key(self, isolation: Isolation, now: float, keep: _Pooled | None = None) -> None:
+        """The keys past POOL_KEYS_MAX lose their circuits (least recently used first out), and
+        `isolation` keeps at most POOL_CIRCUITS_PER_KEY_MAX - 1 besides `keep` (its least recently used
+        are retired): room for the one it claims or builds."""
+        if isolation is None:
+            return
+        dropped = set(self._keys.use(isolation))
+        held: list[_Pooled] = []
+        for entries in self._pool.values():
+            for pooled in entries:
+                if pooled.owner in dropped:
+                    pooled.retired = True
+                elif pooled.owner == isolation and pooled.usable(now) and pooled is not keep:
+                    held.append(pooled)
+        held.sort(key=lambda p: p.last_used)
+        for pooled in held[: max(0, len(held) - POOL_CIRCUITS_PER_KEY_MAX + 1)]:
+            pooled.retired = True
 
     async def _build(self, node: NodeDescriptor, avoid: set[bytes] | None = None) -> _Pooled:
         """A new pooled circuit to `node`; when it fails, the relay to blame is added to `avoid`."""
@@ -617,8 +695,8 @@ class Overlay:
             if not entries:
                 del self._pool[node_id]
         for node in self._pool_targets():
-            usable = sum(1 for p in self._pool.get(node.node_id, []) if p.usable(now))
-            if usable < POOL_CIRCUITS_PER_NODE and node.node_id not in self._building:
+            warm = sum(1 for p in self._pool.get(node.node_id, []) if p.usable(now) and p.unclaimed)
+            if warm < POOL_CIRCUITS_PER_NODE and node.node_id not in self._building:
                 assert self._nursery is not None
                 self._building.add(node.node_id)
                 self._nursery.start_soon(self._warm, node)

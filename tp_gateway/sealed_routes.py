@@ -22,9 +22,10 @@ from typing import Any
 import trio
 from quart import Blueprint, Response, request
 
+from tp_gateway.inference_overlay import InferenceOverlay
 from tp_gateway.openai_errors import ApiError, invalid_json, upstream_failure
 from tp_gateway.openai_objects import json_bytes, sse_error, sse_event
-from tp_gateway.overlay import Overlay, OverlayError
+from tp_gateway.overlay import OverlayError
 from tp_net.protocol.sealed import SEALED_REQUEST_BYTES_MAX, sealed_node_id
 
 NODE_ID_HEX_CHARS = 64
@@ -58,7 +59,7 @@ def sealed_error(error: OverlayError) -> ApiError:
     return ApiError(502, f"The node refused the sealed request: {error}", code=error.code)
 
 
-def add_sealed_routes(api: Blueprint, overlay: Overlay) -> None:
+def add_sealed_routes(api: Blueprint, overlay: InferenceOverlay) -> None:
     routes = SealedRoutes(overlay)
     api.add_url_rule("/sealed", view_func=routes.sealed, methods=["POST"])
     api.add_url_rule("/sealed/directory", view_func=routes.sealed_directory, methods=["GET"])
@@ -66,7 +67,7 @@ def add_sealed_routes(api: Blueprint, overlay: Overlay) -> None:
 
 
 class SealedRoutes:
-    def __init__(self, overlay: Overlay) -> None:
+    def __init__(self, overlay: InferenceOverlay) -> None:
         self._overlay = overlay
 
     async def sealed_directory(self) -> Response:

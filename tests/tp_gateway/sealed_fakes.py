@@ -7,12 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import AsyncGenerator, Callable
-from types import SimpleNamespace
+from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any
 
 import trio
 
+from tests.tp_gateway.overlay_fakes import FakeStats
 from tests.tp_net.directory_factories import (
     NETWORK,
     NODE_SEED_BASE,
@@ -24,6 +24,7 @@ from tests.tp_net.directory_factories import (
     node_descriptor,
     signed_document,
 )
+from tp_gateway.isolation import Isolation
 from tp_gateway.overlay import OverlayError
 from tp_net.protocol.bootstrap_config import Bootstrap, BootstrapAuthority
 from tp_net.protocol.descriptors import sign_descriptor
@@ -78,7 +79,7 @@ class SealingOverlay:
         self.ready = trio.Event()
         self.ready.set()
         self.pooled_circuits = 1
-        self.stats = SimpleNamespace(circuits_built=0, circuit_build_failures=0)
+        self.stats = FakeStats()
 
     def model_ids(self) -> list[str]:
         return [MODEL]
@@ -88,6 +89,12 @@ class SealingOverlay:
 
     def model_created(self, model_id: str) -> int:
         return 1_700_000_000
+
+    async def generate(
+        self, model_id: str, document: Mapping[str, Any], *, isolation: Isolation = None
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        raise OverlayError("model_not_found", "this fake carries sealed requests only")
+        yield {}
 
     async def forward_sealed(self, node_id: bytes, sealed: bytes) -> AsyncGenerator[bytes, None]:
         self.forwarded.append(sealed)

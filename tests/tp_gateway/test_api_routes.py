@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from typing import cast
 
 import pytest
 from quart_trio import QuartTrio
@@ -13,14 +12,13 @@ from tests.tp_gateway.test_client import MODEL
 from tests.tp_gateway.test_http_guard import CHAT, KEY, MeteredOverlay, send
 from tp_gateway import cli
 from tp_gateway.app import create_app
-from tp_gateway.overlay import Overlay
 
 ALIAS = "tokenplace-default"
 
 
 def app_with_aliases(overlay: MeteredOverlay, api_key: str | None = None) -> QuartTrio:
     aliases = {ALIAS: MODEL, "gone": "not-served"}
-    return create_app(cast(Overlay, overlay), api_key=api_key, aliases=aliases)
+    return create_app(overlay, api_key=api_key, aliases=aliases)
 
 
 @pytest.mark.parametrize("prefix", ["/v1", "/api/v1", "/v2", "/api/v2"])

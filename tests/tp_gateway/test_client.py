@@ -11,10 +11,10 @@ import asyncio
 import json
 import threading
 import time
-from collections.abc import AsyncGenerator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import httpx
 import openai
@@ -22,6 +22,7 @@ import pytest
 import trio
 from openai import AsyncOpenAI, OpenAI
 
+from tests.tp_gateway.overlay_fakes import FakeStats
 from tp_gateway.app import create_app
 from tp_gateway.client import (
     BASE_URL,
@@ -32,7 +33,9 @@ from tp_gateway.client import (
     overlay_service,
 )
 from tp_gateway.client_thread import BUFFERED_CHUNKS_MAX, ClientClosedError, OverlayThread, Service
-from tp_gateway.overlay import Overlay, OverlayError
+from tp_gateway.inference_overlay import WithoutSealing
+from tp_gateway.isolation import Isolation
+from tp_gateway.overlay import OverlayError
 from tp_net.protocol.bootstrap_config import BootstrapError, load_bootstrap
 
 T = TypeVar("T")
@@ -47,7 +50,7 @@ def final() -> dict[str, Any]:
     return {"finish_reason": "stop", "usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8}}
 
 
-class ScriptedOverlay:
+class ScriptedOverlay(WithoutSealing):
     """Stands in for tp_gateway.overlay.Overlay: one model, a scripted answer; records how answers end."""
 
     def __init__(
@@ -57,10 +60,12 @@ class ScriptedOverlay:
         if ready:
             self.ready.set()
         self.pooled_circuits = 1
+        self.stats = FakeStats()
         self.hold_after = hold_after  # answer this many words, then wait for `release`
         self.release = threading.Event()
         self.answer_closed = threading.Event()
-        self.documents: list[dict[str, Any]] = []
+        self.documents: list[Mapping[str, Any]] = []
+        self.isolations: list[Isolation] = []  # each request's isolation key
         self.words = words
         self.produced = 0
 
@@ -73,10 +78,13 @@ class ScriptedOverlay:
     def model_identity(self, model_id: str) -> None:
         return None  # a scripted network: no directory, no GGUF identity
 
-    async def generate(self, model_id: str, document: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
+    async def generate(
+        self, model_id: str, document: Mapping[str, Any], *, isolation: Isolation = None
+    ) -> AsyncGenerator[dict[str, Any], None]:
         if model_id != MODEL:
             raise OverlayError("model_not_found", f"no node in the directory serves model {model_id!r}")
         self.documents.append(document)
+        self.isolations.append(isolation)
         try:
             for index, word in enumerate(self.words):
                 if index == self.hold_after:
@@ -91,7 +99,7 @@ class ScriptedOverlay:
 def scripted(overlay: ScriptedOverlay) -> Callable[[trio.Nursery], Any]:
     async def open_service(nursery: trio.Nursery) -> Service:
         return Service(
-            create_app(cast(Overlay, overlay), site=IN_PROCESS_SITE),
+            create_app(overlay, site=IN_PROCESS_SITE),
             overlay.ready,
             "no directory yet (scripted)",
         )
@@ -332,7 +340,7 @@ async def test_the_chat_page_is_public_self_contained_and_under_a_strict_policy(
 
     async def open_service(nursery: trio.Nursery) -> Service:
         return Service(
-            create_app(cast(Overlay, overlay), site=IN_PROCESS_SITE, api_key="sk-secret"),
+            create_app(overlay, site=IN_PROCESS_SITE, api_key="sk-secret"),
             overlay.ready,
             "unready",
         )

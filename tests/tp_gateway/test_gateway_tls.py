@@ -7,7 +7,6 @@ import datetime
 import ipaddress
 import ssl
 from pathlib import Path
-from typing import cast
 
 import httpx
 import pytest
@@ -20,7 +19,6 @@ from cryptography.x509.oid import NameOID
 from tests.tp_gateway.sealed_fakes import SealingOverlay
 from tp_gateway import cli
 from tp_gateway.app import create_app
-from tp_gateway.overlay import Overlay
 
 
 def self_signed(folder: Path) -> tuple[Path, Path]:
@@ -52,7 +50,7 @@ def self_signed(folder: Path) -> tuple[Path, Path]:
 
 async def test_the_gateway_serves_https_with_a_certificate(tmp_path: Path, nursery: trio.Nursery) -> None:
     cert, key = self_signed(tmp_path)
-    app = create_app(cast(Overlay, SealingOverlay()))
+    app = create_app(SealingOverlay())
     base_url = await nursery.start(cli.serve_gateway, app, "127.0.0.1", 0, (cert, key))
     assert base_url.startswith("https://")
     context = ssl.create_default_context(cafile=str(cert))

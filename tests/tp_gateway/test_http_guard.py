@@ -4,8 +4,7 @@ CORS, the key's exemptions, and tp-gateway's refusal to serve other machines wit
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from quart_trio import QuartTrio
@@ -15,7 +14,6 @@ from tests.tp_gateway.test_client import MODEL, ScriptedOverlay
 from tp_gateway import cli
 from tp_gateway.app import LOOPBACK_ONLY, create_app
 from tp_gateway.http_guard import SiteRules, is_json, is_loopback, origin_argument
-from tp_gateway.overlay import Overlay
 
 PORT = 8000
 SERVED = ("127.0.0.1", PORT)
@@ -23,16 +21,13 @@ CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "hi"}]}
 KEY = "sk-secret"
 
 
-class MeteredOverlay(ScriptedOverlay):
-    """The scripted overlay with the counters /metrics reads."""
-
-    stats = SimpleNamespace(circuits_built=0, circuit_build_failures=0)
+MeteredOverlay = ScriptedOverlay  # it has the counters /metrics reads
 
 
 def app_of(
     overlay: ScriptedOverlay, site: SiteRules = LOOPBACK_ONLY, api_key: str | None = None
 ) -> QuartTrio:
-    return create_app(cast(Overlay, overlay), site=site, api_key=api_key)
+    return create_app(overlay, site=site, api_key=api_key)
 
 
 async def send(

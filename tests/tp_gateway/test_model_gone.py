@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any, cast
 
 import pytest
@@ -22,6 +22,7 @@ from tests.tp_net.directory_factories import (
     node_descriptor,
     relay_descriptor,
 )
+from tp_gateway.isolation import Isolation
 from tp_gateway.overlay import MODEL_REMEMBERED_S, Overlay, OverlayError
 from tp_net.protocol.bootstrap_config import Bootstrap
 from tp_net.protocol.directory import Directory
@@ -56,7 +57,9 @@ async def test_a_model_seen_recently_is_gone_for_now_and_one_never_seen_does_not
 
 
 class GoneOverlay(ScriptedOverlay):
-    async def generate(self, model_id: str, document: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
+    async def generate(
+        self, model_id: str, document: Mapping[str, Any], *, isolation: Isolation = None
+    ) -> AsyncGenerator[dict[str, Any], None]:
         error = OverlayError("model_gone", "no node serves it right now")
         error.retry_after_s = 150
         raise error

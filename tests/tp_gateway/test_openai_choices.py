@@ -5,8 +5,8 @@ is checked at both ends; the SDK's own models parse every response. A hostile no
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable
-from typing import Any, TypeVar, cast
+from collections.abc import AsyncGenerator, Callable, Mapping
+from typing import Any, TypeVar
 
 import httpx
 import openai
@@ -14,11 +14,14 @@ import pytest
 import trio
 from openai import OpenAI
 
+from tests.tp_gateway.overlay_fakes import FakeStats
 from tp_gateway.app import create_app
 from tp_gateway.client import BASE_URL, IN_PROCESS_SITE, OverlayTransport
 from tp_gateway.client_thread import OverlayThread, Service
+from tp_gateway.inference_overlay import WithoutSealing
+from tp_gateway.isolation import Isolation
 from tp_gateway.openai_api import ApiError, ChatCompletionCollector, ChatCompletionStream, CompletionCollector
-from tp_gateway.overlay import Overlay, OverlayError
+from tp_gateway.overlay import OverlayError
 from tp_net.protocol.inference_contract import (
     CHOICES_MAX,
     LOGIT_BIAS_ENTRIES_MAX,
@@ -33,15 +36,16 @@ MESSAGES: list[Any] = [{"role": "user", "content": "Say hello."}]
 WAIT_S = 10.0
 
 
-class EngineOverlay:
+class EngineOverlay(WithoutSealing):
     """The overlay, with a node's FakeEngine in place of the network; records the documents sent."""
 
     def __init__(self) -> None:
         self.ready = trio.Event()
         self.ready.set()
         self.pooled_circuits = 1
+        self.stats = FakeStats()
         self.engine = FakeEngine()
-        self.documents: list[dict[str, Any]] = []
+        self.documents: list[Mapping[str, Any]] = []
 
     def model_ids(self) -> list[str]:
         return [MODEL]
@@ -52,7 +56,9 @@ class EngineOverlay:
     def model_identity(self, model_id: str) -> None:
         return None  # a scripted network: no directory, no GGUF identity
 
-    async def generate(self, model_id: str, document: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
+    async def generate(
+        self, model_id: str, document: Mapping[str, Any], *, isolation: Isolation = None
+    ) -> AsyncGenerator[dict[str, Any], None]:
         self.documents.append(document)
         try:
             async for chunk in self.engine.generate(document):
@@ -63,7 +69,7 @@ class EngineOverlay:
 
 def with_sdk(overlay: EngineOverlay, use: Callable[[OpenAI], T]) -> T:
     async def open_service(nursery: trio.Nursery) -> Service:
-        app = create_app(cast(Overlay, overlay), site=IN_PROCESS_SITE)
+        app = create_app(overlay, site=IN_PROCESS_SITE)
         return Service(app, overlay.ready, "no directory (in memory)")
 
     thread = OverlayThread(open_service, ready_timeout_s=WAIT_S)

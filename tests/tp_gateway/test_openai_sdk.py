@@ -6,7 +6,7 @@ overlay below it in place of circuits and a node. The SDK's own parsing is the j
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncGenerator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
 from typing import Any, cast
 
 import httpx
@@ -14,10 +14,13 @@ import openai
 import pytest
 import trio
 
+from tests.tp_gateway.overlay_fakes import FakeStats
 from tp_gateway.app import create_app
 from tp_gateway.client import BASE_URL, IN_PROCESS_SITE, OverlayTransport
 from tp_gateway.client_thread import OverlayThread, Service
-from tp_gateway.overlay import Overlay, OverlayError
+from tp_gateway.inference_overlay import WithoutSealing
+from tp_gateway.isolation import Isolation
+from tp_gateway.overlay import OverlayError
 
 MODELS = {"tiny-llama": 1_700_000_000, "tiny-embed": 1_700_000_001}
 WAIT_S = 10.0
@@ -29,7 +32,7 @@ def final(reason: str = "stop") -> dict[str, Any]:
     return {"finish_reason": reason, "usage": {"prompt_tokens": 4, "completion_tokens": 2, "total_tokens": 6}}
 
 
-class ScriptedOverlay:
+class ScriptedOverlay(WithoutSealing):
     """Stands in for tp_gateway.overlay.Overlay under the real app: `node` scripts each answer's chunk
     documents, and an OverlayError in the script is raised where it stands (the overlay raises a node's
     error document, or a broken circuit, that way). Records the documents the app sent."""
@@ -39,7 +42,8 @@ class ScriptedOverlay:
         self.ready = trio.Event()
         self.ready.set()
         self.pooled_circuits = 0
-        self.documents: list[dict[str, Any]] = []
+        self.stats = FakeStats()
+        self.documents: list[Mapping[str, Any]] = []
 
     def model_ids(self) -> list[str]:
         return list(MODELS)
@@ -50,11 +54,13 @@ class ScriptedOverlay:
     def model_identity(self, model_id: str) -> None:
         return None  # a scripted network: no directory, no GGUF identity
 
-    async def generate(self, model_id: str, document: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
+    async def generate(
+        self, model_id: str, document: Mapping[str, Any], *, isolation: Isolation = None
+    ) -> AsyncGenerator[dict[str, Any], None]:
         if model_id not in MODELS:
             raise OverlayError("model_not_found", f"no node in the directory serves model {model_id!r}")
         self.documents.append(document)
-        for item in self.node(document):
+        for item in self.node(dict(document)):
             if isinstance(item, OverlayError):
                 raise item
             yield item
@@ -68,7 +74,7 @@ class Gateway:
         self.bodies: list[bytes] = []  # as the SDK sent them
 
         async def open_service(nursery: trio.Nursery) -> Service:
-            app = create_app(cast(Overlay, self.overlay), site=IN_PROCESS_SITE)
+            app = create_app(self.overlay, site=IN_PROCESS_SITE)
             return Service(app, self.overlay.ready, "not ready (scripted)")
 
         thread = OverlayThread(open_service, ready_timeout_s=WAIT_S)
@@ -84,7 +90,7 @@ class Gateway:
         self.bodies.append(request.content)
 
     @property
-    def documents(self) -> list[dict[str, Any]]:
+    def documents(self) -> list[Mapping[str, Any]]:
         return self.overlay.documents
 
 

@@ -21,7 +21,6 @@ from tp_gateway.app import create_app
 from tp_gateway.client import BASE_URL, IN_PROCESS_SITE, AsyncOverlayTransport, OverlayTransport
 from tp_gateway.client_thread import OverlayThread, Service
 from tp_gateway.openai_api import ApiError
-from tp_gateway.overlay import Overlay
 from tp_gateway.public_guard import PublicPolicy
 from tp_gateway.sealed_client import EVENT_LINE_BYTES_MAX, SealedEvents, SecureChatCompletion
 from tp_gateway.sealed_transport import sealed_http_client
@@ -39,7 +38,7 @@ class Gateway:
         self.bodies: list[bytes] = []
 
         async def open_service(nursery: trio.Nursery) -> Service:
-            app = create_app(cast(Overlay, overlay), site=IN_PROCESS_SITE)
+            app = create_app(overlay, site=IN_PROCESS_SITE)
             return Service(app, overlay.ready, "not ready")
 
         self.thread = OverlayThread(open_service, ready_timeout_s=WAIT_S)
@@ -165,7 +164,7 @@ async def test_the_gateway_refuses_a_request_for_another_node_before_forwarding_
     sealed = seal_request(bytes(32), overlay.key.public, {"messages": MESSAGES}, time.time())
     body = json.dumps({"node": overlay.node_id.hex(), "sealed": base64.b64encode(sealed.data).decode()})
     status, _, answer = await send(
-        create_app(cast(Overlay, overlay)), "POST", "/v1/sealed", headers=JSON, body=body.encode()
+        create_app(overlay), "POST", "/v1/sealed", headers=JSON, body=body.encode()
     )
     assert (status, answer["error"]["code"]) == (400, "sealed_wrong_node")
     assert overlay.forwarded == []
@@ -226,7 +225,7 @@ JSON = {"Content-Type": "application/json"}
 
 
 def public_app(policy: PublicPolicy | None = None) -> Any:
-    return create_app(cast(Overlay, SealingOverlay()), public=policy or PublicPolicy())
+    return create_app(SealingOverlay(), public=policy or PublicPolicy())
 
 
 async def test_public_gateway_refuses_plaintext_to_other_machines_and_serves_its_operator() -> None:
@@ -246,7 +245,7 @@ async def test_public_sealed_routes_answer_any_origin_and_nothing_else_does() ->
     assert status == 204 and headers["Access-Control-Allow-Origin"] == "*"
     status, _, body = await send(app, "GET", "/v1/models", headers=foreign, client=FOREIGN)
     assert (status, body["error"]["code"]) == (403, "origin_not_allowed")
-    plain = create_app(cast(Overlay, SealingOverlay()))
+    plain = create_app(SealingOverlay())
     status, _, _ = await send(plain, "GET", "/v1/sealed/directory", headers=foreign)
     assert status == 403  # without --public the sealed routes follow the site's origin rules
 
