@@ -1,4 +1,4 @@
-"""Request isolation: which requests may share a pooled circuit (PROTOCOL.md 8, "Request isolation").
+"""Request isolation: which requests may share a pooled circuit (PROTOCOL.md 8.1).
 
 A node sees every request of a circuit as coming from one client. So a pooled circuit carries the requests
 of one isolation key only: at the gateway, the API key the request came with (hashed with a key made for

@@ -7,9 +7,10 @@ POOL_NODES_MAX), replaces circuits that die or grow old, and keeps idle ones ali
 picks a node by free capacity and uses a pooled circuit to it; if the circuit or node fails before the first
 chunk, it tries another node (at most REQUEST_ATTEMPTS_MAX). After the first chunk, failure is reported.
 
-Request isolation (tp_gateway.isolation): a warm circuit is claimed by the first request's isolation key and
-then carries that key's requests only, until REQUESTS_PER_CIRCUIT_MAX requests or CIRCUIT_MAX_AGE_S.
-At most POOL_KEYS_MAX keys hold circuits (least recently used first out) and POOL_CIRCUITS_PER_KEY_MAX each.
+Request isolation (tp_gateway.isolation, PROTOCOL.md 8.1): a warm circuit is claimed by the isolation key of
+the first request that takes it, then carries that key's requests only, until REQUESTS_PER_CIRCUIT_MAX
+requests or CIRCUIT_MAX_AGE_S. At most POOL_KEYS_MAX keys hold circuits (least recently used first out), and
+POOL_CIRCUITS_PER_KEY_MAX each.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from tp_net.protocol.directory import Directory, NewestDocument, SignedDocument
 from tp_net.protocol.inference_contract import INFERENCE_SERVICE, image_urls
 from tp_net.protocol.model_identity import ModelIdentity, catalogue_pins, model_identities, nodes_serving
 from tp_net.protocol.path_selection import (
+    GUARDS_PER_CLIENT,
     LOCAL_NETWORK_RULES,
     STRICT_RULES,
     GuardStore,
@@ -272,10 +274,10 @@ class Overlay:
         """Take a new verified directory: guards, node backoff, retired circuits, models seen."""
         self.directory = directory
         self._paths_failed = False
-        relays = list(directory.relays.values())
+        relays = self._guard_candidates(directory)
         if self._guard_store is not None:
             self._guards = self._stored_guards(self._guard_store, relays)
-        elif not self._guards or not all(g in directory.relays for g in self._guards):
+        elif not self._guards or not all(g in {r.node_id for r in relays} for g in self._guards):
             self._guards = choose_guards(relays, self._rng, rules=self._rules, weights=directory.weights)
         self._identities = model_identities(directory.nodes.values(), self._pins)
         self._backoff.keep_only(directory.nodes)
@@ -285,6 +287,15 @@ class Overlay:
         self._models_seen.update((model_id, now) for model_id in directory.model_ids())
         self.ready.set()
         self._pool_changed.set()
+
+    def _guard_candidates(self, directory: Directory) -> list[RelayDescriptor]:
+        """The relays our guards come from: those that are not authorities once the directory lists
+        GUARDS_PER_CLIENT of them (as Tor avoids its authorities as guards), else all (a new network lists
+        only its authorities). Guards that are not candidates are replaced, so a gateway started on a new
+        network does not keep the authorities as its guards for good."""
+        relays = list(directory.relays.values())
+        others = [relay for relay in relays if self.bootstrap.entry(relay.node_id) is None]
+        return others if len(others) >= GUARDS_PER_CLIENT else relays
 
     def _retire_unlisted_circuits(self, directory: Directory) -> None:
         """Pooled circuits through a relay or to a node the new directory no longer lists are retired (the

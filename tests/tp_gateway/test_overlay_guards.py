@@ -12,7 +12,7 @@ import trio
 
 from tests.tp_net.directory_factories import NETWORK, RELAY_SEED_BASE, T0, identity, relay_descriptor
 from tp_gateway.overlay import Overlay, OverlayError
-from tp_net.protocol.bootstrap_config import Bootstrap
+from tp_net.protocol.bootstrap_config import Bootstrap, BootstrapAuthority
 from tp_net.protocol.descriptors import RelayDescriptor
 from tp_net.protocol.directory import Directory
 from tp_net.protocol.path_selection import GUARDS_PER_CLIENT, GuardStore
@@ -72,3 +72,34 @@ def test_a_bad_saved_guard_file_is_replaced_and_the_gateway_goes_on(tmp_path: Pa
     assert len(overlay._guards) == GUARDS_PER_CLIENT
     assert set(overlay._guards) <= set(directory.relays)
     assert GuardStore(guard_file).load() == overlay._guards  # the next restart reads good guards
+
+
+@pytest.mark.parametrize("with_guard_file", [True, False])
+async def test_guards_that_are_authorities_are_replaced_once_enough_other_relays_are_listed(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path, with_guard_file: bool
+) -> None:
+    # A brand-new network: its first directories list only its authorities, so they become the guards.
+    relays = [relay_descriptor(identity(RELAY_SEED_BASE + n), number=n) for n in range(1, 7)]
+    authorities, others = relays[:3], relays[3:]
+    bootstrap = Bootstrap(
+        NETWORK, 2, 300, tuple(BootstrapAuthority(r.node_id, r.address or "") for r in authorities)
+    )
+    guard_file = tmp_path / "guards.json" if with_guard_file else None
+    overlay = Overlay(bootstrap, ExplodingDialer(), rng=random.Random(3), guard_file=guard_file)
+
+    def listing(listed: list[RelayDescriptor]) -> Directory:
+        return Directory(NETWORK, T0, T0 + 60, T0 + 120, {r.node_id: r for r in listed}, {})
+
+    authority_ids = {r.node_id for r in authorities}
+    overlay.use_directory(listing(authorities))
+    assert set(overlay._guards) == authority_ids
+    # Fewer other relays than guards: the authorities stay (a path still needs guards).
+    await trio.sleep(300)
+    overlay.use_directory(listing(authorities + others[:2]))
+    assert set(overlay._guards) == authority_ids
+    # Enough relays that are not authorities: none of the guards is an authority any more, and it stays so.
+    await trio.sleep(300)
+    overlay.use_directory(listing(relays))
+    assert len(overlay._guards) == GUARDS_PER_CLIENT and not set(overlay._guards) & authority_ids
+    if guard_file is not None:
+        assert GuardStore(guard_file).load() == overlay._guards  # a restart keeps the new guards
