@@ -11,7 +11,7 @@ completions `{"tokens", "token_logprobs", "top_logprobs", "text_offset"}`.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from tp_gateway.openai_chunks import Finish, ResponseReader, Text, TokenLogprob, ToolCalls
 from tp_gateway.openai_errors import upstream_failure
@@ -53,16 +53,28 @@ def completion_logprobs(entries: tuple[TokenLogprob, ...], text_offset: int) -> 
 
 
 class _Stream:
-    """What both stream kinds share: the reader, the common chunk fields and the usage chunk."""
+    """What both stream kinds share: the constructor, the reader, the common chunk fields and the usage
+    chunk. A kind names its reader's kind and its objects."""
+
+    _kind: ClassVar[str]
+    _object_name: ClassVar[str]
 
     def __init__(
-        self, kind: str, head: dict[str, Any], include_usage: bool, choices: int, top_logprobs: int | None
+        self,
+        model: str,
+        completion_id: str,
+        created: int,
+        include_usage: bool = False,
+        *,
+        choices: int = 1,
+        top_logprobs: int | None = None,
     ) -> None:
-        self._reader = ResponseReader(kind, choices, top_logprobs)
+        self._reader = ResponseReader(self._kind, choices, top_logprobs)
         self._logprobs = top_logprobs is not None
-        self._base = head
+        self._base = _head(self._object_name, model, completion_id, created)
         self._include_usage = include_usage
         self._begun: set[int] = set()  # choices with a chunk sent
+        self._sent_chars = [0] * choices  # text sent so far, per choice (completions' logprob offsets)
         self.started = False  # True once a chunk was returned: from then on errors go into the stream
 
     @property
@@ -80,18 +92,8 @@ class _Stream:
 
 
 class ChatCompletionStream(_Stream):
-    def __init__(
-        self,
-        model: str,
-        completion_id: str,
-        created: int,
-        include_usage: bool = False,
-        *,
-        choices: int = 1,
-        top_logprobs: int | None = None,
-    ) -> None:
-        head = _head("chat.completion.chunk", model, completion_id, created)
-        super().__init__("chat", head, include_usage, choices, top_logprobs)
+    _kind = "chat"
+    _object_name = "chat.completion.chunk"
 
     def feed(self, document: object) -> list[dict[str, Any]]:
         """The chat.completion.chunk objects for one node chunk (one, or two at the end with usage)."""
@@ -120,19 +122,8 @@ class ChatCompletionStream(_Stream):
 
 
 class CompletionStream(_Stream):
-    def __init__(
-        self,
-        model: str,
-        completion_id: str,
-        created: int,
-        include_usage: bool = False,
-        *,
-        choices: int = 1,
-        top_logprobs: int | None = None,
-    ) -> None:
-        head = _head("text_completion", model, completion_id, created)
-        super().__init__("completion", head, include_usage, choices, top_logprobs)
-        self._offsets = [0] * choices
+    _kind = "completion"
+    _object_name = "text_completion"
 
     def feed(self, document: object) -> list[dict[str, Any]]:
         """The text_completion objects for one node chunk (one, or two at the end with usage)."""
@@ -140,8 +131,8 @@ class CompletionStream(_Stream):
         if isinstance(piece, Text):
             logprobs = None
             if self._logprobs:
-                logprobs = completion_logprobs(piece.logprobs, self._offsets[piece.choice])
-                self._offsets[piece.choice] += sum(len(entry.token) for entry in piece.logprobs)
+                logprobs = completion_logprobs(piece.logprobs, self._sent_chars[piece.choice])
+                self._sent_chars[piece.choice] += sum(len(entry.token) for entry in piece.logprobs)
             return [self._chunk(piece.choice, piece.text, logprobs=logprobs)]
         assert isinstance(piece, Finish)
         return self._last(self._chunk(piece.choice, "", piece.reason), piece)
@@ -154,12 +145,24 @@ class CompletionStream(_Stream):
 
 
 class _Collector:
-    """What both collectors share: the reader, the text and log probabilities kept so far, and their bound."""
+    """What both collectors share: the constructor, the reader, the text and log probabilities kept so far,
+    and their bound. A kind names its reader's kind and its object."""
 
-    def __init__(self, kind: str, head: dict[str, Any], choices: int, top_logprobs: int | None) -> None:
-        self._reader = ResponseReader(kind, choices, top_logprobs)
+    _kind: ClassVar[str]
+    _object_name: ClassVar[str]
+
+    def __init__(
+        self,
+        model: str,
+        completion_id: str,
+        created: int,
+        *,
+        choices: int = 1,
+        top_logprobs: int | None = None,
+    ) -> None:
+        self._reader = ResponseReader(self._kind, choices, top_logprobs)
         self._logprobs = top_logprobs is not None
-        self._base = head
+        self._base = _head(self._object_name, model, completion_id, created)
         self._texts: list[list[str]] = [[] for _ in range(choices)]
         self._entries: list[list[TokenLogprob]] = [[] for _ in range(choices)]
         self._chars = 0
@@ -193,18 +196,8 @@ class _Collector:
 
 
 class ChatCompletionCollector(_Collector):
-    def __init__(
-        self,
-        model: str,
-        completion_id: str,
-        created: int,
-        *,
-        choices: int = 1,
-        top_logprobs: int | None = None,
-    ) -> None:
-        super().__init__(
-            "chat", _head("chat.completion", model, completion_id, created), choices, top_logprobs
-        )
+    _kind = "chat"
+    _object_name = "chat.completion"
 
     def result(self) -> dict[str, Any]:
         """The chat.completion object; a 502 when the node's response ended early."""
@@ -227,18 +220,8 @@ class ChatCompletionCollector(_Collector):
 
 
 class CompletionCollector(_Collector):
-    def __init__(
-        self,
-        model: str,
-        completion_id: str,
-        created: int,
-        *,
-        choices: int = 1,
-        top_logprobs: int | None = None,
-    ) -> None:
-        super().__init__(
-            "completion", _head("text_completion", model, completion_id, created), choices, top_logprobs
-        )
+    _kind = "completion"
+    _object_name = "text_completion"
 
     def result(self) -> dict[str, Any]:
         """The text_completion object; a 502 when the node's response ended early."""
