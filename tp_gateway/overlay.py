@@ -115,7 +115,7 @@ class _Pooled:
     circuit: Circuit
     built_at: float
     last_used: float
-    retired: bool = False  # no new request takes it (those on it finish): a hop left the directory, ...
+    retired: bool = False  # no new request takes it (those on it finish): a hop gone or silent, key dropped
     owner: bytes | None = None  # the isolation key whose requests it carries; None: not claimed yet
     requests: int = 0
 
