@@ -118,6 +118,7 @@ class _Pooled:
     retired: bool = False  # no new request takes it (those on it finish): a hop gone or silent, key dropped
     owner: bytes | None = None  # the isolation key whose requests it carries; None: not claimed yet
     requests: int = 0
+    in_flight: int = 0  # requests that claimed it and have not ended: kept open for them even if retired
 
     def usable(self, now: float) -> bool:
         return (
@@ -437,11 +438,12 @@ class Overlay:
         node = self.directory.nodes.get(node_id) if self.directory is not None else None
         if node is None:
             raise OverlayError("node_not_found", "the directory lists no such node")
+        pooled: _Pooled | None = None
         try:
             with trio.fail_after(CIRCUIT_WAIT_TIMEOUT_S):
-                circuit = await self._circuit_to(node, set(), RequestTrace(), None)
+                pooled = await self._circuit_to(node, set(), RequestTrace(), None)
             answer = _within_deadlines(
-                circuit, SEALED_SERVICE, {"sealed": sealed}, self._retire_circuits_sharing
+                pooled.circuit, SEALED_SERVICE, {"sealed": sealed}, self._retire_circuits_sharing
             )
             async with aclosing(answer) as messages:
                 async for message in messages:
@@ -457,6 +459,8 @@ class Overlay:
                 raise
             log.info("sealed request to node %s failed: %s", short_id(node_id), exc.__class__.__name__)
             raise OverlayError("unavailable", f"node failed ({exc.__class__.__name__})") from exc
+        finally:
+            self._release(pooled)
 
     def _candidates(self, model_id: str, document: Mapping[str, Any]) -> list[NodeDescriptor]:
         """The nodes that may serve `document`: those of the model, and only those that read images for a
@@ -514,13 +518,15 @@ class Overlay:
         isolation: Isolation,
     ) -> AsyncGenerator[dict[str, Any], None]:
         trace.attempt(node.node_id)
+        pooled: _Pooled | None = None
         try:
             try:
                 with trio.fail_after(CIRCUIT_WAIT_TIMEOUT_S):
-                    circuit = await self._circuit_to(node, avoid, trace, isolation)
+                    pooled = await self._circuit_to(node, avoid, trace, isolation)
             except (TokenPlaceError, trio.TooSlowError):
                 trace.circuit_failures += 1
                 raise
+            circuit = pooled.circuit
             trace.path = tuple(hop.node_id for hop in circuit.core.path[:-1])
             trace.circuit_at = self._monotonic()
             padded = pad_request(dict(document))  # to a size bucket (tp_net.protocol.traffic_shaping)
@@ -542,14 +548,17 @@ class Overlay:
             raise _RetryableFailure(
                 OverlayError("unavailable", f"node failed ({exc.__class__.__name__})")
             ) from exc
+        finally:
+            self._release(pooled)
 
     # --- the circuit pool ---------------------------------------------------------------------
 
     async def _circuit_to(
         self, node: NodeDescriptor, avoid: set[bytes], trace: RequestTrace, isolation: Isolation
-    ) -> Circuit:
-        """A circuit of `isolation`'s to `node`: one it holds, else a warm one it claims, else a new one.
-        The key bounds are applied before a circuit is claimed or built (tp_gateway.isolation)."""
+    ) -> _Pooled:
+        """A circuit of `isolation`'s to `node`: one it holds, else a warm one it claims, else a new one;
+        the caller releases it when its request ends (`_release`). The key bounds are applied before a
+        circuit is claimed or built (tp_gateway.isolation)."""
         now = self._monotonic()
         entries = self._pool.get(node.node_id, [])
         own = [p for p in entries if p.usable(now) and isolation is not None and p.owner == isolation]
@@ -564,15 +573,22 @@ class Overlay:
             choice = warm[0] if warm else await self._build(node, avoid)
         self._claim(choice, isolation)
         self._bound_key(isolation, self._monotonic(), keep=choice)  # its requests overlapped: builds raced
-        return choice.circuit
+        return choice
 
     def _claim(self, pooled: _Pooled, isolation: Isolation) -> None:
         """`pooled` carries one more request of `isolation` (a circuit of None's takes no other request)."""
         pooled.owner = isolation
         pooled.requests += 1
+        pooled.in_flight += 1
         pooled.last_used = self._monotonic()
         if isolation is None:
             pooled.retired = True
+
+    def _release(self, pooled: _Pooled | None) -> None:
+        """A request that claimed `pooled` ended: a retired circuit it kept open may go now."""
+        if pooled is not None:
+            pooled.in_flight -= 1
+            self._pool_changed.set()
 
     def _bound_key(self, isolation: Isolation, now: float, keep: _Pooled | None = None) -> None:
         """The keys past POOL_KEYS_MAX lose their circuits (least recently used first out), and
@@ -696,7 +712,8 @@ class Overlay:
         now = self._monotonic()
         for node_id, entries in list(self._pool.items()):
             for pooled in list(entries):
-                if not pooled.usable(now) and pooled.circuit.core.edge.stream_count == 0:
+                idle = pooled.circuit.core.edge.stream_count == 0 and pooled.in_flight == 0
+                if not pooled.usable(now) and idle:
                     if pooled.circuit.is_open:
                         pooled.circuit.destroy()
                     entries.remove(pooled)

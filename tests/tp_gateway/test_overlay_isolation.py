@@ -21,6 +21,7 @@ from tests.tp_gateway.test_overlay_deterministic import (
     finished,
     overlay_on,
 )
+from tp_gateway.client import overlay_service
 from tp_gateway.isolation import ANONYMOUS, Isolation, RecentKeys, api_key_isolation
 from tp_gateway.overlay import (
     POOL_CIRCUITS_PER_KEY_MAX,
@@ -29,6 +30,7 @@ from tp_gateway.overlay import (
     Overlay,
 )
 from tp_gateway.request_trace import RequestTrace
+from tp_net.protocol.bootstrap_config import Bootstrap, BootstrapAuthority
 from tp_net.protocol.hop_outputs import CircuitRef
 from tp_node.engine import FAKE_MODEL_ID
 from tp_node.gpu_node import GpuNode
@@ -147,20 +149,24 @@ async def test_one_key_holds_at_most_pool_circuits_per_key_max(
         assert usable_owners(net.overlay).count(BOB) <= POOL_CIRCUITS_PER_KEY_MAX
 
 
-async def test_a_sealed_request_has_a_circuit_to_itself(
+async def test_a_request_isolated_alone_has_a_circuit_to_itself_that_lives_until_it_ends(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
+    # Sealed requests are isolated alone (isolation None). The circuit is retired as it is claimed; the pool
+    # must not destroy it before the request's stream is open (trio shuffles which task runs first, so
+    # many requests meet that moment).
     async with overlay_on(
         [RelaySpec()] * 5, [NodeSpec(home=4)], guards=[0, 1, 2], tmp_path=tmp_path, pool_nodes_max=8
     ) as net:
+        seen = record_requests(net.gpu_nodes[net.nodes[0].node_id])
         await trio.sleep(5)
-        node = net.nodes[0]
-        first = await net.overlay._circuit_to(node, set(), RequestTrace(), None)
-        second = await net.overlay._circuit_to(node, set(), RequestTrace(), None)
-        assert first is not second
+        for _ in range(40):
+            await ask(net.overlay, None, "sealed")
+        assert len({circuit for circuit, _ in seen}) == len(seen) == 40
+        await trio.sleep(2)
         now = trio.current_time()
         in_pool = [p for entries in net.overlay._pool.values() for p in entries if p.usable(now)]
-        assert all(p.unclaimed for p in in_pool)  # neither takes another request: only warm ones remain
+        assert all(p.unclaimed for p in in_pool)  # none takes another request: only warm ones remain
 
 
 def test_an_api_key_is_kept_only_as_a_digest_of_this_process() -> None:
@@ -188,3 +194,14 @@ async def test_the_gateway_isolates_by_the_api_key_a_request_came_with() -> None
         )
         assert status == 200
     assert overlay.isolations == [ALICE, BOB, ALICE, ANONYMOUS]
+
+
+async def test_each_in_process_client_instance_has_an_overlay_and_a_pool_of_its_own() -> None:
+    # Nothing answers at the authority's address: the overlays only start; what matters is that each
+    # client instance's service opens an overlay of its own (its own pool), never a shared one.
+    bootstrap = Bootstrap("isolation-net", 1, 300, (BootstrapAuthority(b"a" * 32, "ws://127.0.0.1:9/"),))
+    async with trio.open_nursery() as nursery:
+        first = await overlay_service(bootstrap, None)(nursery)
+        second = await overlay_service(bootstrap, None)(nursery)
+        assert first.ready is not second.ready and first.app is not second.app
+        nursery.cancel_scope.cancel()
