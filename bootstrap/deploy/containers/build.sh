@@ -59,7 +59,12 @@ build() {
     containerfile=$2
     context=$3
     shift 3
+    previous=$(buildah images --quiet "$image" 2>/dev/null || true)
     buildah bud --quiet --format docker --layers=false -f "$here/$containerfile" -t "$image" "$@" "$context"
+    # The image this one replaces, now untagged (kept while a container still uses it).
+    if [ -n "$previous" ] && [ "$previous" != "$(buildah images --quiet "$image")" ]; then
+        buildah rmi "$previous" >/dev/null 2>&1 || true
+    fi
     echo "built $image"
 }
 
