@@ -4,7 +4,8 @@ lists it and a circuit runs through it (slow: a build takes over 90 s, so `make 
 Containerfiles, build.sh, the pod file and the k3s manifest naming one set of images.
 
 The slow test skips only where the tools cannot run, naming the missing piece; TP_REQUIRE_CONTAINERS=1 turns
-that skip into a failure.
+that skip into a failure. .ci/run does not install podman and buildah for it: cold (apt, debootstrap, the
+build, the run) it takes ~4.5 min, past what CI's budget leaves beside `make test`.
 """
 
 from __future__ import annotations
