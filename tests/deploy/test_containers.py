@@ -56,6 +56,8 @@ REQUIRE_ENV = "TP_REQUIRE_CONTAINERS"
 BUILD_TIMEOUT_S = 900
 JOIN_TIMEOUT_S = 90.0
 CONTAINER_BOOTSTRAP = "/etc/token.place/bootstrap.json"
+# The PATH `podman kube play` gives a container that sets env (pod.yaml's relay), instead of the image's.
+KUBE_PLAY_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Limits a container may set without CAP_SYS_RESOURCE (podman's rootful defaults are above the hard limits
 # of a sandbox such as this one): lowering is always allowed.
 ULIMITS = ("nofile=8192:8192", "nproc=4096:4096")
@@ -228,7 +230,7 @@ async def relay_container(
     """The relay image run with the host's network (127.0.0.1); yields its announcement line."""
     runtime = ["--runtime", tools["runtime"]] if "runtime" in tools else []
     command = [tools["podman"], *runtime, "run", "--rm", "--name", name, "--network", "host"]
-    command += ["--no-healthcheck", *(f"--ulimit={limit}" for limit in ULIMITS)]
+    command += ["--no-healthcheck", *(f"--ulimit={limit}" for limit in ULIMITS), "--env", KUBE_PLAY_PATH]
     command += ["--volume", f"{bootstrap_file}:{CONTAINER_BOOTSTRAP}:ro", RELAY_IMAGE]
     command += ["--listen", "127.0.0.1:0", "--bootstrap", CONTAINER_BOOTSTRAP, "--log-level", "warning"]
     process = await trio.lowlevel.open_process(command, stdout=subprocess.PIPE)
