@@ -1,5 +1,5 @@
-"""Deployment files: systemd units pass `systemd-analyze verify` and stay hardened, the relay Containerfile
-installs no node extra and runs unprivileged, the k3s manifest passes the Kubernetes schema (offline)."""
+"""Deployment files: systemd units pass `systemd-analyze verify` and stay hardened, the k3s manifest passes
+the Kubernetes schema (offline). The container images: tests/deploy/test_containers.py."""
 
 from __future__ import annotations
 
@@ -114,35 +114,6 @@ def test_verify_does_catch_a_missing_executable(tmp_path: Path, systemd_analyze:
         [systemd_analyze, "verify", str(path)], capture_output=True, timeout=60, check=False
     )
     assert verify.returncode != 0
-
-
-def containerfile() -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
-    text = re.sub(r"\\\n\s*", " ", (DEPLOY / "Containerfile").read_text())
-    instructions = []
-    for line in text.splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
-            instruction, _, arguments = line.strip().partition(" ")
-            instructions.append((instruction.upper(), arguments.strip()))
-    return instructions
-
-
-def test_the_relay_image_installs_no_node_extra_and_runs_unprivileged() -> None:
-    instructions = containerfile()
-    runs = " ".join(arguments for instruction, arguments in instructions if instruction == "RUN")
-    assert "token-place" in runs
-    assert "[node]" not in runs and "llama" not in runs and "gguf" not in runs
-    bases = [arguments for instruction, arguments in instructions if instruction == "FROM"]
-    assert len(bases) == 2 and all(base.startswith("${PYTHON_IMAGE}") for base in bases)
-    assert ("ARG", "PYTHON_IMAGE=python:3.11-slim") in instructions  # multi-arch (amd64, arm64) base
-    users = [arguments for instruction, arguments in instructions if instruction == "USER"]
-    assert users and users[-1].split(":")[0] not in ("root", "0")
-    last_user = max(index for index, (instruction, _) in enumerate(instructions) if instruction == "USER")
-    assert all(instruction != "RUN" for instruction, _ in instructions[last_user:])
-    assert ("EXPOSE", "7000") in instructions
-    env = " ".join(arguments for instruction, arguments in instructions if instruction == "ENV")
-    assert "TP_RELAY_LISTEN=0.0.0.0:7000" in env
-    assert ("ENTRYPOINT", '["tp-relay"]') in instructions
 
 
 def manifest() -> list[dict[str, Any]]:

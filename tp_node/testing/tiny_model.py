@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import pathlib
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import gguf
 import numpy as np
@@ -159,15 +159,19 @@ def model_tensors(seed: int, vocab_size: int) -> dict[str, Matrix]:
     return tensors
 
 
-def write_tiny_model(path: pathlib.Path, *, seed: int = 0) -> pathlib.Path:
-    """Write the tiny model to ``path`` (overwriting it; its folder is created) and return ``path``."""
+def write_gguf(
+    path: pathlib.Path,
+    architecture: str,
+    metadata: Callable[[gguf.GGUFWriter], None],
+    tensors: Mapping[str, Matrix],
+) -> pathlib.Path:
+    """Write one GGUF file (overwriting ``path``; its folder is created): ``metadata`` adds the key-values,
+    then ``tensors`` in order. The one writer of the tiny model and the tiny projector."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    vocab_size = FIRST_TEXT_ID + len(TEXT_PIECES)
-    writer = gguf.GGUFWriter(str(path), "llama")
+    writer = gguf.GGUFWriter(str(path), architecture)
     try:
-        _add_metadata(writer, vocab_size)
-        _add_tokenizer(writer)
-        for name, tensor in model_tensors(seed, vocab_size).items():
+        metadata(writer)
+        for name, tensor in tensors.items():
             writer.add_tensor(name, tensor)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
@@ -177,13 +181,34 @@ def write_tiny_model(path: pathlib.Path, *, seed: int = 0) -> pathlib.Path:
     return path
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Write a tiny random-weight llama GGUF model.")
-    parser.add_argument("out", type=pathlib.Path, nargs="?", default=pathlib.Path(DEFAULT_FILE_NAME))
+def write_tiny_model(path: pathlib.Path, *, seed: int = 0) -> pathlib.Path:
+    """Write the tiny model to ``path`` (overwriting it; its folder is created) and return ``path``."""
+    vocab_size = FIRST_TEXT_ID + len(TEXT_PIECES)
+
+    def metadata(writer: gguf.GGUFWriter) -> None:
+        _add_metadata(writer, vocab_size)
+        _add_tokenizer(writer)
+
+    return write_gguf(path, "llama", metadata, model_tensors(seed, vocab_size))
+
+
+def gguf_main(
+    argv: Sequence[str] | None,
+    description: str,
+    default_name: str,
+    write: Callable[..., pathlib.Path],
+) -> None:
+    """The command line of a tiny GGUF writer: ``[OUT] [--seed N]``, then one line naming what it wrote."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("out", type=pathlib.Path, nargs="?", default=pathlib.Path(default_name))
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    written = write_tiny_model(args.out, seed=args.seed)
+    written = write(args.out, seed=args.seed)
     print(f"wrote {written} ({written.stat().st_size} bytes)")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    gguf_main(argv, "Write a tiny random-weight llama GGUF model.", DEFAULT_FILE_NAME, write_tiny_model)
 
 
 if __name__ == "__main__":

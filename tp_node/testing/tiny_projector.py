@@ -7,7 +7,6 @@ Its "vision" is noise, but the whole path runs: data URL, decoding, encoding, im
 
 from __future__ import annotations
 
-import argparse
 import pathlib
 from collections.abc import Sequence
 
@@ -16,6 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tp_node.testing.tiny_model import EMBED_DIM as TEXT_EMBED_DIM
+from tp_node.testing.tiny_model import gguf_main, write_gguf
 
 # Part of cache keys: bump whenever the bytes written change.
 TINY_PROJECTOR_VERSION = "1"
@@ -86,27 +86,16 @@ def projector_tensors(seed: int) -> dict[str, Matrix]:
 
 def write_tiny_projector(path: pathlib.Path, *, seed: int = 0) -> pathlib.Path:
     """Write the tiny projector to ``path`` (overwriting it; its folder is created) and return ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    writer = gguf.GGUFWriter(str(path), "clip")
-    try:
-        _metadata(writer)
-        for name, tensor in projector_tensors(seed).items():
-            writer.add_tensor(name, tensor)
-        writer.write_header_to_file()
-        writer.write_kv_data_to_file()
-        writer.write_tensors_to_file()
-    finally:
-        writer.close()
-    return path
+    return write_gguf(path, "clip", _metadata, projector_tensors(seed))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Write a tiny random-weight projector GGUF (tiny model's).")
-    parser.add_argument("out", type=pathlib.Path, nargs="?", default=pathlib.Path(PROJECTOR_FILE_NAME))
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args(argv)
-    written = write_tiny_projector(args.out, seed=args.seed)
-    print(f"wrote {written} ({written.stat().st_size} bytes)")
+    gguf_main(
+        argv,
+        "Write a tiny random-weight projector GGUF (tiny model's).",
+        PROJECTOR_FILE_NAME,
+        write_tiny_projector,
+    )
 
 
 if __name__ == "__main__":
