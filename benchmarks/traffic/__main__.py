@@ -6,17 +6,20 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+from dataclasses import replace
 
 from benchmarks.traffic.attack import auprc, chance
 from benchmarks.traffic.capture import Conversation, Setting, capture
 from tp_net.protocol.traffic_shaping import RESPONSE_SHAPING_DEFAULT, RESPONSE_SHAPING_OFF, ResponseShaping
 
+FIRST_AT_ONCE = replace(RESPONSE_SHAPING_DEFAULT, first_at_once=True)
 SETTINGS = (
     Setting("none", RESPONSE_SHAPING_OFF, pad_requests=False),
     Setting("request padding", RESPONSE_SHAPING_OFF, pad_requests=True),
     Setting("cadence", ResponseShaping(pad_to_bucket=False), pad_requests=False),
     Setting("cadence + response padding", RESPONSE_SHAPING_DEFAULT, pad_requests=False),
     Setting("default (all three)", RESPONSE_SHAPING_DEFAULT, pad_requests=True),
+    Setting("all three, first token at once", FIRST_AT_ONCE, pad_requests=True),
 )
 
 
