@@ -6,7 +6,8 @@ import argparse
 import random
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import replace
 from pathlib import Path
 
@@ -107,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tp_node.doctor import doctor_main
 
         return doctor_main(build_parser, argv[1:])
-    return run_role(_node, resolve_settings(build_parser(), "node", argv))
+    return run_role(run_node, resolve_settings(build_parser(), "node", argv))
 
 
 def _shaping(args: argparse.Namespace) -> ResponseShaping:
@@ -116,7 +117,14 @@ def _shaping(args: argparse.Namespace) -> ResponseShaping:
     return replace(RESPONSE_SHAPING_DEFAULT, first_at_once=args.first_token == "at-once")
 
 
-async def _node(args: argparse.Namespace, nursery: trio.Nursery) -> None:
+EngineOpener = Callable[[argparse.Namespace], AbstractAsyncContextManager[ServingEngine]]
+
+
+async def run_node(
+    args: argparse.Namespace, nursery: trio.Nursery, engines: EngineOpener = open_engine
+) -> None:
+    """The tp-node role; `engines` opens the engine the flags ask for (the traffic harness passes its own
+    fake, benchmarks/traffic/planned_node.py)."""
     identity = load_identity(args.data_dir)
     bootstrap = load_bootstrap(args.bootstrap)
     # Nodes keep their ring across restarts too; a due rotation happens at the next start.
@@ -126,7 +134,7 @@ async def _node(args: argparse.Namespace, nursery: trio.Nursery) -> None:
     sealing_keys = [
         SealingKey(*pair) for pair in zip(sealing.private_keys(), sealing.public_keys(), strict=True)
     ]
-    engine = await nursery.start(_serve_engine, args)
+    engine = await nursery.start(_serve_engine, args, engines)
     opening = open_node(
         identity,
         bootstrap,
@@ -159,10 +167,13 @@ async def _node(args: argparse.Namespace, nursery: trio.Nursery) -> None:
 
 
 async def _serve_engine(
-    args: argparse.Namespace, *, task_status: trio.TaskStatus[ServingEngine] = trio.TASK_STATUS_IGNORED
+    args: argparse.Namespace,
+    engines: EngineOpener,
+    *,
+    task_status: trio.TaskStatus[ServingEngine] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Keeps the engine (its model slots) open until the node stops."""
-    async with open_engine(args) as engine:
+    async with engines(args) as engine:
         task_status.started(engine)
         await trio.sleep_forever()
 

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 from dataclasses import replace
 
 from benchmarks.traffic.attack import auprc, chance
 from benchmarks.traffic.capture import Conversation, Setting, capture
+from benchmarks.traffic.real import REAL_SHAPINGS, capture_real
 from tp_net.protocol.traffic_shaping import RESPONSE_SHAPING_DEFAULT, RESPONSE_SHAPING_OFF, ResponseShaping
 
 FIRST_AT_ONCE = replace(RESPONSE_SHAPING_DEFAULT, first_at_once=True)
@@ -27,12 +29,13 @@ def _bytes(conversation: Conversation) -> int:
     return sum(n for _, _, n in conversation.guard)
 
 
-def measure(setting: Setting, *, per_class: int, seed: int) -> dict[str, float]:
-    conversations = capture(setting, per_class=per_class, seed=seed)
+def measure(setting: Setting, *, per_class: int, seed: int, real: bool = False) -> dict[str, float]:
+    """The in-process capture's figures, or (`real`) real processes' (no middle relay position there)."""
+    conversations = (capture_real if real else capture)(setting, per_class=per_class, seed=seed)
     labels = [c.label for c in conversations]
     return {
         "auprc_guard": auprc([c.guard for c in conversations], labels, seed=seed),
-        "auprc_middle": auprc([c.middle for c in conversations], labels, seed=seed),
+        "auprc_middle": math.nan if real else auprc([c.middle for c in conversations], labels, seed=seed),
         "chance": chance(labels),
         "ttft_s": statistics.median(c.ttft_s for c in conversations),
         "total_s": statistics.median(c.total_s for c in conversations),
@@ -45,8 +48,15 @@ def main() -> None:
     parser.add_argument("--per-class", type=int, default=100, help="conversations per topic class")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument(
+        "--real",
+        action="store_true",
+        help="capture on real processes (benchmarks/traffic/real.py; wall time: use a small --per-class) "
+        "for the settings tp-node's flags express",
+    )
     args = parser.parse_args()
-    results = {s.name: measure(s, per_class=args.per_class, seed=args.seed) for s in SETTINGS}
+    settings = [s for s in SETTINGS if s.shaping in REAL_SHAPINGS] if args.real else SETTINGS
+    results = {s.name: measure(s, per_class=args.per_class, seed=args.seed, real=args.real) for s in settings}
     base = results["none"]
     header = ("setting", "guard", "middle", "chance", "+TTFT ms", "+total %", "bytes x")
     print("{:28} {:>6} {:>6} {:>6} {:>9} {:>9} {:>8}".format(*header))
