@@ -67,9 +67,11 @@ async def local_network(
     node_args: Sequence[str] = (),
     relay_prefix: Sequence[str] = (),
     log_level: str = "info",
+    node_module: str = "tp_node.node_cli",
 ) -> AsyncIterator[LocalNetwork]:
     """`relay_count` tp-relay processes, the first `authority_count` of them the authorities of a new
-    local network (threshold-of-authority_count), and one tp-node homed on the last relay."""
+    local network (threshold-of-authority_count), and one tp-node homed on the last relay (`node_module`:
+    tp-node's, or one that runs it with another engine, e.g. the traffic harness's)."""
     if not 1 <= authority_count <= relay_count:
         raise ValueError("authority_count must be in 1..relay_count")
     addresses = [f"ws://127.0.0.1:{port}/" for port in free_ports(authority_count)]
@@ -98,7 +100,7 @@ async def local_network(
         node = await stack.enter_async_context(
             python_process(
                 [
-                    "tp_node.node_cli",
+                    node_module,
                     "--home-relay",
                     home_relay_argument(relays[-1]),
                     "--data-dir",

@@ -6,7 +6,9 @@ import argparse
 import random
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import replace
 from pathlib import Path
 
 import trio
@@ -22,7 +24,7 @@ from tp_cli.launch import announce, load_identity, software_version
 from tp_crypto.identity import NODE_ID_BYTES
 from tp_net.protocol.bootstrap_config import load_bootstrap
 from tp_net.protocol.sealed import SealingKey
-from tp_net.protocol.traffic_shaping import RESPONSE_SHAPING_DEFAULT, RESPONSE_SHAPING_OFF
+from tp_net.protocol.traffic_shaping import RESPONSE_SHAPING_DEFAULT, RESPONSE_SHAPING_OFF, ResponseShaping
 from tp_net.trio.transport_ws import WebSocketDialer
 from tp_node.engine import ServingEngine
 from tp_node.engine_cli import add_engine_arguments, open_engine
@@ -77,6 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="send answers on a fixed cadence, padded to length buckets (docs/PROTOCOL.md 5.8; default on: "
         "off lets anyone on the path tell answers apart by their cells and timing)",
     )
+    parser.add_argument(
+        "--first-token",
+        choices=("on-tick", "at-once"),
+        default="on-tick",
+        help="with shaping on, when the first token's cell leaves: on the next tick (default), or at once "
+        "with the ticks counted from it (up to one tick sooner, but its time tells the path the prompt's"
+        " size and the model's speed: docs/BENCHMARKS.md, 'Traffic analysis')",
+    )
     add_engine_arguments(parser)
     add_bootstrap_argument(parser)
     add_metrics_argument(parser)
@@ -98,10 +108,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         from tp_node.doctor import doctor_main
 
         return doctor_main(build_parser, argv[1:])
-    return run_role(_node, resolve_settings(build_parser(), "node", argv))
+    return run_role(run_node, resolve_settings(build_parser(), "node", argv))
 
 
-async def _node(args: argparse.Namespace, nursery: trio.Nursery) -> None:
+def _shaping(args: argparse.Namespace) -> ResponseShaping:
+    if args.response_shaping == "off":
+        return RESPONSE_SHAPING_OFF
+    return replace(RESPONSE_SHAPING_DEFAULT, first_at_once=args.first_token == "at-once")
+
+
+EngineOpener = Callable[[argparse.Namespace], AbstractAsyncContextManager[ServingEngine]]
+
+
+async def run_node(
+    args: argparse.Namespace, nursery: trio.Nursery, engines: EngineOpener = open_engine
+) -> None:
+    """The tp-node role; `engines` opens the engine the flags ask for (the traffic harness passes its own
+    fake, benchmarks/traffic/planned_node.py)."""
     identity = load_identity(args.data_dir)
     bootstrap = load_bootstrap(args.bootstrap)
     # Nodes keep their ring across restarts too; a due rotation happens at the next start.
@@ -111,7 +134,7 @@ async def _node(args: argparse.Namespace, nursery: trio.Nursery) -> None:
     sealing_keys = [
         SealingKey(*pair) for pair in zip(sealing.private_keys(), sealing.public_keys(), strict=True)
     ]
-    engine = await nursery.start(_serve_engine, args)
+    engine = await nursery.start(_serve_engine, args, engines)
     opening = open_node(
         identity,
         bootstrap,
@@ -125,7 +148,7 @@ async def _node(args: argparse.Namespace, nursery: trio.Nursery) -> None:
         invitation=args.invitation.read_bytes() if args.invitation else None,
         withdraw_on_stop=True,
         family=args.family,
-        shaping=RESPONSE_SHAPING_DEFAULT if args.response_shaping == "on" else RESPONSE_SHAPING_OFF,
+        shaping=_shaping(args),
         sealing_keys=lambda: sealing_keys,
         sealing_public_keys=sealing.public_keys,
     )
@@ -144,10 +167,13 @@ async def _node(args: argparse.Namespace, nursery: trio.Nursery) -> None:
 
 
 async def _serve_engine(
-    args: argparse.Namespace, *, task_status: trio.TaskStatus[ServingEngine] = trio.TASK_STATUS_IGNORED
+    args: argparse.Namespace,
+    engines: EngineOpener,
+    *,
+    task_status: trio.TaskStatus[ServingEngine] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Keeps the engine (its model slots) open until the node stops."""
-    async with open_engine(args) as engine:
+    async with engines(args) as engine:
         task_status.started(engine)
         await trio.sleep_forever()
 

@@ -4,6 +4,7 @@ rest; chance is the share of the class, 1/classes here)."""
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 
 import numpy as np
@@ -53,6 +54,19 @@ def auprc(traces: Sequence[Sequence[Record]], labels: Sequence[int], *, seed: in
     )
     classes = sorted(set(labels))
     scores = [average_precision_score(y == c, probabilities[:, i]) for i, c in enumerate(classes)]
+    return float(np.mean(scores))
+
+
+def permuted_auprc(
+    traces: Sequence[Sequence[Record]], labels: Sequence[int], *, seed: int, rounds: int = 5
+) -> float:
+    """The same attack with the labels shuffled (mean of `rounds`): what it scores by luck on this few
+    traces, the chance level a small sample (a real-process run) is to be read against."""
+    scores = []
+    for index in range(rounds):
+        shuffled = list(labels)
+        random.Random(seed + index).shuffle(shuffled)
+        scores.append(auprc(traces, shuffled, seed=seed))
     return float(np.mean(scores))
 
 

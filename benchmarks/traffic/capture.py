@@ -23,6 +23,7 @@ import trio
 import trio.testing
 
 from tp_crypto.identity import Identity
+from tp_net.protocol.circuit_client import HopInfo
 from tp_net.protocol.inference_contract import INFERENCE_SERVICE
 from tp_net.protocol.traffic_shaping import ResponseShaping, pad_request
 from tp_net.trio.client import ClientLink
@@ -78,6 +79,25 @@ def draw_plan(topic: TopicClass, rng: random.Random) -> Plan:
     return Plan(chars, topic.prefill_s_per_kchar * chars / 1000, tuple(gaps))
 
 
+def request_document(plan: Plan, seed: int, *, pad: bool) -> dict[str, Any]:
+    """The request the client sends for `plan` (the engine finds the plan by `seed`)."""
+    document: dict[str, Any] = {
+        "messages": [{"role": "user", "content": "w" * plan.prompt_chars}],
+        "max_tokens": len(plan.gaps_s),
+        "seed": seed,
+    }
+    return pad_request(document) if pad else document
+
+
+async def play(plan: Plan) -> AsyncGenerator[dict[str, Any], None]:
+    """The engine's side of `plan`: prefill, then one word per gap, then the final chunk."""
+    await trio.sleep(plan.prefill_s)
+    for gap in plan.gaps_s:
+        await trio.sleep(gap)
+        yield {"text": "word "}
+    yield final_chunk("length", plan.prompt_chars // 4, len(plan.gaps_s))
+
+
 class PlannedEngine:
     """Serves each request by the plan registered under its `seed`: prefill, then one word per gap."""
 
@@ -86,12 +106,8 @@ class PlannedEngine:
 
     async def generate(self, request: Mapping[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
         parsed = parse_request(request)
-        plan = self.plans.pop(parsed.seed or 0)
-        await trio.sleep(plan.prefill_s)
-        for gap in plan.gaps_s:
-            await trio.sleep(gap)
-            yield {"text": "word "}
-        yield final_chunk("length", plan.prompt_chars // 4, len(plan.gaps_s))
+        async for chunk in play(self.plans.pop(parsed.seed or 0)):
+            yield chunk
 
 
 class RecordingChannel:
@@ -141,6 +157,38 @@ def _window(records: list[tuple[float, int, int]], start: float, end: float) -> 
     return [(t - start, d, n) for t, d, n in records if start <= t <= end]
 
 
+async def converse(
+    dialer: Dialer, hops: list[HopInfo], document: dict[str, Any], label: int, rng: random.Random
+) -> tuple[Conversation, float, float]:
+    """One conversation on a link of its own to the guard (`hops[0]`): its guard trace, time to first token
+    and total time, and when (trio's clock) its request left and its trace ended."""
+    conversation = Conversation(label)
+    guard_records: list[tuple[float, int, int]] = []
+    async with ClientLink.connect(RecordingDialer(dialer, guard_records), hops[0], rng=rng) as link:
+        circuit = await link.build_circuit(hops)
+        started = trio.current_time()
+        first = None
+        async for chunk in circuit.request(INFERENCE_SERVICE, document):
+            if first is None and "text" in chunk:
+                first = trio.current_time()
+        conversation.ttft_s = (first or trio.current_time()) - started
+        conversation.total_s = trio.current_time() - started
+        # Until the node's padding (if any) stopped, checked on a beat counted from the request: when
+        # the client closes its link must not depend on when its response really ended (a gateway
+        # keeps its links; the close, and the keepalives before it, would leak that end).
+        beat = started + math.ceil((trio.current_time() - started) / QUIET_S) * QUIET_S
+        await trio.sleep_until(beat)
+        while True:
+            seen = len(guard_records)
+            beat += QUIET_S
+            await trio.sleep_until(beat)
+            if len(guard_records) == seen:
+                break
+    stop = trio.current_time()
+    conversation.guard = _window(guard_records, guard_records[0][0], stop)
+    return conversation, started, stop
+
+
 async def _capture(setting: Setting, per_class: int, seed: int) -> list[Conversation]:
     engine = PlannedEngine()
     middle_records: list[tuple[float, int, int]] = []
@@ -161,39 +209,10 @@ async def _capture(setting: Setting, per_class: int, seed: int) -> list[Conversa
         for number, label in enumerate(order, start=1):
             plan = draw_plan(WORKLOAD[label], rng)
             engine.plans[number] = plan
-            document: dict[str, Any] = {
-                "messages": [{"role": "user", "content": "w" * plan.prompt_chars}],
-                "max_tokens": len(plan.gaps_s),
-                "seed": number,
-            }
-            if setting.pad_requests:
-                document = pad_request(document)
-            conversation = Conversation(label)
-            guard_records: list[tuple[float, int, int]] = []
-            async with ClientLink.connect(
-                RecordingDialer(net.network.dialer(), guard_records), hops[0], rng=random.Random(number)
-            ) as link:
-                circuit = await link.build_circuit(hops)
-                started = trio.current_time()
-                first = None
-                async for chunk in circuit.request(INFERENCE_SERVICE, document):
-                    if first is None and "text" in chunk:
-                        first = trio.current_time()
-                conversation.ttft_s = (first or trio.current_time()) - started
-                conversation.total_s = trio.current_time() - started
-                # Until the node's padding (if any) stopped, checked on a beat counted from the request: when
-                # the client closes its link must not depend on when its response really ended (a gateway
-                # keeps its links; the close, and the keepalives before it, would leak that end).
-                beat = started + math.ceil((trio.current_time() - started) / QUIET_S) * QUIET_S
-                await trio.sleep_until(beat)
-                while True:
-                    seen = len(guard_records)
-                    beat += QUIET_S
-                    await trio.sleep_until(beat)
-                    if len(guard_records) == seen:
-                        break
-            stop = trio.current_time()
-            conversation.guard = _window(guard_records, guard_records[0][0], stop)
+            document = request_document(plan, number, pad=setting.pad_requests)
+            conversation, started, stop = await converse(
+                net.network.dialer(), hops, document, label, random.Random(number)
+            )
             conversation.middle = _window(middle_records, started, stop)
             conversations.append(conversation)
     return conversations

@@ -118,3 +118,20 @@ def test_the_client_echoes_the_nodes_padding_only_within_the_nodes_drop_budget()
             wire.route(node.name, node.core.send_drop(ref))
         wire.run()
     assert handle.circuit.state is CircuitState.OPEN and handle.closed == []
+
+
+def test_first_at_once_asks_for_a_tick_when_the_first_real_data_waits_and_never_again() -> None:
+    cadence = ResponseCadence(ResponseShaping(first_at_once=True))
+    assert not cadence.tick_now
+    assert cadence.tick().data == PAD_MESSAGE  # the wait before the first token is padded as before
+    cadence.add(b"token")
+    assert cadence.tick_now
+    assert cadence.tick().data == b"token"
+    cadence.add(b"more")
+    assert not cadence.tick_now  # later data waits for its tick
+
+
+def test_by_default_the_first_data_waits_for_its_tick() -> None:
+    cadence = ResponseCadence(ResponseShaping())
+    cadence.add(b"token")
+    assert not cadence.tick_now

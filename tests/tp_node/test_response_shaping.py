@@ -4,6 +4,7 @@ side of the circuit carries a cell every tick, the padding included."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import trio
@@ -26,9 +27,11 @@ TOKEN_DELAY_S = 2.5 * RESPONSE_TICK_S  # slower than the cadence: most ticks car
 REQUEST = {"messages": [{"role": "user", "content": "tell me"}], "max_tokens": 6}
 
 
-async def _ask(shaping: ResponseShaping) -> tuple[list[Any], float, int]:
+async def _ask(
+    shaping: ResponseShaping, token_delay_s: float = TOKEN_DELAY_S
+) -> tuple[list[Any], float, int]:
     """The chunks, when the client was done, and the cells the node sent until its link went quiet."""
-    engine = FakeEngine(token_delay_s=TOKEN_DELAY_S)
+    engine = FakeEngine(token_delay_s=token_delay_s)
     async with (
         in_process_network(engine=engine, shaping=shaping) as net,
         ClientLink.connect(net.network.dialer(), net.path()[0]) as link,
@@ -78,3 +81,50 @@ async def test_padding_stops_with_the_circuit_and_at_most_a_few_responses_pad_at
 async def _drain(circuit: Circuit) -> None:
     async for _ in circuit.request(INFERENCE_SERVICE, REQUEST):
         pass
+
+
+async def _first_token_and_cell_times(shaping: ResponseShaping) -> tuple[float, list[float]]:
+    """When the first text chunk came (from the request), and when the node's cells left (from the
+    request)."""
+    engine = FakeEngine(token_delay_s=FIRST_TOKEN_DELAY_S)
+    async with (
+        in_process_network(engine=engine, shaping=shaping) as net,
+        ClientLink.connect(net.network.dialer(), net.path()[0]) as link,
+    ):
+        circuit = await link.build_circuit(net.path())
+        cell_times: list[float] = []
+        sent = net.node.cells_sent
+
+        async def watch() -> None:
+            nonlocal sent
+            while True:
+                await trio.sleep(0.001)
+                if net.node.cells_sent != sent:
+                    sent = net.node.cells_sent
+                    cell_times.append(trio.current_time() - started)
+
+        started = trio.current_time()
+        first = None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watch)
+            async for chunk in circuit.request(INFERENCE_SERVICE, pad_request(REQUEST)):
+                if first is None and "text" in chunk:
+                    first = trio.current_time() - started
+            nursery.cancel_scope.cancel()
+        assert first is not None
+        return first, cell_times
+
+
+FIRST_TOKEN_DELAY_S = 0.37 * RESPONSE_TICK_S
+
+
+async def test_first_at_once_sends_the_first_token_at_once_and_counts_the_ticks_from_it(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    waited, _ = await _first_token_and_cell_times(RESPONSE_SHAPING_DEFAULT)
+    first, cells = await _first_token_and_cell_times(replace(RESPONSE_SHAPING_DEFAULT, first_at_once=True))
+    assert waited >= RESPONSE_TICK_S > first + 0.5 * RESPONSE_TICK_S  # the default waits for the tick
+    assert first < FIRST_TOKEN_DELAY_S + 0.01
+    # Every later cell leaves a whole number of ticks after the first token's (the cadence starts from it).
+    later = [t - cells[0] for t in cells[1:]]
+    assert later and all(abs(t / RESPONSE_TICK_S - round(t / RESPONSE_TICK_S)) < 0.03 for t in later)

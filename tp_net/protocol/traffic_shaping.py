@@ -39,10 +39,13 @@ REQUEST_BUCKET_CELLS_MIN = 4
 @dataclass(frozen=True, kw_only=True)
 class ResponseShaping:
     """How a node shapes its responses. `tick_s=None`: no cadence (each message leaves as it is made), and
-    then no padding either (padding rides on the ticks)."""
+    then no padding either (padding rides on the ticks). `first_at_once`: the first real message leaves as
+    soon as it is made, not on the next tick, and the ticks are counted from it (a tick's wait off the time
+    to first token; what it reveals is in docs/BENCHMARKS.md, "Traffic analysis")."""
 
     tick_s: float | None = RESPONSE_TICK_S
     pad_to_bucket: bool = True
+    first_at_once: bool = False
 
 
 RESPONSE_SHAPING_DEFAULT = ResponseShaping()
@@ -76,6 +79,8 @@ class ResponseCadence:
 
     def __init__(self, shaping: ResponseShaping) -> None:
         self._pad = shaping.pad_to_bucket
+        self._first_at_once = shaping.first_at_once
+        self._real_sent = False  # a tick carried real data
         self._buffer = bytearray()
         self._finished = False
         self._ended = False
@@ -94,6 +99,12 @@ class ResponseCadence:
         return len(self._buffer)
 
     @property
+    def tick_now(self) -> bool:
+        """Tick at once, not on the cadence, and count the next ticks from now: `first_at_once` and the
+        first real data is waiting."""
+        return self._first_at_once and not self._real_sent and bool(self._buffer)
+
+    @property
     def done(self) -> bool:
         """Nothing more to send: the real response ended and the padding reached its bucket."""
         return self._ended and (self._target_cells is None or self.cells_sent >= self._target_cells)
@@ -105,6 +116,7 @@ class ResponseCadence:
             self.cells_sent += 1
             return Tick(b"", 1, end_stream=False)
         data = bytes(self._buffer) or (b"" if self._finished else PAD_MESSAGE)
+        self._real_sent = self._real_sent or bool(self._buffer)
         self._buffer.clear()
         self.cells_sent += cells_for(len(data))
         if self._finished:

@@ -203,12 +203,15 @@ class ServiceHost:
         """The response leaves on ticks (tp_net.protocol.traffic_shaping): END after the real data, then
         padding."""
         cadence = ResponseCadence(self._shaping)
+        tick_now = trio.Event()  # cadence.tick_now became true
 
         async def produce() -> None:
             try:
                 async with aclosing(self.services[service](document)) as messages:
                     async for message in messages:
                         cadence.add(encode_message(message))
+                        if cadence.tick_now:
+                            tick_now.set()
                         # Backpressure as in _respond: the ticks drain the buffer as the window allows.
                         while cadence.buffered_bytes > STREAM_SEND_BUFFER_BYTES:
                             await trio.sleep(tick_s)
@@ -221,7 +224,12 @@ class ServiceHost:
             nursery.start_soon(produce)
             while True:
                 due += tick_s
-                await trio.sleep_until(due)
+                with trio.move_on_at(due):
+                    await tick_now.wait()
+                if cadence.tick_now:
+                    due = trio.current_time()  # the next ticks count from this one
+                if tick_now.is_set():
+                    tick_now = trio.Event()  # used: `produce` sets no other (the first data has left)
                 tick = cadence.tick()
                 if tick.data:
                     self._port.send(key[0], key[1], tick.data)
