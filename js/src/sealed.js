@@ -296,6 +296,17 @@ export class ApiError extends Error {
   }
 }
 
+/** The trust anchor ({network, threshold, authorities: [hex]}) of a bootstrap file's JSON (bootstrap/*.json);
+ * a SealedError when it is not one. */
+export function trustOf(bootstrap) {
+  const b = bootstrap ?? {};
+  const authorities = Array.isArray(b.authorities) ? b.authorities.map((a) => a && a.node_id) : [];
+  const valid = typeof b.network === "string" && Number.isInteger(b.threshold) && b.threshold >= 1 &&
+    authorities.length >= b.threshold && authorities.every((a) => typeof a === "string" && /^[0-9a-f]{64}$/i.test(a));
+  if (!valid) throw new SealedError("bad_bootstrap", "not a bootstrap file: network, threshold and authorities' node_id");
+  return { network: b.network, threshold: b.threshold, authorities };
+}
+
 export class SealedClient {
   /** `trust`: {network, authorities: [hex node ids], threshold}, your own trust anchor; without it the
    * gateway's bootstrap file is taken (trust on first use). */
@@ -320,10 +331,7 @@ export class SealedClient {
   }
 
   async ensureDirectory() {
-    if (!this.trust) {
-      const b = await (await this.get("/sealed/bootstrap")).json();
-      this.trust = { network: b.network, threshold: b.threshold, authorities: b.authorities.map((a) => a.node_id) };
-    }
+    if (!this.trust) this.trust = trustOf(await (await this.get("/sealed/bootstrap")).json());
     const now = Date.now() / 1000;
     if (!this.directory || now >= this.directory.freshUntil) {
       const data = new Uint8Array(await (await this.get("/sealed/directory")).arrayBuffer());
