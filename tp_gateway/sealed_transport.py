@@ -6,8 +6,9 @@
 
 `POST .../chat/completions`, `.../completions` and `.../embeddings` are sealed to a node by
 tp_gateway.sealed_client and answered here, in this process, as the gateway would answer them (JSON, or
-server-sent events ending with `[DONE]`; errors as OpenAI error objects with the same status codes). Every
-other request (`GET /models`...) goes to the gateway as is: it carries no prompt.
+server-sent events ending with `[DONE]`; errors as OpenAI error objects with the same status codes). Any
+other POST may carry a prompt too (the SDK's `responses`, `moderations`...): it is refused here, sent
+nowhere (404 `not_sealable`). Other requests (`GET /models`...) go to the gateway as they are.
 
 The sync and async transports share one core (`SealedRoute`): which requests are sealed and how, and the
 response each answer becomes; they differ only in how they wait.
@@ -26,7 +27,8 @@ from tp_gateway.openai_api import SSE_DONE, ApiError, invalid_json, sse_error, s
 from tp_gateway.sealed_client import TIMEOUT_S, AsyncAnswer, SecureChatCompletion
 from tp_net.protocol.bootstrap_config import Bootstrap
 
-# The API path (after the base URL) of each kind of request sent sealed (tp_gateway.sealed_client.KINDS).
+# The end of the API path of each kind of request sent sealed (tp_gateway.sealed_client.KINDS), matched in
+# this order ("/chat/completions" also ends with "/completions").
 SEALED_PATHS = {"/chat/completions": "chat", "/completions": "completion", "/embeddings": "embedding"}
 EVENT_STREAM_HEADERS = {"Content-Type": "text/event-stream"}
 
@@ -42,7 +44,7 @@ def sealed_http_client(
     """An httpx client for `OpenAI(http_client=...)`: inference sealed, the rest passed through."""
     inner = upstream or httpx.Client(timeout=timeout_s)
     chat = SecureChatCompletion(base_url, api_key, bootstrap=bootstrap, http_client=inner)
-    return httpx.Client(transport=SealedTransport(SealedRoute(base_url, chat), inner), timeout=timeout_s)
+    return httpx.Client(transport=SealedTransport(SealedRoute(chat), inner), timeout=timeout_s)
 
 
 def async_sealed_http_client(
@@ -56,24 +58,30 @@ def async_sealed_http_client(
     """The same for `AsyncOpenAI(http_client=...)`."""
     inner = upstream or httpx.AsyncClient(timeout=timeout_s)
     chat = SecureChatCompletion(base_url, api_key, bootstrap=bootstrap, async_http_client=inner)
-    route = SealedRoute(base_url, chat)
+    route = SealedRoute(chat)
     return httpx.AsyncClient(transport=AsyncSealedTransport(route, inner), timeout=timeout_s)
 
 
 class SealedRoute:
     """Sans-IO: which requests are sealed (with which fields), and the httpx response an answer becomes."""
 
-    def __init__(self, base_url: str, chat: SecureChatCompletion) -> None:
-        self._base_path = httpx.URL(base_url.rstrip("/")).path
+    def __init__(self, chat: SecureChatCompletion) -> None:
         self.chat = chat
 
     def sealed(self, request: httpx.Request) -> tuple[str, dict[str, Any]] | None:
-        """(kind, OpenAI fields) of a request to seal, None for one to pass through. Its body must be read."""
-        path = request.url.path
-        if request.method != "POST" or not path.startswith(self._base_path):
+        """(kind, OpenAI fields) of a request to seal, None for one to pass through (not a POST); an ApiError
+        for a POST that cannot be sealed, before anything is sent. Its body must be read."""
+        if request.method != "POST":
             return None
-        kind = SEALED_PATHS.get(path[len(self._base_path) :])
-        return None if kind is None else (kind, _params(request.content))
+        path = request.url.path
+        for suffix, kind in SEALED_PATHS.items():
+            if path.endswith(suffix):
+                return kind, _params(request.content)
+        raise ApiError(
+            404,
+            f"POST {path} cannot be sealed (only {', '.join(SEALED_PATHS)}); nothing was sent.",
+            code="not_sealable",
+        )
 
     @staticmethod
     def error(error: ApiError) -> httpx.Response:

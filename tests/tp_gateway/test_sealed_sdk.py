@@ -186,6 +186,14 @@ def test_other_requests_pass_through_unsealed(client_for: ClientFor) -> None:
     assert gateway.overlay.forwarded == []
 
 
+def test_a_post_that_cannot_be_sealed_is_refused_before_it_is_sent(client_for: ClientFor) -> None:
+    client, gateway = client_for(HELLO)
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.moderations.create(input="a secret that must not travel in the clear")
+    assert caught.value.code == "not_sealable"
+    assert not any(b"secret" in body for body in gateway.bodies)
+
+
 def test_the_async_sdk_answers_completions_chat_and_embeddings_sealed() -> None:
     # Under asyncio, as tests/tp_gateway/test_client.py: the SDK leaves a stream's body unread after [DONE],
     # which trio's async-generator finalizer reports as a warning (an error here).
