@@ -77,8 +77,10 @@ mutate: $(STAMP)
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache mutants
 
-# The sealed-request JS client (js/): installs the locked npm packages and rebundles
-# tp_gateway/static/sealed.bundle.js (+ its licenses), then runs its Node tests against both.
-js:
+# The sealed-request JS client (js/): writes its constants from Python (js/src/constants.generated.js), installs
+# the locked npm packages and rebundles tp_gateway/static/sealed.bundle.js (+ its licenses), then runs its Node
+# tests against both.
+js: $(STAMP)
+	$(BIN)/python -m tp_gateway.sealed_constants_js
 	cd js && npm ci --no-audit --no-fund && npm run build && npm test
 

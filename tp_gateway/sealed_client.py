@@ -7,10 +7,12 @@ and the answer, and reads neither.
     for chunk in chat.create(model="tiny", messages=[...], stream=True): ...
 
 `create` and `acreate` take the OpenAI chat-completion fields and return OpenAI-shaped dicts (or, with
-`stream=True`, an iterator of `chat.completion.chunk` dicts). The client fetches the signed directory from
-the gateway and verifies it against the authorities of *its own* bootstrap file (without one, it takes the
-gateway's bootstrap file: trust on first use); it picks the node, seals the request to the node's key, and
-opens the sealed answer. `sealed_http_client(...)` gives the official OpenAI SDK the same, unchanged:
+`stream=True`, an iterator of `chat.completion.chunk` dicts); `send(kind, ...)` and `asend` do the same for
+every kind a node answers sealed (KINDS: "chat", "completion", "embedding"; embeddings never stream).
+The client fetches the signed directory from the gateway and verifies it against the authorities of *its
+own* bootstrap file (without one, it takes the gateway's bootstrap file: trust on first use); it picks the
+node, seals the request to the node's key, and opens the sealed answer. `sealed_http_client(...)` gives the
+official OpenAI SDK the same, unchanged:
 `OpenAI(base_url=REMOTE, api_key=..., http_client=sealed_http_client(REMOTE, bootstrap=...))`.
 """
 
@@ -21,14 +23,26 @@ import json
 import random
 import secrets
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
-from tp_gateway.openai_api import ApiCall, ApiError, ChatCompletionCollector, ChatCompletionStream, parse_chat
+from tp_gateway.openai_api import (
+    ApiCall,
+    ApiError,
+    ChatCompletionCollector,
+    ChatCompletionStream,
+    CompletionCollector,
+    CompletionStream,
+    EmbeddingCall,
+    embeddings_response,
+    parse_chat,
+    parse_completion,
+    parse_embedding,
+)
 from tp_gateway.openai_errors import node_error_to_api, upstream_failure
 from tp_net.protocol.bootstrap_config import Bootstrap, load_bootstrap, parse_bootstrap
 from tp_net.protocol.descriptors import NodeDescriptor
@@ -44,9 +58,77 @@ EVENT_LINE_BYTES_MAX = 128 * 1024
 DIRECTORY_BYTES_MAX = 8 * 1024 * 1024 + 64 * 1024
 
 
+Answer = dict[str, Any] | Iterator[dict[str, Any]]
+AsyncAnswer = dict[str, Any] | AsyncIterator[dict[str, Any]]
+
+
+class Collector(Protocol):
+    def feed(self, document: object) -> None: ...
+    def result(self) -> dict[str, Any]: ...
+
+
+class EmbeddingCollector:
+    """An embeddings answer: at most one message per input and the final one, refused before it is kept."""
+
+    def __init__(self, call: EmbeddingCall) -> None:
+        self._call = call
+        self._messages: list[object] = []
+
+    def feed(self, document: object) -> None:
+        if len(self._messages) > self._call.input_count:
+            raise upstream_failure("the node sent more embeddings than inputs")
+        self._messages.append(document)
+
+    def result(self) -> dict[str, Any]:
+        call = self._call
+        return embeddings_response(
+            call.model, self._messages, encoding_format=call.encoding_format, input_count=call.input_count
+        )
+
+
+@dataclass(frozen=True)
+class Kind:
+    """A kind of request a node answers sealed: how its fields are read and its answer is built (as the
+    gateway's own routes build it, tp_gateway.app)."""
+
+    parse: Callable[[object], ApiCall]
+    id_prefix: str
+    stream: type[ChatCompletionStream] | type[CompletionStream] | None  # None: answered whole only
+    collector: type[ChatCompletionCollector] | type[CompletionCollector] | None  # None: embeddings
+
+    def collect(self, call: ApiCall) -> Collector:
+        if self.collector is None:
+            assert isinstance(call, EmbeddingCall)
+            return EmbeddingCollector(call)
+        completion_id, created = self.id_prefix + secrets.token_hex(12), int(time.time())
+        return self.collector(
+            call.model, completion_id, created, choices=call.choices, top_logprobs=call.top_logprobs
+        )
+
+    def streamer(self, call: ApiCall) -> ChatCompletionStream | CompletionStream:
+        assert self.stream is not None  # parse refuses `stream` for the kinds without one
+        completion_id, created = self.id_prefix + secrets.token_hex(12), int(time.time())
+        return self.stream(
+            call.model,
+            completion_id,
+            created,
+            call.include_usage,
+            choices=call.choices,
+            top_logprobs=call.top_logprobs,
+        )
+
+
+KINDS = {
+    "chat": Kind(parse_chat, "chatcmpl-", ChatCompletionStream, ChatCompletionCollector),
+    "completion": Kind(parse_completion, "cmpl-", CompletionStream, CompletionCollector),
+    "embedding": Kind(parse_embedding, "", None, None),
+}
+
+
 @dataclass(frozen=True)
 class _Prepared:
     call: ApiCall
+    kind: Kind
     request: SealedRequest
     body: bytes
 
@@ -132,17 +214,26 @@ class SecureChatCompletion:
 
     # --- sync -----------------------------------------------------------------------------------------
 
-    def create(self, **params: Any) -> dict[str, Any] | Iterator[dict[str, Any]]:
-        call = parse_chat(params)
+    def create(self, **params: Any) -> Answer:
+        """A chat completion, sealed."""
+        return self.send("chat", params)
+
+    def send(self, kind: str, params: dict[str, Any]) -> Answer:
+        """A request of `kind` (KINDS) with the OpenAI fields `params`, sealed; its OpenAI-shaped answer."""
+        prepared = self._call(kind, params)
         if self._trust is None:
             self._trust = self._bootstrap_from_gateway(self._get("/sealed/bootstrap"))
         if self._stale():
             self._directory = self._verify(self._get("/sealed/directory"))
-        messages = self._messages(self._prepare(call))
+        messages = self._messages(self._prepare(*prepared))
+        call, chosen = prepared
         if not call.stream:
-            return _collect(call, messages)
+            collector = chosen.collect(call)
+            for message in messages:
+                collector.feed(message)
+            return collector.result()
         first = next(messages, None)  # a failure before the first chunk raises here, as an HTTP error would
-        return self._stream(call, first, messages)
+        return self._stream(chosen.streamer(call), first, messages)
 
     def _get(self, path: str) -> bytes:
         with self._http.stream("GET", self.base_url + path, headers=self._headers) as response:
@@ -167,9 +258,11 @@ class SecureChatCompletion:
         events.finish()
 
     def _stream(
-        self, call: ApiCall, first: dict[str, Any] | None, messages: Iterator[dict[str, Any]]
+        self,
+        builder: ChatCompletionStream | CompletionStream,
+        first: dict[str, Any] | None,
+        messages: Iterator[dict[str, Any]],
     ) -> Iterator[dict[str, Any]]:
-        builder = _stream_builder(call)
         if first is not None:
             yield from builder.feed(first)
         for message in messages:
@@ -177,17 +270,23 @@ class SecureChatCompletion:
 
     # --- async ----------------------------------------------------------------------------------------
 
-    async def acreate(self, **params: Any) -> dict[str, Any] | AsyncIterator[dict[str, Any]]:
-        call = parse_chat(params)
+    async def acreate(self, **params: Any) -> AsyncAnswer:
+        """A chat completion, sealed."""
+        return await self.asend("chat", params)
+
+    async def asend(self, kind: str, params: dict[str, Any]) -> AsyncAnswer:
+        """`send`, for async code."""
+        prepared = self._call(kind, params)
         if self._trust is None:
             self._trust = self._bootstrap_from_gateway(await self._aget("/sealed/bootstrap"))
         if self._stale():
             self._directory = self._verify(await self._aget("/sealed/directory"))
-        messages = self._amessages(self._prepare(call))
+        messages = self._amessages(self._prepare(*prepared))
+        call, chosen = prepared
         if call.stream:
             first = await anext(messages, None)  # a failure before the first chunk raises here
-            return self._astream(call, first, messages)
-        collector = _collector(call)
+            return self._astream(chosen.streamer(call), first, messages)
+        collector = chosen.collect(call)
         async for message in messages:
             collector.feed(message)
         return collector.result()
@@ -215,9 +314,11 @@ class SecureChatCompletion:
         events.finish()
 
     async def _astream(
-        self, call: ApiCall, first: dict[str, Any] | None, messages: AsyncIterator[dict[str, Any]]
+        self,
+        builder: ChatCompletionStream | CompletionStream,
+        first: dict[str, Any] | None,
+        messages: AsyncIterator[dict[str, Any]],
     ) -> AsyncIterator[dict[str, Any]]:
-        builder = _stream_builder(call)
         if first is not None:
             for obj in builder.feed(first):
                 yield obj
@@ -246,12 +347,19 @@ class SecureChatCompletion:
                 502, f"The gateway's directory does not verify: {exc}", code="bad_directory"
             ) from None
 
-    def _prepare(self, call: ApiCall) -> _Prepared:
+    @staticmethod
+    def _call(kind: str, params: dict[str, Any]) -> tuple[ApiCall, Kind]:
+        """The call `params` make (an ApiError 400 before anything is sent when they are invalid)."""
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {sorted(KINDS)}")
+        return KINDS[kind].parse(params), KINDS[kind]
+
+    def _prepare(self, call: ApiCall, kind: Kind) -> _Prepared:
         assert self._directory is not None
         node = choose_sealed_node(self._directory, call.model, self._rng)
         request = seal_request(node.node_id, node.sealing_keys[0], call.document(), time.time())
         body = json.dumps({"node": node.node_id.hex(), "sealed": base64.b64encode(request.data).decode()})
-        return _Prepared(call, request, body.encode())
+        return _Prepared(call, kind, request, body.encode())
 
     def close(self) -> None:
         self._http.close()
@@ -297,24 +405,3 @@ def _raise_for(status: int, body: bytes) -> None:
         raise ApiError(status, str(error.get("message")), code=error.get("code"), param=error.get("param"))
     except (ValueError, KeyError, TypeError, AttributeError):
         raise ApiError(status, f"The gateway answered HTTP {status}.") from None
-
-
-def _head(call: ApiCall) -> tuple[str, str, int]:
-    return call.model, "chatcmpl-" + secrets.token_hex(12), int(time.time())
-
-
-def _collector(call: ApiCall) -> ChatCompletionCollector:
-    return ChatCompletionCollector(*_head(call), choices=call.choices, top_logprobs=call.top_logprobs)
-
-
-def _stream_builder(call: ApiCall) -> ChatCompletionStream:
-    return ChatCompletionStream(
-        *_head(call), call.include_usage, choices=call.choices, top_logprobs=call.top_logprobs
-    )
-
-
-def _collect(call: ApiCall, messages: Iterator[dict[str, Any]]) -> dict[str, Any]:
-    collector = _collector(call)
-    for message in messages:
-        collector.feed(message)
-    return collector.result()

@@ -4,10 +4,14 @@
     from tp_gateway.sealed_transport import sealed_http_client
     client = OpenAI(base_url=REMOTE, api_key=KEY, http_client=sealed_http_client(REMOTE, bootstrap=FILE))
 
-`POST .../chat/completions` is sealed to a node by tp_gateway.sealed_client and answered here, in this
-process, as the gateway would answer it (JSON, or server-sent events ending with `[DONE]`; errors as OpenAI
-error objects with the same status codes). Every other request (`GET /models`...) goes to the gateway as is:
-it carries no prompt.
+`POST .../chat/completions`, `.../completions` and `.../embeddings` are sealed to a node by
+tp_gateway.sealed_client and answered here, in this process, as the gateway would answer them (JSON, or
+server-sent events ending with `[DONE]`; errors as OpenAI error objects with the same status codes). Any
+other POST may carry a prompt too (the SDK's `responses`, `moderations`...): it is refused here, sent
+nowhere (404 `not_sealable`). Other requests (`GET /models`...) go to the gateway as they are.
+
+The sync and async transports share one core (`SealedRoute`): which requests are sealed and how, and the
+response each answer becomes; they differ only in how they wait.
 """
 
 from __future__ import annotations
@@ -20,10 +24,13 @@ from typing import Any
 import httpx
 
 from tp_gateway.openai_api import SSE_DONE, ApiError, invalid_json, sse_error, sse_event
-from tp_gateway.sealed_client import TIMEOUT_S, SecureChatCompletion
+from tp_gateway.sealed_client import TIMEOUT_S, AsyncAnswer, SecureChatCompletion
 from tp_net.protocol.bootstrap_config import Bootstrap
 
-SEALED_PATH_SUFFIX = "/chat/completions"
+# The end of the API path of each kind of request sent sealed (tp_gateway.sealed_client.KINDS), matched in
+# this order ("/chat/completions" also ends with "/completions").
+SEALED_PATHS = {"/chat/completions": "chat", "/completions": "completion", "/embeddings": "embedding"}
+EVENT_STREAM_HEADERS = {"Content-Type": "text/event-stream"}
 
 
 def sealed_http_client(
@@ -34,10 +41,10 @@ def sealed_http_client(
     timeout_s: float = TIMEOUT_S,
     upstream: httpx.Client | None = None,
 ) -> httpx.Client:
-    """An httpx client for `OpenAI(http_client=...)`: chat completions sealed, the rest passed through."""
+    """An httpx client for `OpenAI(http_client=...)`: inference sealed, the rest passed through."""
     inner = upstream or httpx.Client(timeout=timeout_s)
     chat = SecureChatCompletion(base_url, api_key, bootstrap=bootstrap, http_client=inner)
-    return httpx.Client(transport=SealedTransport(chat, inner), timeout=timeout_s)
+    return httpx.Client(transport=SealedTransport(SealedRoute(chat), inner), timeout=timeout_s)
 
 
 def async_sealed_http_client(
@@ -51,16 +58,46 @@ def async_sealed_http_client(
     """The same for `AsyncOpenAI(http_client=...)`."""
     inner = upstream or httpx.AsyncClient(timeout=timeout_s)
     chat = SecureChatCompletion(base_url, api_key, bootstrap=bootstrap, async_http_client=inner)
-    return httpx.AsyncClient(transport=AsyncSealedTransport(chat, inner), timeout=timeout_s)
+    route = SealedRoute(chat)
+    return httpx.AsyncClient(transport=AsyncSealedTransport(route, inner), timeout=timeout_s)
 
 
-def _is_chat(request: httpx.Request) -> bool:
-    return request.method == "POST" and request.url.path.endswith(SEALED_PATH_SUFFIX)
+class SealedRoute:
+    """Sans-IO: which requests are sealed (with which fields), and the httpx response an answer becomes."""
+
+    def __init__(self, chat: SecureChatCompletion) -> None:
+        self.chat = chat
+
+    def sealed(self, request: httpx.Request) -> tuple[str, dict[str, Any]] | None:
+        """(kind, OpenAI fields) of a request to seal, None for one to pass through (not a POST); an ApiError
+        for a POST that cannot be sealed, before anything is sent. Its body must be read."""
+        if request.method != "POST":
+            return None
+        path = request.url.path
+        for suffix, kind in SEALED_PATHS.items():
+            if path.endswith(suffix):
+                return kind, _params(request.content)
+        raise ApiError(
+            404,
+            f"POST {path} cannot be sealed (only {', '.join(SEALED_PATHS)}); nothing was sent.",
+            code="not_sealable",
+        )
+
+    @staticmethod
+    def error(error: ApiError) -> httpx.Response:
+        headers = {"Retry-After": str(error.retry_after_s)} if error.retry_after_s is not None else {}
+        return httpx.Response(error.status, json=error.to_json(), headers=headers)
+
+    @staticmethod
+    def answer(result: AsyncAnswer | Iterator[dict[str, Any]]) -> httpx.Response:
+        if isinstance(result, dict):
+            return httpx.Response(200, json=result)
+        return httpx.Response(200, headers=EVENT_STREAM_HEADERS, stream=_Events(result))
 
 
-def _params(request: httpx.Request) -> dict[str, Any]:
+def _params(content: bytes) -> dict[str, Any]:
     try:
-        body = json.loads(request.content)
+        body = json.loads(content)
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise invalid_json() from None
     if not isinstance(body, dict):
@@ -68,18 +105,27 @@ def _params(request: httpx.Request) -> dict[str, Any]:
     return body
 
 
-def _error(error: ApiError) -> httpx.Response:
-    headers = {"Retry-After": str(error.retry_after_s)} if error.retry_after_s is not None else {}
-    return httpx.Response(error.status, json=error.to_json(), headers=headers)
+class _Events(httpx.SyncByteStream, httpx.AsyncByteStream):
+    """An answer's chunks as server-sent events, ending with `[DONE]`, or with the error that cut it short.
+    The sync transport gives it an iterator, the async one an async iterator."""
 
-
-class _Events(httpx.SyncByteStream):
-    def __init__(self, chunks: Iterator[dict[str, Any]]) -> None:
+    def __init__(self, chunks: Iterator[dict[str, Any]] | AsyncIterator[dict[str, Any]]) -> None:
         self._chunks = chunks
 
     def __iter__(self) -> Iterator[bytes]:
+        assert isinstance(self._chunks, Iterator)
         try:
             for chunk in self._chunks:
+                yield sse_event(chunk)
+        except ApiError as exc:
+            yield sse_error(exc)
+            return
+        yield SSE_DONE
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        assert isinstance(self._chunks, AsyncIterator)
+        try:
+            async for chunk in self._chunks:
                 yield sse_event(chunk)
         except ApiError as exc:
             yield sse_error(exc)
@@ -91,20 +137,6 @@ class _Events(httpx.SyncByteStream):
         if close is not None:
             close()
 
-
-class _AsyncEvents(httpx.AsyncByteStream):
-    def __init__(self, chunks: AsyncIterator[dict[str, Any]]) -> None:
-        self._chunks = chunks
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        try:
-            async for chunk in self._chunks:
-                yield sse_event(chunk)
-        except ApiError as exc:
-            yield sse_error(exc)
-            return
-        yield SSE_DONE
-
     async def aclose(self) -> None:
         aclose = getattr(self._chunks, "aclose", None)
         if aclose is not None:
@@ -112,44 +144,38 @@ class _AsyncEvents(httpx.AsyncByteStream):
 
 
 class SealedTransport(httpx.BaseTransport):
-    def __init__(self, chat: SecureChatCompletion, upstream: httpx.Client) -> None:
-        self._chat = chat
+    def __init__(self, route: SealedRoute, upstream: httpx.Client) -> None:
+        self._route = route
         self._upstream = upstream
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        if not _is_chat(request):
-            request.read()
-            return self._upstream.send(request)
+        request.read()
         try:
-            result = self._chat.create(**_params(request))
+            sealed = self._route.sealed(request)
+            if sealed is None:
+                return self._upstream.send(request)
+            return self._route.answer(self._route.chat.send(*sealed))
         except ApiError as exc:
-            return _error(exc)
-        if isinstance(result, dict):
-            return httpx.Response(200, json=result)
-        stream = _Events(result)
-        return httpx.Response(200, headers={"Content-Type": "text/event-stream"}, stream=stream)
+            return self._route.error(exc)
 
     def close(self) -> None:
-        self._chat.close()
+        self._route.chat.close()
 
 
 class AsyncSealedTransport(httpx.AsyncBaseTransport):
-    def __init__(self, chat: SecureChatCompletion, upstream: httpx.AsyncClient) -> None:
-        self._chat = chat
+    def __init__(self, route: SealedRoute, upstream: httpx.AsyncClient) -> None:
+        self._route = route
         self._upstream = upstream
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if not _is_chat(request):
-            await request.aread()
-            return await self._upstream.send(request)
+        await request.aread()
         try:
-            result = await self._chat.acreate(**_params(request))
+            sealed = self._route.sealed(request)
+            if sealed is None:
+                return await self._upstream.send(request)
+            return self._route.answer(await self._route.chat.asend(*sealed))
         except ApiError as exc:
-            return _error(exc)
-        if isinstance(result, dict):
-            return httpx.Response(200, json=result)
-        stream = _AsyncEvents(result)
-        return httpx.Response(200, headers={"Content-Type": "text/event-stream"}, stream=stream)
+            return self._route.error(exc)
 
     async def aclose(self) -> None:
         await self._upstream.aclose()

@@ -18,28 +18,20 @@ import { DhkemX25519HkdfSha256 } from "@hpke/dhkem-x25519";
 import { decode, encode } from "@msgpack/msgpack";
 import { ed25519 } from "@noble/curves/ed25519.js";
 
+import * as C from "./constants.generated.js";
+
 const te = new TextEncoder();
 
-export const SEALED_VERSION = 1;
-export const SUITE_IDS = [0x0020, 0x0001, 0x0003];
-const INFO_LABEL = te.encode("token.place sealed request\0");
-const EXPORT_LABEL = te.encode("token.place sealed response");
-const FINAL_AAD = te.encode("final");
-const KEY_BYTES = 32;
-const NONCE_BYTES = 16;
-const RESPONSE_NONCE_BYTES = 32;
-const AEAD_NONCE_BYTES = 12;
-const HEADER_BYTES = 7 + 32 + 32;
-// Mirrors of tp_net/protocol/sealed.py (pinned by the shared known answer).
-const REQUEST_BYTES_MAX = 1024 * 1024;
-export const SEALED_REQUEST_BUCKETS_BYTES = [1024, 4096, 16384, 65536, 262144, (REQUEST_BYTES_MAX * 3) / 4 - 4096];
-const SEALED_CHUNK_BYTES_MAX = 64 * 1024;
-const SEALED_RESPONSE_CHUNKS_MAX = 1_000_000;
-const SIGNED_PREFIX = te.encode("token.place signed v1\0");
-const CLOCK_SKEW_ALLOWED_S = 300;
-const WEIGHT_MIN = 1; // an unmeasured node's weight when the document names none (tp_net.protocol.bandwidth_weights)
-// Bytes of one event the client buffers from a gateway (a sealed chunk is at most 64 KiB, base64 4/3).
-const EVENT_BYTES_MAX = 128 * 1024;
+// Every size, label and limit comes from Python, their one home (constants.generated.js, `make js`).
+export const { SEALED_VERSION, SUITE_IDS, SEALED_REQUEST_BUCKETS_BYTES } = C;
+const INFO_LABEL = te.encode(C.INFO_LABEL);
+const EXPORT_LABEL = te.encode(C.EXPORT_LABEL);
+const FINAL_AAD = te.encode(C.FINAL_AAD);
+const SIGNED_PREFIX = te.encode(C.SIGNED_PREFIX);
+const {
+  NODE_ID_BYTES, KEY_BYTES, REQUEST_NONCE_BYTES, RESPONSE_NONCE_BYTES, AEAD_KEY_BYTES, AEAD_NONCE_BYTES,
+  SEALED_CHUNK_BYTES_MAX, SEALED_RESPONSE_CHUNKS_MAX, CLOCK_SKEW_ALLOWED_S, WEIGHT_MIN, EVENT_BYTES_MAX,
+} = C;
 
 export class SealedError extends Error {
   constructor(code, message) {
@@ -83,14 +75,14 @@ export function bucketBytes(length) {
 /** Seal `document` (an inference request) to node `nodeId` (32 bytes) with its sealing key `publicKey`.
  * `options.nonce` and `options.ephemeralIkm` are for known-answer tests only. */
 export async function sealRequest(nodeId, publicKey, document, nowS, options = {}) {
-  if (nodeId.length !== 32 || publicKey.length !== KEY_BYTES) throw new SealedError("malformed", "bad key");
+  if (nodeId.length !== NODE_ID_BYTES || publicKey.length !== KEY_BYTES) throw new SealedError("malformed", "bad key");
   const suite = newSuite();
   const body = encode(document);
-  const prefix = new Uint8Array(NONCE_BYTES + 8 + 4);
-  prefix.set(options.nonce ?? crypto.getRandomValues(new Uint8Array(NONCE_BYTES)));
+  const prefix = new Uint8Array(REQUEST_NONCE_BYTES + 8 + 4);
+  prefix.set(options.nonce ?? crypto.getRandomValues(new Uint8Array(REQUEST_NONCE_BYTES)));
   const view = new DataView(prefix.buffer);
-  view.setBigUint64(NONCE_BYTES, BigInt(Math.floor(nowS)));
-  view.setUint32(NONCE_BYTES + 8, body.length);
+  view.setBigUint64(REQUEST_NONCE_BYTES, BigInt(Math.floor(nowS)));
+  view.setUint32(REQUEST_NONCE_BYTES + 8, body.length);
   const plaintext = concat(prefix, body);
   const padded = new Uint8Array(bucketBytes(plaintext.length));
   padded.set(plaintext);
@@ -101,7 +93,7 @@ export async function sealRequest(nodeId, publicKey, document, nowS, options = {
   const sender = await suite.createSenderContext(params);
   const enc = new Uint8Array(sender.enc);
   const sealed = new Uint8Array(await sender.seal(padded));
-  const secret = new Uint8Array(await sender.export(EXPORT_LABEL, 32));
+  const secret = new Uint8Array(await sender.export(EXPORT_LABEL, AEAD_KEY_BYTES));
   return { data: concat(head, enc, sealed), enc, secret };
 }
 
@@ -151,7 +143,7 @@ export class ResponseOpener {
       const responseNonce = chunk.subarray(0, RESPONSE_NONCE_BYTES);
       chunk = chunk.subarray(RESPONSE_NONCE_BYTES);
       const prk = await hmacSha256(concat(this.request.enc, responseNonce), this.request.secret);
-      const key = await suite.kdf.expand(prk, te.encode("key"), 32);
+      const key = await suite.kdf.expand(prk, te.encode("key"), AEAD_KEY_BYTES);
       this.baseNonce = new Uint8Array(await suite.kdf.expand(prk, te.encode("nonce"), AEAD_NONCE_BYTES));
       this.aead = new Chacha20Poly1305().createEncryptionContext(key);
     }
@@ -304,6 +296,17 @@ export class ApiError extends Error {
   }
 }
 
+/** The trust anchor ({network, threshold, authorities: [hex]}) of a bootstrap file's JSON (bootstrap/*.json);
+ * a SealedError when it is not one. */
+export function trustOf(bootstrap) {
+  const b = bootstrap ?? {};
+  const authorities = Array.isArray(b.authorities) ? b.authorities.map((a) => a && a.node_id) : [];
+  const valid = typeof b.network === "string" && Number.isInteger(b.threshold) && b.threshold >= 1 &&
+    authorities.length >= b.threshold && authorities.every((a) => typeof a === "string" && /^[0-9a-f]{64}$/i.test(a));
+  if (!valid) throw new SealedError("bad_bootstrap", "not a bootstrap file: network, threshold and authorities' node_id");
+  return { network: b.network, threshold: b.threshold, authorities };
+}
+
 export class SealedClient {
   /** `trust`: {network, authorities: [hex node ids], threshold}, your own trust anchor; without it the
    * gateway's bootstrap file is taken (trust on first use). */
@@ -328,10 +331,7 @@ export class SealedClient {
   }
 
   async ensureDirectory() {
-    if (!this.trust) {
-      const b = await (await this.get("/sealed/bootstrap")).json();
-      this.trust = { network: b.network, threshold: b.threshold, authorities: b.authorities.map((a) => a.node_id) };
-    }
+    if (!this.trust) this.trust = trustOf(await (await this.get("/sealed/bootstrap")).json());
     const now = Date.now() / 1000;
     if (!this.directory || now >= this.directory.freshUntil) {
       const data = new Uint8Array(await (await this.get("/sealed/directory")).arrayBuffer());

@@ -13,7 +13,7 @@ const vectors = new URL("../../tests/tp_net/vectors/", import.meta.url);
 const load = (name) => JSON.parse(readFileSync(new URL(name, vectors), "utf8"));
 const hex = (bytes) => Buffer.from(bytes).toString("hex");
 for (const source of sources) {
-const { ResponseOpener, SealedError, fromHex, newSuite, sealRequest } = await import(source);
+const { ResponseOpener, SealedError, fromHex, newSuite, sealRequest, trustOf } = await import(source);
 const name = source.pathname.split("/").slice(-2).join("/");
 const unhex = (text) => (text ? fromHex(text) : new Uint8Array(0));
 
@@ -70,5 +70,16 @@ test(`${name}: changed, reordered and cut-short answers are refused`, async () =
   await opener.open(chunks[0]);
   await opener.open(chunks[1]);
   assert.throws(() => opener.finish(), SealedError);
+});
+
+test(`${name}: a pinned bootstrap file becomes the trust anchor; anything else is refused`, () => {
+  const bootstrap = JSON.parse(readFileSync(new URL("../../bootstrap/default.json", import.meta.url), "utf8"));
+  const trust = trustOf(bootstrap);
+  assert.equal(trust.network, bootstrap.network);
+  assert.equal(trust.threshold, bootstrap.threshold);
+  assert.deepEqual(trust.authorities, bootstrap.authorities.map((a) => a.node_id));
+  for (const bad of [null, {}, { ...bootstrap, threshold: 9 }, { ...bootstrap, authorities: [{ node_id: "zz" }] }]) {
+    assert.throws(() => trustOf(bad), SealedError);
+  }
 });
 }

@@ -4,6 +4,7 @@ gateway (a --public gateway refuses it: the user is not on its loopback), and th
 through the user's own local gateway; prints the three outcomes as JSON.
 
     python -m tests.reliability.netns_sealed_request REMOTE_URL LOCAL_URL BOOTSTRAP PROMPT
+    python -m tests.reliability.netns_sealed_request --wait URL   # until URL's gateway has a warm circuit
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ def wait_ready(http: httpx.Client, base_url: str) -> str:
 
 
 def main() -> None:
+    if sys.argv[1] == "--wait":
+        with httpx.Client(timeout=60) as http:
+            wait_ready(http, sys.argv[2])
+        return
     remote, local, bootstrap, prompt = sys.argv[1:5]
     with httpx.Client(timeout=60) as http:
         model = wait_ready(http, remote)

@@ -1,19 +1,22 @@
-"""The official OpenAI SDK in sealed mode (tp_gateway.sealed_transport) against the chat conformance cases of
-tests/tp_gateway/test_openai_sdk.py: the same node answers, sealed by a fake node behind the real gateway app,
-give the SDK the same objects and the same exceptions as through the local gateway."""
+"""The official OpenAI SDK in sealed mode (tp_gateway.sealed_transport) against the conformance cases of
+tests/tp_gateway/test_openai_sdk.py (chat, completions, embeddings; sync and async): the same node answers,
+sealed by a fake node behind the real gateway app, give the SDK the same objects and the same exceptions as
+through the local gateway."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator
 from typing import Any, cast
 
+import httpx
 import openai
 import pytest
 
 from tests.tp_gateway.sealed_fakes import MODEL, SealingOverlay
-from tests.tp_gateway.test_sealed_gateway import Gateway
-from tp_gateway.client import BASE_URL
-from tp_gateway.sealed_transport import sealed_http_client
+from tests.tp_gateway.test_sealed_gateway import WAIT_S, Gateway
+from tp_gateway.client import BASE_URL, AsyncOverlayTransport
+from tp_gateway.sealed_transport import async_sealed_http_client, sealed_http_client
 
 MESSAGES: Any = [{"role": "user", "content": "hi"}]
 Script = list[dict[str, Any]]
@@ -137,3 +140,86 @@ def test_validation_errors_reach_the_sdk_with_their_param_before_anything_is_sen
     with pytest.raises(openai.NotFoundError):
         client.chat.completions.create(model="unknown", messages=MESSAGES)
     assert gateway.overlay.forwarded == []
+
+
+COMPLETION_NODE: Script = [{"text": "Once"}, {"text": " upon"}, final("length")]
+EMBEDDING_NODE: Script = [
+    {"embedding": [0.5, -0.25], "index": 1},
+    {"embedding": [1.0, 2.0], "index": 0},
+    final(),
+]
+
+
+def test_a_text_completion_and_its_stream(client_for: ClientFor) -> None:
+    client, gateway = client_for(COMPLETION_NODE)
+    completion = client.completions.create(model=MODEL, prompt="Tell me", max_tokens=2)
+    assert completion.object == "text_completion" and completion.id.startswith("cmpl-")
+    assert (completion.choices[0].text, completion.choices[0].finish_reason) == ("Once upon", "length")
+    assert completion.usage is not None and completion.usage.total_tokens == 6
+    chunks = list(client.completions.create(model=MODEL, prompt="Tell me", max_tokens=2, stream=True))
+    assert "".join(c.choices[0].text for c in chunks if c.choices) == "Once upon"
+    assert chunks[-1].choices[0].finish_reason == "length"
+    assert [d["kind"] for d in gateway.overlay.documents] == ["completion", "completion"]
+    assert gateway.overlay.documents[0]["prompt"] == "Tell me"
+
+
+@pytest.mark.parametrize("encoding_format", [openai.omit, "float"])  # the SDK asks base64 unless told
+def test_embeddings_are_sealed_too(client_for: ClientFor, encoding_format: Any) -> None:
+    client, gateway = client_for(EMBEDDING_NODE)
+    response = client.embeddings.create(model=MODEL, input=["a", "b"], encoding_format=encoding_format)
+    assert [item.embedding for item in response.data] == [[1.0, 2.0], [0.5, -0.25]]
+    assert gateway.overlay.documents == [{"kind": "embedding", "model": MODEL, "input": ["a", "b"]}]
+    assert not any(b'"input"' in body for body in gateway.bodies)  # only sealed bytes went to the gateway
+
+
+def test_a_node_sending_more_embeddings_than_inputs_is_refused(client_for: ClientFor) -> None:
+    flood: Script = [{"embedding": [1.0], "index": 0}] * 3 + [final()]
+    client, _ = client_for(flood)
+    with pytest.raises(openai.APIStatusError, match="more embeddings than inputs") as caught:
+        client.embeddings.create(model=MODEL, input="a")
+    assert caught.value.status_code == 502
+
+
+def test_other_requests_pass_through_unsealed(client_for: ClientFor) -> None:
+    client, gateway = client_for(HELLO)
+    assert [model.id for model in client.models.list()] == [MODEL]
+    assert gateway.overlay.forwarded == []
+
+
+def test_a_post_that_cannot_be_sealed_is_refused_before_it_is_sent(client_for: ClientFor) -> None:
+    client, gateway = client_for(HELLO)
+    with pytest.raises(openai.NotFoundError) as caught:
+        client.moderations.create(input="a secret that must not travel in the clear")
+    assert caught.value.code == "not_sealable"
+    assert not any(b"secret" in body for body in gateway.bodies)
+
+
+def test_the_async_sdk_answers_completions_chat_and_embeddings_sealed() -> None:
+    # Under asyncio, as tests/tp_gateway/test_client.py: the SDK leaves a stream's body unread after [DONE],
+    # which trio's async-generator finalizer reports as a warning (an error here).
+    gateway = Gateway(SealingOverlay(script=COMPLETION_NODE))
+
+    async def use() -> list[Any]:
+        upstream = httpx.AsyncClient(transport=AsyncOverlayTransport(gateway.thread), timeout=WAIT_S)
+        http = async_sealed_http_client(BASE_URL, bootstrap=gateway.overlay.bootstrap, upstream=upstream)
+        async with http:
+            client = openai.AsyncOpenAI(
+                api_key="unused", base_url=BASE_URL, http_client=cast(Any, http), max_retries=0
+            )
+            completion = await client.completions.create(model=MODEL, prompt="Tell me")
+            stream = await client.completions.create(model=MODEL, prompt="Tell me", stream=True)
+            async with stream:
+                streamed = "".join([c.choices[0].text async for c in stream if c.choices])
+            gateway.overlay.script = HELLO
+            chat = await client.chat.completions.create(model=MODEL, messages=MESSAGES)
+            gateway.overlay.script = EMBEDDING_NODE
+            embedded = await client.embeddings.create(model=MODEL, input=["a", "b"], encoding_format="float")
+        vectors = [item.embedding for item in embedded.data]
+        return [completion.choices[0].text, streamed, chat.choices[0].message.content, vectors]
+
+    try:
+        assert asyncio.run(use()) == ["Once upon", "Once upon", "Hello", [[1.0, 2.0], [0.5, -0.25]]]
+        kinds = [document["kind"] for document in gateway.overlay.documents]
+        assert kinds == ["completion", "completion", "chat", "embedding"]
+    finally:
+        gateway.http.close()

@@ -5,6 +5,9 @@
 const API = "/v1";
 const MODELS_RETRY_MS = 2000;
 const KEY_STORAGE = "tp-api-key";
+// Sealed mode trusts the authorities of a bootstrap file. By default that is the gateway's own (trust on first
+// use: a dishonest gateway could name its own network); a user pins theirs here, kept in localStorage.
+const BOOTSTRAP_STORAGE = "tp-bootstrap";
 // A gateway this page did not come from loopback for is someone else's: requests are sealed to the GPU node
 // (docs/PROTOCOL.md section 9; `?sealed` forces it), so the gateway carries them without reading them.
 const LOOPBACK_HOSTS = ["localhost", "127.0.0.1", "[::1]"];
@@ -15,7 +18,7 @@ const $ = (id) => document.getElementById(id);
 const els = {
   model: $("model"), maxTokens: $("max-tokens"), apiKey: $("api-key"), log: $("log"), error: $("error"),
   form: $("composer"), prompt: $("prompt"), send: $("send"), stop: $("stop"), clear: $("clear"), status: $("status"),
-  mode: $("mode"),
+  mode: $("mode"), trust: $("trust"), trustText: $("trust-text"), bootstrap: $("bootstrap"), unpin: $("unpin"),
 };
 let history = [];
 let controller = null; // the AbortController of the answer being streamed
@@ -103,10 +106,50 @@ async function* sseData(body) {
   }
 }
 
+function pinnedBootstrap() {
+  const text = localStorage.getItem(BOOTSTRAP_STORAGE);
+  return text ? JSON.parse(text) : null;
+}
+
+function showTrust() {
+  const pinned = pinnedBootstrap();
+  els.trust.hidden = false;
+  els.unpin.hidden = !pinned;
+  els.trustText.textContent = pinned
+    ? `Trusting your pinned bootstrap file: network ${pinned.network}, ${pinned.threshold} of ` +
+      `${pinned.authorities.length} authorities.`
+    : "Trusting this gateway's bootstrap file (its choice of network authorities). Pin your own to check " +
+      "the gateway against it.";
+}
+
+async function pin() {
+  const file = els.bootstrap.files[0];
+  if (!file) return;
+  try {
+    const bootstrap = JSON.parse(await file.text());
+    const { trustOf } = await import("/static/sealed.bundle.js");
+    trustOf(bootstrap); // refuse what is not a bootstrap file before keeping it
+    localStorage.setItem(BOOTSTRAP_STORAGE, JSON.stringify(bootstrap));
+    showError("");
+  } catch (error) {
+    showError(`That file is not a bootstrap file: ${error.message}`);
+  }
+  els.bootstrap.value = "";
+  sealedClient = null; // the next request verifies the directory against the new anchor
+  showTrust();
+}
+
+function unpin() {
+  localStorage.removeItem(BOOTSTRAP_STORAGE);
+  sealedClient = null;
+  showTrust();
+}
+
 async function sealed() {
   if (!sealedClient) {
-    const { SealedClient } = await import("/static/sealed.bundle.js");
-    sealedClient = new SealedClient({ baseURL: location.origin + API });
+    const { SealedClient, trustOf } = await import("/static/sealed.bundle.js");
+    const pinned = pinnedBootstrap();
+    sealedClient = new SealedClient({ baseURL: location.origin + API, trust: pinned ? trustOf(pinned) : null });
   }
   sealedClient.apiKey = els.apiKey.value.trim() || null;
   return sealedClient;
@@ -209,6 +252,11 @@ function clearChat() {
 els.mode.textContent = SEALED
   ? "Sealed mode: each request is encrypted to the GPU node that answers it; this gateway cannot read it."
   : "Local gateway: it encrypts your words for the overlay itself.";
+if (SEALED) {
+  showTrust();
+  els.bootstrap.addEventListener("change", pin);
+  els.unpin.addEventListener("click", unpin);
+}
 els.apiKey.value = sessionStorage.getItem(KEY_STORAGE) || "";
 els.apiKey.addEventListener("change", () => {
   sessionStorage.setItem(KEY_STORAGE, els.apiKey.value.trim());

@@ -49,8 +49,8 @@ FINAL_AAD = b"final"
 ENC_BYTES = 32
 REQUEST_NONCE_BYTES = 16
 RESPONSE_NONCE_BYTES = 32
-_AEAD_KEY_BYTES = 32
-_AEAD_NONCE_BYTES = 12
+AEAD_KEY_BYTES = 32
+AEAD_NONCE_BYTES = 12
 _HEADER = struct.Struct(">BHHH")
 HEADER_BYTES = _HEADER.size + NODE_ID_BYTES + KEY_BYTES
 _REQUEST_PREFIX = struct.Struct(">16sQI")
@@ -155,17 +155,17 @@ def seal_request(
         SUITE.kem.deserialize_public_key(public_key), INFO_LABEL + header, eks=ephemeral
     )
     sealed = context.seal(_padded(plaintext, bucket_bytes(len(plaintext))))
-    return SealedRequest(header + enc + sealed, enc, context.export(EXPORT_LABEL, _AEAD_KEY_BYTES))
+    return SealedRequest(header + enc + sealed, enc, context.export(EXPORT_LABEL, AEAD_KEY_BYTES))
 
 
 def _chunk_keys(secret: bytes, enc: bytes, response_nonce: bytes) -> tuple[ChaCha20Poly1305, bytes]:
     prk = SUITE.kdf.extract(enc + response_nonce, secret)
-    key = SUITE.kdf.expand(prk, b"key", _AEAD_KEY_BYTES)
-    return ChaCha20Poly1305(key), SUITE.kdf.expand(prk, b"nonce", _AEAD_NONCE_BYTES)
+    key = SUITE.kdf.expand(prk, b"key", AEAD_KEY_BYTES)
+    return ChaCha20Poly1305(key), SUITE.kdf.expand(prk, b"nonce", AEAD_NONCE_BYTES)
 
 
 def _chunk_nonce(base: bytes, counter: int) -> bytes:
-    return (int.from_bytes(base, "big") ^ counter).to_bytes(_AEAD_NONCE_BYTES, "big")
+    return (int.from_bytes(base, "big") ^ counter).to_bytes(AEAD_NONCE_BYTES, "big")
 
 
 class ResponseOpener:
@@ -352,7 +352,7 @@ def open_request(
     body = _unpadded(plaintext, _REQUEST_PREFIX.size - _LENGTH.size, "the sealed request")
     document = codec.decode_document(body)
     replay.check_and_add(nonce, sent, now)
-    secret = context.export(EXPORT_LABEL, _AEAD_KEY_BYTES)
+    secret = context.export(EXPORT_LABEL, AEAD_KEY_BYTES)
     sealer = ResponseSealer(secret, enc, response_nonce or secrets.token_bytes(RESPONSE_NONCE_BYTES))
     return OpenedRequest(document, sealer)
 
