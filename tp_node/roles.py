@@ -44,6 +44,7 @@ from tp_node.engine import ModelInfo, ServingEngine
 from tp_node.gpu_node import GpuNode, HomeRelay
 from tp_node.home_relays import keep_home_relays
 from tp_node.measurer import CircuitProber, run_measurer, served_directory
+from tp_node.reachability import ReachabilityTester
 from tp_node.relay import Relay
 
 WallClock = Callable[[], float]
@@ -123,7 +124,9 @@ def authority_core(
             f"--authority: this relay's node id {identity.node_id.hex()} is not an authority "
             f"of network {bootstrap.network!r} in the bootstrap file"
         )
-    return AuthorityCore(identity, trust, period_s=bootstrap.period_s, admission=admission)
+    return AuthorityCore(
+        identity, trust, period_s=bootstrap.period_s, admission=admission, check_reachability=True
+    )
 
 
 @asynccontextmanager
@@ -148,11 +151,17 @@ async def open_relay(
     trust = trust or bootstrap.trust()
     authority = authority_core(identity, bootstrap, admission, trust) if admission is not None else None
     runner = AuthorityRunner(authority, bootstrap, dialer, wall_clock=wall_clock) if authority else None
+    reachability = (
+        ReachabilityTester(authority, dialer, runner.forward, wall_clock=wall_clock)
+        if authority and runner
+        else None
+    )
     directory = DirectoryService(
         trust,
         authority=authority,
         forward=runner.forward if runner else None,
         relay_vote=runner.relay_vote if runner else None,
+        uploaded=reachability.wake if reachability else None,
         wall_clock=wall_clock,
     )
     relay = make_relay({DIRECTORY_SERVICE: directory.handle}, directory)
@@ -185,6 +194,8 @@ async def open_relay(
         nursery.start_soon(publisher.run)
         if runner is not None and authority is not None:
             nursery.start_soon(runner.run)
+            if reachability is not None:
+                nursery.start_soon(reachability.run)
             if measurer_rng is not None:
                 nursery.start_soon(_measure, authority, directory, bootstrap, dialer, measurer_rng)
         elif plan.refresh_directory:
