@@ -34,9 +34,10 @@ from __future__ import annotations
 import hashlib
 import random
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
+from functools import partial
 
 from simulations.determinism import shared_verifier
 from tp_crypto.identity import Identity
@@ -128,12 +129,6 @@ class _World:
     def signed(self, published: int) -> tuple[list[SignedDescriptor], list[SignedDescriptor]]:
         """(relays, nodes), signed as published at `published` (each period's republish)."""
         expires = published + 3 * PERIOD_S
-        relays = [
-            sign_descriptor(
-                who, RelayDescriptor(who.node_id, address, (bytes(32),), kbps, "", "1", published, expires)
-            )
-            for who, address, kbps in self.relays
-        ]
         nodes = [
             sign_descriptor(
                 who,
@@ -149,7 +144,7 @@ class _World:
             )
             for who, home, slots in self.nodes
         ]
-        return relays, nodes
+        return _fresh(self.relays, published), nodes
 
 
 def _world(attack: str, fraction: float, sybils: int) -> _World:
@@ -246,8 +241,13 @@ class _Authorities:
         ]
         if self.byzantine is not None:
             votes += self._byzantine_votes(period, index)
-        for data, core in votes:
-            self._deliver_vote(core, data, schedule.vote_at + DELIVERY_S)
+        relays = [
+            relay
+            for data, core in votes
+            for relay in self._deliver_vote(core, data, schedule.vote_at + DELIVERY_S)
+        ]
+        for relay in relays:
+            relay()
         signatures = [(core, core.make_signature(period)) for core in self.honest]
         for sender, made in signatures:
             if made is None:
@@ -281,19 +281,24 @@ class _Authorities:
         first = byzantine.make_vote(period)
         if index >= 2:  # votes garbage, the same to both
             return [(first, core) for core in self.honest]
-        garbage[everyone[0]] = WEIGHT_MAX  # equivocates: another vote for the other authority
+        # Equivocates: another vote for the other authority, that moves an honest node's median weight.
+        garbage[world.nodes[0][0].node_id] = WEIGHT_MAX
         byzantine.record_weights(garbage)
         second = byzantine.make_vote(period)
         return [(first, self.honest[0]), (second, self.honest[1])]
 
-    def _deliver_vote(self, core: AuthorityCore, data: bytes, now: float) -> None:
+    def _deliver_vote(self, core: AuthorityCore, data: bytes, now: float) -> list[Callable[[], object]]:
+        """A vote sent straight to `core`; its relays to the other honest authorities (to deliver after every
+        vote sent straight has arrived, as they travel one more hop)."""
         news = core.add_vote(data, now)
         if news is None:
-            return
+            return []
         proof = core.relay_proof(data)
-        for other in self.honest:  # relayed to the honest ones that are neither the sender nor the author
-            if other is not core and other.identity.node_id != news.authority:
-                other.add_vote(data, now + DELIVERY_S, proof)
+        return [
+            partial(other.add_vote, data, now + DELIVERY_S, proof)
+            for other in self.honest
+            if other is not core and other.identity.node_id != news.authority
+        ]
 
 
 def sweep_point(
@@ -305,37 +310,17 @@ def sweep_point(
     world = _world(attack, fraction, sybils)
     authorities = _Authorities(world, attack == "byzantine-authority")
     relays, nodes = world.signed(T0)
-    authorities.publish(relays, T0 + 60)
-    fakes = [
-        sign_descriptor(
-            who, RelayDescriptor(who.node_id, address, (bytes(32),), kbps, "", "1", T0, T0 + 3 * PERIOD_S)
-        )
-        for who, address, kbps in world.sybils
-    ]
-    authorities.publish(fakes, T0 + 60)
+    authorities.publish([*relays, *_fresh(world.sybils, T0)], T0 + 60)
     for core in authorities.honest:
         core.record_weights(_measure(world, rng))
     signed_periods = 0
     for index in range(VOTING_PERIODS):
         period = T0 + (index + 1) * PERIOD_S
-        relays, nodes = world.signed(period - PERIOD_S // 2 - 60)
-        newcomers = [
-            sign_descriptor(
-                who,
-                RelayDescriptor(
-                    who.node_id,
-                    address,
-                    (bytes(32),),
-                    kbps,
-                    "",
-                    "1",
-                    period - PERIOD_S // 2 - 60,
-                    period + PERIOD_S,
-                ),
-            )
-            for who, address, kbps in world.newcomers
-        ]
-        authorities.publish([*relays, *newcomers, *nodes], period - PERIOD_S // 2 - 30)
+        published = period - PERIOD_S // 2 - 60
+        relays, nodes = world.signed(published)
+        # The Sybils keep flooding (republished every period); newcomers join from the first vote on.
+        flood = [*_fresh(world.sybils, published), *_fresh(world.newcomers, published)]
+        authorities.publish([*relays, *flood, *nodes], published + 30)
         signed_periods += authorities.decide(period, index)
     document = authorities.honest[0].latest_document(float(period))
     assert document is not None, "no document: the honest authorities could not sign one"
@@ -343,6 +328,16 @@ def sweep_point(
     return _point(
         attack, fraction, directory, world=world, rng=rng, requests=requests, signed_periods=signed_periods
     )
+
+
+def _fresh(relays: Sequence[tuple[Identity, str, int]], published: int) -> list[SignedDescriptor]:
+    expires = published + 3 * PERIOD_S
+    return [
+        sign_descriptor(
+            who, RelayDescriptor(who.node_id, address, (bytes(32),), kbps, "", "1", published, expires)
+        )
+        for who, address, kbps in relays
+    ]
 
 
 def _point(
