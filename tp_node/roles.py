@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
 
 import trio
@@ -197,7 +198,14 @@ async def open_relay(
             if reachability is not None:
                 nursery.start_soon(reachability.run)
             if measurer_rng is not None:
-                nursery.start_soon(_measure, authority, directory, bootstrap, dialer, measurer_rng)
+                nursery.start_soon(
+                    partial(_measure, wall_clock=wall_clock),
+                    authority,
+                    directory,
+                    bootstrap,
+                    dialer,
+                    measurer_rng,
+                )
         elif plan.refresh_directory:
             nursery.start_soon(refresh_documents, directory, bootstrap, dialer)
         yield RelayRole(relay, directory, publisher, authority, address, advertised)
@@ -210,14 +218,18 @@ async def _measure(
     bootstrap: Bootstrap,
     dialer: Dialer,
     rng: random.Random,
+    *,
+    wall_clock: WallClock,
 ) -> None:
-    """The authority measures the relays and nodes of the document it serves; its votes carry the weights."""
+    """The authority measures the relays and nodes of the document it serves; its votes carry the weights.
+    On the role's wall clock (the simulator's is virtual), as the document and the schedule are."""
     rules = LOCAL_NETWORK_RULES if bootstrap.local else STRICT_RULES
     await run_measurer(
         MeasurementScheduler(bootstrap.period_s, rng),
-        served_directory(service.current_document, bootstrap.trust()),
+        served_directory(service.current_document, bootstrap.trust(), wall_clock=wall_clock),
         authority.record_weights,
         CircuitProber(dialer, rng, rules),
+        wall_clock=wall_clock,
     )
 
 
