@@ -83,6 +83,9 @@ class Scenario:
     home_relays_per_node: int = 2
     admission: str = "open"
     relays_cache_directory: bool = True  # relays run refresh_documents (costly at scale)
+    # The authorities run the real measurer (tp_node.measurer: test circuits and test requests over the
+    # simulated network) and vote what it finds; off, every relay and node weighs the unmeasured weight.
+    authorities_measure: bool = False
     memoize_verification: bool = False  # share identical signature checks across machines (scale)
     request_timeout_s: float = 60.0
     # The clients' gateways keep circuits warm to this many nodes (tp_gateway.overlay.POOL_NODES_MAX, as a

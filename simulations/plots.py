@@ -11,6 +11,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from simulations.runner import RunResult
+from simulations.weight_sweep import SweepPoint
 
 PLOT_DPI = 100
 FIGURE_SIZE_IN = (6.4, 4.0)
@@ -94,3 +95,25 @@ def _compromise(runs: Sequence[RunResult], path: Path) -> Path:
     axes.set_title("Compromise rate vs adversary fraction")
     axes.legend()
     return _save(figure, path)
+
+
+def attack_sweep_plot(points: Sequence[SweepPoint], out: Path) -> Path:
+    """Compromise rate of each attack against the adversary's measured relay share, with f² and 2·f²."""
+    figure, axes = _figure()
+    for attack in dict.fromkeys(p.attack for p in points):
+        mine = sorted((p for p in points if p.attack == attack), key=lambda p: p.measured_fraction_relays)
+        axes.plot(
+            [p.measured_fraction_relays for p in mine],
+            [p.compromise_rate for p in mine],
+            marker="o",
+            label=attack,
+        )
+    top = max([p.measured_fraction_relays for p in points] + [0.3])
+    grid = [top * i / 50 for i in range(51)]
+    axes.plot(grid, [f * f for f in grid], linestyle="--", color="black", label="f²")
+    axes.plot(grid, [2 * f * f for f in grid], linestyle=":", color="black", label="2·f² (acceptance bound)")
+    axes.set_xlabel("adversary's share of the measured relay weight (f)")
+    axes.set_ylabel("requests with its guard and its node")
+    axes.set_title("Compromise rate vs measured share, per attack")
+    axes.legend(fontsize="small")
+    return _save(figure, out / "compromise_vs_measured.png")

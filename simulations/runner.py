@@ -24,6 +24,9 @@ from simulations.invariants import InvariantChecker, SentinelLogHandler, Simulat
 from simulations.metrics import anonymity, load_spread, request_metrics
 from simulations.netsim import MBPS, SIM_EPOCH_S, Machine, SimNetwork
 from simulations.world import START_SPREAD_S, SimMachine, World
+from tp_net.protocol.bandwidth_weights import WEIGHT_MIN, unmeasured_weight
+from tp_net.protocol.descriptors import NodeDescriptor, RelayDescriptor
+from tp_net.protocol.directory import Directory
 
 Progress = Callable[[float], None]
 PROGRESS_STEPS = 100
@@ -286,10 +289,19 @@ class _Simulation:
                 "churn_events": dict(sorted((k, self.events.count(k)) for k in set(self.events))),
                 "directory_fetches": self.feed.fetches,
                 "directory_fetch_failures": self.feed.failures,
+                "measured_in_document": _measured(self.feed.directory),
             },
             "invariant_checks": self.checker.checks,
             "relay_cells_scanned": self.checker.decrypted_cells,
         }
+
+
+def _measured(directory: Directory | None) -> int:
+    """How many relays and nodes of the latest document weigh other than an unmeasured one would."""
+    if directory is None:
+        return 0
+    listed: list[RelayDescriptor | NodeDescriptor] = [*directory.relays.values(), *directory.nodes.values()]
+    return sum(directory.weights.get(d.node_id, WEIGHT_MIN) != unmeasured_weight(d) for d in listed)
 
 
 @dataclasses.dataclass

@@ -208,6 +208,11 @@ class World:
             make_relay=lambda services, _directory: self._make_relay(sim, dialer, services),
             wall_clock=machine.wall_clock,
             admission=Admission(self.scenario.admission) if sim.role == "authority" else None,
+            measurer_rng=(
+                random.Random(f"{self.seed}:{machine.name}:measurer:{sim.crashes}")
+                if sim.role == "authority" and self.scenario.authorities_measure
+                else None
+            ),
             trust=self.trust,
         )
         async with opening as role:

@@ -37,7 +37,13 @@ from tp_crypto.errors import RemoteProtocolError
 from tp_crypto.identity import Identity, short_id
 from tp_crypto.signed import Verifier, sign
 from tp_net.protocol.bandwidth_weights import as_weights
-from tp_net.protocol.descriptors import CLOCK_SKEW_ALLOWED_S, Descriptor, RelayDescriptor, SignedDescriptor
+from tp_net.protocol.descriptors import (
+    CLOCK_SKEW_ALLOWED_S,
+    Descriptor,
+    NodeDescriptor,
+    RelayDescriptor,
+    SignedDescriptor,
+)
 from tp_net.protocol.directory import (
     DOCUMENT_DOMAIN,
     DOCUMENT_VALID_PERIODS,
@@ -55,6 +61,7 @@ from tp_net.protocol.directory import (
     sign_vote,
 )
 from tp_net.protocol.path_selection import subnet_key
+from tp_node.admission_queue import AdmissionQueue, Held
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +72,9 @@ ACCEPTED_DESCRIPTORS_MAX = 20_000
 # is refused; updates of held ones are not.
 RELAYS_PER_SUBNET_MAX = 64
 RELAYS_PER_FAMILY_MAX = 64
+# GPU nodes per home relay they list (a node has no address: its home relays, admitted by reachability, are
+# what bounds a flood of node descriptors).
+NODES_PER_HOME_RELAY_MAX = 64
 PERIODS_KEPT = 3
 FORWARD_DOMAIN = b"forwarded descriptor"
 VOTE_RELAY_DOMAIN = b"relayed vote"
@@ -167,13 +177,26 @@ class _Candidate:
 
 
 class AuthorityCore:
-    def __init__(self, identity: Identity, trust: Trust, *, period_s: int, admission: Admission) -> None:
+    def __init__(
+        self,
+        identity: Identity,
+        trust: Trust,
+        *,
+        period_s: int,
+        admission: Admission,
+        check_reachability: bool = False,
+    ) -> None:
+        """`check_reachability`: a new relay waits until its address was reached and a node until one of its
+        home relays is admitted (tp_node.admission_queue); every authority the roles assemble checks
+        (tp_node.roles.authority_core), the sans-IO tests of votes and documents need not dial."""
         if identity.node_id not in trust.authorities:
             raise ValueError("this identity is not one of the network's authorities")
         self.identity = identity
         self.trust = trust
         self.period_s = period_s
         self.admission = admission
+        self.check_reachability = check_reachability
+        self.queue = AdmissionQueue()
         self._accepted: dict[bytes, tuple[Descriptor, SignedDescriptor]] = {}
         self._shares: Counter[_Share] = Counter()  # accepted descriptors per share
         self._votes: dict[int, _VoteSet] = {}
@@ -182,9 +205,13 @@ class AuthorityCore:
 
     # --- descriptors --------------------------------------------------------------------------
 
-    def accept(self, signed: SignedDescriptor, invitation: bytes | None, now: float) -> Descriptor | None:
-        """Validate a published descriptor. Returns it when it is new (to be forwarded to the other
-        authorities), None when we already have it or a newer one; DirectoryError says why it was refused."""
+    def accept(
+        self, signed: SignedDescriptor, invitation: bytes | None, now: float, *, forwarded: bool = False
+    ) -> Descriptor | None:
+        """Validate a published descriptor. Returns it when it is admitted now and new (to be forwarded to
+        the other authorities); None when we already have it or a newer one, or when it waits (a relay for
+        its reachability dial, a node for a home relay: `reached` admits it later). DirectoryError says why
+        it was refused. `forwarded`: it came as another authority's (verified) forward."""
         try:
             descriptor = signed.open(now, self.trust.verify)
         except RemoteProtocolError as exc:
@@ -197,13 +224,71 @@ class AuthorityCore:
         # Same second, other body: a republish right after a key rotation; the later one wins.
         if known is not None and (known[0].published > descriptor.published or known[1].body == signed.body):
             return None
+        self._check_shares(descriptor, known)
+        if self.check_reachability:
+            held = Held(descriptor, signed, invitation, forwarded)
+            if isinstance(descriptor, RelayDescriptor) and (
+                known is None
+                or not isinstance(known[0], RelayDescriptor)
+                or known[0].address != descriptor.address
+            ):
+                self.queue.hold_relay(held)  # a new relay, or a known one at a new address: dial it first
+                return None
+            if isinstance(descriptor, NodeDescriptor) and not any(
+                home in self._accepted for home in descriptor.home_relays
+            ):
+                self.queue.hold_node(held)
+                return None
+        return self._admit(descriptor, signed, known)
+
+    def reached(self, node_id: bytes, reachable: bool, now: float) -> list[Held]:
+        """The reachability dial of the waiting relay `node_id` ended: when `reachable` (the peer at its
+        address proved its id) it is admitted with the nodes that wait for it as their home relay. Returns
+        what was admitted (to be forwarded, unless it came as a forward); nothing when it was unreachable
+        (dropped, with the nodes that wait for it), evicted meanwhile, or no longer fits."""
+        held = self.queue.take_relay(node_id)
+        if held is None:
+            return []
+        if not reachable:
+            log.info("relay %s unreachable at its address: not admitted", short_id(node_id))
+            return []
+        admitted = []
+        for candidate in [held, *self.queue.nodes_homed_at(node_id)]:
+            descriptor = candidate.descriptor
+            if descriptor.expires <= now:
+                continue
+            known = self._accepted.get(descriptor.node_id)
+            if known is not None and known[0].published > descriptor.published:
+                continue
+            try:
+                self._check_shares(descriptor, known)
+                self._admit(descriptor, candidate.signed, known)
+            except DirectoryError as exc:
+                log.info("%s", exc)
+                continue
+            admitted.append(candidate)
+        return admitted
+
+    def _check_shares(
+        self, descriptor: Descriptor, known: tuple[Descriptor, SignedDescriptor] | None
+    ) -> None:
         held_shares = _shares_of(known[0]) if known is not None else set()
         for kind, key in _shares_of(descriptor) - held_shares:
             if self._shares[kind, key] >= _SHARE_LIMITS[kind]:
-                raise DirectoryError(f"descriptor refused: {kind} {key!r} has {_SHARE_LIMITS[kind]} relays")
+                raise DirectoryError(
+                    f"descriptor refused: {kind} {key!r} has {_SHARE_LIMITS[kind]} {_SHARE_UNITS[kind]}"
+                )
         if known is None and len(self._accepted) >= ACCEPTED_DESCRIPTORS_MAX:
             raise DirectoryError("descriptor refused: the authority is full")
-        self._shares.subtract(held_shares)
+
+    def _admit(
+        self,
+        descriptor: Descriptor,
+        signed: SignedDescriptor,
+        known: tuple[Descriptor, SignedDescriptor] | None,
+    ) -> Descriptor:
+        """Hold `descriptor` as admitted (its shares checked by the caller)."""
+        self._shares.subtract(_shares_of(known[0]) if known is not None else set())
         self._shares.update(_shares_of(descriptor))
         self._accepted[descriptor.node_id] = (descriptor, signed)
         log.info("accepted descriptor of %s", short_id(descriptor.node_id))
@@ -349,6 +434,7 @@ class AuthorityCore:
     def forget_before(self, now: float) -> None:
         """Drop expired descriptors and the state of periods long past."""
         self._accepted = {k: v for k, v in self._accepted.items() if v[0].expires > now}
+        self.queue.forget_expired(now)
         self._shares = Counter(share for d, _ in self._accepted.values() for share in _shares_of(d))
         oldest = int(now) - PERIODS_KEPT * self.period_s
         self._votes = {p: v for p, v in self._votes.items() if p >= oldest}
@@ -367,11 +453,19 @@ class AuthorityCore:
 
 
 _Share = tuple[str, str]  # (kind, key): ("subnet", "198.51.0.0/16"), ("family", "example operator")
-_SHARE_LIMITS = {"subnet": RELAYS_PER_SUBNET_MAX, "family": RELAYS_PER_FAMILY_MAX}
+_SHARE_LIMITS = {
+    "subnet": RELAYS_PER_SUBNET_MAX,
+    "family": RELAYS_PER_FAMILY_MAX,
+    "home": NODES_PER_HOME_RELAY_MAX,
+}
+_SHARE_UNITS = {"subnet": "relays", "family": "relays", "home": "nodes"}
 
 
 def _shares_of(descriptor: Descriptor) -> set[_Share]:
-    """The shares a descriptor counts in (GPU nodes have neither an address nor a family yet: none)."""
+    """The shares a descriptor counts in: a relay its network's and its family's, a GPU node the share of
+    each home relay it lists."""
+    if isinstance(descriptor, NodeDescriptor):
+        return {("home", home.hex()) for home in descriptor.home_relays}
     if not isinstance(descriptor, RelayDescriptor):
         return set()
     shares = {("subnet", subnet_key(descriptor.address))}

@@ -38,9 +38,12 @@ class DirectoryService:
         authority: AuthorityCore | None = None,
         forward: Forward | None = None,
         relay_vote: RelayVote | None = None,
+        uploaded: Callable[[], None] | None = None,
         wall_clock: WallClock = time.time,
     ) -> None:
+        """`uploaded`: called after each accepted upload (an authority's reachability dials may be due)."""
         self.trust = trust
+        self._uploaded = uploaded
         self.authority = authority
         self._forward = forward
         self._relay_vote = relay_vote
@@ -128,9 +131,11 @@ class DirectoryService:
             forwarded = request.get("forwarded")
             if forwarded:
                 core.check_forward(signed, forwarded)
-            accepted = core.accept(signed, invitation, now)
+            accepted = core.accept(signed, invitation, now, forwarded=bool(forwarded))
             if accepted is not None and not forwarded and self._forward is not None:
                 self._forward(signed, invitation)
+            if self._uploaded is not None:
+                self._uploaded()
         elif op == "vote":
             data = _bytes(request, "vote")
             news = core.add_vote(data, now, request.get("relayed"))

@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol
 
 import trio
@@ -44,6 +45,7 @@ from tp_node.engine import ModelInfo, ServingEngine
 from tp_node.gpu_node import GpuNode, HomeRelay
 from tp_node.home_relays import keep_home_relays
 from tp_node.measurer import CircuitProber, run_measurer, served_directory
+from tp_node.reachability import ReachabilityTester
 from tp_node.relay import Relay
 
 WallClock = Callable[[], float]
@@ -123,7 +125,9 @@ def authority_core(
             f"--authority: this relay's node id {identity.node_id.hex()} is not an authority "
             f"of network {bootstrap.network!r} in the bootstrap file"
         )
-    return AuthorityCore(identity, trust, period_s=bootstrap.period_s, admission=admission)
+    return AuthorityCore(
+        identity, trust, period_s=bootstrap.period_s, admission=admission, check_reachability=True
+    )
 
 
 @asynccontextmanager
@@ -148,11 +152,17 @@ async def open_relay(
     trust = trust or bootstrap.trust()
     authority = authority_core(identity, bootstrap, admission, trust) if admission is not None else None
     runner = AuthorityRunner(authority, bootstrap, dialer, wall_clock=wall_clock) if authority else None
+    reachability = (
+        ReachabilityTester(authority, dialer, runner.forward, wall_clock=wall_clock)
+        if authority and runner
+        else None
+    )
     directory = DirectoryService(
         trust,
         authority=authority,
         forward=runner.forward if runner else None,
         relay_vote=runner.relay_vote if runner else None,
+        uploaded=reachability.wake if reachability else None,
         wall_clock=wall_clock,
     )
     relay = make_relay({DIRECTORY_SERVICE: directory.handle}, directory)
@@ -185,8 +195,17 @@ async def open_relay(
         nursery.start_soon(publisher.run)
         if runner is not None and authority is not None:
             nursery.start_soon(runner.run)
+            if reachability is not None:
+                nursery.start_soon(reachability.run)
             if measurer_rng is not None:
-                nursery.start_soon(_measure, authority, directory, bootstrap, dialer, measurer_rng)
+                nursery.start_soon(
+                    partial(_measure, wall_clock=wall_clock),
+                    authority,
+                    directory,
+                    bootstrap,
+                    dialer,
+                    measurer_rng,
+                )
         elif plan.refresh_directory:
             nursery.start_soon(refresh_documents, directory, bootstrap, dialer)
         yield RelayRole(relay, directory, publisher, authority, address, advertised)
@@ -199,14 +218,18 @@ async def _measure(
     bootstrap: Bootstrap,
     dialer: Dialer,
     rng: random.Random,
+    *,
+    wall_clock: WallClock,
 ) -> None:
-    """The authority measures the relays and nodes of the document it serves; its votes carry the weights."""
+    """The authority measures the relays and nodes of the document it serves; its votes carry the weights.
+    On the role's wall clock (the simulator's is virtual), as the document and the schedule are."""
     rules = LOCAL_NETWORK_RULES if bootstrap.local else STRICT_RULES
     await run_measurer(
         MeasurementScheduler(bootstrap.period_s, rng),
-        served_directory(service.current_document, bootstrap.trust()),
+        served_directory(service.current_document, bootstrap.trust(), wall_clock=wall_clock),
         authority.record_weights,
         CircuitProber(dialer, rng, rules),
+        wall_clock=wall_clock,
     )
 
 

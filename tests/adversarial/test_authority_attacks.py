@@ -8,6 +8,7 @@ that disagree); only an upload carrying another authority's signature over the d
 
 from __future__ import annotations
 
+import random
 import time
 from pathlib import Path
 
@@ -15,24 +16,25 @@ import pytest
 import trio
 
 from tests.tp_net.directory_factories import identity, relay_descriptor
+from tp_crypto.noise_primitives import generate_keypair
 from tp_dev.local_network import local_network
 from tp_net.protocol.bootstrap_config import BootstrapAuthority, load_bootstrap
 from tp_net.protocol.descriptors import SignedDescriptor, sign_descriptor
 from tp_net.protocol.directory import Directory, DirectoryError, Trust, verify_document
 from tp_net.trio.directory_client import directory_request, fetch_document
-from tp_net.trio.transport_ws import WebSocketDialer
+from tp_net.trio.transport_ws import WebSocketDialer, WebSocketListener
+from tp_node.relay import Relay
 
 VIEW_TIMEOUT_S = 40
 FORGED_SEED, HONEST_SEED = 7_001, 7_002
 
 
-def fresh_relay(seed: int) -> SignedDescriptor:
-    """A well-formed, correctly signed descriptor of a relay nobody runs (its address answers nothing)."""
+def fresh_relay(seed: int, address: str = "ws://127.0.0.1:9/") -> SignedDescriptor:
+    """A well-formed, correctly signed descriptor of relay `seed` at `address` (by default nobody runs it:
+    its address answers nothing)."""
     who = identity(seed)
     now = int(time.time())
-    return sign_descriptor(
-        who, relay_descriptor(who, number=seed, address="ws://127.0.0.1:9/", published=now)
-    )
+    return sign_descriptor(who, relay_descriptor(who, number=seed, address=address, published=now))
 
 
 def upload(signed: SignedDescriptor, **extra: object) -> dict[str, object]:
@@ -48,7 +50,11 @@ async def test_a_forged_forward_does_not_plant_a_descriptor_at_one_authority(
         bootstrap = load_bootstrap(net.bootstrap_file)
         first, *others = bootstrap.authorities
         dialer = WebSocketDialer(nursery)
-        forged, honest = fresh_relay(FORGED_SEED), fresh_relay(HONEST_SEED)
+        # The honest relay runs (an authority admits a relay once its address answered with its id).
+        onion_private, _ = generate_keypair()
+        running = Relay(identity(HONEST_SEED), [onion_private], dialer=dialer, rng=random.Random(1))
+        address = await nursery.start(running.serve, WebSocketListener())
+        forged, honest = fresh_relay(FORGED_SEED), fresh_relay(HONEST_SEED, address)
 
         # The attack: upload to one authority only, claiming to be another authority's forward.
         claims: list[object] = [True, {"authority": others[0].node_id, "signature": bytes(64)}]

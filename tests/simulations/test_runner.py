@@ -155,3 +155,21 @@ def test_reports_do_not_depend_on_the_hash_seed(tmp_path: Path, source: str) -> 
         outputs.append((out / "report.json").read_bytes())
     assert outputs[0] == outputs[1]
     assert json.loads(outputs[0])["anonymity"]["linked_pairs"] > 0 or source != "fast"
+
+
+def test_authorities_that_measure_put_measured_weights_in_the_document() -> None:
+    """With `authorities_measure` the simulated authorities run the real measurer over simulated circuits
+    (on their virtual wall clock) and the document weighs every relay and node by what was measured."""
+    scenario = tiny(
+        authorities_measure=True,
+        period_s=60,
+        first_vote_after_s=20.0,
+        duration_s=260.0,
+        warmup_s=150.0,
+        drain_s=20.0,
+        requests=8,
+    )
+    report = run_once(scenario, 1).report
+    listed = scenario.relays + scenario.gpu_nodes
+    assert report["network"]["measured_in_document"] == listed
+    assert report["requests"]["success_rate"] == 1.0

@@ -5,14 +5,34 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import AsyncGenerator, Mapping
+from functools import partial
+from typing import Any
 
 import trio
 
-from tests.tp_net.directory_factories import identity, relay_descriptor
+from tests.tp_net.directory_factories import (
+    NETWORK,
+    T0,
+    document,
+    identity,
+    network_of,
+    relay_descriptor,
+    signed_document,
+    signed_relay,
+)
+from tp_crypto.noise_primitives import generate_keypair
+from tp_net.protocol.bootstrap_config import Bootstrap, BootstrapAuthority
 from tp_net.protocol.descriptors import RelayDescriptor
+from tp_net.protocol.link_limits import LINK_IDLE_TIMEOUT_S
 from tp_net.protocol.path_selection import LOCAL_NETWORK_RULES, keep_and_top_up
-from tp_node.gpu_node import HomeRelay
-from tp_node.home_relays import HOME_RELAYS_WANTED
+from tp_net.trio.transport import Channel, Dialer
+from tp_net.trio.transport_memory import MemoryNetwork
+from tp_node.directory_service import DirectoryService
+from tp_node.engine import FakeEngine
+from tp_node.gpu_node import GpuNode, HomeRelay
+from tp_node.home_relays import HOME_RELAYS_WANTED, keep_home_relays
+from tp_node.relay import Relay
 from tp_node.testing.memory_network import in_process_network
 
 
@@ -77,3 +97,70 @@ async def test_the_node_links_to_new_home_relays_and_leaves_dropped_ones() -> No
             ):
                 await trio.sleep(0.01)
         assert net.node.home_relays == homes[:2]
+
+
+SHORT_PERIOD_S = 600
+assert SHORT_PERIOD_S / 4 < LINK_IDLE_TIMEOUT_S
+
+
+class CountingDialer:
+    """The memory network's dialer, counting the dials (each one a TCP, WebSocket and Noise handshake)."""
+
+    def __init__(self, dialer: Dialer) -> None:
+        self._dialer = dialer
+        self.dials = 0
+
+    async def dial(self, address: str) -> Channel:
+        self.dials += 1
+        return await self._dialer.dial(address)
+
+
+async def test_each_round_fetches_the_directory_over_the_link_kept_to_the_authority(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    (authority,), trust = network_of(1, 1)
+    listed = [signed_relay(n) for n in (1, 2, 3)]
+    served = DirectoryService(trust, wall_clock=lambda: T0 + trio.current_time())
+    # A short period: rounds a quarter period apart stay within the relay's idle limit for a kept link.
+    body = document(listed, period_s=SHORT_PERIOD_S).encode()
+    served.offer_document(signed_document(body, [authority]))
+    fetches = [0]
+
+    async def counted(request: Mapping[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
+        fetches[0] += 1
+        async for answer in served.handle(request):
+            yield answer
+
+    network = MemoryNetwork()
+    address = "ws://10.9.0.1:7000/"
+    private, _public = generate_keypair()
+    server = Relay(
+        authority, [private], dialer=network.dialer(), rng=random.Random(1), services={"directory": counted}
+    )
+    bootstrap = Bootstrap(NETWORK, 1, SHORT_PERIOD_S, (BootstrapAuthority(authority.node_id, address),), True)
+    node_private, _ = generate_keypair()
+    node = GpuNode(
+        identity(50),
+        [node_private],
+        home_relays=[],
+        engine=FakeEngine(),
+        dialer=network.dialer(),
+        rng=random.Random(2),
+    )
+    dialer = CountingDialer(network.dialer())
+    async with trio.open_nursery() as nursery:
+        await nursery.start(server.serve, network.listener(address))
+        await nursery.start(
+            partial(keep_home_relays, wall_clock=lambda: T0 + trio.current_time()),
+            node,
+            bootstrap,
+            dialer,
+            [],
+            random.Random(3),
+        )
+        with trio.fail_after(SHORT_PERIOD_S):
+            while fetches[0] < 4:
+                await trio.sleep(1)
+        nursery.cancel_scope.cancel()
+    assert len(node.home_relays) == HOME_RELAYS_WANTED
+    assert dialer.dials == 1  # one link for every round, not one per round
