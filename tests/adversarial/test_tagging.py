@@ -8,8 +8,10 @@ the next hop that adds or removes a layer turns a changed cell into noise that n
 the hop the cell is for fails its tag and the circuit ends with DESTROY(INTEGRITY), and the relays between
 see nothing different.
 
-Mutation tried: `OnionDirection.wrap`/`unwrap` as the old XOR keystream (a ChaCha20 `update`): the four
-colluder tests below fail (the request and the answer arrive; the node's plaintext is the original).
+Mutations tried: `OnionDirection.wrap`/`unwrap` as the old XOR keystream (a ChaCha20 `update`): the
+colluder tests fail (the request and the answer arrive; the node's plaintext is the original), as they do
+on main's code; the wide-block hash rounds made identities (`_Hash.mixed` returning `left`): the marks in
+the payload survive and the middle relay sees the clear header.
 """
 
 from __future__ import annotations
