@@ -10,8 +10,9 @@ see nothing different.
 
 Mutations tried: `OnionDirection.wrap`/`unwrap` as the old XOR keystream (a ChaCha20 `update`): the
 colluder tests fail (the request and the answer arrive; the node's plaintext is the original), as they do
-on main's code; the wide-block hash rounds made identities (`_Hash.mixed` returning `left`): the marks in
-the payload survive and the middle relay sees the clear header.
+on main's code (the relay-runtime pair: DID NOT RAISE); the wide-block hash rounds made identities
+(`_Hash.mixed` returning `left`): the marks in the payload survive and the middle relay sees the clear
+header.
 """
 
 from __future__ import annotations
@@ -20,13 +21,22 @@ import random
 from collections.abc import Callable
 
 import pytest
+import trio
 
 from tests.tp_net.circuit_harness import CircuitHandle, Delivery, Wire
+from tests.tp_node.test_relay_network import TamperingRelay
+from tp_crypto.identity import Identity
 from tp_crypto.onion import ONION_HEADER_BYTES, HopLayer, layer_from_secrets
 from tp_net.protocol.cells import RELAY_PAYLOAD_BYTES, CellCommand, DestroyReason
 from tp_net.protocol.circuit_client import CircuitClosed
 from tp_net.protocol.frames import CELL_BODY_BYTES, Cell
+from tp_net.protocol.inference_contract import INFERENCE_SERVICE
 from tp_net.protocol.streams import StreamData
+from tp_net.trio.client import CircuitError, ClientLink, StreamError
+from tp_net.trio.transport_memory import MemoryNetwork
+from tp_node.engine import FakeEngine
+from tp_node.relay import Relay
+from tp_node.testing.memory_network import in_process_network
 
 # Where the colluders mark: recognized bytes, tag, first payload byte, deep in the payload, the last bit.
 BITS = [0, 2 * 8 + 3, ONION_HEADER_BYTES * 8, 500 * 8 + 1, CELL_BODY_BYTES * 8 - 1]
@@ -120,6 +130,47 @@ def test_home_relay_marks_and_guard_unmarks_backward_the_client_destroys_integri
     assert handle.closed == [CircuitClosed(DestroyReason.INTEGRITY)]
     assert handle.received(stream) == b""
     assert_every_hop_dropped_it(wire)
+
+
+@pytest.mark.parametrize("direction", ["forward", "backward"])
+async def test_colluding_relay_processes_mark_and_unmark_and_the_circuit_dies(direction: str) -> None:
+    """The same pair in the real relay and node code (trio runtimes, links, the in-memory transport): the
+    guard and the home relay each flip the same bit of the same request (or answer) cell."""
+    colluders_: dict[int, TamperingRelay] = {}
+
+    def make_relay(
+        index: int, identity: Identity, keys: list[bytes], net: MemoryNetwork, rng: random.Random
+    ) -> Relay:
+        if index not in (0, 2):
+            return Relay(identity, keys, dialer=net.dialer(), rng=rng)
+        colluders_[index] = TamperingRelay(identity, keys, dialer=net.dialer(), rng=rng)
+        return colluders_[index]
+
+    engine = FakeEngine()
+    async with in_process_network(make_relay=make_relay, engine=engine) as net:
+        hops = net.path()
+        for position, relay in colluders_.items():
+            relay.bit = 500 * 8 + 1
+            if direction == "forward":  # the request's first cell (EXTENDs went in RELAY_EARLY cells)
+                relay.victim_peer, relay.nth = hops[position + 1].node_id, 1
+            else:  # the node's second cell, after the EXTENDEDs each relays back
+                relay.victim_peer = None if position == 0 else hops[position - 1].node_id
+                relay.nth = 3 - position + 2
+        request = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 200}
+        expected = [chunk async for chunk in engine.generate(request)]
+        received: list[object] = []
+        with pytest.raises((CircuitError, StreamError)):
+            async with ClientLink.connect(net.network.dialer(), hops[0]) as link:
+                circuit = await link.build_circuit(hops)
+                with trio.fail_after(10):
+                    async for chunk in circuit.request(INFERENCE_SERVICE, request):
+                        received.append(chunk)
+        assert received == expected[: len(received)]
+        assert all(relay.sent >= relay.nth for relay in colluders_.values())  # both marks were made
+        for relay in net.relays:
+            with trio.fail_after(5):
+                while relay.core.circuit_count:
+                    await trio.sleep(0.01)
 
 
 # --- (b) nobody learns anything from the cell's content ------------------------------------------------
