@@ -1,17 +1,21 @@
-"""Onion layer crypto of circuits (tor1-style counter layers with an end-to-end MAC).
+"""Onion layer crypto of circuits: a wide-block layer per hop and direction, and an end-to-end MAC.
 
 Each hop of a circuit shares four keys with the client, derived from one Noise NK handshake against the
 hop's onion key (forward secrecy from `ee`, hop authentication from `es`). Per direction a hop has:
 
-- a ChaCha20 stream: every cell that passes the hop in that direction is XORed with the next
-  `len(body)` bytes of keystream, so cells keep their fixed size and a relay cannot tell its position;
+- a layer key: every cell that passes the hop in that direction goes through a tweakable wide-block
+  permutation of its whole body (tp_crypto.wide_block, LIONESS), with the count of cells this direction
+  has handled so far as the tweak. The side that adds the layer (the client going forward, the hop going
+  backward) enciphers, the side that removes it deciphers. Cells keep their fixed size, so a relay cannot
+  tell its position. A bit changed anywhere turns the whole body into noise at the next hop that adds or
+  removes a layer, and no later relay can change it back (the tagging attack of plain XOR layers);
 - a MAC key: a cell addressed to (or sent by) this hop carries `recognized = 0` and a 16-byte keyed-BLAKE2b
   tag over (counter of such cells, payload). A hop "recognizes" a cell only when the tag verifies; every
   other cell is forwarded. The counter makes a replayed, reordered or dropped cell fail the tag.
 
 Body layout (plaintext at the hop it is for): recognized (2 zero bytes) | tag (16) | payload.
-A bit flipped anywhere makes the tag fail at the hop the cell was meant for; the last hop, which has nowhere
-to forward an unrecognized cell, tears the circuit down.
+A modified cell fails the tag at the hop it was meant for and at every hop after; the last hop, which has
+nowhere to forward an unrecognized cell, tears the circuit down.
 """
 
 from __future__ import annotations
@@ -21,10 +25,9 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 
-from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
-
 from tp_crypto.errors import RemoteProtocolError
 from tp_crypto.noise import NK, HandshakeState
+from tp_crypto.wide_block import WideBlockCipher
 
 RECOGNIZED = b"\x00\x00"
 ONION_TAG_BYTES = 16
@@ -34,28 +37,38 @@ _KEY_BYTES = 32
 
 
 class OnionDirection:
-    """One direction of one hop: its keystream position and its MAC counter."""
+    """One direction of one hop: its layer permutation, the count of cells it handled, its MAC counter."""
 
-    __slots__ = ("_keystream", "_mac_count", "_mac_key")
+    __slots__ = ("_cell_count", "_layer", "_mac_count", "_mac_key")
 
     def __init__(self, cipher_key: bytes, mac_key: bytes) -> None:
-        # A zero nonce is safe: every key is fresh from one handshake and used for one direction.
-        self._keystream = Cipher(algorithms.ChaCha20(cipher_key, bytes(16)), mode=None).encryptor()
+        # Every key is fresh from one handshake and used for one direction, so tweaks start at 0.
+        self._layer = WideBlockCipher(cipher_key)
+        self._cell_count = 0
         self._mac_key = mac_key
         self._mac_count = 0
 
-    def crypt(self, body: bytes) -> bytes:
-        """Add (or remove) this hop's layer: XOR with the next len(body) bytes of keystream."""
-        return self._keystream.update(body)
+    def wrap(self, body: bytes) -> bytes:
+        """Add this hop's layer (the client going forward, the hop going backward)."""
+        return self._layer.encipher(self._next_tweak(), body)
+
+    def unwrap(self, body: bytes) -> bytes:
+        """Remove this hop's layer (the hop going forward, the client going backward)."""
+        return self._layer.decipher(self._next_tweak(), body)
+
+    def _next_tweak(self) -> bytes:
+        tweak = self._cell_count.to_bytes(8, "little")
+        self._cell_count += 1
+        return tweak
 
     def seal(self, payload: bytes) -> bytes:
-        """The plaintext body of a cell this direction originates (before crypt)."""
+        """The plaintext body of a cell this direction originates (before wrap)."""
         tag = self._tag(payload)
         self._mac_count += 1
         return RECOGNIZED + tag + payload
 
     def open(self, body: bytes) -> bytes | None:
-        """The payload when `body` (already crypted) is addressed here, else None. Counts it if so."""
+        """The payload when `body` (already unwrapped) is addressed here, else None. Counts it if so."""
         if body[:2] != RECOGNIZED:
             return None
         payload = body[ONION_HEADER_BYTES:]

@@ -42,7 +42,8 @@ def test_an_onion_layer_that_encrypts_nothing_is_caught_at_an_honest_relay(
 ) -> None:
     # Positive control for the plaintext scan: with the layer cipher an identity, circuits still work (the
     # tags are keyed per hop) but every relay decrypts the prompt; no relay is planted or hostile.
-    monkeypatch.setattr(OnionDirection, "crypt", lambda self, body: body)
+    monkeypatch.setattr(OnionDirection, "wrap", lambda self, body: body)
+    monkeypatch.setattr(OnionDirection, "unwrap", lambda self, body: body)
     with pytest.raises(SimulationViolation) as caught:
         run_once(TINY, 5)
     assert "decrypted plaintext" in caught.value.event

@@ -37,14 +37,14 @@ def seal_forward(client: list[HopLayer], target: int, data: bytes) -> bytes:
     """What the client puts on the wire for hop `target`."""
     body = client[target].forward.seal(data)
     for layer in reversed(client[: target + 1]):
-        body = layer.forward.crypt(body)
+        body = layer.forward.wrap(body)
     return body
 
 
 def pass_forward(hops: list[HopLayer], body: bytes, *, start: int = 0) -> tuple[int, bytes | None]:
     """Hops from `start` on peel their layer; (index of the hop that recognized it, payload)."""
     for index in range(start, len(hops)):
-        body = hops[index].forward.crypt(body)
+        body = hops[index].forward.unwrap(body)
         opened = hops[index].forward.open(body)
         if opened is not None:
             return index, opened
@@ -53,15 +53,15 @@ def pass_forward(hops: list[HopLayer], body: bytes, *, start: int = 0) -> tuple[
 
 def seal_backward(hops: list[HopLayer], origin: int, data: bytes) -> bytes:
     """What leaves hop 0 towards the client for a message that hop `origin` sent."""
-    body = hops[origin].backward.crypt(hops[origin].backward.seal(data))
+    body = hops[origin].backward.wrap(hops[origin].backward.seal(data))
     for layer in reversed(hops[:origin]):
-        body = layer.backward.crypt(body)
+        body = layer.backward.wrap(body)
     return body
 
 
 def peel_backward(client: list[HopLayer], body: bytes) -> tuple[int, bytes | None]:
     for index, layer in enumerate(client):
-        body = layer.backward.crypt(body)
+        body = layer.backward.unwrap(body)
         opened = layer.backward.open(body)
         if opened is not None:
             return index, opened
@@ -105,7 +105,7 @@ def test_plaintext_at_its_hop_is_recognized_header_plus_tag() -> None:
     client, hop_side = client_layers(2)
     data = bytes(PAYLOAD_BYTES)
     body = seal_forward(client, 1, data)
-    at_hop1 = hop_side[1].forward.crypt(hop_side[0].forward.crypt(body))
+    at_hop1 = hop_side[1].forward.unwrap(hop_side[0].forward.unwrap(body))
     assert at_hop1[:2] == RECOGNIZED
     assert at_hop1[ONION_HEADER_BYTES:] == data
     assert len(tag_of(at_hop1)) == ONION_TAG_BYTES
@@ -119,9 +119,9 @@ def test_a_cell_for_a_later_hop_is_not_recognized_earlier() -> None:
     for _ in range(50):
         body = seal_forward(client, 3, payload(rng))
         for index in range(3):
-            body = hop_side[index].forward.crypt(body)
+            body = hop_side[index].forward.unwrap(body)
             assert hop_side[index].forward.open(body) is None
-        body = hop_side[3].forward.crypt(body)
+        body = hop_side[3].forward.unwrap(body)
         assert hop_side[3].forward.open(body) is not None
 
 
@@ -150,7 +150,7 @@ def test_a_flipped_bit_before_any_hop_is_never_accepted_forward(target: int) -> 
             client, hop_side = fixed_layers(hops, seed=target)
             body = seal_forward(client, target, data)
             for index in range(position):
-                body = hop_side[index].forward.crypt(body)
+                body = hop_side[index].forward.unwrap(body)
                 assert hop_side[index].forward.open(body) is None
             # Nobody on the rest of the path (up to the last hop, which tears down) accepts it.
             assert pass_forward(hop_side, flip(body, bit), start=position) == (hops, None), (position, bit)
@@ -163,12 +163,12 @@ def test_a_flipped_bit_on_any_backward_link_is_never_accepted(origin: int) -> No
     for position in range(origin + 1):  # flipped on the link out of hop `position` towards the client
         for bit in _HEADER_BITS + _PAYLOAD_BITS:
             client, hop_side = fixed_layers(hops, seed=origin)
-            body = hop_side[origin].backward.crypt(hop_side[origin].backward.seal(data))
+            body = hop_side[origin].backward.wrap(hop_side[origin].backward.seal(data))
             for index in range(origin - 1, position - 1, -1):
-                body = hop_side[index].backward.crypt(body)
+                body = hop_side[index].backward.wrap(body)
             body = flip(body, bit)
             for index in range(position - 1, -1, -1):
-                body = hop_side[index].backward.crypt(body)
+                body = hop_side[index].backward.wrap(body)
             assert peel_backward(client, body) == (hops, None), (position, bit)
 
 
@@ -228,11 +228,11 @@ def test_a_failed_open_does_not_advance_the_counter() -> None:
 def test_forward_and_backward_keys_differ() -> None:
     client, hop_side = client_layers(1)
     data = bytes(PAYLOAD_BYTES)
-    forward = client[0].forward.crypt(client[0].forward.seal(data))
-    backward = hop_side[0].backward.crypt(hop_side[0].backward.seal(data))
+    forward = client[0].forward.wrap(client[0].forward.seal(data))
+    backward = hop_side[0].backward.wrap(hop_side[0].backward.seal(data))
     assert forward != backward
     # A cell the hop sent is not accepted as one the client sent (no reflection).
-    assert hop_side[0].forward.open(hop_side[0].forward.crypt(backward)) is None
+    assert hop_side[0].forward.open(hop_side[0].forward.unwrap(backward)) is None
 
 
 # --- the NK hop handshake -------------------------------------------------------------------------
@@ -246,13 +246,13 @@ def test_hop_handshake_gives_matching_layers() -> None:
     data = b"d" * PAYLOAD_BYTES
     assert (
         hop_layer.forward.open(
-            hop_layer.forward.crypt(client_layer.forward.crypt(client_layer.forward.seal(data)))
+            hop_layer.forward.unwrap(client_layer.forward.wrap(client_layer.forward.seal(data)))
         )
         == data
     )
     assert (
         client_layer.backward.open(
-            client_layer.backward.crypt(hop_layer.backward.crypt(hop_layer.backward.seal(data)))
+            client_layer.backward.unwrap(hop_layer.backward.wrap(hop_layer.backward.seal(data)))
         )
         == data
     )
@@ -318,11 +318,11 @@ def test_two_circuits_to_the_same_hop_get_unrelated_keys() -> None:
         layers.append((handshake.finish(reply), hop_layer))
     assert messages[0][1:33] != messages[1][1:33]  # fresh ephemeral keys
     data = bytes(PAYLOAD_BYTES)
-    bodies = [client.forward.crypt(client.forward.seal(data)) for client, _ in layers]
+    bodies = [client.forward.wrap(client.forward.seal(data)) for client, _ in layers]
     assert bodies[0] != bodies[1]
     # Neither circuit's hop layer opens the other's cell.
-    assert layers[1][1].forward.open(layers[1][1].forward.crypt(bodies[0])) is None
-    assert layers[0][1].forward.open(layers[0][1].forward.crypt(bodies[1])) is None
+    assert layers[1][1].forward.open(layers[1][1].forward.unwrap(bodies[0])) is None
+    assert layers[0][1].forward.open(layers[0][1].forward.unwrap(bodies[1])) is None
 
 
 def test_the_handshake_message_does_not_reveal_the_onion_key() -> None:
@@ -343,7 +343,7 @@ def test_bootstrap_handshake_with_the_identity_key() -> None:
     data = b"b" * PAYLOAD_BYTES
     assert (
         hop_layer.forward.open(
-            hop_layer.forward.crypt(client_layer.forward.crypt(client_layer.forward.seal(data)))
+            hop_layer.forward.unwrap(client_layer.forward.wrap(client_layer.forward.seal(data)))
         )
         == data
     )

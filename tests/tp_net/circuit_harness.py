@@ -422,7 +422,7 @@ class ManualHops:
         """Peel as the hops would: (index of the hop that recognized it, payload) or (n, None)."""
         body = cell.body
         for index, layer in enumerate(self.layers):
-            body = layer.forward.crypt(body)
+            body = layer.forward.unwrap(body)
             payload = layer.forward.open(body)
             if payload is not None:
                 return index, payload
@@ -441,9 +441,9 @@ class ManualHops:
 
     def seal_back_payload(self, circuit_id: int, hop_index: int, payload: bytes) -> Cell:
         """A backward cell whose payload (RELAY_PAYLOAD_BYTES) comes from hop `hop_index`."""
-        body = self.layers[hop_index].backward.crypt(self.layers[hop_index].backward.seal(payload))
+        body = self.layers[hop_index].backward.wrap(self.layers[hop_index].backward.seal(payload))
         for layer in reversed(self.layers[:hop_index]):
-            body = layer.backward.crypt(body)
+            body = layer.backward.wrap(body)
         return relay_cell(circuit_id, body)
 
     def seal_back(self, circuit_id: int, hop_index: int, message: Frame) -> Cell:

@@ -211,7 +211,7 @@ def circuit_forward(layers: Sequence[HopLayer], target: int, payload: bytes) -> 
     """The body the client sends for hop `target`: sealed by it, then one layer per hop up to it."""
     body = layers[target].forward.seal(payload)
     for layer in reversed(layers[: target + 1]):
-        body = layer.forward.crypt(body)
+        body = layer.forward.wrap(body)
     return body
 
 
@@ -219,7 +219,7 @@ def circuit_backward(layers: Sequence[HopLayer], origin: int, payload: bytes) ->
     """The body the client receives from hop `origin`: sealed there, one layer per hop on the way back."""
     body = layers[origin].backward.seal(payload)
     for layer in reversed(layers[: origin + 1]):
-        body = layer.backward.crypt(body)
+        body = layer.backward.wrap(body)
     return body
 
 

@@ -201,7 +201,7 @@ def apply(s: Scenario, action: tuple[Any, ...]) -> None:
             index = hop % len(layers)
             body = layers[index].forward.seal(payload)
             for layer in reversed(layers[: index + 1]):
-                body = layer.forward.crypt(body)
+                body = layer.forward.wrap(body)
             wire.send(CLIENT, handle.link, relay_cell(handle.circuit.circuit_id, body))
     elif kind == "cut":
         if action[1] in wire.links:
@@ -328,24 +328,24 @@ def _accepted_by(
     if forward:
         body = client[target].forward.seal(payload)
         for layer in reversed(client[: target + 1]):
-            body = layer.forward.crypt(body)
+            body = layer.forward.wrap(body)
         for index in range(len(secrets)):
             if index == position and bit is not None:
                 body = _flip(body, bit)
-            body = hop_side[index].forward.crypt(body)
+            body = hop_side[index].forward.unwrap(body)
             if hop_side[index].forward.open(body) == payload:
                 accepted.append(index)
                 break
         return accepted
-    body = hop_side[target].backward.crypt(hop_side[target].backward.seal(payload))
+    body = hop_side[target].backward.wrap(hop_side[target].backward.seal(payload))
     for index in range(target - 1, -1, -1):
         if index == position - 1 and bit is not None:
             body = _flip(body, bit)
-        body = hop_side[index].backward.crypt(body)
+        body = hop_side[index].backward.wrap(body)
     if position == 0 and bit is not None:
         body = _flip(body, bit)
     for index, layer in enumerate(client):
-        body = layer.backward.crypt(body)
+        body = layer.backward.unwrap(body)
         if layer.backward.open(body) == payload:
             accepted.append(index)
             break

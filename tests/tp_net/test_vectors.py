@@ -112,7 +112,7 @@ ONION = mv.ONION_VECTORS
 def _receive(direction: list[OnionDirection], body: bytes, target: int) -> bytes | None:
     """Peel layers 0..target in order; no earlier layer may recognize the cell. The payload at `target`."""
     for index in range(target + 1):
-        body = direction[index].crypt(body)
+        body = direction[index].unwrap(body)
         opened = direction[index].open(body)
         if index < target:
             assert opened is None

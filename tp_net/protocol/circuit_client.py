@@ -193,12 +193,12 @@ class ClientCircuit:
         """`early`: a RELAY_EARLY cell (it carries an EXTEND; see RELAY_EARLY_CELLS_PER_CIRCUIT_MAX)."""
         body = self._layers[hop_index].forward.seal(payload)
         for layer in reversed(self._layers[: hop_index + 1]):
-            body = layer.forward.crypt(body)
+            body = layer.forward.wrap(body)
         return relay_cell(self.circuit_id, body, early=early)
 
     def _peel(self, body: bytes) -> tuple[int, bytes | None]:
         for index, layer in enumerate(self._layers):
-            body = layer.backward.crypt(body)
+            body = layer.backward.unwrap(body)
             payload = layer.backward.open(body)
             if payload is not None:
                 return index, payload

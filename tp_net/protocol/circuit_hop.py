@@ -274,7 +274,7 @@ class HopCore:
         if action is HopAction.PASS_BACKWARD:
             if self.observe is not None:
                 self.observe(cell.body)
-            body = circuit.layer.backward.crypt(cell.body)
+            body = circuit.layer.backward.wrap(cell.body)
             return [SendCell(circuit.prev[0], relay_cell(circuit.prev[1], body))]
         assert action is HopAction.PEEL, action  # the table's only other action for a cell
         return self._peel(circuit, cell, now)
@@ -282,7 +282,7 @@ class HopCore:
     def _peel(self, circuit: HopCircuit, cell: Cell, now: float) -> list[HopOutput]:
         """A forward cell: this hop's layer comes off; the body is for this hop or goes on."""
         early = self._count_early(circuit, cell)
-        body = circuit.layer.forward.crypt(cell.body)
+        body = circuit.layer.forward.unwrap(cell.body)
         if self.observe is not None:
             self.observe(body)
         payload = circuit.layer.forward.open(body)

@@ -21,7 +21,7 @@ from tp_net.protocol.streams import CircuitEdge, EndReason, StreamOpened
 
 def originate(circuit: HopCircuit, payload: bytes) -> list[HopOutput]:
     """A relay payload from this hop to the client, under this hop's backward layer."""
-    body = circuit.layer.backward.crypt(circuit.layer.backward.seal(payload))
+    body = circuit.layer.backward.wrap(circuit.layer.backward.seal(payload))
     return [SendCell(circuit.prev[0], relay_cell(circuit.prev[1], body))]
 
 
