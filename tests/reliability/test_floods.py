@@ -207,10 +207,11 @@ async def flood_and_measure(
     print(json.dumps(report))
     create_links = counts["create links"]
     answered_max = create_links * (CLIENT_CREATE_BURST + CLIENT_CREATE_RATE_PER_S * flood_seconds)
-    # Beyond the limit (so that the next line can fail), however little CPU a loaded machine left the flooder.
-    assert counts["creates sent"] > answered_max, counts
-    assert counts["creates answered"] <= answered_max, counts
+    # The limit bit (refusals: without it every CREATE is answered) and held. The flooder need not send
+    # answered_max CREATEs: the relay reads a flooding link at its fair share (LINK_FRAMES_PER_TURN_MAX), so
+    # TCP backpressure holds the flooder back on a loaded machine.
     assert counts["creates refused"] > counts["creates answered"], counts
+    assert counts["creates answered"] <= answered_max, counts
     assert counts["directory answers"] > 0 and counts["streams opened"] > 0, counts
     assert counts["junk frames sent"] > 0 and "circuits created by junk" not in counts, counts
     assert p95(during) <= P95_SLOWDOWN_MAX * max(p95(baseline), LATENCY_FLOOR_S), report
