@@ -121,11 +121,17 @@ async def paused_and_flooding(
 
 
 async def flooding_started(flooder: StartedProcess) -> None:
-    """Returns once the flooder says every attack has got going."""
-    with trio.fail_after(FLOODER_READY_TIMEOUT_S):
+    """Returns once the flooder says every attack has got going; fails with its counters (which attack did
+    not get going) if it does not within FLOODER_READY_TIMEOUT_S."""
+    with trio.move_on_after(FLOODER_READY_TIMEOUT_S):
         while b'{"ready"' not in flooder.stdout:
             assert not flooder.stdout_closed.is_set(), flooder.stdout
             await trio.sleep(0.05)
+        return
+    flooder.process.send_signal(signal.SIGTERM)  # it prints its counters and exits
+    with trio.move_on_after(FLOODER_STOP_TIMEOUT_S):
+        await flooder.stdout_closed.wait()
+    raise AssertionError(f"flooder not ready within {FLOODER_READY_TIMEOUT_S} s: {flooder.stdout.decode()}")
 
 
 async def peak_rss(pid: int, peak: list[int]) -> None:
