@@ -28,7 +28,6 @@ from tests.reliability import proc
 from tp_dev.local_network import local_network
 from tp_dev.processes import StartedProcess, python_process
 from tp_net.protocol.inference_contract import INFERENCE_SERVICE
-from tp_net.protocol.rate_limits import CLIENT_CREATE_BURST, CLIENT_CREATE_RATE_PER_S
 from tp_net.trio.client import Circuit, ClientLink
 from tp_net.trio.transport_ws import WebSocketDialer
 
@@ -197,7 +196,6 @@ async def flood_and_measure(
                 assert "flooding" not in last and "ready" not in last, flooder.stdout  # its counters
                 counts = Counter[str](last)
                 ready_s = ready_at - started
-                flood_seconds = time.monotonic() - started
             after = await request_latencies(circuit, 5)
             fds_after = await fds_settled(victim.process.pid, fds_before)
         assert victim.process.returncode is None  # the relay survived
@@ -211,13 +209,12 @@ async def flood_and_measure(
         "relay fds before, after": (fds_before, fds_after),
     }
     print(json.dumps(report))
-    create_links = counts["create links"]
-    answered_max = create_links * (CLIENT_CREATE_BURST + CLIENT_CREATE_RATE_PER_S * flood_seconds)
-    # The limit bit (refusals: without it every CREATE is answered) and held. The flooder need not send
-    # answered_max CREATEs: the relay reads a flooding link at its fair share (LINK_FRAMES_PER_TURN_MAX), so
-    # TCP backpressure holds the flooder back on a loaded machine.
-    assert counts["creates refused"] > counts["creates answered"], counts
-    assert counts["creates answered"] <= answered_max, counts
+    # The per-link CREATE limit held on every create link (the flooder holds each link's answers against it)
+    # and, on links whose CREATEs the relay handled faster than the limit allows, refused (on a loaded
+    # machine the relay, reading a flooding link at its fair share, may handle fewer: nothing to refuse).
+    assert counts["create links"] > 0 and counts["creates beyond the link limit"] == 0, counts
+    if counts["create links pressed past the limit"]:
+        assert counts["creates refused"] > 0, counts
     assert counts["directory answers"] > 0 and counts["streams opened"] > 0, counts
     assert counts["junk frames sent"] > 0 and "circuits created by junk" not in counts, counts
     assert p95(during) <= P95_SLOWDOWN_MAX * max(p95(baseline), LATENCY_FLOOR_S), report
