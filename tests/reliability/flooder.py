@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import signal
@@ -30,6 +31,7 @@ from tp_net.protocol.cells import CellCommand, DestroyReason, destroy_cell, hand
 from tp_net.protocol.circuit_client import HopInfo
 from tp_net.protocol.frames import CELL_BODY_BYTES, Cell, Frame, Padding, Ping
 from tp_net.protocol.link import LinkHandshake
+from tp_net.protocol.rate_limits import CLIENT_CREATE_BURST, CLIENT_CREATE_RATE_PER_S
 from tp_net.trio.client import ClientLink
 from tp_net.trio.link_trio import Link, dial_link
 from tp_net.trio.transport import CHANNEL_MESSAGE_BYTES_MAX
@@ -78,14 +80,18 @@ def _leaf(exc: BaseException) -> BaseException:
 
 
 async def create_flood(flood: Flood) -> None:
-    """One link, CREATE cells as fast as the link takes them; whatever comes back is drained."""
+    """One link, CREATE cells as fast as the link takes them; whatever comes back is drained. At the end,
+    the link's answers are held against the relay's per-link CREATE limit over the link's lifetime (from
+    before the dial, so an upper bound of the relay's)."""
+    started = trio.current_time()
     link = await dial_link(flood.dialer, flood.address, expected_peer_id=flood.hop.node_id)
     flood.counts["create links"] += 1
+    tally: Counter[str] = Counter()
     # One valid first message, reused: the relay runs its side of the handshake for each CREATE it takes.
     hop_public = node_id_to_x25519(flood.hop.node_id)
     message = HopHandshakeClient(hop_public, key=HopKey.IDENTITY).first_message()
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(_drain, link, flood, "creates answered", "creates refused")
+        nursery.start_soon(_drain_creates, link, flood, tally)
         try:
             for _ in range(64):
                 in_use: set[int] = set()
@@ -97,7 +103,28 @@ async def create_flood(flood: Flood) -> None:
                 flood.counts["creates sent"] += len(cells)
         finally:
             nursery.cancel_scope.cancel()
+            _hold_to_link_limit(flood, tally, trio.current_time() - started)
             await link.aclose()
+
+
+async def _drain_creates(link: Link, flood: Flood, tally: Counter[str]) -> None:
+    while True:
+        for frame in await link.receive():
+            answer = (
+                "answered" if isinstance(frame, Cell) and frame.command == CellCommand.CREATED else "refused"
+            )
+            tally[answer] += 1
+            flood.counts[f"creates {answer}"] += 1
+
+
+def _hold_to_link_limit(flood: Flood, tally: Counter[str], lifetime_s: float) -> None:
+    """Count CREATEs answered beyond what the per-link limit allows in the link's lifetime (must stay 0), and
+    links whose CREATEs were handled faster than that limit (on those, the limit had to refuse some). A
+    loaded relay may handle fewer than the limit allows: then the limit need not refuse any."""
+    allowed = CLIENT_CREATE_BURST + CLIENT_CREATE_RATE_PER_S * lifetime_s
+    flood.counts["creates beyond the link limit"] += max(0, math.ceil(tally["answered"] - allowed))
+    if tally["answered"] + tally["refused"] > allowed:
+        flood.counts["create links pressed past the limit"] += 1
 
 
 def _fresh_id(rng: random.Random, in_use: set[int]) -> int:

@@ -28,7 +28,6 @@ from tests.reliability import proc
 from tp_dev.local_network import local_network
 from tp_dev.processes import StartedProcess, python_process
 from tp_net.protocol.inference_contract import INFERENCE_SERVICE
-from tp_net.protocol.rate_limits import CLIENT_CREATE_BURST, CLIENT_CREATE_RATE_PER_S
 from tp_net.trio.client import Circuit, ClientLink
 from tp_net.trio.transport_ws import WebSocketDialer
 
@@ -121,11 +120,17 @@ async def paused_and_flooding(
 
 
 async def flooding_started(flooder: StartedProcess) -> None:
-    """Returns once the flooder says every attack has got going."""
-    with trio.fail_after(FLOODER_READY_TIMEOUT_S):
+    """Returns once the flooder says every attack has got going; fails with its counters (which attack did
+    not get going) if it does not within FLOODER_READY_TIMEOUT_S."""
+    with trio.move_on_after(FLOODER_READY_TIMEOUT_S):
         while b'{"ready"' not in flooder.stdout:
             assert not flooder.stdout_closed.is_set(), flooder.stdout
             await trio.sleep(0.05)
+        return
+    flooder.process.send_signal(signal.SIGTERM)  # it prints its counters and exits
+    with trio.move_on_after(FLOODER_STOP_TIMEOUT_S):
+        await flooder.stdout_closed.wait()
+    raise AssertionError(f"flooder not ready within {FLOODER_READY_TIMEOUT_S} s: {flooder.stdout.decode()}")
 
 
 async def peak_rss(pid: int, peak: list[int]) -> None:
@@ -191,7 +196,6 @@ async def flood_and_measure(
                 assert "flooding" not in last and "ready" not in last, flooder.stdout  # its counters
                 counts = Counter[str](last)
                 ready_s = ready_at - started
-                flood_seconds = time.monotonic() - started
             after = await request_latencies(circuit, 5)
             fds_after = await fds_settled(victim.process.pid, fds_before)
         assert victim.process.returncode is None  # the relay survived
@@ -205,12 +209,12 @@ async def flood_and_measure(
         "relay fds before, after": (fds_before, fds_after),
     }
     print(json.dumps(report))
-    create_links = counts["create links"]
-    answered_max = create_links * (CLIENT_CREATE_BURST + CLIENT_CREATE_RATE_PER_S * flood_seconds)
-    # Beyond the limit (so that the next line can fail), however little CPU a loaded machine left the flooder.
-    assert counts["creates sent"] > answered_max, counts
-    assert counts["creates answered"] <= answered_max, counts
-    assert counts["creates refused"] > counts["creates answered"], counts
+    # The per-link CREATE limit held on every create link (the flooder holds each link's answers against it)
+    # and, on links whose CREATEs the relay handled faster than the limit allows, refused (on a loaded
+    # machine the relay, reading a flooding link at its fair share, may handle fewer: nothing to refuse).
+    assert counts["create links"] > 0 and counts["creates beyond the link limit"] == 0, counts
+    if counts["create links pressed past the limit"]:
+        assert counts["creates refused"] > 0, counts
     assert counts["directory answers"] > 0 and counts["streams opened"] > 0, counts
     assert counts["junk frames sent"] > 0 and "circuits created by junk" not in counts, counts
     assert p95(during) <= P95_SLOWDOWN_MAX * max(p95(baseline), LATENCY_FLOOR_S), report

@@ -9,9 +9,14 @@ import pytest
 import trio
 
 from tp_net.protocol import link_limits
+from tp_net.protocol.cells import CellCommand, handshake_cell
+from tp_net.protocol.frames import Frame, Padding, Ping
 from tp_net.protocol.link_limits import (
+    LINK_CREATE_TURN_COST,
+    LINK_TURN_COST_MAX,
     ConnectionCounter,
     LinkLimits,
+    fair_turns,
     link_is_idle,
     links_max_for_fds,
     source_key,
@@ -74,6 +79,25 @@ def test_a_link_is_idle_without_circuits_or_cells_for_the_timeout_unless_kept() 
     assert idle(15.0)
     assert not idle(100.0, circuits=1)
     assert not idle(100.0, kept=True)
+
+
+def test_fair_turns_cut_a_message_in_order_by_cost() -> None:
+    frames: list[Frame] = [Padding(bytes([i])) for i in range(3 * LINK_TURN_COST_MAX + 1)]
+    turns = fair_turns(frames)
+    assert [len(turn) for turn in turns] == [LINK_TURN_COST_MAX] * 3 + [1]
+    assert [frame for turn in turns for frame in turn] == frames
+    assert fair_turns([Ping(1)]) == [[Ping(1)]]
+    assert fair_turns([]) == []
+
+
+def test_a_create_costs_more_of_a_turn() -> None:
+    create = handshake_cell(7, CellCommand.CREATE, b"x" * 32)
+    creates_per_turn = LINK_TURN_COST_MAX // LINK_CREATE_TURN_COST
+    turns = fair_turns([create] * (4 * creates_per_turn))
+    assert [len(turn) for turn in turns] == [creates_per_turn] * 4
+    # Cheap frames fill what a CREATE leaves of a turn.
+    mixed = fair_turns([create, *[Ping(i) for i in range(LINK_TURN_COST_MAX)]])
+    assert len(mixed[0]) == 1 + LINK_TURN_COST_MAX - LINK_CREATE_TURN_COST
 
 
 def _raw_connection(port: int, source: str) -> socket.socket:

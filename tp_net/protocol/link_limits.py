@@ -8,6 +8,10 @@ relay needs for its own dials, files and honest peers.
 
 An accepted link that carries no circuit and no cell for `idle_timeout_s` is closed, unless its peer is one
 the relay keeps (a relay or GPU node listed in its current directory): strangers cannot park idle links.
+
+A hop handles each link's received frames in turns (fair_turns) of at most `LINK_TURN_COST_MAX`, with a
+scheduler round between turns, and reads a link's next message only once its last one is handled: a
+flooding link waits behind every other link's frames, and TCP backpressure slows its sender.
 """
 
 from __future__ import annotations
@@ -15,6 +19,9 @@ from __future__ import annotations
 import ipaddress
 from collections import Counter
 from dataclasses import dataclass
+
+from tp_net.protocol.cells import CellCommand
+from tp_net.protocol.frames import Cell, Frame
 
 # Accepted connections from one source address at a time. An honest address holds a handful (a gateway's
 # link per guard, a node's link to its home relay, a relay's link per peer relay); a single-host test
@@ -28,6 +35,10 @@ FDS_RESERVED = 256
 LINK_IDLE_TIMEOUT_S = 300.0
 # How often idle links are looked for, as a fraction of the idle timeout.
 IDLE_CHECKS_PER_TIMEOUT = 4
+# A hop's fair share per link per scheduler round (fair_turns), in cost units: a frame costs 1, a CREATE
+# (the hop runs a handshake for it: two X25519 operations, ~100x a cell's work) costs LINK_CREATE_TURN_COST.
+LINK_TURN_COST_MAX = 16
+LINK_CREATE_TURN_COST = LINK_TURN_COST_MAX // 2
 # IPv6 sources are counted per network of this prefix length: one subscriber usually holds a whole /64.
 IPV6_SOURCE_PREFIX_BITS = 64
 
@@ -109,3 +120,28 @@ def link_is_idle(
     """Whether an accepted link should be closed as idle: no circuits, no cell for `idle_timeout_s`, and not
     a peer the relay keeps. Pings and padding do not count as use."""
     return not kept and circuits == 0 and now - last_cell_at >= idle_timeout_s
+
+
+def turn_cost(frame: Frame) -> int:
+    """What handling a received frame counts toward its link's turn."""
+    if isinstance(frame, Cell) and frame.command == CellCommand.CREATE:
+        return LINK_CREATE_TURN_COST
+    return 1
+
+
+def fair_turns(frames: list[Frame]) -> list[list[Frame]]:
+    """A received message's frames cut, in order, into turns of at most LINK_TURN_COST_MAX (a frame that
+    costs more on its own is a turn by itself): one turn per link per scheduler round."""
+    turns: list[list[Frame]] = []
+    turn: list[Frame] = []
+    cost = 0
+    for frame in frames:
+        frame_cost = turn_cost(frame)
+        if turn and cost + frame_cost > LINK_TURN_COST_MAX:
+            turns.append(turn)
+            turn, cost = [], 0
+        turn.append(frame)
+        cost += frame_cost
+    if turn:
+        turns.append(turn)
+    return turns

@@ -20,6 +20,7 @@ from tp_net.protocol.cells import CellCommand, DestroyReason
 from tp_net.protocol.circuit_hop import HopCore
 from tp_net.protocol.frames import CELL_BODY_BYTES, Cell, Frame
 from tp_net.protocol.hop_outputs import CircuitRef, ConnectTo, HopOutput, SendCell, ServiceEvent
+from tp_net.protocol.link_limits import fair_turns
 from tp_net.protocol.streams import CIRCUIT_WINDOW_CELLS
 from tp_net.protocol.traffic_shaping import RESPONSE_SHAPING_OFF, ResponseShaping
 from tp_net.trio.link_pump import LinkPump
@@ -120,7 +121,7 @@ class HopRuntime:
             task_status.started(link_id)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(pump.run_writer)
-                await pump.run_reader(partial(self.on_frames, link_id))
+                await pump.run_reader(partial(self.on_frames, link_id), turns=fair_turns)
                 nursery.cancel_scope.cancel()
         finally:
             del self._pumps[link_id]

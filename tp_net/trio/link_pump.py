@@ -146,13 +146,28 @@ class LinkPump:
         except LinkClosed:
             pass
 
-    async def run_reader(self, on_frames: Callable[[list[Frame]], None]) -> None:
-        """Hand received frames to `on_frames` (answering Pings here) until the link closes."""
+    async def run_reader(
+        self,
+        on_frames: Callable[[list[Frame]], None],
+        *,
+        turns: Callable[[list[Frame]], list[list[Frame]]] | None = None,
+    ) -> None:
+        """Hand received frames to `on_frames` (answering Pings here) until the link closes.
+
+        With `turns`, a message's frames go to `on_frames` one turn at a time, with a scheduler round between
+        turns: every other task (other links' readers among them) runs before this link goes on, and the
+        next message is read only once this one is handled (TCP backpressure slows its sender)."""
         try:
             while True:
                 frames = await self.link.receive()
                 self._note_received(frames)
-                on_frames(frames)
+                if turns is None:
+                    on_frames(frames)
+                    continue
+                for index, turn in enumerate(turns(frames)):
+                    if index:
+                        await trio.lowlevel.checkpoint()
+                    on_frames(turn)
         except (LinkClosed, RemoteProtocolError):
             pass
         finally:
