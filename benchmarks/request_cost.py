@@ -5,6 +5,11 @@ suite's fast network), and the CPU milliseconds each process used per request, n
 
 Idle CPU is measured first over --idle-seconds with no requests (the local network's authorities vote
 every few seconds); "net" is a process's CPU per request less its idle share of the same time.
+
+`request_cpu_row` is the suite's row of the same measure: blocks of BLOCK_REQUESTS requests through the
+gateway and to the direct server (the same HTTP app and FakeEngine, no overlay) interleaved A B B A; the row
+is the overlay's added CPU per request (the network's processes' net CPU per request less the direct
+server's), each process's net CPU per request in `details`.
 """
 
 from __future__ import annotations
@@ -20,9 +25,13 @@ import httpx
 import trio
 
 from benchmarks.gateway import HTTP_TIMEOUT_S, SHORT_MAX_TOKENS, WARMUP_REQUESTS
-from benchmarks.network import bench_network
+from benchmarks.network import BenchNetwork, bench_network
 from benchmarks.openai_http import Timing, chat_body, stream_chat
+from benchmarks.results import Row, measured
+from benchmarks.saturation import network_pids
 from benchmarks.stream_cost import cpu_seconds
+
+BLOCK_REQUESTS = 10
 
 
 def _requests(url: str, body: dict[str, object], count: int) -> list[Timing]:
@@ -58,6 +67,59 @@ async def run(args: argparse.Namespace) -> None:
         net = (seconds - idle[role] * elapsed) / args.requests * 1000
         print(f"  {role:10} {seconds / args.requests * 1000:14.2f} {idle[role] * 1000:10.1f} {net:15.2f}")
     print(f"  {'all':10} {sum(used.values()) / args.requests * 1000:14.2f}")
+
+
+def _blocks(
+    bench: BenchNetwork, requests: int, pids: dict[str, int]
+) -> tuple[dict[str, float], dict[str, float]]:
+    """CPU seconds of each process and wall seconds of each arm ("overlay", "direct"), over `requests` of
+    each, in blocks of BLOCK_REQUESTS, A B B A."""
+    body = chat_body(bench.model, SHORT_MAX_TOKENS, stream=True)
+    used = dict.fromkeys(pids, 0.0)
+    wall = {"overlay": 0.0, "direct": 0.0}
+    with httpx.Client(timeout=HTTP_TIMEOUT_S) as client:
+        for block in range(0, requests, BLOCK_REQUESTS):
+            arms = ("overlay", "direct") if block // BLOCK_REQUESTS % 2 == 0 else ("direct", "overlay")
+            for arm in arms:
+                url = bench.gateway_url if arm == "overlay" else bench.direct_url
+                roles = [role for role in pids if (role == "direct") == (arm == "direct")]
+                before = {role: cpu_seconds(pids[role]) for role in roles}
+                start = time.perf_counter()
+                for _ in range(min(BLOCK_REQUESTS, requests - block)):
+                    stream_chat(client, url, body)
+                wall[arm] += time.perf_counter() - start
+                for role in roles:
+                    used[role] += cpu_seconds(pids[role]) - before[role]
+    return used, wall
+
+
+async def request_cpu_row(bench: BenchNetwork, requests: int, idle_s: float) -> Row:
+    """The overlay's added CPU per streamed 16-token request, per process and in all (see the docstring)."""
+    pids = network_pids(bench) | {"direct": bench.direct.process.pid}
+    idle_start = {role: cpu_seconds(pid) for role, pid in pids.items()}
+    await trio.sleep(idle_s)
+    idle = {role: (cpu_seconds(pid) - idle_start[role]) / idle_s for role, pid in pids.items()}
+    used, wall = await trio.to_thread.run_sync(_blocks, bench, requests, pids)
+    net = {
+        role: (seconds - idle[role] * wall["direct" if role == "direct" else "overlay"]) / requests * 1000
+        for role, seconds in used.items()
+    }
+    direct = net.pop("direct")
+    overlay = sum(net.values())
+    return measured(
+        "request_cpu",
+        f"CPU per streamed {SHORT_MAX_TOKENS}-token request added by the overlay (all its processes)",
+        "ms",
+        [overlay - direct],
+        details={
+            "requests": requests,
+            "overlay_ms_per_request": overlay,
+            "direct_ms_per_request": direct,
+            **{f"{role}_ms_per_request": value for role, value in net.items()},
+            "idle_ms_per_s": {role: rate * 1000 for role, rate in idle.items()},
+            "idle_s": idle_s,
+        },
+    )
 
 
 def main() -> None:
