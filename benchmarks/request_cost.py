@@ -9,7 +9,8 @@ every few seconds); "net" is a process's CPU per request less its idle share of 
 `request_cpu_row` is the suite's row of the same measure: blocks of BLOCK_REQUESTS requests through the
 gateway and to the direct server (the same HTTP app and FakeEngine, no overlay) interleaved A B B A; the row
 is the overlay's added CPU per request (the network's processes' net CPU per request less the direct
-server's), each process's net CPU per request in `details`.
+server's), each process's net CPU per request in `details`; a process's idle rate is what it used during
+the other arm's blocks.
 """
 
 from __future__ import annotations
@@ -69,41 +70,41 @@ async def run(args: argparse.Namespace) -> None:
     print(f"  {'all':10} {sum(used.values()) / args.requests * 1000:14.2f}")
 
 
-def _blocks(
-    bench: BenchNetwork, requests: int, pids: dict[str, int]
-) -> tuple[dict[str, float], dict[str, float]]:
-    """CPU seconds of each process and wall seconds of each arm ("overlay", "direct"), over `requests` of
-    each, in blocks of BLOCK_REQUESTS, A B B A."""
+Arms = dict[str, dict[str, float]]
+
+
+def _blocks(bench: BenchNetwork, requests: int, pids: dict[str, int]) -> tuple[Arms, dict[str, float]]:
+    """CPU seconds of every process during each arm ("overlay", "direct") and the arms' wall seconds, over
+    `requests` of each, in blocks of BLOCK_REQUESTS, A B B A."""
     body = chat_body(bench.model, SHORT_MAX_TOKENS, stream=True)
-    used = dict.fromkeys(pids, 0.0)
+    used = {arm: dict.fromkeys(pids, 0.0) for arm in ("overlay", "direct")}
     wall = {"overlay": 0.0, "direct": 0.0}
     with httpx.Client(timeout=HTTP_TIMEOUT_S) as client:
         for block in range(0, requests, BLOCK_REQUESTS):
             arms = ("overlay", "direct") if block // BLOCK_REQUESTS % 2 == 0 else ("direct", "overlay")
             for arm in arms:
                 url = bench.gateway_url if arm == "overlay" else bench.direct_url
-                roles = [role for role in pids if (role == "direct") == (arm == "direct")]
-                before = {role: cpu_seconds(pids[role]) for role in roles}
+                before = {role: cpu_seconds(pid) for role, pid in pids.items()}
                 start = time.perf_counter()
                 for _ in range(min(BLOCK_REQUESTS, requests - block)):
                     stream_chat(client, url, body)
                 wall[arm] += time.perf_counter() - start
-                for role in roles:
-                    used[role] += cpu_seconds(pids[role]) - before[role]
+                for role, pid in pids.items():
+                    used[arm][role] += cpu_seconds(pid) - before[role]
     return used, wall
 
 
-async def request_cpu_row(bench: BenchNetwork, requests: int, idle_s: float) -> Row:
-    """The overlay's added CPU per streamed 16-token request, per process and in all (see the docstring)."""
+async def request_cpu_row(bench: BenchNetwork, requests: int) -> Row:
+    """The overlay's added CPU per streamed 16-token request, per process and in all. A process's net CPU
+    per request is its CPU during its own arm's blocks less its rate during the other arm's blocks (its idle
+    rate, measured interleaved, under the same load) times its own arm's wall time."""
     pids = network_pids(bench) | {"direct": bench.direct.process.pid}
-    idle_start = {role: cpu_seconds(pid) for role, pid in pids.items()}
-    await trio.sleep(idle_s)
-    idle = {role: (cpu_seconds(pid) - idle_start[role]) / idle_s for role, pid in pids.items()}
     used, wall = await trio.to_thread.run_sync(_blocks, bench, requests, pids)
-    net = {
-        role: (seconds - idle[role] * wall["direct" if role == "direct" else "overlay"]) / requests * 1000
-        for role, seconds in used.items()
-    }
+    net, idle = {}, {}
+    for role in pids:
+        own, other = ("direct", "overlay") if role == "direct" else ("overlay", "direct")
+        idle[role] = used[other][role] / wall[other]
+        net[role] = (used[own][role] - idle[role] * wall[own]) / requests * 1000
     direct = net.pop("direct")
     overlay = sum(net.values())
     return measured(
@@ -117,7 +118,8 @@ async def request_cpu_row(bench: BenchNetwork, requests: int, idle_s: float) -> 
             "direct_ms_per_request": direct,
             **{f"{role}_ms_per_request": value for role, value in net.items()},
             "idle_ms_per_s": {role: rate * 1000 for role, rate in idle.items()},
-            "idle_s": idle_s,
+            "overlay_s": wall["overlay"],
+            "direct_s": wall["direct"],
         },
     )
 

@@ -106,7 +106,6 @@ class Sizes:
     gpu_rounds: int
     gpu_tokens: int
     cpu_requests: int  # request_cpu: requests of each arm
-    cpu_idle_s: float  # request_cpu: idle CPU measured over this first
     client_levels: tuple[int, ...]  # saturation
     level_s: float  # saturation: seconds at each level
     idle_window_s: float  # idle_cpu
@@ -115,9 +114,9 @@ class Sizes:
 
 FULL = Sizes(
     200, 200, 10, 8, 2000, 200, 10.0, 5, 200, 200, 10.0, 10, 300,
-    200, 8.0, (1, 2, 4, 8, 16, 32), 10.0, 60.0, 10.0,
+    200, (1, 2, 4, 8, 16, 32), 10.0, 60.0, 10.0,
 )  # fmt: skip
-QUICK = Sizes(5, 5, 1, 1, 100, 5, 1.0, 1, 20, 20, 1.0, 1, 32, 10, 1.0, (1, 4), 1.0, 2.0, 1.0)
+QUICK = Sizes(5, 5, 1, 1, 100, 5, 1.0, 1, 20, 20, 1.0, 1, 32, 10, (1, 4), 1.0, 2.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -172,7 +171,7 @@ def _network_rows(options: Options, bench: BenchNetwork) -> dict[str, RowRunner]
         "circuit": lambda: circuit_rows(bench.node_path(), sizes.builds),
         "concurrent": _one(resources.concurrent_row, bench, sizes.streams, sizes.stream_tokens_concurrent),
         "idle": _one(resources.idle_row, bench, sizes.idle_settle_s),
-        "request_cpu": _one(request_cpu_row, bench, sizes.cpu_requests, sizes.cpu_idle_s),
+        "request_cpu": _one(request_cpu_row, bench, sizes.cpu_requests),
         "saturation": lambda: saturation_rows(bench, sizes.client_levels, sizes.level_s),
         # only --quick measures idle CPU here (at the bench period, no warm-up wait): see _idle_cpu_phase
         "idle_cpu": lambda: idle_cpu_rows(
