@@ -20,6 +20,7 @@ from tp_dev.processes import StartedProcess, python_process
 from tp_net.protocol.circuit_client import HopInfo
 
 RELAY_COUNT = 5
+PATH_RELAY_INDEXES = (3, 2, RELAY_COUNT - 1)  # guard (a plain relay), middle (an authority), the node's home
 LOG_LEVEL = "error"  # the authorities warn while a new network gathers votes
 # A real network's directory period is 300 s by default; the tests' 4 s keeps three authorities voting and
 # signing all the time (~90 ms of CPU a second each), load the latency rows would otherwise charge to the
@@ -41,14 +42,14 @@ class BenchNetwork:
 
     def relay_path(self) -> list[HopInfo]:
         """guard (a plain relay), middle (an authority), the node's home relay: three relay hops."""
-        return [self.network.relay_hop(3), self.network.relay_hop(2), self.network.relay_hop(RELAY_COUNT - 1)]
+        return [self.network.relay_hop(index) for index in PATH_RELAY_INDEXES]
 
     def node_path(self) -> list[HopInfo]:
         return [*self.relay_path(), self.network.node_hop()]
 
     def relay_pids(self) -> list[int]:
         """The PIDs of the relays on `relay_path`, in path order."""
-        return [self.network.relays[index].process.pid for index in (3, 2, RELAY_COUNT - 1)]
+        return [self.network.relays[index].process.pid for index in PATH_RELAY_INDEXES]
 
 
 @asynccontextmanager
