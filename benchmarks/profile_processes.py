@@ -92,7 +92,9 @@ async def run(args: argparse.Namespace) -> None:
             _signal_all(roles, signal.SIGUSR2)
             await trio.sleep(PROFILE_WRITE_S)
             print(f"ttft added median {row.median:.2f} ms, p95 {row.p95:.2f} ms (under cProfile)")
-    path_roles = {"relay 4": "guard", "relay 3": "middle (authority)", "relay 5": "home relay"}
+    # the gateway picks its pooled circuits' paths; only the last relay is known: the node's home
+    path_roles = {"relay 1": "(authority)", "relay 2": "(authority)", "relay 3": "(authority)"}
+    path_roles["relay 5"] = "(the node's home relay)"
     for pid, role in sorted(roles.items(), key=lambda item: item[1]):
         profile = args.out / f"{pid}.prof"
         if not profile.exists():

@@ -8,8 +8,8 @@ every few seconds); "net" is a process's CPU per request less its idle share of 
 
 `request_cpu_row` is the suite's row of the same measure: blocks of BLOCK_REQUESTS requests through the
 gateway and to the direct server (the same HTTP app and FakeEngine, no overlay) interleaved A B B A; the row
-is the overlay's added CPU per request (the net CPU per request of the gateway, the 3 path relays and the
-node, less the direct server's), each process's net CPU per request in `details`; a process's idle rate
+is the overlay's added CPU per request (the net CPU per request of the gateway, the 5 relays and the node,
+less the direct server's), each process's net CPU per request in `details`; a process's idle rate
 is what it used during the other arm's blocks.
 """
 
@@ -26,7 +26,7 @@ import httpx
 import trio
 
 from benchmarks.gateway import HTTP_TIMEOUT_S, SHORT_MAX_TOKENS, WARMUP_REQUESTS
-from benchmarks.network import PATH_RELAY_INDEXES, BenchNetwork, bench_network
+from benchmarks.network import BenchNetwork, bench_network
 from benchmarks.openai_http import Timing, chat_body, stream_chat
 from benchmarks.results import Row, measured
 from benchmarks.saturation import network_pids
@@ -106,8 +106,7 @@ async def request_cpu_row(bench: BenchNetwork, requests: int) -> Row:
         idle[role] = used[other][role] / wall[other]
         net[role] = (used[own][role] - idle[role] * wall[own]) / requests * 1000
     direct = net.pop("direct")
-    on_path = ("gateway", *(f"relay {index + 1}" for index in PATH_RELAY_INDEXES), "node")
-    overlay = sum(net[role] for role in on_path)  # off-path relays only add their noise
+    overlay = sum(net.values())  # every relay: the gateway picks its circuits' paths itself
     return measured(
         "request_cpu",
         f"CPU per streamed {SHORT_MAX_TOKENS}-token request added by the overlay (all its processes)",
