@@ -52,8 +52,9 @@ sim-smoke: $(STAMP)
 sim-scale: $(STAMP)
 	time $(BIN)/tp-sim --scenario scale-10k --seed $(SIM_SEED) --out sim-out/scale-10k
 
-# The benchmark suite (docs/BENCHMARKS.md): separate processes on 127.0.0.1, 4-8 minutes on 2 cores; writes
-# bench-results.json and prints the table. BENCH_ARGS="--only ttft,latency" or "--quick" narrows it.
+# The benchmark suite (docs/BENCHMARKS.md): separate processes on 127.0.0.1, 6-16 minutes on 2 cores (the
+# idle_cpu rows wait up to ~6 minutes for a default-period network's warm-up); writes bench-results.json and
+# prints the table. BENCH_ARGS="--only ttft,latency", "--response-shaping off" or "--quick" narrows it.
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.suite $(BENCH_ARGS)
 

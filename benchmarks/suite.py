@@ -3,12 +3,15 @@ processes on 127.0.0.1, written to bench-results.json and printed as a table.
 
     .venv/bin/python -m benchmarks.suite [--quick] [--only NAME[,NAME]] [--out FILE] [--model PATH|tiny]
 
-Rows (NAME): ttft, sealed_ttft, latency, stream, stream_http, circuit, forward, concurrent, idle, gpu. Rows
-that need the same processes share them: `fast` (5 relays, a tp-node with the fake engine, tp-gateway, the
-direct server) for ttft, sealed_ttft, latency, circuit and idle; `paced` (the same with the fake engine paced
-at 0.5 ms a token) for stream, stream_http and concurrent; forward starts its own relay; gpu its own network
-with a llama node (only with --model).
---quick takes a few samples of each row and measures all network rows in the paced network.
+Rows (NAME): ttft, sealed_ttft, latency, stream, stream_http, circuit, forward, concurrent, idle, request_cpu,
+saturation, idle_cpu, gpu. Rows that need the same processes share them: `fast` (5 relays, a tp-node with the
+fake engine, tp-gateway, the direct server) for ttft, sealed_ttft, latency, circuit, idle, request_cpu and
+saturation; `paced` (the same with the fake engine paced at 0.5 ms a token) for stream, stream_http and
+concurrent; forward starts its own relay; idle_cpu its own network at the default directory period (it waits
+up to ~6 minutes for the network's warm-up rounds to end); gpu its own network with a llama node (only with
+--model). --response-shaping off starts the fast and paced nodes without response shaping.
+--quick takes a few samples of each row and measures all network rows in the paced network (idle_cpu there
+too, over 2 s, without waiting for a warm-up at the bench period).
 Ratios are measured side by side, A/B interleaved, in the same run. The exit status is 1 when a row
 failed to run (its error is in the file), not when a target is missed.
 """
@@ -48,16 +51,24 @@ ROW_NAMES = (
     "forward",
     "concurrent",
     "idle",
+    "request_cpu",
+    "saturation",
+    "idle_cpu",
     "gpu",
 )
 PHASES = {
-    "fast": ("ttft", "sealed_ttft", "latency", "circuit", "idle"),
+    "fast": ("ttft", "sealed_ttft", "latency", "circuit", "idle", "request_cpu", "saturation"),
     "paced": ("stream", "stream_http", "concurrent"),
     "forward": ("forward",),
+    "idle_cpu": ("idle_cpu",),
     "gpu": ("gpu",),
 }
 # --quick starts one network, not two (a local network takes 15-40 s to form its first directory here).
-QUICK_PHASES = {"paced": PHASES["fast"] + PHASES["paced"], "forward": ("forward",), "gpu": ("gpu",)}
+QUICK_PHASES = {
+    "paced": PHASES["fast"] + PHASES["paced"] + PHASES["idle_cpu"],
+    "forward": ("forward",),
+    "gpu": ("gpu",),
+}
 NO_GPU_REASON = (
     "no GPU device lent to this session; the device run is benchmarks/gpu_device.sh "
     "(python -m benchmarks.suite --only gpu --model PATH)"
@@ -72,6 +83,9 @@ TITLES = {
     "forward": ("cells forwarded by one relay process per CPU second", "cells/s"),
     "concurrent": ("concurrent streams through one 3-relay path: relay peak RSS", "MB"),
     "idle": ("idle relay RSS", "MB"),
+    "request_cpu": ("CPU per request added by the overlay", "ms"),
+    "saturation": ("requests/s at saturation per core of the whole network", "requests/s per core"),
+    "idle_cpu": ("idle CPU of a relay, a node and an authority", "% of one core"),
     "gpu": ("streamed tokens/s through the overlay vs llama-cpp-python directly (GPU)", "tokens/s"),
 }
 
@@ -91,10 +105,18 @@ class Sizes:
     idle_settle_s: float
     gpu_rounds: int
     gpu_tokens: int
+    cpu_requests: int  # request_cpu: requests of each arm
+    client_levels: tuple[int, ...]  # saturation
+    level_s: float  # saturation: seconds at each level
+    idle_window_s: float  # idle_cpu
+    idle_sample_s: float
 
 
-FULL = Sizes(200, 200, 10, 8, 2000, 200, 10.0, 5, 200, 200, 10.0, 10, 300)
-QUICK = Sizes(5, 5, 1, 1, 100, 5, 1.0, 1, 20, 20, 1.0, 1, 32)
+FULL = Sizes(
+    200, 200, 10, 8, 2000, 200, 10.0, 5, 200, 200, 10.0, 10, 300,
+    200, (1, 2, 4, 8, 16, 32), 10.0, 60.0, 10.0,
+)  # fmt: skip
+QUICK = Sizes(5, 5, 1, 1, 100, 5, 1.0, 1, 20, 20, 1.0, 1, 32, 10, (1, 4), 1.0, 2.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -103,6 +125,7 @@ class Options:
     only: tuple[str, ...]
     model: str | None
     n_gpu_layers: int
+    response_shaping: str = "on"
 
 
 RowRunner = Callable[[], Awaitable[list[Row]]]
@@ -111,16 +134,32 @@ PHASE_SECONDS: dict[str, float] = {}  # wall time of each phase: starting its pr
 
 
 async def _fast_phase(options: Options, wanted: set[str]) -> dict[str, list[Row]]:
-    return await _in_network(0.0, functools.partial(_network_rows, options), wanted)
+    return await _in_network(0.0, functools.partial(_network_rows, options), wanted, options)
 
 
 async def _paced_phase(options: Options, wanted: set[str]) -> dict[str, list[Row]]:
-    return await _in_network(PACED_TOKEN_DELAY_MS, functools.partial(_network_rows, options), wanted)
+    return await _in_network(PACED_TOKEN_DELAY_MS, functools.partial(_network_rows, options), wanted, options)
+
+
+async def _idle_cpu_phase(options: Options, wanted: set[str]) -> dict[str, list[Row]]:
+    from benchmarks.idle_cpu import default_period_rows
+
+    sizes = options.sizes
+
+    async def rows() -> list[Row]:
+        with tempfile.TemporaryDirectory() as state:
+            return await default_period_rows(Path(state), sizes.idle_window_s, sizes.idle_sample_s)
+
+    return await _run_rows({"idle_cpu": rows}, wanted)
 
 
 def _network_rows(options: Options, bench: BenchNetwork) -> dict[str, RowRunner]:
     from benchmarks import gateway, overlay_stream, resources, sealed
     from benchmarks.circuits import circuit_rows
+    from benchmarks.idle_cpu import idle_cpu_rows
+    from benchmarks.network import BENCH_PERIOD_S
+    from benchmarks.request_cost import request_cpu_row
+    from benchmarks.saturation import saturation_rows
 
     sizes = options.sizes
     return {
@@ -132,11 +171,20 @@ def _network_rows(options: Options, bench: BenchNetwork) -> dict[str, RowRunner]
         "circuit": lambda: circuit_rows(bench.node_path(), sizes.builds),
         "concurrent": _one(resources.concurrent_row, bench, sizes.streams, sizes.stream_tokens_concurrent),
         "idle": _one(resources.idle_row, bench, sizes.idle_settle_s),
+        "request_cpu": _one(request_cpu_row, bench, sizes.cpu_requests),
+        "saturation": lambda: saturation_rows(bench, sizes.client_levels, sizes.level_s),
+        # only --quick measures idle CPU here (at the bench period, no warm-up wait): see _idle_cpu_phase
+        "idle_cpu": lambda: idle_cpu_rows(
+            bench.network, BENCH_PERIOD_S, sizes.idle_window_s, sizes.idle_sample_s, None
+        ),
     }
 
 
 async def _in_network(
-    token_delay_ms: float, runners: Callable[[BenchNetwork], dict[str, RowRunner]], wanted: set[str]
+    token_delay_ms: float,
+    runners: Callable[[BenchNetwork], dict[str, RowRunner]],
+    wanted: set[str],
+    options: Options,
 ) -> dict[str, list[Row]]:
     """The rows, measured in a fresh bench network; a failure while stopping its processes keeps the rows
     already measured and is reported as a run error."""
@@ -145,7 +193,9 @@ async def _in_network(
     results: dict[str, list[Row]] = {}
     try:
         with tempfile.TemporaryDirectory() as state:
-            async with bench_network(Path(state), token_delay_ms=token_delay_ms) as bench:
+            async with bench_network(
+                Path(state), token_delay_ms=token_delay_ms, response_shaping=options.response_shaping
+            ) as bench:
                 results = await _run_rows(runners(bench), wanted)
     except Exception as exc:
         if not results:
@@ -179,6 +229,7 @@ PHASE_RUNNERS: dict[str, Callable[[Options, set[str]], Awaitable[dict[str, list[
     "fast": _fast_phase,
     "paced": _paced_phase,
     "forward": _forward_phase,
+    "idle_cpu": _idle_cpu_phase,
     "gpu": _gpu_phase,
 }
 
@@ -257,8 +308,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--model", help="gpu row: a GGUF file, or 'tiny' for the tiny test model on the CPU")
     parser.add_argument("--n-gpu-layers", type=int, default=-1, help="gpu row: layers on the GPU (-1: all)")
     parser.add_argument("--markdown", action="store_true", help="print the table as Markdown")
+    parser.add_argument(
+        "--response-shaping", choices=("on", "off"), default="on", help="the bench nodes' --response-shaping"
+    )
     args = parser.parse_args(argv)
-    options = Options(QUICK if args.quick else FULL, args.only, args.model, args.n_gpu_layers)
+    sizes = QUICK if args.quick else FULL
+    options = Options(sizes, args.only, args.model, args.n_gpu_layers, args.response_shaping)
     metadata = run_metadata(ROOT, " ".join(["python -m benchmarks.suite", *argv]))
     started = time.monotonic()
     rows = [row.to_json() for row in trio.run(run_suite, options)]

@@ -16,7 +16,18 @@ from benchmarks import suite
 ROOT = Path(__file__).resolve().parents[2]
 QUICK_RUN_TIMEOUT_S = 400
 FIELDS = {"name", "title", "unit", "median", "p95", "n", "target", "met"}
-UNTARGETED = {"circuit_node", "stream_http", "sealed_ttft"}  # reference rows beside a targeted one
+# reference rows beside a targeted one, and the measured curves and costs that have no target of their own
+UNTARGETED = {
+    "circuit_node",
+    "stream_http",
+    "sealed_ttft",
+    "request_cpu",
+    "saturation",
+    "saturation_c1",
+    "saturation_c4",
+    "idle_cpu_node",
+    "idle_cpu_authority",
+}
 # Rows measured side by side with a baseline.
 COMPARED = {"ttft", "sealed_ttft", "latency", "stream", "stream_http", "gpu"}
 
@@ -50,6 +61,13 @@ def test_the_quick_run_measures_every_row(
         "forward",
         "concurrent",
         "idle",
+        "request_cpu",
+        "saturation",
+        "saturation_c1",
+        "saturation_c4",
+        "idle_cpu_relay",
+        "idle_cpu_node",
+        "idle_cpu_authority",
         "gpu",
     ]
     for name, row in rows.items():
@@ -59,6 +77,10 @@ def test_the_quick_run_measures_every_row(
         assert ("ratio" in row and "baseline" in row) == (name in COMPARED), row
     assert rows["concurrent"]["details"]["completed"] == rows["concurrent"]["details"]["streams"] == 20
     assert rows["gpu"]["details"]["model"] == "the tiny test model on the CPU"
+    assert rows["saturation"]["details"]["curve_clients"] == [1, 4]
+    assert all(rows[f"saturation_c{n}"]["details"]["errors"] == 0 for n in (1, 4))
+    assert rows["request_cpu"]["details"]["requests"] == 10
+    assert rows["idle_cpu_authority"]["details"]["processes"] == 3
 
 
 def test_the_results_say_when_where_and_what_was_measured(
