@@ -18,13 +18,13 @@ from pathlib import Path
 
 import trio
 
+from benchmarks.network import RELAY_COUNT
 from benchmarks.results import Bound, Row, Target, measured
 from tp_dev.local_network import LocalNetwork, local_network
 from tp_dev.processes import StartedProcess
 from tp_net.protocol.bootstrap_config import PERIOD_S_DEFAULT
 from tp_node.authority_core import Schedule
 
-RELAY_COUNT = 5
 AUTHORITY_COUNT = 3
 LOG_LEVEL = "error"
 IDLE_SETTLE_S = 10.0  # after the first aligned document is signed, before the window (relays fetch it)

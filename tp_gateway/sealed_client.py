@@ -8,7 +8,7 @@ and the answer, and reads neither.
 
 `create` and `acreate` take the OpenAI chat-completion fields and return OpenAI-shaped dicts (or, with
 `stream=True`, an iterator of `chat.completion.chunk` dicts); `send(kind, ...)` and `asend` do the same for
-every kind a node answers sealed (KINDS: "chat", "completion", "embedding"; embeddings never stream).
+every kind a node answers sealed (KIND_SHAPES, keyed by the contract's KINDS; embeddings never stream).
 The client fetches the signed directory from the gateway and verifies it against the authorities of *its
 own* bootstrap file (without one, it takes the gateway's bootstrap file: trust on first use); it picks the
 node, seals the request to the node's key, and opens the sealed answer. `sealed_http_client(...)` gives the
@@ -118,7 +118,9 @@ class Kind:
         )
 
 
-KINDS = {
+# How each request kind of the inference contract (tp_net.protocol.inference_contract.KINDS) is parsed and
+# answered in OpenAI's shape.
+KIND_SHAPES = {
     "chat": Kind(parse_chat, "chatcmpl-", ChatCompletionStream, ChatCompletionCollector),
     "completion": Kind(parse_completion, "cmpl-", CompletionStream, CompletionCollector),
     "embedding": Kind(parse_embedding, "", None, None),
@@ -219,7 +221,7 @@ class SecureChatCompletion:
         return self.send("chat", params)
 
     def send(self, kind: str, params: dict[str, Any]) -> Answer:
-        """A request of `kind` (KINDS) with the OpenAI fields `params`, sealed; its OpenAI-shaped answer."""
+        """A request of `kind` (KIND_SHAPES) with the OpenAI fields `params`, sealed; its OpenAI answer."""
         prepared = self._call(kind, params)
         if self._trust is None:
             self._trust = self._bootstrap_from_gateway(self._get("/sealed/bootstrap"))
@@ -350,9 +352,9 @@ class SecureChatCompletion:
     @staticmethod
     def _call(kind: str, params: dict[str, Any]) -> tuple[ApiCall, Kind]:
         """The call `params` make (an ApiError 400 before anything is sent when they are invalid)."""
-        if kind not in KINDS:
-            raise ValueError(f"kind must be one of {sorted(KINDS)}")
-        return KINDS[kind].parse(params), KINDS[kind]
+        if kind not in KIND_SHAPES:
+            raise ValueError(f"kind must be one of {sorted(KIND_SHAPES)}")
+        return KIND_SHAPES[kind].parse(params), KIND_SHAPES[kind]
 
     def _prepare(self, call: ApiCall, kind: Kind) -> _Prepared:
         assert self._directory is not None

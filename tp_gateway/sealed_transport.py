@@ -27,7 +27,7 @@ from tp_gateway.openai_api import SSE_DONE, ApiError, invalid_json, sse_error, s
 from tp_gateway.sealed_client import TIMEOUT_S, AsyncAnswer, SecureChatCompletion
 from tp_net.protocol.bootstrap_config import Bootstrap
 
-# The end of the API path of each kind of request sent sealed (tp_gateway.sealed_client.KINDS), matched in
+# The end of the API path of each kind of request sent sealed (sealed_client.KIND_SHAPES), matched in
 # this order ("/chat/completions" also ends with "/completions").
 SEALED_PATHS = {"/chat/completions": "chat", "/completions": "completion", "/embeddings": "embedding"}
 EVENT_STREAM_HEADERS = {"Content-Type": "text/event-stream"}

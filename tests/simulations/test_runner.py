@@ -108,8 +108,12 @@ def test_meddling_relays_cost_answers_or_time_but_every_request_ends_cleanly(beh
     requests = run_once(scenario, 2).report["requests"]
     assert requests["requests"] == 4
     assert "unclean" not in requests["outcomes"]
-    if behaviour == "delay":  # every cell held 2 s at each hostile hop: slow, and some builds time out
-        assert requests["ttft_s"]["p50"] > 4.0
+    if behaviour == "delay":  # every cell held 2 s at each hostile hop: slow, or builds time out
+        # Since guards are no longer authorities (the gateway avoids them once enough relays are listed),
+        # a seed may draw hostile guards for every path: then no request is answered, each failing cleanly.
+        slow = requests["ttft_s"]["p50"] is not None and requests["ttft_s"]["p50"] > 4.0
+        lost = requests["succeeded"] < requests["requests"] and requests["circuit_build_failures"] > 0
+        assert slow or lost
     else:
         assert (
             requests["circuit_build_failures"]
