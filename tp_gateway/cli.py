@@ -28,6 +28,7 @@ from tp_gateway.http_guard import SiteRules, is_address, is_loopback, origin_arg
 from tp_gateway.overlay import Overlay
 from tp_gateway.public_guard import PublicPolicy
 from tp_net.protocol.bootstrap_config import load_bootstrap
+from tp_net.protocol.traffic_shaping import COVER_CELLS_PER_S_MAX, COVER_STREAM_OFF, CoverStream
 from tp_net.trio.transport_ws import WebSocketDialer
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,14 @@ def build_parser() -> argparse.ArgumentParser:
         "proxy that terminates TLS in front",
     )
     parser.add_argument("--tls-key", type=Path, metavar="PEM", help="the private key of --tls-cert")
+    parser.add_argument(
+        "--cover-stream",
+        type=_cover_stream,
+        default=COVER_STREAM_OFF,
+        metavar="CELLS_PER_S",
+        help="send DROP cells on idle pooled circuits at random times at this mean rate, at most "
+        f"{COVER_CELLS_PER_S_MAX} (default 0: off; its cost and what it hides: docs/PROTOCOL.md 5.8)",
+    )
     parser.add_argument(
         INSECURE_FLAG,
         action="store_true",
@@ -164,11 +173,22 @@ async def serve_gateway(
         task_status.started(urls[0].rstrip("/") + "/v1")
 
 
+def _cover_stream(text: str) -> CoverStream:
+    try:
+        return CoverStream(rate_cells_per_s=float(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
 async def _gateway(args: argparse.Namespace, nursery: trio.Nursery) -> None:
     bootstrap = load_bootstrap(args.bootstrap)
     args.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     overlay = Overlay(
-        bootstrap, WebSocketDialer(nursery), rng=random.Random(), guard_file=args.data_dir / GUARD_FILE
+        bootstrap,
+        WebSocketDialer(nursery),
+        rng=random.Random(),
+        guard_file=args.data_dir / GUARD_FILE,
+        cover=args.cover_stream,
     )
     nursery.start_soon(overlay.run)
     host = args.listen[0]

@@ -54,7 +54,7 @@ from tp_net.protocol.path_selection import (
 )
 from tp_net.protocol.sealed import SEALED_SERVICE
 from tp_net.protocol.stream_deadlines import stream_deadlines
-from tp_net.protocol.traffic_shaping import pad_request
+from tp_net.protocol.traffic_shaping import COVER_STREAM_OFF, CoverSchedule, CoverStream, pad_request
 from tp_net.trio.client import Circuit, ClientLink
 from tp_net.trio.directory_client import KeptLinks, fetch_directory, fetch_from_guards
 from tp_net.trio.host_resolution import resolve_relay_hosts
@@ -119,6 +119,7 @@ class _Pooled:
     owner: bytes | None = None  # the isolation key whose requests it carries; None: not claimed yet
     requests: int = 0
     in_flight: int = 0  # requests that claimed it and have not ended: kept open for them even if retired
+    cover: CoverSchedule | None = None  # its cover stream while idle (the overlay's `cover`), if on
 
     def usable(self, now: float) -> bool:
         return (
@@ -153,7 +154,7 @@ class Overlay:
     is unix time (directory validity). The defaults are the real clocks; a simulation or a test passes
     trio.current_time and a clock on trio's virtual time, and trio's own clock (MockClock) runs the
     timeouts. `pool_nodes_max` nodes are kept warm (0: none; the circuits requests build are still
-    pooled and reused)."""
+    pooled and reused). `cover`: the cover stream idle pooled circuits send (off by default)."""
 
     def __init__(
         self,
@@ -166,6 +167,7 @@ class Overlay:
         monotonic: Clock = time.monotonic,
         wall_clock: Clock = time.time,
         pool_nodes_max: int = POOL_NODES_MAX,
+        cover: CoverStream = COVER_STREAM_OFF,
     ) -> None:
         """`pins`: model id -> the GGUF sha256 it stands for (default: the catalogue's pinned digests)."""
         self.bootstrap = bootstrap
@@ -174,6 +176,9 @@ class Overlay:
         self._monotonic = monotonic
         self._wall_clock = wall_clock
         self._pool_nodes_max = pool_nodes_max
+        self._cover = cover
+        # The cover streams' own randomness (drawn only when on: the path choices stay as they were).
+        self._cover_rng = random.Random(rng.getrandbits(64)) if cover.rate_cells_per_s > 0 else None
         self._guard_store = GuardStore(guard_file) if guard_file else None
         self._rules = LOCAL_NETWORK_RULES if bootstrap.local else STRICT_RULES
         self.directory: Directory | None = None
@@ -630,6 +635,8 @@ class Overlay:
         self.stats.circuits_built += 1
         self.stats.circuit_build_seconds += self._monotonic() - started
         pooled = _Pooled(circuit, self._monotonic(), self._monotonic())
+        if self._cover_rng is not None:
+            pooled.cover = CoverSchedule(self._cover, random.Random(self._cover_rng.getrandbits(64)))
         self._pool.setdefault(node.node_id, []).append(pooled)
         self._pool_changed.set()  # a new circuit to tend
         return pooled
@@ -717,9 +724,12 @@ class Overlay:
                     if pooled.circuit.is_open:
                         pooled.circuit.destroy()
                     entries.remove(pooled)
-                elif pooled.circuit.is_open and now - pooled.last_used > CIRCUIT_KEEPALIVE_S:
-                    pooled.circuit.send_drop()
-                    pooled.last_used = now
+                elif pooled.circuit.is_open:
+                    if now - pooled.last_used > CIRCUIT_KEEPALIVE_S:
+                        pooled.circuit.send_drop()
+                        pooled.last_used = now
+                    for _ in range(pooled.cover.cells_due(now, idle=idle) if pooled.cover else 0):
+                        pooled.circuit.send_drop()
             if not entries:
                 del self._pool[node_id]
         for node in self._pool_targets():

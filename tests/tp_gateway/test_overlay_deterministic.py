@@ -27,6 +27,7 @@ from tp_net.protocol.bootstrap_config import Bootstrap
 from tp_net.protocol.descriptors import NodeDescriptor, RelayDescriptor
 from tp_net.protocol.directory import Directory
 from tp_net.protocol.path_selection import GuardStore
+from tp_net.protocol.traffic_shaping import COVER_CELLS_PER_S_MAX, COVER_STREAM_OFF, CoverStream
 from tp_net.trio.transport_memory import MemoryNetwork
 from tp_node.engine import FAKE_MODEL_ID, FakeEngine
 from tp_node.gpu_node import GpuNode, HomeRelay
@@ -69,6 +70,7 @@ async def overlay_on(
     tmp_path: Path,
     pool_nodes_max: int = 0,
     seed: int = 1,
+    cover: CoverStream = COVER_STREAM_OFF,
 ) -> AsyncIterator[Net]:
     """Relays at mem://relayN and GPU nodes (those not alive are listed but never run), a directory of
     them, and an Overlay pinned to `guards` (relay indexes, through its guard file) running its pool."""
@@ -107,6 +109,7 @@ async def overlay_on(
         monotonic=trio.current_time,
         wall_clock=lambda: T0 + trio.current_time(),
         pool_nodes_max=pool_nodes_max,
+        cover=cover,
     )
     running: dict[bytes, Relay] = {}
     gpu_nodes: dict[bytes, GpuNode] = {}
@@ -244,6 +247,39 @@ async def test_the_pool_keeps_circuits_warm_alive_and_young(
         await trio.sleep(CIRCUIT_MAX_AGE_S)
         assert overlay.stats.circuits_built >= built + POOL_CIRCUITS_PER_NODE * len(nodes)
         assert overlay.pooled_circuits == POOL_CIRCUITS_PER_NODE * len(nodes)
+
+
+async def _idle_pool_cells(tmp_path: Path, cover: CoverStream, seconds: float) -> tuple[int, int]:
+    """Cells the relays receive while a warm pool of 4 circuits idles `seconds`, and circuits built then."""
+    async with overlay_on(
+        [RelaySpec()] * 5,
+        [NodeSpec(home=3), NodeSpec(home=4)],
+        guards=[0, 1, 2],
+        tmp_path=tmp_path,
+        pool_nodes_max=8,
+        cover=cover,
+    ) as net:
+        await trio.sleep(5)
+        assert net.overlay.pooled_circuits == 4
+        cells = sum(relay.cells_received for relay in net.running.values())
+        built = net.overlay.stats.circuits_built
+        await trio.sleep(seconds)
+        received = sum(relay.cells_received for relay in net.running.values()) - cells
+        return received, net.overlay.stats.circuits_built - built
+
+
+async def test_the_pool_sends_the_cover_stream_on_idle_circuits_within_the_drop_budget(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    seconds = CIRCUIT_MAX_AGE_S - 100  # no circuit is replaced for its age meanwhile
+    quiet, _ = await _idle_pool_cells(tmp_path / "off", COVER_STREAM_OFF, seconds)
+    covered, rebuilt = await _idle_pool_cells(
+        tmp_path / "on", CoverStream(rate_cells_per_s=COVER_CELLS_PER_S_MAX), seconds
+    )
+    # Each cover DROP crosses the guard, the middle and the home relay: 3 relays receive it.
+    expected = 4 * COVER_CELLS_PER_S_MAX * seconds * 3
+    assert 0.8 * expected < covered - quiet < 1.2 * expected
+    assert rebuilt == 0  # no hop tore a circuit down for its DROPs
 
 
 async def test_the_pool_backs_off_from_a_node_it_cannot_reach(

@@ -18,22 +18,35 @@ The stream's END goes right after the real data, so the client is done at the re
 follows costs it no time. That padding is DROP relay messages from the node; the client answers them with
 DROPs where data would have drawn SENDMEs (drop_echoes). Every dummy is inside all the onion layers: relays
 cannot tell it from data.
+
+- cover stream (optional, off by default): on an idle pooled circuit the client sends DROP cells at random
+  (Poisson) times at `CoverStream.rate_cells_per_s`, so the link is not silent between conversations. It
+  cannot hide a conversation's start: the request burst (REQUEST_BUCKET_CELLS_MIN cells at once) and the
+  node's tick stream that follows stand out from a low-rate cover (docs/BENCHMARKS.md, "Cover stream").
 """
 
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import dataclass
 from typing import Any
 
 from tp_net.protocol.cells import RELAY_DATA_BYTES_MAX
+from tp_net.protocol.circuit_hop import DROP_CELLS_PER_CIRCUIT_BURST, DROP_CELLS_PER_CIRCUIT_RATE_PER_S
 from tp_net.protocol.inference_contract import PAD_FIELD
 from tp_net.protocol.messages import REQUEST_BYTES_MAX, encode_message, encode_request
+from tp_net.protocol.rate_limits import TokenBucket
 from tp_net.protocol.streams import CIRCUIT_SENDME_CELLS, STREAM_SENDME_CELLS
 
 RESPONSE_TICK_S = 0.1
 RESPONSE_BUCKET_CELLS_MIN = 128  # 12.8 s of cadence: most responses share one bucket
 REQUEST_BUCKET_CELLS_MIN = 4
+# The cover stream's share of the DROPs the node allows a circuit (DROP_CELLS_PER_CIRCUIT_RATE_PER_S, burst
+# DROP_CELLS_PER_CIRCUIT_BURST): half is the drop echoes' (circuit_client), one a minute the pool's keepalive,
+# a quarter this; together 0.77 cells/s and a burst of 25 of the node's 1/s and 32.
+COVER_CELLS_PER_S_MAX = DROP_CELLS_PER_CIRCUIT_RATE_PER_S / 4
+COVER_BURST_CELLS = DROP_CELLS_PER_CIRCUIT_BURST // 4
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -124,6 +137,56 @@ class ResponseCadence:
             if self._pad:
                 self._target_cells = bucket(self.cells_sent, RESPONSE_BUCKET_CELLS_MIN)
         return Tick(data, 0, end_stream=self._ended)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CoverStream:
+    """The optional cover stream on idle pooled circuits: DROPs from the client at a mean of
+    `rate_cells_per_s` (0: off, the default), at most COVER_CELLS_PER_S_MAX."""
+
+    rate_cells_per_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.rate_cells_per_s <= COVER_CELLS_PER_S_MAX:
+            raise ValueError(
+                f"a cover stream's rate is 0 to {COVER_CELLS_PER_S_MAX} cells/s, not {self.rate_cells_per_s}"
+            )
+
+
+COVER_STREAM_OFF = CoverStream()
+
+
+class CoverSchedule:
+    """One circuit's cover stream: ask `cells_due` on each look at the circuit (the gateway pool's tick). An
+    idle circuit gets DROPs at exponential gaps of mean 1 / rate; a circuit carrying a request gets none,
+    and its schedule starts again (a fresh gap) when it is idle again. The cells never exceed the cover's
+    share of the node's DROP budget (COVER_CELLS_PER_S_MAX, burst COVER_BURST_CELLS): one past it is
+    skipped, not sent late."""
+
+    def __init__(self, cover: CoverStream, rng: random.Random) -> None:
+        self._rate = cover.rate_cells_per_s
+        self._rng = rng
+        self._next_at: float | None = None
+        self._budget = TokenBucket(COVER_CELLS_PER_S_MAX, COVER_BURST_CELLS)
+        self.cells_sent = 0
+
+    def cells_due(self, now: float, *, idle: bool) -> int:
+        """DROP cells to send now (`now`: seconds on a monotonic clock)."""
+        if self._rate <= 0.0:
+            return 0
+        if not idle:
+            self._next_at = None
+            return 0
+        if self._next_at is None:
+            self._next_at = now + self._rng.expovariate(self._rate)
+            return 0
+        due = 0
+        while self._next_at <= now:
+            self._next_at += self._rng.expovariate(self._rate)
+            if self._budget.take(now):
+                due += 1
+        self.cells_sent += due
+        return due
 
 
 def is_pad(document: Any) -> bool:
