@@ -295,13 +295,20 @@ class Overlay:
         self._pool_changed.set()
 
     def _guard_candidates(self, directory: Directory) -> list[RelayDescriptor]:
-        """The relays our guards come from: those that are not authorities once the directory lists
-        GUARDS_PER_CLIENT of them (as Tor avoids its authorities as guards), else all (a new network lists
+        """The relays our guards come from: the first of these that lists GUARDS_PER_CLIENT relays. Best are
+        relays that are neither authorities (as Tor avoids its authorities as guards) nor a listed node's
+        home relay (a home relay as our guard would see our address and the node's, as Tor avoids exits as
+        guards when it can); then relays that are no home; then no authority; then all (a new network lists
         only its authorities). Guards that are not candidates are replaced, so a gateway started on a new
         network does not keep the authorities as its guards for good."""
         relays = list(directory.relays.values())
-        others = [relay for relay in relays if self.bootstrap.entry(relay.node_id) is None]
-        return others if len(others) >= GUARDS_PER_CLIENT else relays
+        homes = {relay_id for node in directory.nodes.values() for relay_id in node.home_relays}
+        authorities = {relay.node_id for relay in relays if self.bootstrap.entry(relay.node_id) is not None}
+        for excluded in (homes | authorities, homes, authorities):
+            candidates = [relay for relay in relays if relay.node_id not in excluded]
+            if len(candidates) >= GUARDS_PER_CLIENT:
+                return candidates
+        return relays
 
     def _retire_unlisted_circuits(self, directory: Directory) -> None:
         """Pooled circuits through a relay or to a node the new directory no longer lists are retired (the

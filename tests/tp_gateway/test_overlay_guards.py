@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 import trio
 
-from tests.tp_net.directory_factories import NETWORK, RELAY_SEED_BASE, T0, identity, relay_descriptor
+from tests.tp_net.directory_factories import (
+    NETWORK,
+    RELAY_SEED_BASE,
+    T0,
+    identity,
+    node_descriptor,
+    relay_descriptor,
+)
 from tp_gateway.overlay import Overlay, OverlayError
 from tp_net.protocol.bootstrap_config import Bootstrap, BootstrapAuthority
 from tp_net.protocol.descriptors import RelayDescriptor
@@ -103,3 +110,21 @@ async def test_guards_that_are_authorities_are_replaced_once_enough_other_relays
     assert len(overlay._guards) == GUARDS_PER_CLIENT and not set(overlay._guards) & authority_ids
     if guard_file is not None:
         assert GuardStore(guard_file).load() == overlay._guards  # a restart keeps the new guards
+
+
+def test_a_home_relay_is_no_guard_while_enough_other_relays_are_listed() -> None:
+    # The netns topology: three authorities and one home relay. A home relay as our guard would see our
+    # address and its node's; the authorities are the better guards here, and they stay guards when the home
+    # relay is listed before its node is.
+    relays = [relay_descriptor(identity(RELAY_SEED_BASE + n), number=n) for n in range(1, 5)]
+    authorities, home = relays[:3], relays[3]
+    bootstrap = Bootstrap(
+        NETWORK, 2, 300, tuple(BootstrapAuthority(r.node_id, r.address or "") for r in authorities)
+    )
+    node = node_descriptor(identity(RELAY_SEED_BASE + 50), home_relays=(home.node_id,))
+    listed = {r.node_id: r for r in relays}
+    for seed in range(20):
+        overlay = Overlay(bootstrap, ExplodingDialer(), rng=random.Random(seed))
+        overlay.use_directory(Directory(NETWORK, T0, T0 + 60, T0 + 120, listed, {}))
+        overlay.use_directory(Directory(NETWORK, T0, T0 + 60, T0 + 120, listed, {node.node_id: node}))
+        assert home.node_id not in overlay._guards, seed
