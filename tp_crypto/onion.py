@@ -34,32 +34,34 @@ ONION_TAG_BYTES = 16
 ONION_HEADER_BYTES = len(RECOGNIZED) + ONION_TAG_BYTES
 HOP_PROLOGUE = b"token.place circuit hop"
 _KEY_BYTES = 32
+_TWEAK_BYTES = 8  # the tweak: the count of cells this direction handled, little-endian
 
 
 class OnionDirection:
     """One direction of one hop: its layer permutation, the count of cells it handled, its MAC counter."""
 
-    __slots__ = ("_cell_count", "_layer", "_mac_count", "_mac_key")
+    __slots__ = ("_cell_count", "_decipher", "_encipher", "_mac_count", "_mac_key")
 
     def __init__(self, cipher_key: bytes, mac_key: bytes) -> None:
         # Every key is fresh from one handshake and used for one direction, so tweaks start at 0.
-        self._layer = WideBlockCipher(cipher_key)
+        layer = WideBlockCipher(cipher_key)
+        self._encipher = layer.encipher  # bound once: wrap and unwrap run for every cell at every hop
+        self._decipher = layer.decipher
         self._cell_count = 0
         self._mac_key = mac_key
         self._mac_count = 0
 
     def wrap(self, body: bytes) -> bytes:
         """Add this hop's layer (the client going forward, the hop going backward)."""
-        return self._layer.encipher(self._next_tweak(), body)
+        count = self._cell_count
+        self._cell_count = count + 1
+        return self._encipher(count.to_bytes(_TWEAK_BYTES, "little"), body)
 
     def unwrap(self, body: bytes) -> bytes:
         """Remove this hop's layer (the hop going forward, the client going backward)."""
-        return self._layer.decipher(self._next_tweak(), body)
-
-    def _next_tweak(self) -> bytes:
-        tweak = self._cell_count.to_bytes(8, "little")
-        self._cell_count += 1
-        return tweak
+        count = self._cell_count
+        self._cell_count = count + 1
+        return self._decipher(count.to_bytes(_TWEAK_BYTES, "little"), body)
 
     def seal(self, payload: bytes) -> bytes:
         """The plaintext body of a cell this direction originates (before wrap)."""

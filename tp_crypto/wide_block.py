@@ -24,8 +24,9 @@ The tweak t (the cell's position, here) is an input of every round: one permutat
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
-from cryptography.hazmat.primitives.ciphers import Cipher, CipherContext, algorithms, modes
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 WIDE_BLOCK_LEFT_BYTES = 16  # one AES block
@@ -39,47 +40,50 @@ def _round_key(key: bytes, label: bytes) -> bytes:
     return hashlib.blake2b(label, key=key, digest_size=WIDE_BLOCK_KEY_BYTES).digest()
 
 
-class _Hash:
-    """H(t, R) = AES_mix(GCM tag over t || R): a pseudorandom function to one block."""
-
-    __slots__ = ("_ghash", "_mix")
-
-    def __init__(self, hash_key: bytes, mix_key: bytes) -> None:
-        self._ghash = AESGCM(hash_key)
-        self._mix: CipherContext = Cipher(algorithms.AES(mix_key), modes.ECB()).encryptor()
-
-    def mixed(self, tweak: bytes, left: bytes, right: bytes) -> bytes:
-        """left XOR H(tweak || right)."""
-        block = self._mix.update(self._ghash.encrypt(_FIXED_NONCE, b"", tweak + right))
-        mixed = int.from_bytes(left, "little") ^ int.from_bytes(block, "little")
-        return mixed.to_bytes(WIDE_BLOCK_LEFT_BYTES, "little")
-
-
 class WideBlockCipher:
-    """One key's tweakable permutation of byte strings longer than WIDE_BLOCK_LEFT_BYTES."""
+    """One key's tweakable permutation of byte strings longer than WIDE_BLOCK_LEFT_BYTES.
 
-    __slots__ = ("_hash1", "_hash2", "_stream1", "_stream2")
+    Per call it is six C calls into `cryptography` (two AES-GCM streams, two AES-GCM tags, two one-block
+    AES-CTR mixes) and a few concatenations: the per-call setup of those C calls is most of its cost
+    (docs/BENCHMARKS.md, "onion layers"), so the objects are made once per key and their bound methods kept.
+    Not safe to share between threads: a mix is two calls on one CTR context (reset, then update).
+    """
+
+    __slots__ = ("_hash1", "_hash2", "_mix1", "_mix2", "_reset1", "_reset2", "_stream1", "_stream2")
 
     def __init__(self, key: bytes) -> None:
-        # One object per round key, made once: AES-GCM takes a nonce per call and ECB any number of blocks.
         stream1, hash1, mix1, stream2, hash2, mix2 = (_round_key(key, label) for label in _ROUND_LABELS)
-        self._stream1 = AESGCM(stream1)
-        self._stream2 = AESGCM(stream2)
-        self._hash1 = _Hash(hash1, mix1)
-        self._hash2 = _Hash(hash2, mix2)
+        # S: AES-GCM's encrypt, keystream from GHASH(t || L); its tag is cut off.
+        self._stream1 = AESGCM(stream1).encrypt
+        self._stream2 = AESGCM(stream2).encrypt
+        # H, first half: the GCM tag over (t || R) as associated data under the fixed nonce.
+        self._hash1 = AESGCM(hash1).encrypt
+        self._hash2 = AESGCM(hash2).encrypt
+        # H, second half, and the XOR into L in one C call: AES-CTR whose first counter block is the tag
+        # gives L XOR AES_mix(tag) for one block, the same bytes as AES-ECB of the tag XORed into L.
+        self._reset1, self._mix1 = _one_block_ctr(mix1)
+        self._reset2, self._mix2 = _one_block_ctr(mix2)
 
     def encipher(self, tweak: bytes, block: bytes) -> bytes:
-        left, right = block[:WIDE_BLOCK_LEFT_BYTES], block[WIDE_BLOCK_LEFT_BYTES:]
-        right = self._stream1.encrypt(tweak + left, right, None)[:-_GCM_TAG_BYTES]
-        left = self._hash1.mixed(tweak, left, right)
-        right = self._stream2.encrypt(tweak + left, right, None)[:-_GCM_TAG_BYTES]
-        left = self._hash2.mixed(tweak, left, right)
-        return left + right
+        left = block[:WIDE_BLOCK_LEFT_BYTES]
+        right = self._stream1(tweak + left, block[WIDE_BLOCK_LEFT_BYTES:], None)[:-_GCM_TAG_BYTES]
+        self._reset1(self._hash1(_FIXED_NONCE, b"", tweak + right))
+        left = self._mix1(left)
+        right = self._stream2(tweak + left, right, None)[:-_GCM_TAG_BYTES]
+        self._reset2(self._hash2(_FIXED_NONCE, b"", tweak + right))
+        return self._mix2(left) + right
 
     def decipher(self, tweak: bytes, block: bytes) -> bytes:
-        left, right = block[:WIDE_BLOCK_LEFT_BYTES], block[WIDE_BLOCK_LEFT_BYTES:]
-        left = self._hash2.mixed(tweak, left, right)
-        right = self._stream2.encrypt(tweak + left, right, None)[:-_GCM_TAG_BYTES]
-        left = self._hash1.mixed(tweak, left, right)
-        right = self._stream1.encrypt(tweak + left, right, None)[:-_GCM_TAG_BYTES]
-        return left + right
+        right = block[WIDE_BLOCK_LEFT_BYTES:]
+        self._reset2(self._hash2(_FIXED_NONCE, b"", tweak + right))
+        left = self._mix2(block[:WIDE_BLOCK_LEFT_BYTES])
+        right = self._stream2(tweak + left, right, None)[:-_GCM_TAG_BYTES]
+        self._reset1(self._hash1(_FIXED_NONCE, b"", tweak + right))
+        left = self._mix1(left)
+        return left + self._stream1(tweak + left, right, None)[:-_GCM_TAG_BYTES]
+
+
+def _one_block_ctr(mix_key: bytes) -> tuple[Callable[[bytes], None], Callable[[bytes], bytes]]:
+    """(set the counter block, XOR one block of AES_mix(counter block) into the argument)."""
+    context = Cipher(algorithms.AES(mix_key), modes.CTR(bytes(WIDE_BLOCK_LEFT_BYTES))).encryptor()
+    return context.reset_nonce, context.update
