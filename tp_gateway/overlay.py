@@ -245,11 +245,14 @@ class Overlay:
                 )
             self.use_directory(directory)
             self.signed_document = held.document
-            # A document missing a relay a path needs (a network still starting) is replaced soon: look
-            # again in a moment rather than when the next document is due.
+            # A document missing a relay a path needs, or listing no node or fewer relays than guards (a
+            # network still starting: authorities admit a relay only once they reached it), is replaced soon:
+            # look again in a moment rather than when the next document is due.
+            forming = not directory.nodes or len(directory.relays) < GUARDS_PER_CLIENT
             delay = refresh_delay_s(directory.valid_after, self.bootstrap, self._wall_clock())
+            delay = DOCUMENT_RETRY_S if self._paths_failed or forming else delay
             log.info("next directory document due in %.0f s", delay)
-            await trio.sleep(DOCUMENT_RETRY_S if self._paths_failed else delay)
+            await trio.sleep(delay)
 
     async def _fetch_directory(self, authorities: list[HopInfo], held: NewestDocument) -> Directory:
         """Through our guards (directory guards: each relay caches the document, and the signatures are
