@@ -22,7 +22,7 @@ from tp_net.trio.transport import Channel, Dialer
 from tp_net.trio.transport_memory import MemoryNetwork
 from tp_node.engine import FakeEngine
 from tp_node.relay import Relay
-from tp_node.testing.memory_network import in_process_network
+from tp_node.testing.memory_network import InProcessNetwork, in_process_network
 
 PROMPT_SENTINEL = "PROMPT-SENTINEL-7f3a"
 RESPONSE_SENTINEL = "RESPONSE-SENTINEL-91c2"
@@ -129,20 +129,27 @@ async def test_a_flipped_bit_at_any_hop_ends_the_circuit(position: int, directio
         else:
             relay.victim_peer = None if position == 0 else hops[position - 1].node_id
             relay.nth = 3 - position + 2  # a DATA cell, after the EXTENDEDs it relays back
-        request = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 200}
-        expected = [chunk async for chunk in engine.generate(request)]
-        received: list[Any] = []
-        with pytest.raises((CircuitError, StreamError)):
-            async with ClientLink.connect(net.network.dialer(), hops[0]) as link:
-                circuit = await link.build_circuit(hops)
-                with trio.fail_after(10):
-                    async for chunk in circuit.request(INFERENCE_SERVICE, request):
-                        received.append(chunk)
-        assert received == expected[: len(received)]
-        for relay_ in net.relays:
-            with trio.fail_after(5):
-                while relay_.core.circuit_count:
-                    await trio.sleep(0.01)
+        await a_request_the_tampering_ends(net, engine)
+
+
+async def a_request_the_tampering_ends(net: InProcessNetwork, engine: FakeEngine) -> None:
+    """A request over `net.path()` that tampering relays break: it ends with a circuit or stream error, every
+    chunk received before is the engine's own, and every relay lets the circuit go."""
+    hops = net.path()
+    request = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 200}
+    expected = [chunk async for chunk in engine.generate(request)]
+    received: list[Any] = []
+    with pytest.raises((CircuitError, StreamError)):
+        async with ClientLink.connect(net.network.dialer(), hops[0]) as link:
+            circuit = await link.build_circuit(hops)
+            with trio.fail_after(10):
+                async for chunk in circuit.request(INFERENCE_SERVICE, request):
+                    received.append(chunk)
+    assert received == expected[: len(received)]
+    for relay in net.relays:
+        with trio.fail_after(5):
+            while relay.core.circuit_count:
+                await trio.sleep(0.01)
 
 
 class CountingEngine:
