@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ from tests.tp_gateway.test_client import ScriptedOverlay
 from tests.tp_gateway.test_http_guard import CHAT, app_of, send
 from tests.tp_gateway.test_overlay_deterministic import (
     REQUEST,
+    Net,
     NodeSpec,
     RelaySpec,
     finished,
@@ -71,6 +73,18 @@ def keys_per_circuit(seen: list[tuple[CircuitRef, str]]) -> dict[CircuitRef, set
     return carried
 
 
+def one_node_network(tmp_path: Path, pool_nodes_max: int = 0) -> AbstractAsyncContextManager[Net]:
+    """Five relays, one GPU node homed at the last, guards the first three: every request goes to that
+    node, so only isolation keeps keys apart."""
+    return overlay_on(
+        [RelaySpec()] * 5,
+        [NodeSpec(home=4)],
+        guards=[0, 1, 2],
+        tmp_path=tmp_path,
+        pool_nodes_max=pool_nodes_max,
+    )
+
+
 def usable_owners(overlay: Overlay) -> list[bytes | None]:
     now = trio.current_time()
     return [p.owner for entries in overlay._pool.values() for p in entries if p.usable(now)]
@@ -80,9 +94,7 @@ async def test_two_api_keys_never_arrive_on_one_circuit_at_the_node(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
     # Warm circuits to claim (pool_nodes_max), one node: everything goes to it, so only isolation separates.
-    async with overlay_on(
-        [RelaySpec()] * 5, [NodeSpec(home=4)], guards=[0, 1, 2], tmp_path=tmp_path, pool_nodes_max=8
-    ) as net:
+    async with one_node_network(tmp_path, pool_nodes_max=8) as net:
         seen = record_requests(net.gpu_nodes[net.nodes[0].node_id])
         await trio.sleep(5)  # the pool is warm
         for _ in range(4):  # one after the other, then all at once
@@ -103,9 +115,7 @@ async def test_two_api_keys_never_arrive_on_one_circuit_at_the_node(
 async def test_a_circuit_rotates_after_requests_per_circuit_max(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
-    async with overlay_on(
-        [RelaySpec()] * 5, [NodeSpec(home=4)], guards=[0, 1, 2], tmp_path=tmp_path, pool_nodes_max=8
-    ) as net:
+    async with one_node_network(tmp_path, pool_nodes_max=8) as net:
         seen = record_requests(net.gpu_nodes[net.nodes[0].node_id])
         await trio.sleep(5)
         traces = [await ask(net.overlay, ALICE, "alice") for _ in range(REQUESTS_PER_CIRCUIT_MAX + 1)]
@@ -120,7 +130,7 @@ async def test_a_circuit_rotates_after_requests_per_circuit_max(
 async def test_inventing_keys_never_widens_the_pool_past_pool_keys_max(
     autojump_clock: trio.testing.MockClock, tmp_path: Path
 ) -> None:
-    async with overlay_on([RelaySpec()] * 5, [NodeSpec(home=4)], guards=[0, 1, 2], tmp_path=tmp_path) as net:
+    async with one_node_network(tmp_path) as net:
         keys = [api_key_isolation(f"Bearer sk-invented-{n}") for n in range(POOL_KEYS_MAX + 8)]
         for key in keys:
             await ask(net.overlay, key)
@@ -155,9 +165,7 @@ async def test_a_request_isolated_alone_has_a_circuit_to_itself_that_lives_until
     # Sealed requests are isolated alone (isolation None). The circuit is retired as it is claimed; the pool
     # must not destroy it before the request's stream is open (trio shuffles which task runs first, so
     # many requests meet that moment).
-    async with overlay_on(
-        [RelaySpec()] * 5, [NodeSpec(home=4)], guards=[0, 1, 2], tmp_path=tmp_path, pool_nodes_max=8
-    ) as net:
+    async with one_node_network(tmp_path, pool_nodes_max=8) as net:
         seen = record_requests(net.gpu_nodes[net.nodes[0].node_id])
         await trio.sleep(5)
         for _ in range(40):
