@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 REPUBLISH_INTERVAL_S_MAX = 600.0
 DOCUMENT_RETRY_S = 2.0  # a role with no (or an overdue) document asks again this often
+PUBLISH_RETRY_S = 2.0  # a publish some authority missed is tried again this soon (then doubling)
 DESCRIPTOR_PERIODS = 2  # a descriptor's lifetime, in periods
 WITHDRAWN_LIFETIME_S = 10  # a withdrawal: the last descriptor, expiring this soon (too soon for any vote)
 WITHDRAW_TIMEOUT_S = 3.0  # how long a stopping role spends withdrawing
@@ -45,6 +46,16 @@ WallClock = Callable[[], float]
 
 def republish_interval_s(bootstrap: Bootstrap) -> float:
     return min(REPUBLISH_INTERVAL_S_MAX, bootstrap.period_s / 2)
+
+
+def publish_delay_s(missed_rounds: int, bootstrap: Bootstrap) -> float:
+    """How long to wait before publishing again after `missed_rounds` publishes in a row that some authority
+    did not accept (not up yet, unreachable, refusing): PUBLISH_RETRY_S, doubling each miss, at most the
+    republish interval, which is also the wait once every authority accepted."""
+    interval = republish_interval_s(bootstrap)
+    if missed_rounds == 0:
+        return interval
+    return min(interval, PUBLISH_RETRY_S * 2.0 ** min(missed_rounds - 1, 16))
 
 
 def descriptor_expiry(now: float, bootstrap: Bootstrap) -> int:
@@ -56,7 +67,8 @@ def descriptor_expiry(now: float, bootstrap: Bootstrap) -> int:
 
 @dataclass
 class DescriptorPublisher:
-    """Publishes a fresh descriptor to every authority, now and every `republish_interval_s`."""
+    """Publishes a fresh descriptor to every authority, now and every `republish_interval_s`; sooner
+    (`publish_delay_s`) while some authority has not accepted it, e.g. one not up yet when we started."""
 
     identity: Identity
     bootstrap: Bootstrap
@@ -77,9 +89,11 @@ class DescriptorPublisher:
 
     async def run(self) -> None:
         try:
+            missed_rounds = 0
             while True:
-                await self.publish_once()
-                with trio.move_on_after(republish_interval_s(self.bootstrap)):
+                accepted = await self.publish_once()
+                missed_rounds = 0 if accepted == len(self.bootstrap.authorities) else missed_rounds + 1
+                with trio.move_on_after(publish_delay_s(missed_rounds, self.bootstrap)):
                     await self._wakeup.wait()
                 self._wakeup = trio.Event()
         finally:
