@@ -205,6 +205,7 @@ async def _relay(args: argparse.Namespace, nursery: trio.Nursery) -> None:
             {
                 "role": kind,
                 "address": role.address,
+                "advertised": role.advertised,  # in the descriptor: --advertise, else where it listens
                 "node_id": identity.node_id.hex(),
                 "onion_key": ring.public_keys()[0].hex(),
                 "metrics": metrics_url,
