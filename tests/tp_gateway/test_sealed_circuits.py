@@ -17,7 +17,14 @@ from typing import Any
 
 import trio
 
-from tests.tp_gateway.test_overlay_deterministic import REQUEST, Net, NodeSpec, RelaySpec, overlay_on
+from tests.tp_gateway.test_overlay_deterministic import (
+    LARGE_CAPACITY,
+    REQUEST,
+    Net,
+    NodeSpec,
+    RelaySpec,
+    overlay_on,
+)
 from tp_gateway.overlay import OverlayError
 from tp_net.protocol import rate_limits
 from tp_net.protocol.cells import DestroyReason
@@ -121,3 +128,22 @@ async def hold_link(dialer: Any, guard: HopInfo, task_status: Any = trio.TASK_ST
     async with ClientLink.connect(dialer, guard) as link:
         task_status.started(link)
         await trio.sleep_forever()
+
+
+async def test_a_sealed_request_whose_circuit_build_fails_is_built_again_around_the_relay(
+    autojump_clock: trio.testing.MockClock, tmp_path: Path
+) -> None:
+    # Relay 3 is listed, never runs, and is by far the heaviest middle: a sealed request's first build
+    # draws it; nothing was sent yet, so the request is built again around it (as a plaintext one is).
+    relays = [RelaySpec()] * 3 + [RelaySpec(alive=False, capacity=LARGE_CAPACITY), RelaySpec()]
+    for seed in range(1, 4):
+        async with overlay_on(
+            relays,
+            [NodeSpec(home=4)],
+            guards=[0, 1, 2],
+            tmp_path=tmp_path,
+            seed=seed,
+            sealing_key=SEALING_KEY,
+        ) as net:
+            assert "finish_reason" in (await sealed_answer(net))[-1]
+            assert net.overlay.stats.circuit_build_failures >= 1
