@@ -447,7 +447,8 @@ class Overlay:
 
     async def forward_sealed(self, node_id: bytes, sealed: bytes) -> AsyncGenerator[bytes, None]:
         """A sealed request's chunks (PROTOCOL.md 9), carried over a circuit to the node it names. No
-        failover: the request opens only at that node, and only once (a second try is refused as a replay).
+        failover: the request opens only at that node, and only once (a second try is refused as a replay);
+        only a failed build, before anything is sent, is tried again (`_sealed_circuit`).
         Each sealed request has a circuit to itself (isolation None): a public gateway's sealed clients are
         strangers to each other, and one address may be many of them."""
         node = self.directory.nodes.get(node_id) if self.directory is not None else None
@@ -456,7 +457,7 @@ class Overlay:
         pooled: _Pooled | None = None
         try:
             with trio.fail_after(CIRCUIT_WAIT_TIMEOUT_S):
-                pooled = await self._circuit_to(node, set(), RequestTrace(), None)
+                pooled = await self._sealed_circuit(node)
             answer = _within_deadlines(
                 pooled.circuit, SEALED_SERVICE, {"sealed": sealed}, self._retire_circuits_sharing
             )
@@ -476,6 +477,20 @@ class Overlay:
             raise OverlayError("unavailable", f"node failed ({exc.__class__.__name__})") from exc
         finally:
             self._release(pooled)
+
+    async def _sealed_circuit(self, node: NodeDescriptor) -> _Pooled:
+        """A circuit of its own for a sealed request. Nothing is sent before it is built, so a failed build is
+        tried again around the relay it points at (`_build`'s avoid set), as a plaintext request's attempts
+        are: at most REQUEST_ATTEMPTS_MAX builds."""
+        avoid: set[bytes] = set()
+        for _ in range(REQUEST_ATTEMPTS_MAX - 1):
+            try:
+                return await self._circuit_to(node, avoid, RequestTrace(), None)
+            except PathError:
+                raise
+            except TokenPlaceError as exc:
+                log.info("a sealed request's circuit failed (%s): building another", exc.__class__.__name__)
+        return await self._circuit_to(node, avoid, RequestTrace(), None)
 
     def _candidates(self, model_id: str, document: Mapping[str, Any]) -> list[NodeDescriptor]:
         """The nodes that may serve `document`: those of the model, and only those that read images for a

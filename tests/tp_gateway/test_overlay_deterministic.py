@@ -27,7 +27,14 @@ from tp_net.protocol.bootstrap_config import Bootstrap
 from tp_net.protocol.descriptors import NodeDescriptor, RelayDescriptor
 from tp_net.protocol.directory import Directory
 from tp_net.protocol.path_selection import GuardStore
-from tp_net.protocol.traffic_shaping import COVER_CELLS_PER_S_MAX, COVER_STREAM_OFF, CoverStream
+from tp_net.protocol.sealed import SealingKey
+from tp_net.protocol.traffic_shaping import (
+    COVER_CELLS_PER_S_MAX,
+    COVER_STREAM_OFF,
+    RESPONSE_SHAPING_DEFAULT,
+    CoverStream,
+    ResponseShaping,
+)
 from tp_net.trio.transport_memory import MemoryNetwork
 from tp_node.engine import FAKE_MODEL_ID, FakeEngine
 from tp_node.gpu_node import GpuNode, HomeRelay
@@ -71,9 +78,12 @@ async def overlay_on(
     pool_nodes_max: int = 0,
     seed: int = 1,
     cover: CoverStream = COVER_STREAM_OFF,
+    sealing_key: SealingKey | None = None,
+    shaping: ResponseShaping = RESPONSE_SHAPING_DEFAULT,
 ) -> AsyncIterator[Net]:
     """Relays at mem://relayN and GPU nodes (those not alive are listed but never run), a directory of
-    them, and an Overlay pinned to `guards` (relay indexes, through its guard file) running its pool."""
+    them, and an Overlay pinned to `guards` (relay indexes, through its guard file) running its pool. With
+    `sealing_key`, every node also serves sealed requests (PROTOCOL.md 9) with it; `shaping`: the nodes'."""
     rng = random.Random(seed)
     network = MemoryNetwork()
     relay_ids = [Identity(rng.randbytes(32)) for _ in relays]
@@ -129,6 +139,8 @@ async def overlay_on(
                     engine=FakeEngine(),
                     dialer=network.dialer(),
                     rng=random.Random(100 + n),
+                    sealing_keys=None if sealing_key is None else (lambda: [sealing_key]),
+                    shaping=shaping,
                 )
                 gpu_nodes[node_ids[n].node_id] = node
                 nursery.start_soon(node.run)

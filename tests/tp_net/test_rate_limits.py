@@ -58,47 +58,55 @@ LISTED = b"r" * 32
 FRESH = b"f" * 32
 
 
-def test_only_listed_peers_get_the_peer_tier() -> None:
+def test_listed_peers_take_no_token_and_everyone_else_is_a_client() -> None:
     limiter = CreateLimiter(lambda node_id: node_id == LISTED)
     limiter.link_up(1, LISTED, "10.0.0.1")
     limiter.link_up(2, FRESH, "10.0.0.2")  # a node id minted for this link proves nothing
     limiter.link_up(3, None, "10.0.0.3")
-    assert _burst(limiter, 1) == rate_limits.PEER_CREATE_BURST
+    listed_creates = 10 * rate_limits.CLIENT_CREATE_BURST
+    assert all(limiter.take(1, 0.0) for _ in range(listed_creates))  # its clients met their entries' limits
     assert _burst(limiter, 2) == rate_limits.CLIENT_CREATE_BURST
     assert _burst(limiter, 3) == rate_limits.CLIENT_CREATE_BURST
-    assert rate_limits.PEER_CREATE_RATE_PER_S > rate_limits.CLIENT_CREATE_RATE_PER_S
 
 
 def test_without_a_directory_every_proven_node_id_is_a_peer() -> None:
     limiter = CreateLimiter()
     limiter.link_up(1, FRESH, None)
     limiter.link_up(2, None, None)
-    assert _burst(limiter, 1) == rate_limits.PEER_CREATE_BURST
+    assert all(limiter.take(1, 0.0) for _ in range(2 * rate_limits.CLIENT_CREATE_BURST))
     assert _burst(limiter, 2) == rate_limits.CLIENT_CREATE_BURST
 
 
-def test_client_links_from_one_address_share_its_bucket() -> None:
+def test_a_client_is_its_address_however_many_links_it_opens() -> None:
     limiter = CreateLimiter(lambda node_id: node_id == LISTED)
-    links = rate_limits.ADDRESS_CREATE_BURST // rate_limits.CLIENT_CREATE_BURST + 2
-    for link in range(links):
+    for link in range(4):
         limiter.link_up(link, FRESH if link % 2 else None, "10.0.0.1")
-    assert sum(_burst(limiter, link) for link in range(links)) == rate_limits.ADDRESS_CREATE_BURST
+    assert _burst(limiter, 0) == rate_limits.CLIENT_CREATE_BURST  # one link may use its client's budget
+    assert sum(_burst(limiter, link) for link in range(4)) == 0  # and the others share what is left
     limiter.link_up(100, None, "10.0.0.2")  # another address has its own
     limiter.link_up(101, LISTED, "10.0.0.1")  # a listed relay on that address is not a client
     assert _burst(limiter, 100) == rate_limits.CLIENT_CREATE_BURST
-    assert _burst(limiter, 101) == rate_limits.PEER_CREATE_BURST
+    assert limiter.take(101, 0.0)
     # The shared bucket refills at its own rate.
-    assert limiter.take(links - 1, 1.0 / rate_limits.ADDRESS_CREATE_RATE_PER_S)
+    assert limiter.take(3, 1.0 / rate_limits.CLIENT_CREATE_RATE_PER_S)
+
+
+def test_links_without_an_address_are_clients_of_their_own() -> None:
+    limiter = CreateLimiter()
+    limiter.link_up(1, None, None)
+    limiter.link_up(2, None, None)
+    assert _burst(limiter, 1) == rate_limits.CLIENT_CREATE_BURST
+    assert _burst(limiter, 2) == rate_limits.CLIENT_CREATE_BURST
 
 
 def test_reconnecting_does_not_refill_an_address_bucket() -> None:
     limiter = CreateLimiter()
     taken = 0
-    for link in range(rate_limits.ADDRESS_CREATE_BURST // rate_limits.CLIENT_CREATE_BURST + 2):
+    for link in range(3):
         limiter.link_up(link, None, "10.0.0.1")
         taken += _burst(limiter, link)
         limiter.link_down(link)
-    assert taken == rate_limits.ADDRESS_CREATE_BURST
+    assert taken == rate_limits.CLIENT_CREATE_BURST
     limiter.link_down(0)  # unknown links are ignored
     assert not limiter.take(0, 0.0)
 
@@ -112,15 +120,15 @@ def test_idle_address_buckets_are_bounded(monkeypatch: pytest.MonkeyPatch) -> No
     assert limiter.addresses() == 2
 
 
-def test_a_peer_listed_later_moves_to_the_peer_tier() -> None:
+def test_a_peer_listed_later_is_exempt_from_then_on() -> None:
     listed: set[bytes] = set()
     limiter = CreateLimiter(listed.__contains__)
     limiter.link_up(1, FRESH, "10.0.0.1")
     assert _burst(limiter, 1) == rate_limits.CLIENT_CREATE_BURST
     listed.add(FRESH)
-    assert _burst(limiter, 1) == rate_limits.PEER_CREATE_BURST
+    assert limiter.take(1, 0.0)
     listed.clear()
-    assert _burst(limiter, 1, now=1000.0) == rate_limits.CLIENT_CREATE_BURST
+    assert not limiter.take(1, 0.0)  # a client again, of its address's (empty) bucket
 
 
 def test_creates_beyond_a_clients_burst_are_refused_until_tokens_return() -> None:
@@ -136,7 +144,7 @@ def test_creates_beyond_a_clients_burst_are_refused_until_tokens_return() -> Non
     assert not wire.open_circuit(["r0"], link=link).built
 
 
-def test_each_link_has_its_own_bucket() -> None:
+def test_each_client_has_its_own_bucket() -> None:
     wire = Wire(91)
     wire.add_hop("r0")
     flooder = wire.client_link("r0")
@@ -146,7 +154,7 @@ def test_each_link_has_its_own_bucket() -> None:
     assert wire.open_circuit(["r0"]).built  # another client, another link
 
 
-def test_a_relay_link_carries_more_creates_than_a_client_link() -> None:
+def test_a_relay_link_carries_more_creates_than_a_client_may_send() -> None:
     wire = Wire(92)
     wire.add_hop("r0")
     wire.add_hop("r1")
