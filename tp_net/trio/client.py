@@ -147,7 +147,13 @@ class Circuit:
 
     async def wait_built(self) -> None:
         while self.core.state is CircuitState.BUILDING:
-            await self.wait_changed()
+            changed = self._changed
+            # Two scheduler rounds: the link's writer, woken by the step that queued the last cells, has
+            # sent them by then; the next hop's handshake is made while their reply is in flight.
+            await trio.lowlevel.checkpoint()
+            await trio.lowlevel.checkpoint()
+            self.core.prepare_next_hop()
+            await changed.wait()
         self.raise_if_closed()
 
     async def wait_changed(self) -> None:
