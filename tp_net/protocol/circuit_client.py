@@ -93,8 +93,6 @@ class ClientCircuit:
         self._outbox: list[Cell] = [
             handshake_cell(circuit_id, CellCommand.CREATE, self._pending_hop.first_message())
         ]
-        # The next hop's handshake and first message, made ahead by prepare_next_hop: (hop index, both).
-        self._prepared: tuple[int, HopHandshakeClient, bytes] | None = None
 
     @property
     def hops_built(self) -> int:
@@ -118,17 +116,6 @@ class ClientCircuit:
             return self._receive(cell)
         except RemoteProtocolError:
             return self._close(DestroyReason.PROTOCOL, notify_hop=True)
-
-    def prepare_next_hop(self) -> None:
-        """Make the handshake first message for the hop after the one being built now (its ephemeral key
-        pair and `es` DH), so that the reply being waited for is answered with the EXTEND at once. Call it
-        once the cells of the last step have gone out, while the reply is in flight; each prepared message
-        is used by one EXTEND of this circuit only. Does nothing when there is no such hop or it is made."""
-        index = len(self._layers) + 1
-        if self.state is not CircuitState.BUILDING or index >= len(self.path) or self._prepared is not None:
-            return
-        handshake = self.path[index].handshake()
-        self._prepared = (index, handshake, handshake.first_message())
 
     def send_drop(self, hop_index: int = -1) -> None:
         """Queue a padding message to a hop (the last by default): keeps an idle circuit alive."""
@@ -192,15 +179,9 @@ class ClientCircuit:
         if len(self._layers) == len(self.path):
             self.state = CircuitState.OPEN
             return [CircuitBuilt()]
-        index = len(self._layers)
-        hop = self.path[index]
-        prepared, self._prepared = self._prepared, None
-        if prepared is not None and prepared[0] == index:
-            _, self._pending_hop, first_message = prepared
-        else:
-            self._pending_hop = hop.handshake()
-            first_message = self._pending_hop.first_message()
-        extend = RelayExtend(hop.node_id, hop.address, first_message)
+        hop = self.path[len(self._layers)]
+        self._pending_hop = hop.handshake()
+        extend = RelayExtend(hop.node_id, hop.address, self._pending_hop.first_message())
         self._outbox.append(self._relay_to(len(self._layers) - 1, extend, early=True))
         return []
 

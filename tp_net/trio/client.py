@@ -147,13 +147,7 @@ class Circuit:
 
     async def wait_built(self) -> None:
         while self.core.state is CircuitState.BUILDING:
-            changed = self._changed
-            # Two scheduler rounds: the link's writer, woken by the step that queued the last cells, has
-            # sent them by then; the next hop's handshake is made while their reply is in flight.
-            await trio.lowlevel.checkpoint()
-            await trio.lowlevel.checkpoint()
-            self.core.prepare_next_hop()
-            await changed.wait()
+            await self.wait_changed()
         self.raise_if_closed()
 
     async def wait_changed(self) -> None:
