@@ -181,53 +181,6 @@ def _traced_builds(builds: int) -> Body:
     return body
 
 
-# --- A/B, interleaved ----------------------------------------------------------------------------------
-
-
-async def _wait_built_without_preparing(self: Any) -> None:
-    """Circuit.wait_built before the next hop's handshake was prepared ahead (the B arm of `prepare`)."""
-    from tp_net.protocol.circuit_client import CircuitState
-
-    while self.core.state is CircuitState.BUILDING:
-        await self.wait_changed()
-    self.raise_if_closed()
-
-
-def _arms(name: str) -> tuple[Callable[[], None], Callable[[], None]]:
-    """(set arm A: the code as it is, set arm B: the variant) for an A/B named `name`."""
-    from tp_net.trio.client import Circuit
-
-    if name == "prepare":
-        as_is = Circuit.wait_built
-        return (lambda: setattr(Circuit, "wait_built", as_is)), (
-            lambda: setattr(Circuit, "wait_built", _wait_built_without_preparing)
-        )
-    raise SystemExit(f"no A/B named {name!r}")
-
-
-def _ab_builds(name: str, rounds: int) -> Body:
-    set_a, set_b = _arms(name)
-
-    async def body(link: Any, path: list[Any]) -> None:
-        times: dict[str, list[float]] = {"A": [], "B": []}
-        for index in range(rounds):
-            for arm in "AB" if index % 2 == 0 else "BA":
-                (set_a if arm == "A" else set_b)()
-                times[arm].append(await _one_build(link, path))
-        set_a()
-        a, b = (statistics.median(times[arm]) for arm in "AB")
-        for arm in "AB":
-            values = sorted(times[arm])
-            p95 = values[int(0.95 * len(values))]
-            print(
-                f"arm {arm}: median {statistics.median(values):.2f} ms, p95 {p95:.2f}"
-                f", mean {statistics.mean(values):.2f}, n {len(values)}"
-            )
-        print(f"A/B {name}: median ratio A/B {a / b:.3f} ({a - b:+.2f} ms)")
-
-    return body
-
-
 def _load(trace_dir: Path, roles: dict[int, str]) -> list[tuple[int, int, str, str, int]]:
     """All processes' probes, time-sorted: (ns, cpu ns, role, probe, detail)."""
     merged = [(t, cpu, "client", probe, detail) for t, cpu, probe, detail in _events]
@@ -320,6 +273,13 @@ def analyse(merged: list[tuple[int, int, str, str, int]], show: int) -> None:
                 cpus[category] += (event[1] - previous[1]) / 1e3 / len(typical)
             name = f"{previous[2]}:{previous[3]} -> {event[2]}:{event[3]}"
             gaps[name] += (event[0] - previous[0]) / 1e3 / len(typical)
+    held: dict[str, float] = defaultdict(float)  # wall time between two probes of the same process
+    for window in typical:
+        for previous, event in itertools.pairwise(window):
+            if previous[2] == event[2]:
+                held[event[2]] += (event[0] - previous[0]) / 1e3 / len(typical)
+    print("time each process holds the build (between two of its own probes):")
+    print("  " + ", ".join(f"{role} {held[role]:.0f} us" for role in PATH_ROLES))
     whole = sum(walls.values())
     print(f"{'category':<88} {'wall us':>8} {'cpu us':>7} {'gaps':>5} {'share':>6}")
     for category, title in CATEGORIES.items():
@@ -463,7 +423,6 @@ def main() -> None:
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--x25519", action="store_true", help="pynacl against cryptography, CPU per op")
     parser.add_argument("--state-table", action="store_true", help="int-keyed against enum-keyed lookups")
-    parser.add_argument("--ab", help="A/B interleaved, no probes: `prepare` (--builds rounds of A and B)")
     args = parser.parse_args()
     import trio
 
@@ -474,9 +433,6 @@ def main() -> None:
         x25519_ab(args.builds)
     elif args.in_memory:
         trio.run(in_memory_profile, args.builds, args.top)
-    elif args.ab:
-        with tempfile.TemporaryDirectory() as temp:
-            trio.run(_run, _ab_builds(args.ab, args.builds), Path(temp))
     else:
         _anatomy(args.builds, args.show)
     print(f"load average at end: {os.getloadavg()}", flush=True)
