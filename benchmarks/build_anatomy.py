@@ -415,6 +415,54 @@ def state_table_ab(rounds: int, per_round: int = 20_000) -> None:
         print(f"{name}: {statistics.median(values):.3f} us per lookup (min {min(values):.3f})")
 
 
+def extend_at_a_relay(rounds: int) -> None:
+    """One EXTEND carried out at a guard (HopCore alone, sans-IO, the link to the next hop up): Python calls
+    under cProfile, and CPU per EXTEND over `rounds` fresh circuits."""
+    import cProfile
+    import pstats
+    import random
+
+    from tp_crypto.identity import Identity
+    from tp_crypto.noise import generate_keypair
+    from tp_net.protocol.cells import new_circuit_id
+    from tp_net.protocol.circuit_client import ClientCircuit, HopInfo
+    from tp_net.protocol.circuit_hop import HopCore
+    from tp_net.protocol.frames import Cell
+    from tp_net.protocol.hop_outputs import SendCell
+
+    guard_key, guard_public = generate_keypair()
+    _, middle_public = generate_keypair()
+    guard = HopInfo(Identity.generate().node_id, guard_public, "ws://127.0.0.1:1/")
+    middle = HopInfo(Identity.generate().node_id, middle_public, "ws://127.0.0.1:2/")
+
+    def guard_with_an_extend() -> tuple[HopCore, Cell]:
+        core = HopCore([guard_key], rng=random.Random(1), can_extend=True)
+        core.link_up(1, None, we_dialed=False, peer_host="127.0.0.1")  # the client
+        core.link_up(2, middle.node_id, we_dialed=True)  # the middle, linked already
+        client = ClientCircuit([guard, middle], new_circuit_id(random.Random(2), link_dialer=True, in_use={}))
+        (created,) = core.receive_cell(1, client.outgoing_cells()[0], 0.0)
+        assert isinstance(created, SendCell)
+        client.receive_cell(created.cell)
+        (extend,) = client.outgoing_cells()
+        return core, extend
+
+    core, extend = guard_with_an_extend()
+    profile = cProfile.Profile()
+    profile.enable()
+    core.receive_cell(1, extend, 0.0)
+    profile.disable()
+    print(f"one EXTEND at a guard: {pstats.Stats(profile).total_calls} Python calls")  # type: ignore[attr-defined]
+    cpu = []
+    for _ in range(rounds):
+        core, extend = guard_with_an_extend()
+        start = time.thread_time()
+        core.receive_cell(1, extend, 0.0)
+        cpu.append((time.thread_time() - start) * 1e6)
+    print(
+        f"CPU per EXTEND at a guard: median {statistics.median(cpu):.1f} us (min {min(cpu):.1f}), n {rounds}"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.build_anatomy", description=__doc__)
     parser.add_argument("--builds", type=int, default=100)
@@ -422,12 +470,15 @@ def main() -> None:
     parser.add_argument("--in-memory", action="store_true", help="one process, memory transport, cProfile")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--x25519", action="store_true", help="pynacl against cryptography, CPU per op")
+    parser.add_argument("--extend", action="store_true", help="one EXTEND at a guard: calls and CPU")
     parser.add_argument("--state-table", action="store_true", help="int-keyed against enum-keyed lookups")
     args = parser.parse_args()
     import trio
 
     print(f"load average at start: {os.getloadavg()}", flush=True)
-    if args.state_table:
+    if args.extend:
+        extend_at_a_relay(args.builds)
+    elif args.state_table:
         state_table_ab(args.builds)
     elif args.x25519:
         x25519_ab(args.builds)
