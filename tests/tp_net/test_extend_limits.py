@@ -28,6 +28,7 @@ from tp_net.protocol.extend_policy import ExtendPolicy
 from tp_net.protocol.frames import CELL_BODY_BYTES, Frame
 from tp_net.protocol.hop_outputs import SendCell
 from tp_net.protocol.hop_states import HopCircuit
+from tp_net.protocol.link_limits import LINKS_MAX
 from tp_net.protocol.rate_limits import TokenBucket
 from tp_net.protocol.relay_messages import RelayDrop, RelayExtend
 
@@ -268,12 +269,15 @@ def test_finished_and_failed_extends_free_their_slots(monkeypatch: pytest.Monkey
     assert not wire.hops["r0"].core._extending  # nothing extends now: no count left behind
 
 
-def _thread_cpu_of_extends(circuits: int) -> float:
-    """The least CPU (s) one EXTEND took at a guard that holds `circuits` other (idle) circuits."""
+def _thread_cpu_of_extends(circuits: int, links: int = 0) -> float:
+    """The least CPU (s) one EXTEND took at a guard that holds `circuits` other (idle) circuits and `links`
+    other client links, up before the link to the next hop."""
     guard_key, guard_public = generate_keypair()
     middle = HopInfo(Identity.generate().node_id, generate_keypair()[1], "ws://127.0.0.1:2/")
     guard = HopInfo(Identity.generate().node_id, guard_public, "ws://127.0.0.1:1/")
     core = HopCore([guard_key], rng=random.Random(1), can_extend=True)
+    for link in range(links):
+        core.link_up(10_000 + link, None, we_dialed=False, peer_host=f"10.1.{link // 250}.{link % 250}")
     core.link_up(0, middle.node_id, we_dialed=True)
     layer = layer_from_secrets(bytes(32), bytes(32))
     for index in range(circuits):  # idle circuits on client links, as a busy relay holds them
@@ -305,3 +309,22 @@ def test_an_extend_costs_the_same_at_a_relay_with_many_circuits() -> None:
     relay (~0.3 ms more per EXTEND at 10,000 circuits, and a client with many circuits made every build
     through the relay slower)."""
     assert _thread_cpu_of_extends(20_000) < 4 * _thread_cpu_of_extends(0)
+
+
+def test_an_extend_costs_the_same_at_a_relay_with_many_links() -> None:
+    """The next hop's link is looked up by its node id: an EXTEND once walked every link of the relay
+    (~0.2 ms more per EXTEND at 4,000 links; a relay takes up to LINKS_MAX)."""
+    assert _thread_cpu_of_extends(0, links=LINKS_MAX) < 4 * _thread_cpu_of_extends(0)
+
+
+def test_the_next_hop_is_the_oldest_link_up_to_its_node_id() -> None:
+    core = HopCore([generate_keypair()[0]], rng=random.Random(1), can_extend=True)
+    peer = Identity.generate().node_id
+    core.link_up(1, None, we_dialed=False)
+    core.link_up(2, peer, we_dialed=True)
+    core.link_up(3, peer, we_dialed=False)
+    assert core.link_to(peer) == 2
+    core.link_down(2)
+    assert core.link_to(peer) == 3
+    core.link_up(3, Identity.generate().node_id, we_dialed=False)  # the same link id, another peer
+    assert core.link_to(peer) is None

@@ -114,6 +114,9 @@ class HopCore:
         self._can_extend = can_extend
         self.extend_policy = extend_policy
         self._links: dict[LinkId, _Link] = {}
+        # The links of each proven node id, oldest first: an EXTEND finds its next hop without a pass over
+        # every link (a relay may hold LINKS_MAX of them, tp_net.protocol.link_limits).
+        self._peer_links: dict[bytes, list[LinkId]] = {}
         self._circuits: dict[CircuitRef, HopCircuit] = {}
         self.streams = HopStreams(self._circuits, frozenset(services))
         self._pending: dict[int, _PendingConnect] = {}
@@ -129,7 +132,10 @@ class HopCore:
         self, link: LinkId, peer_id: bytes | None, *, we_dialed: bool, peer_host: str | None = None
     ) -> None:
         """`peer_host`: the peer's source address, whose client links share a CREATE bucket."""
+        self._forget_peer_link(self._links.get(link), link)
         self._links[link] = _Link(peer_id, we_dialed)
+        if peer_id is not None:
+            self._peer_links.setdefault(peer_id, []).append(link)
         self._creates.link_up(link, peer_id, peer_host)
 
     def link_down(self, link: LinkId) -> list[HopOutput]:
@@ -137,6 +143,7 @@ class HopCore:
         info = self._links.pop(link, None)
         if info is None:
             return []
+        self._forget_peer_link(info, link)
         self._creates.link_down(link)
         outputs: list[HopOutput] = []
         for circuit, _side in list(info.circuits.values()):
@@ -144,11 +151,17 @@ class HopCore:
         return outputs
 
     def link_to(self, node_id: bytes) -> LinkId | None:
-        """A link whose peer proved `node_id`, if any."""
-        for link, info in self._links.items():
-            if info.peer_id == node_id:
-                return link
-        return None
+        """A link whose peer proved `node_id` (the oldest), if any."""
+        links = self._peer_links.get(node_id)
+        return links[0] if links else None
+
+    def _forget_peer_link(self, info: _Link | None, link: LinkId) -> None:
+        if info is None or info.peer_id is None:
+            return
+        links = self._peer_links[info.peer_id]
+        links.remove(link)
+        if not links:
+            del self._peer_links[info.peer_id]
 
     def peer_of(self, link: LinkId) -> bytes | None:
         """The node id the peer on `link` proved (None for an anonymous client or an unknown link)."""
