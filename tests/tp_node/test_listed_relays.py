@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
+
 from tests.tp_net.directory_factories import (
     NODE_SEED_BASE,
     PERIOD_S,
@@ -14,6 +18,8 @@ from tests.tp_net.directory_factories import (
     signed_node,
     signed_relay,
 )
+from tp_net.protocol.directory import SignedDocument, verify_document
+from tp_node import directory_service
 from tp_node.directory_service import DirectoryService
 
 
@@ -50,3 +56,27 @@ def test_listed_peers_are_the_relays_and_nodes_of_the_newest_verified_document()
     newer = document([signed_relay(2, published=int(now[0]) - 600)], period=T0 + 3600).encode()
     assert service.offer_document(signed_document(newer, authorities))
     assert service.is_listed(later_relay) and not service.is_listed(relay)
+
+
+def test_a_document_is_verified_once_even_when_it_comes_back_as_a_new_object(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An authority's current_document builds a new SignedDocument at each call; is_listed runs at every
+    CREATE from a peer, so the listing must not verify the same document again each time (~0.8 ms each)."""
+    authorities, trust = network_of(1, 1)
+    relay = identity(RELAY_SEED_BASE + 1).node_id
+    signed = signed_document(document([signed_relay(1)]).encode(), authorities)
+    verified: list[SignedDocument] = []
+
+    def counting(document: SignedDocument, *args: Any) -> Any:
+        verified.append(document)
+        return verify_document(document, *args)
+
+    class AsAnAuthority(DirectoryService):
+        def current_document(self) -> SignedDocument | None:
+            return SignedDocument(signed.body, signed.signatures)
+
+    monkeypatch.setattr(directory_service, "verify_document", counting)
+    service = AsAnAuthority(trust, wall_clock=lambda: float(T0 + 60))
+    assert all(service.is_listed(relay) for _ in range(5))
+    assert len(verified) == 1

@@ -16,6 +16,7 @@ from __future__ import annotations
 import enum
 import itertools
 import random
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -113,9 +114,15 @@ class HopCore:
         self._can_extend = can_extend
         self.extend_policy = extend_policy
         self._links: dict[LinkId, _Link] = {}
+        # The links of each proven node id, oldest first: an EXTEND finds its next hop without a pass over
+        # every link (a relay may hold LINKS_MAX of them, tp_net.protocol.link_limits).
+        self._peer_links: dict[bytes, list[LinkId]] = {}
         self._circuits: dict[CircuitRef, HopCircuit] = {}
         self.streams = HopStreams(self._circuits, frozenset(services))
         self._pending: dict[int, _PendingConnect] = {}
+        # Circuits extending now (extend_started set), by the link they came in on: the pending-extend limits
+        # read these counts at every EXTEND, which must not cost a pass over every circuit of a busy relay.
+        self._extending: Counter[LinkId] = Counter()
         self._request_ids = itertools.count(1)
         self._creates = CreateLimiter(is_listed)
 
@@ -125,7 +132,10 @@ class HopCore:
         self, link: LinkId, peer_id: bytes | None, *, we_dialed: bool, peer_host: str | None = None
     ) -> None:
         """`peer_host`: the peer's source address, whose client links share a CREATE bucket."""
+        self._forget_peer_link(self._links.get(link), link)
         self._links[link] = _Link(peer_id, we_dialed)
+        if peer_id is not None:
+            self._peer_links.setdefault(peer_id, []).append(link)
         self._creates.link_up(link, peer_id, peer_host)
 
     def link_down(self, link: LinkId) -> list[HopOutput]:
@@ -133,6 +143,7 @@ class HopCore:
         info = self._links.pop(link, None)
         if info is None:
             return []
+        self._forget_peer_link(info, link)
         self._creates.link_down(link)
         outputs: list[HopOutput] = []
         for circuit, _side in list(info.circuits.values()):
@@ -140,11 +151,17 @@ class HopCore:
         return outputs
 
     def link_to(self, node_id: bytes) -> LinkId | None:
-        """A link whose peer proved `node_id`, if any."""
-        for link, info in self._links.items():
-            if info.peer_id == node_id:
-                return link
-        return None
+        """A link whose peer proved `node_id` (the oldest), if any."""
+        links = self._peer_links.get(node_id)
+        return links[0] if links else None
+
+    def _forget_peer_link(self, info: _Link | None, link: LinkId) -> None:
+        if info is None or info.peer_id is None:
+            return
+        links = self._peer_links[info.peer_id]
+        links.remove(link)
+        if not links:
+            del self._peer_links[info.peer_id]
 
     def peer_of(self, link: LinkId) -> bytes | None:
         """The node id the peer on `link` proved (None for an anonymous client or an unknown link)."""
@@ -269,7 +286,7 @@ class HopCore:
         if action is HopAction.SEND_EXTENDED:
             extended = RelayExtended(handshake_message(cell))
             extended.check()  # a reply too long for a relay message is the next hop's fault
-            circuit.extend_started = None
+            self._extend_ended(circuit)
             return self._originate(circuit, extended)
         if action is HopAction.PASS_BACKWARD:
             if self.observe is not None:
@@ -330,10 +347,11 @@ class HopCore:
             raise RemoteProtocolError("EXTEND not allowed on this circuit")
         if message.node_id == self._links[circuit.prev[0]].peer_id:
             raise RemoteProtocolError("EXTEND back to the previous hop")
-        on_link = self._extending_on(circuit.prev[0])
-        if on_link >= PENDING_EXTENDS_PER_LINK_MAX or self._extending_count() >= PENDING_EXTENDS_MAX:
+        on_link = self._extending[circuit.prev[0]]  # the one asking is not counted yet
+        if on_link >= PENDING_EXTENDS_PER_LINK_MAX or self._extending.total() >= PENDING_EXTENDS_MAX:
             return self._teardown(circuit, DestroyReason.RESOURCE_LIMIT, notify_both=True)
         circuit.extend_started = now
+        self._extending[circuit.prev[0]] += 1
         link = self.link_to(message.node_id)
         if link is not None:  # a linked node (a GPU node on its own link) or relay: no dial
             return self._linked(circuit, link, message.handshake)
@@ -347,18 +365,15 @@ class HopCore:
         self._pending[request_id] = _PendingConnect(circuit, message.handshake)
         return [ConnectTo(request_id, message.node_id, address)]
 
-    def _extending_count(self) -> int:
-        return sum(1 for c in self._circuits.values() if c.extend_started is not None)
-
-    def _extending_on(self, link: LinkId) -> int:
-        """Circuits that came in on `link` and are extending now (at most CIRCUITS_PER_LINK_MAX to count);
-        the one asking is not counted yet (its extend_started is set once it passes)."""
-        info = self._links[link]
-        return sum(
-            1
-            for circuit, side in info.circuits.values()
-            if side is Side.TOWARDS_CLIENT and circuit.extend_started is not None
-        )
+    def _extend_ended(self, circuit: HopCircuit) -> None:
+        """The circuit no longer extends (extended, or gone): it leaves the pending-extend counts."""
+        if circuit.extend_started is None:
+            return
+        circuit.extend_started = None
+        link = circuit.prev[0]
+        self._extending[link] -= 1
+        if not self._extending[link]:
+            del self._extending[link]
 
     def _linked(self, circuit: HopCircuit, link: LinkId, handshake: bytes) -> list[HopOutput]:
         """A link to the next hop is up: CREATE goes on it (unless the link has no circuit id left)."""
@@ -385,6 +400,7 @@ class HopCore:
     ) -> list[HopOutput]:
         """Forget the circuit; DESTROY goes to each side except `skip`; local streams end."""
         circuit.state = HopState.CLOSED
+        self._extend_ended(circuit)
         if self._circuits.pop(circuit.prev, None) is None:
             return []
         outputs: list[HopOutput] = []

@@ -21,6 +21,8 @@ from tp_net.protocol.streams import CircuitEdge
 
 
 class HopState(enum.Enum):
+    code: int  # the state's index in the table's int-keyed form (set below)
+
     LAST_HOP = "the circuit ends here (created; may serve streams or extend)"
     DIALING = "EXTEND accepted; waiting for a link to the next hop"
     AWAITING_CREATED = "CREATE sent to the next hop"
@@ -29,6 +31,8 @@ class HopState(enum.Enum):
 
 
 class HopEvent(enum.Enum):
+    code: int  # the event's index in the table's int-keyed form (set below)
+
     # Cells, by the side they came from (the client side is the link the circuit was created on).
     CREATE_FROM_CLIENT = "CREATE from the client side for a circuit id in use"
     CREATED_FROM_CLIENT = "CREATED from the client side"
@@ -123,9 +127,21 @@ class CircuitStateError(RemoteProtocolError):
         self.event = event
 
 
+# The same table, indexed by int codes: a relay looks a step up for every cell it handles (two for a cell it
+# passes forward), and a dict keyed by (state, event) hashes both enum members in Python each time.
+for _code, _hop_state in enumerate(HopState):
+    _hop_state.code = _code
+for _code, _hop_event in enumerate(HopEvent):
+    _hop_event.code = _code
+_EVENT_CODES = len(HopEvent)
+_STEPS: list[tuple[HopAction, HopState] | None] = [None] * (len(HopState) * _EVENT_CODES)
+for (_state, _event), _step in TRANSITIONS.items():
+    _STEPS[_state.code * _EVENT_CODES + _event.code] = _step
+
+
 def transition(state: HopState, event: HopEvent) -> tuple[HopAction, HopState]:
     """What the hop does on `event` in `state`, and the state after it; CircuitStateError if refused."""
-    step = TRANSITIONS.get((state, event))
+    step = _STEPS[state.code * _EVENT_CODES + event.code]
     if step is None:
         raise CircuitStateError(state, event)
     return step
