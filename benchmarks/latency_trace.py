@@ -39,7 +39,7 @@ from typing import Any
 import httpx
 import trio
 
-from benchmarks.gateway import HTTP_TIMEOUT_S, SHORT_MAX_TOKENS, interleaved
+from benchmarks.gateway import HTTP_TIMEOUT_S, SHORT_MAX_TOKENS
 from benchmarks.openai_http import Timing, chat_body, stream_chat
 from tp_net.trio.message_trace import TRACE_DIR_ENV
 
@@ -134,13 +134,16 @@ class _Walk:
         self.at = at
         return at
 
-    def leave(self, who: str, send: Send | None, work: str) -> Send:
-        """`who` starts writing a message (the work before it is `work`); its (local, peer, seq). The write's
-        return is not on the path: the receiver may read the bytes before the writer's system call returns
-        (the kernel wakes it from inside the write), so the crossing counts from the write's start."""
+    def leave(self, who: str, process: Process, send: Send | None, work: str) -> Send:
+        """`who` queues a message for its link's writer task (the work before it is `work`), the writer runs
+        and starts writing it. The write's return is not on the path: the receiver may read the bytes before
+        the writer's system call returns (the kernel wakes it from inside the write), so the crossing counts
+        from the write's start."""
         if send is None:
             raise LookupError(f"{who}: no send")
-        self.reach(f"{who}: {work}", send[0])
+        queued = self.reach(f"{who}: {work}", process.first_mark("pump_enqueue", self.at))
+        self.reach(f"{who}: queued -> writer task runs", process.first_mark("pump_writer_runs", queued))
+        self.reach(f"{who}: writer runs -> write starts (batch, seal, frame)", send[0])
         self.writes.append(
             (who.rsplit(" ", 1)[0] if who.endswith(("forward", "back")) else who, send[1] - send[0])
         )
@@ -161,7 +164,7 @@ class _Walk:
             _, process = self.cross(sent_by, message, name)
             forward = process.next_send(self.at, (message[3], message[2]), message[5])
             message = self.leave(
-                f"{name} {way}", forward, "received -> write starts (open, codec, hop, writer task, seal)"
+                f"{name} {way}", process, forward, "received -> queued (open, codec, hop, onion)"
             )
             sent_by = name
         return self.cross(sent_by, message, end)[0]
@@ -179,15 +182,13 @@ def anatomy(
             "client -> gateway handler (httpx, kernel, hypercorn, Quart)", gw.first_mark("gw_http_in", t0)
         )
         walk.reach("gateway: body parsed, circuit claimed", gw.first_mark("gw_circuit", walk.at))
-        message = walk.leave("gateway", gw.next_send(walk.at, None), "request encoded, padded, onion, sealed")
+        message = walk.leave("gateway", gw, gw.next_send(walk.at), "request encoded, padded, onion, queued")
         pid = walk.relays("gateway", message, HOP_NAMES, "forward", "node")
         _expect(pid == node, "a path of three relays")
         walk.reach("node: received -> request decoded", nd.first_mark("svc_request", walk.at))
         walk.reach("node: handler task starts", nd.first_mark("svc_handler", walk.at))
         walk.reach("node: engine's first token", nd.first_mark("svc_message", walk.at))
-        message = walk.leave(
-            "node", nd.next_send(walk.at, None), "first message -> write starts (cells, writer task, seal)"
-        )
+        message = walk.leave("node", nd, nd.next_send(walk.at), "first message -> queued (cells, onion)")
         pid = walk.relays("node", message, HOP_NAMES[::-1], "back", "gateway")
         _expect(pid == gateway, "back at the gateway")
         walk.reach(
@@ -306,27 +307,29 @@ async def run(args: argparse.Namespace) -> None:
             roles[bench.direct.process.pid] = "direct"
             for index, relay in enumerate(bench.network.relays):
                 roles[relay.process.pid] = f"relay {index + 1}"
-            body = chat_body(bench.model, args.max_tokens, stream=True)
+            token_counts = [args.max_tokens, *([args.also_tokens] if args.also_tokens else [])]
+            arms = [
+                (f"{kind} {tokens}", url, chat_body(bench.model, tokens, stream=True))
+                for tokens in token_counts
+                for kind, url in (("overlay", bench.gateway_url), ("direct", bench.direct_url))
+            ]
 
-            def measure(count: int, warmup: int) -> tuple[list[tuple[int, Timing]], list[tuple[int, Timing]]]:
+            def measure(rounds: int) -> dict[str, list[tuple[int, float]]]:
+                """`rounds` requests of each arm, in an order reversed every other round."""
+                samples: dict[str, list[tuple[int, float]]] = {name: [] for name, _, _ in arms}
                 with httpx.Client(timeout=HTTP_TIMEOUT_S) as client:
-                    return interleaved(
-                        count,
-                        lambda: _timed(client, bench.gateway_url, body),
-                        lambda: _timed(client, bench.direct_url, body),
-                        warmup,
-                    )
+                    for index in range(rounds):
+                        for name, url, body in arms if index % 2 == 0 else arms[::-1]:
+                            t0, timing = _timed(client, url, body)
+                            samples[name].append((t0, timing.first_token_ms))
+                return samples
 
-            await trio.to_thread.run_sync(measure, 0, WARMUP_REQUESTS)
+            await trio.to_thread.run_sync(measure, WARMUP_REQUESTS)
             _signal_all(roles, signal.SIGUSR1)
-            overlay, direct = await trio.to_thread.run_sync(measure, args.requests, 0)
+            samples = await trio.to_thread.run_sync(measure, args.requests)
             _signal_all(roles, signal.SIGUSR2)
             await trio.sleep(TRACE_WRITE_S)
-    client = {
-        "roles": {str(pid): role for pid, role in roles.items()},
-        "overlay": [(t0, timing.first_token_ms) for t0, timing in overlay],
-        "direct": [(t0, timing.first_token_ms) for t0, timing in direct],
-    }
+    client = {"roles": {str(pid): role for pid, role in roles.items()}, "tokens": token_counts, **samples}
     (out / "client.json").write_text(json.dumps(client))
     print(f"records in {out}")
     print(analyse(out))
@@ -339,22 +342,30 @@ def analyse(out: Path) -> str:
     processes, port_owner = load(out, roles)
     gateway = next(pid for pid, role in roles.items() if role == "gateway")
     node = next(pid for pid, role in roles.items() if role == "node")
-    followed = []
-    for t0, first_ms in client["overlay"]:
-        first = t0 + round(first_ms * 1e6)
-        walk = anatomy(t0, first, gateway=gateway, node=node, processes=processes, port_owner=port_owner)
-        if walk is not None:
-            followed.append(walk)
-    ttft = [first_ms for _, first_ms in client["overlay"]]
-    direct_ms = [first_ms for _, first_ms in client["direct"]]
-    lines = [report(followed, ttft, direct_ms, len(ttft) - len(followed)), "", "The direct server:"]
     direct = processes[next(pid for pid, role in roles.items() if role == "direct")]
-    walks = [
-        walk
-        for t0, first_ms in client["direct"]
-        if (walk := direct_anatomy(t0, t0 + round(first_ms * 1e6), direct)) is not None
-    ]
-    lines.append(report(walks, direct_ms, direct_ms, len(direct_ms) - len(walks)))
+    lines = []
+    for tokens in client["tokens"]:
+        overlay, baseline = client[f"overlay {tokens}"], client[f"direct {tokens}"]
+        followed = []
+        for t0, first_ms in overlay:
+            first = t0 + round(first_ms * 1e6)
+            walk = anatomy(t0, first, gateway=gateway, node=node, processes=processes, port_owner=port_owner)
+            if walk is not None:
+                followed.append(walk)
+        ttft = [first_ms for _, first_ms in overlay]
+        direct_ms = [first_ms for _, first_ms in baseline]
+        lines += [f"## {tokens}-token answers", report(followed, ttft, direct_ms, len(ttft) - len(followed))]
+        walks = [
+            walk
+            for t0, first_ms in baseline
+            if (walk := direct_anatomy(t0, t0 + round(first_ms * 1e6), direct)) is not None
+        ]
+        lines += [
+            "",
+            "The direct server:",
+            report(walks, direct_ms, direct_ms, len(direct_ms) - len(walks)),
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -384,6 +395,7 @@ def main() -> None:
     parser.add_argument(
         "--max-tokens", type=int, default=SHORT_MAX_TOKENS, help="tokens per answer (ttft's 16)"
     )
+    parser.add_argument("--also-tokens", type=int, default=0, help="interleave requests for this many tokens")
     parser.add_argument("--out", type=Path, default=None, help="where the processes write their records")
     parser.add_argument("--analyse", type=Path, default=None, help="only report on an earlier run's records")
     args = parser.parse_args()
