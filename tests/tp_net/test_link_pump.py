@@ -12,7 +12,7 @@ from tp_crypto.identity import Identity
 from tp_net.protocol.errors import LinkClosed
 from tp_net.protocol.frames import CELL_BODY_BYTES, Cell, Frame, Ping, Pong
 from tp_net.protocol.liveness import LINK_SILENCE_DEADLINE_S
-from tp_net.trio.link_pump import SEND_AT_ONCE_AFTER_IDLE_S, LinkPump
+from tp_net.trio.link_pump import LinkPump
 from tp_net.trio.link_trio import Link, accept_link, dial_link
 from tp_net.trio.transport import Channel
 from tp_net.trio.transport_memory import MemoryNetwork
@@ -133,22 +133,6 @@ async def test_a_reader_sends_at_once_without_the_writer_task(nursery: trio.Nurs
     await ours.aclose()
 
 
-async def test_only_the_first_batch_after_an_idle_spell_is_sent_at_once(nursery: trio.Nursery) -> None:
-    """What follows within SEND_AT_ONCE_AFTER_IDLE_S waits for the writer, to share its batches."""
-    ours, peer = await _websocket_links(nursery)
-    pump = LinkPump(ours, 1)
-    for _ in range(2):
-        pump.enqueue(Cell(2**31, 3, bytes(CELL_BODY_BYTES)), wake=False)
-        pump.send_now()
-    assert pump.queued_frames == 1  # the second: for the writer task, now woken
-    nursery.start_soon(pump.run_writer)
-    with trio.fail_after(5):
-        cells = 0
-        while cells < 2:
-            cells += len(await peer.receive())
-    await ours.aclose()
-
-
 async def test_sending_at_once_on_a_stalled_link_never_waits_and_leaves_at_most_one_batch_unsent(
     nursery: trio.Nursery,
 ) -> None:
@@ -161,7 +145,6 @@ async def test_sending_at_once_on_a_stalled_link_never_waits_and_leaves_at_most_
                 Cell(2**31, 3, (index * batch + cell).to_bytes(4, "big") * (CELL_BODY_BYTES // 4)), wake=False
             )
         pump.send_now()  # synchronous: it cannot wait for the stalled peer
-        await trio.sleep(SEND_AT_ONCE_AFTER_IDLE_S)  # each batch the first after an idle spell
     assert ours.unsent
     # Once the socket was full, one batch's tail stayed unsent and the rest queued, counted as before (what
     # the hop's queue bounds see).

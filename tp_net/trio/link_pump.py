@@ -14,7 +14,6 @@ abort (no goodbye) once nothing was received for the silence deadline, which end
 
 from __future__ import annotations
 
-import math
 from collections import Counter, deque
 from collections.abc import Callable
 
@@ -30,11 +29,6 @@ _TRACING = message_trace.ENABLED  # the latency tracer (off unless TP_TRACE_DIR 
 
 # Largest number of frames handed to one Link.send (one or a few WebSocket messages).
 SEND_BATCH_FRAMES_MAX = 512
-# send_now sends from the calling task only on a link that sent nothing for this long: the first message of
-# a burst (a request, an answer's first token) skips the task switch to the writer, and what follows it
-# still waits for the writer and leaves in shared batches (sending every turn at once cost 9-20 % more CPU
-# per request: docs/BENCHMARKS.md, "Latency anatomy").
-SEND_AT_ONCE_AFTER_IDLE_S = 0.002
 
 
 class LinkPump:
@@ -58,7 +52,6 @@ class LinkPump:
         # Called by the writer just before it takes a batch: the owner's last chance to add cells to it.
         self.before_batch: Callable[[], None] | None = None
         self._queue_traced = False  # the latency tracer marked the first frame queued for the next batch
-        self._last_sent_at = -math.inf  # trio time of the last batch handed to the link
 
     def queued_cells(self, circuit_id: int) -> int:
         return self._queued_cells[circuit_id]
@@ -117,14 +110,11 @@ class LinkPump:
             self._has_work.set()
 
     def send_now(self) -> None:
-        """Send what is queued from the calling task, when the link sent nothing for SEND_AT_ONCE_AFTER_IDLE_S
-        and can take it without waiting (no send in flight, nothing unsent, a transport that can): a forwarded
-        cell then leaves without a task switch to the writer. Else, or when the socket took only part of it,
-        the writer is woken to do the rest; the caller never waits, so a stalled outgoing link cannot stop it
-        (the queue bounds apply as before)."""
-        now = trio.current_time()
-        idle = now - self._last_sent_at >= SEND_AT_ONCE_AFTER_IDLE_S
-        if not idle or self._sending or self.closed.is_set() or not self.link.can_send_now():
+        """Send what is queued from the calling task, when the link can take it without waiting (no send in
+        flight, nothing unsent, a transport that can): a forwarded cell then leaves without a task switch to
+        the writer. Else, or when the socket took only part of it, the writer is woken to do the rest; the
+        caller never waits, so a stalled outgoing link cannot stop it (the queue bounds apply as before)."""
+        if self._sending or self.closed.is_set() or not self.link.can_send_now():
             self.wake()
             return
         if self.before_batch is not None:
@@ -135,7 +125,6 @@ class LinkPump:
         if _TRACING:
             message_trace.mark("pump_writer_runs")  # sent by the caller: no writer task to wake
             self._queue_traced = False
-        self._last_sent_at = now
         try:
             self.link.send_nowait(batch)
         except LinkClosed:
@@ -186,7 +175,6 @@ class LinkPump:
                     self._has_work = trio.Event()
                     continue
                 self._sending = True
-                self._last_sent_at = trio.current_time()
                 try:
                     await (self.link.send(batch) if batch else self.link.flush())
                 finally:
