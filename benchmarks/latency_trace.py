@@ -47,13 +47,8 @@ WARMUP_REQUESTS = 20
 TRACE_WRITE_S = 2.0
 # A hop forwards within this long, or the match is taken as lost (another message, a broken record).
 FORWARD_WITHIN_NS = 200_000_000
-# "0" or "1": tp_net.trio.hop_runtime.READER_SENDS in every process (for A/B runs); unset: as the code has it.
-READER_SENDS_ENV = "TP_BENCH_READER_SENDS"
 SITECUSTOMIZE = f"""
 import os, signal
-if os.environ.get("{READER_SENDS_ENV}") in ("0", "1"):
-    from tp_net.trio import hop_runtime
-    hop_runtime.READER_SENDS = os.environ["{READER_SENDS_ENV}"] == "1"
 if os.environ.get("{TRACE_DIR_ENV}"):
     from tp_net.trio import message_trace
     signal.signal(signal.SIGUSR1, lambda *_: message_trace.clear())

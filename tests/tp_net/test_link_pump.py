@@ -1,6 +1,5 @@
 """LinkPump: control replies are bounded (one Pong owed per link) and never count as queued cells; a
-silent peer is pinged, then its link is aborted; a reader sends what its turn queued at once when the link
-can take it, and never waits for a stalled one."""
+silent peer is pinged, then its link is aborted."""
 
 from __future__ import annotations
 
@@ -16,7 +15,6 @@ from tp_net.trio.link_pump import LinkPump
 from tp_net.trio.link_trio import Link, accept_link, dial_link
 from tp_net.trio.transport import Channel
 from tp_net.trio.transport_memory import MemoryNetwork
-from tp_net.trio.transport_ws import WebSocketDialer, WebSocketListener
 
 RELAY = Identity.generate()
 PINGS = 20_000
@@ -104,61 +102,3 @@ async def test_a_peer_that_answers_pings_keeps_its_link(
     await trio.sleep(10 * LINK_SILENCE_DEADLINE_S)
     assert not pump.closed.is_set()
     assert pump.liveness.pings_sent >= 10
-
-
-async def _websocket_links(nursery: trio.Nursery) -> tuple[Link, Link]:
-    """Two ends of a link over the WebSocket transport on 127.0.0.1: (ours, the peer's)."""
-    accepted: list[Link] = []
-    ready = trio.Event()
-
-    async def handler(channel: Channel) -> None:
-        accepted.append(await accept_link(channel, identity=RELAY))
-        ready.set()
-        await trio.sleep_forever()
-
-    address = await nursery.start(WebSocketListener("127.0.0.1", 0).serve, handler)
-    ours = await dial_link(WebSocketDialer(), address, expected_peer_id=RELAY.node_id)
-    await ready.wait()
-    return ours, accepted[0]
-
-
-async def test_a_reader_sends_at_once_without_the_writer_task(nursery: trio.Nursery) -> None:
-    ours, peer = await _websocket_links(nursery)
-    pump = LinkPump(ours, 1)  # no writer task runs: only send_now can send
-    pump.enqueue(Cell(2**31, 3, bytes(CELL_BODY_BYTES)), wake=False)
-    pump.send_now()
-    assert pump.queued_frames == 0
-    with trio.fail_after(5):
-        assert [type(frame) for frame in await peer.receive()] == [Cell]
-    await ours.aclose()
-
-
-async def test_sending_at_once_on_a_stalled_link_never_waits_and_leaves_at_most_one_batch_unsent(
-    nursery: trio.Nursery,
-) -> None:
-    ours, peer = await _websocket_links(nursery)  # the peer reads nothing until the end
-    pump = LinkPump(ours, 1)
-    batch, batches = 16, 400  # 6.4k cells, ~6.6 MB: far more than the sockets' buffers hold
-    for index in range(batches):
-        for cell in range(batch):
-            pump.enqueue(
-                Cell(2**31, 3, (index * batch + cell).to_bytes(4, "big") * (CELL_BODY_BYTES // 4)), wake=False
-            )
-        pump.send_now()  # synchronous: it cannot wait for the stalled peer
-    assert ours.unsent
-    # Once the socket was full, one batch's tail stayed unsent and the rest queued, counted as before (what
-    # the hop's queue bounds see).
-    unsent = len(ours.channel._unsent)  # type: ignore[attr-defined]
-    assert 0 < unsent <= batch * (CELL_BODY_BYTES + 64)
-    assert pump.queued_cells(2**31) > batches * batch // 2
-    # The writer, once started, writes the tail first, then the queue: every cell arrives, in order.
-    nursery.start_soon(pump.run_writer)
-    seen = 0
-    with trio.fail_after(30):
-        while seen < batches * batch:
-            for frame in await peer.receive():
-                assert isinstance(frame, Cell)
-                assert int.from_bytes(frame.body[:4], "big") == seen
-                seen += 1
-    assert not ours.unsent
-    await ours.aclose()

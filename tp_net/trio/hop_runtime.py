@@ -36,10 +36,6 @@ CIRCUIT_QUEUE_BYTES_MAX = CIRCUIT_QUEUE_CELLS_MAX * CELL_BODY_BYTES
 # All circuits' cells waiting on one link; past it the circuit with the most queued cells is torn down.
 LINK_QUEUE_CELLS_MAX = 16 * CIRCUIT_QUEUE_CELLS_MAX
 EXPIRE_INTERVAL_S = 5.0
-# The task reading a link sends the cells its frames made at once, when the outgoing link can take them
-# without waiting (LinkPump.send_now), instead of waking that link's writer task. False: always the writer
-# (for A/B measurements).
-READER_SENDS = True
 
 
 @dataclass(frozen=True)
@@ -70,9 +66,6 @@ class HopRuntime:
         # Outputs not yet carried out, in the order HopCore produced them (see apply).
         self._outputs: deque[HopOutput] = deque()
         self._applying = False
-        # While a link's received frames are handled (on_frames): the pumps given cells, which then send them
-        # from the reading task when they can (LinkPump.send_now); None otherwise.
-        self._turn_pumps: dict[int, LinkPump] | None = None
         # Per link: circuits whose local streams hold data not yet cut into cells (see _stream_send).
         self._unflushed: dict[int, set[CircuitRef]] = {}
         # Operator counters (status, /metrics): plain ints, as every cell is handled on the one trio thread.
@@ -213,19 +206,10 @@ class HopRuntime:
         """Frames received on a link, in order, into HopCore. The seam for observers of the cells a hop
         receives (a subclass sees them here, and may hold, alter or drop them: the simulator's adversary)."""
         now = trio.current_time()
-        turn: dict[int, LinkPump] | None = None
-        if self._turn_pumps is None:
-            turn = self._turn_pumps = {}
-        try:
-            for frame in frames:
-                if isinstance(frame, Cell):
-                    self.cells_received += 1
-                    self.apply(self.core.receive_cell(link_id, frame, now))
-        finally:
-            if turn is not None:
-                self._turn_pumps = None
-                for pump in turn.values():
-                    pump.send_now()
+        for frame in frames:
+            if isinstance(frame, Cell):
+                self.cells_received += 1
+                self.apply(self.core.receive_cell(link_id, frame, now))
         self._note_progress()
 
     def _send(self, output: SendCell) -> None:
@@ -241,11 +225,7 @@ class HopRuntime:
             log.info("circuit over its buffer bound on link %d: destroying it", output.link)
             self.apply(self.core.destroy_circuit(output.link, circuit_id, DestroyReason.RESOURCE_LIMIT))
             return
-        if self._turn_pumps is None or not READER_SENDS:
-            pump.enqueue(output.cell)
-        else:
-            pump.enqueue(output.cell, wake=False)
-            self._turn_pumps[pump.link_id] = pump
+        pump.enqueue(output.cell)
         self.cells_sent += 1
         if pump.queued_frames > LINK_QUEUE_CELLS_MAX:
             self._shed_largest_circuit(pump)

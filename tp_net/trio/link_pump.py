@@ -94,9 +94,7 @@ class LinkPump:
         if not self.closed.is_set():
             self._has_work.set()
 
-    def enqueue(self, frame: Frame, *, wake: bool = True) -> None:
-        """Queue a frame for the writer; `wake=False`: the caller will call send_now (which wakes the writer
-        when it cannot send)."""
+    def enqueue(self, frame: Frame) -> None:
         if self.closed.is_set():
             return
         self._queue.append(frame)
@@ -106,32 +104,7 @@ class LinkPump:
         if isinstance(frame, Cell):
             self._queued_cells[frame.circuit_id] += 1
             self.last_cell_at = trio.current_time()
-        if wake:
-            self._has_work.set()
-
-    def send_now(self) -> None:
-        """Send what is queued from the calling task, when the link can take it without waiting (no send in
-        flight, nothing unsent, a transport that can): a forwarded cell then leaves without a task switch to
-        the writer. Else, or when the socket took only part of it, the writer is woken to do the rest; the
-        caller never waits, so a stalled outgoing link cannot stop it (the queue bounds apply as before)."""
-        if self._sending or self.closed.is_set() or not self.link.can_send_now():
-            self.wake()
-            return
-        if self.before_batch is not None:
-            self.before_batch()
-        batch = self._take_batch()
-        if not batch:
-            return
-        if _TRACING:
-            message_trace.mark("pump_writer_runs")  # sent by the caller: no writer task to wake
-            self._queue_traced = False
-        try:
-            self.link.send_nowait(batch)
-        except LinkClosed:
-            self.wake()  # the writer finds the link closed and ends
-        self._uncount(batch)
-        if self.link.unsent:
-            self.wake()
+        self._has_work.set()
 
     async def run_writer(self) -> None:
         """Send queued frames (and keepalive Pings) until the link closes or falls silent."""
@@ -171,12 +144,12 @@ class LinkPump:
                 if self.before_batch is not None:
                     self.before_batch()
                 batch = self._take_batch()
-                if not batch and not self.link.unsent:
+                if not batch:
                     self._has_work = trio.Event()
                     continue
                 self._sending = True
                 try:
-                    await (self.link.send(batch) if batch else self.link.flush())
+                    await self.link.send(batch)
                 finally:
                     self._sending = False
                 self._uncount(batch)

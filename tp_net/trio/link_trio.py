@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Protocol, runtime_checkable
 
 import trio
 
@@ -23,20 +22,6 @@ LINK_HANDSHAKE_TIMEOUT_S = 10.0
 LINK_CLOSE_TIMEOUT_S = 1.0
 
 
-@runtime_checkable
-class NowaitChannel(Channel, Protocol):
-    """A channel that can also send without waiting (the WebSocket transport's)."""
-
-    @property
-    def unsent(self) -> bool: ...
-
-    def can_send_now(self) -> bool: ...
-
-    def send_message_nowait(self, message: bytes) -> None: ...
-
-    async def flush(self) -> None: ...
-
-
 class Link:
     """An authenticated, encrypted link to one peer."""
 
@@ -47,7 +32,6 @@ class Link:
         self._send_lock = trio.StrictFIFOLock()
         self._closed = False
         self._send_broken = False
-        self._nowait = channel if isinstance(channel, NowaitChannel) else None
 
     @property
     def peer_id(self) -> bytes | None:
@@ -86,46 +70,6 @@ class Link:
                 # nothing sealed later could be decrypted. The link can only be closed now.
                 self._send_broken = True
                 raise
-        finally:
-            self._send_lock.release()
-
-    def can_send_now(self) -> bool:
-        """send_nowait may be called: the link is up, no send is in progress and its channel can take messages
-        without waiting (a channel that cannot, like the in-memory transport's, never can)."""
-        if self._nowait is None or self._closed or self._send_broken or self._send_lock.locked():
-            return False
-        return self._nowait.can_send_now()
-
-    def send_nowait(self, frames: Sequence[Frame]) -> None:
-        """Send frames without waiting, after can_send_now said so: what the socket has no room for stays with
-        the channel (`unsent`) and goes first with the next send, or with `flush`."""
-        assert self._nowait is not None  # can_send_now said so
-        messages = self._session.seal(frames)
-        try:
-            for message in messages:
-                self._nowait.send_message_nowait(message)
-        except ChannelClosed as exc:
-            self._send_broken = True
-            raise LinkClosed("link is closed") from exc
-
-    @property
-    def unsent(self) -> bool:
-        """Part of what send_nowait sent is still to be written."""
-        return self._nowait is not None and self._nowait.unsent
-
-    async def flush(self) -> None:
-        """Write what send_nowait left unsent, waiting for room."""
-        if self._nowait is None:
-            return
-        await acquire_soon(self._send_lock)
-        try:
-            await self._nowait.flush()
-        except ChannelClosed as exc:
-            self._send_broken = True
-            raise LinkClosed("link is closed") from exc
-        except BaseException:
-            self._send_broken = True  # cancelled mid-write: see send
-            raise
         finally:
             self._send_lock.release()
 

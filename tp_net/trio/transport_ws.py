@@ -68,10 +68,6 @@ class WebSocketChannel:
         self._receiving = False
         self._close_sent = False
         self._closed = False
-        # The part of messages sent without waiting (send_message_nowait) that the socket had no room for:
-        # written first by the next send or flush. Only ever one batch's messages (nothing is sent without
-        # waiting while it holds any).
-        self._unsent = b""
         if _TRACING:
             self._trace_ports = _ports(stream)
             self._trace_sent = self._trace_received = 0
@@ -89,59 +85,6 @@ class WebSocketChannel:
             message_trace.message("send", self._trace_ports, self._trace_sent, len(message))
             return
         await self._send_frame(Opcode.BINARY, bytes(message))
-
-    def can_send_now(self) -> bool:
-        """send_message_nowait may be called: no send in progress, nothing left unsent, not closed."""
-        return not (
-            self._unsent
-            or self._send_lock.locked()
-            or self._close_sent
-            or self._closed
-            or self._gone.is_set()
-        )
-
-    def send_message_nowait(self, message: bytes) -> None:
-        """Send one message without waiting, from a task that checked can_send_now (one or more messages in a
-        row): what the socket has no room for now is kept and goes first with the next send or `flush`."""
-        if len(message) > CHANNEL_MESSAGE_BYTES_MAX:
-            raise LocalProtocolError(f"message of {len(message)} bytes exceeds {CHANNEL_MESSAGE_BYTES_MAX}")
-        if self._send_lock.locked() or self._close_sent or self._closed:
-            raise ChannelClosed("websocket is closed")
-        started = time.monotonic_ns() if _TRACING else 0
-        mask = self._masks.getrandbits(32).to_bytes(4, "little") if self._client else None
-        frame = ws_protocol.encode_frame(Opcode.BINARY, bytes(message), mask)
-        if self._unsent:
-            self._unsent += frame
-        else:
-            try:
-                sent = os.write(self._stream.socket.fileno(), frame)
-            except BlockingIOError:
-                sent = 0
-            except OSError as exc:
-                self._gone.set()
-                raise ChannelClosed("websocket is closed") from exc
-            self._unsent = frame[sent:]
-        if _TRACING:
-            self._trace_sent += 1
-            message_trace.message("send0", self._trace_ports, self._trace_sent, len(message), started)
-            message_trace.message("send", self._trace_ports, self._trace_sent, len(message))
-
-    @property
-    def unsent(self) -> bool:
-        """Bytes of a message sent without waiting are still to be written (by the next send or flush)."""
-        return bool(self._unsent)
-
-    async def flush(self) -> None:
-        """Write what send_message_nowait left unsent, waiting for room."""
-        try:
-            await acquire_soon(self._send_lock)
-            try:
-                await self._write(b"")
-            finally:
-                self._send_lock.release()
-        except _STREAM_ERRORS as exc:
-            self._gone.set()
-            raise ChannelClosed("websocket is closed") from exc
 
     async def receive_message(self) -> bytes:
         while not self._messages:
@@ -188,12 +131,8 @@ class WebSocketChannel:
     # lock) and one receives at a time, which is what trio's conflict detection would enforce.
 
     async def _write(self, data: bytes) -> None:
-        """All of `data` out, after what send_message_nowait left unsent: straight into the socket when it has
-        room, else through trio (waiting for room, cancellable)."""
-        if self._unsent:
-            data, self._unsent = self._unsent + data, b""
-        if not data:
-            return
+        """All of `data` out: straight into the socket when it has room, else through trio (waiting for room,
+        cancellable)."""
         try:
             sent = os.write(self._stream.socket.fileno(), data)
         except BlockingIOError:
