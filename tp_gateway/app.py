@@ -62,6 +62,7 @@ from tp_gateway.overlay import NOT_SERVABLE_CODES, OverlayError
 from tp_gateway.public_guard import PUBLIC_CORS_HEADERS, SEALED_VIEWS, PublicPolicy, view_of
 from tp_gateway.sealed_routes import add_sealed_routes
 from tp_net.protocol.messages import REQUEST_BYTES_MAX
+from tp_net.trio import message_trace
 
 log = logging.getLogger(__name__)
 
@@ -311,6 +312,7 @@ class _Routes:
         return Response(metrics_text.render(self._metrics, gauges), mimetype="text/plain; version=0.0.4")
 
     async def chat(self) -> Response:
+        message_trace.mark("gw_http_in")
         call = parse_chat(await _body())
         return await self._generate(call, ChatCompletionStream, ChatCompletionCollector, "chatcmpl-")
 
@@ -355,6 +357,7 @@ class _Routes:
             with trio.CancelScope(shield=True):
                 await chunks.aclose()
             raise
+        message_trace.mark("gw_first_chunk")
         self._metrics.observe_first_token(time.monotonic() - started)
         if call.stream:
             events = _events(
@@ -395,10 +398,13 @@ async def _collect(
 async def _events(
     builder: Stream, first: object, chunks: AsyncGenerator[dict[str, Any], None], call: ApiCall
 ) -> AsyncGenerator[bytes, None]:
+    message_trace.mark("gw_body_start")
     async with aclosing(chunks):
         try:
             # One write per node chunk: its events leave together (each write costs hypercorn ~0.1 ms).
-            yield b"".join(sse_event(obj) for obj in builder.feed(first))
+            head = b"".join(sse_event(obj) for obj in builder.feed(first))
+            message_trace.mark("gw_first_yield")
+            yield head
             async for chunk in chunks:
                 events = builder.feed(chunk)
                 if events:

@@ -55,6 +55,7 @@ from tp_net.protocol.path_selection import (
 from tp_net.protocol.sealed import SEALED_SERVICE
 from tp_net.protocol.stream_deadlines import stream_deadlines
 from tp_net.protocol.traffic_shaping import COVER_STREAM_OFF, CoverSchedule, CoverStream, pad_request
+from tp_net.trio import message_trace
 from tp_net.trio.client import Circuit, ClientLink
 from tp_net.trio.directory_client import KeptLinks, fetch_directory, fetch_from_guards
 from tp_net.trio.host_resolution import resolve_relay_hosts
@@ -556,6 +557,7 @@ class Overlay:
             except (TokenPlaceError, trio.TooSlowError):
                 trace.circuit_failures += 1
                 raise
+            message_trace.mark("gw_circuit")
             circuit = pooled.circuit
             trace.path = tuple(hop.node_id for hop in circuit.core.path[:-1])
             trace.circuit_at = self._monotonic()

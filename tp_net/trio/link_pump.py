@@ -22,7 +22,10 @@ import trio
 from tp_net.protocol.errors import LinkClosed, RemoteProtocolError
 from tp_net.protocol.frames import Cell, Frame, Ping, Pong
 from tp_net.protocol.liveness import LinkLiveness, LivenessAction, LivenessLimits
+from tp_net.trio import message_trace
 from tp_net.trio.link_trio import Link
+
+_TRACING = message_trace.ENABLED  # the latency tracer (off unless TP_TRACE_DIR was set at start)
 
 # Largest number of frames handed to one Link.send (one or a few WebSocket messages).
 SEND_BATCH_FRAMES_MAX = 512
@@ -48,6 +51,7 @@ class LinkPump:
         self.closed = trio.Event()
         # Called by the writer just before it takes a batch: the owner's last chance to add cells to it.
         self.before_batch: Callable[[], None] | None = None
+        self._queue_traced = False  # the latency tracer marked the first frame queued for the next batch
 
     def queued_cells(self, circuit_id: int) -> int:
         return self._queued_cells[circuit_id]
@@ -94,6 +98,9 @@ class LinkPump:
         if self.closed.is_set():
             return
         self._queue.append(frame)
+        if _TRACING and not self._queue_traced:
+            self._queue_traced = True
+            message_trace.mark("pump_enqueue")  # the first frame for the next batch
         if isinstance(frame, Cell):
             self._queued_cells[frame.circuit_id] += 1
             self.last_cell_at = trio.current_time()
@@ -131,6 +138,9 @@ class LinkPump:
         try:
             while not self.closed.is_set():
                 await self._has_work.wait()
+                if _TRACING:
+                    message_trace.mark("pump_writer_runs")
+                    self._queue_traced = False
                 if self.before_batch is not None:
                     self.before_batch()
                 batch = self._take_batch()

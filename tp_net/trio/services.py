@@ -31,6 +31,7 @@ from tp_net.protocol.hop_outputs import CircuitRef, ServiceEvent
 from tp_net.protocol.messages import REQUEST_BYTES_MAX, RequestReader, encode_message
 from tp_net.protocol.streams import STREAM_SEND_BUFFER_BYTES, EndReason, StreamData, StreamEnded, StreamOpened
 from tp_net.protocol.traffic_shaping import RESPONSE_SHAPING_OFF, ResponseCadence, ResponseShaping
+from tp_net.trio import message_trace
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +170,7 @@ class ServiceHost:
         self._count_buffered(key[0], -request.reader.buffered_bytes)
         request.reader = RequestReader()  # the bytes are decoded: let them go
         request.scope = trio.CancelScope()
+        message_trace.mark("svc_request")
         self._nursery.start_soon(self._serve, key, request, document)
 
     def _abort(self, key: StreamKey, reason: EndReason) -> None:
@@ -193,8 +195,10 @@ class ServiceHost:
         if self._shaping.tick_s is not None:
             await self._respond_on_cadence(key, service, document, self._shaping.tick_s)
             return
+        message_trace.mark("svc_handler")
         async with aclosing(handler(document)) as messages:
             async for message in messages:
+                message_trace.mark("svc_message")
                 self._port.send(key[0], key[1], encode_message(message))
                 if not await self._wait_for_window(key):
                     return

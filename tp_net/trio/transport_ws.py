@@ -13,6 +13,7 @@ import contextlib
 import logging
 import os
 import random
+import time
 from collections import deque
 
 import trio
@@ -28,6 +29,7 @@ from tp_net.protocol.errors import (
 )
 from tp_net.protocol.link_limits import ConnectionCounter, source_key
 from tp_net.protocol.ws_protocol import CloseCode, FrameReader, Opcode, WebSocketError
+from tp_net.trio import message_trace
 from tp_net.trio.transport import CHANNEL_MESSAGE_BYTES_MAX, DIAL_TIMEOUT_S, Channel, ChannelHandler
 from tp_net.trio.trio_util import acquire_soon, is_cancelled
 
@@ -45,6 +47,7 @@ TCP_KEEPALIVE_PROBES = 3
 TCP_USER_TIMEOUT_MS = 20_000
 
 _STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+_TRACING = message_trace.ENABLED  # the latency tracer (off unless TP_TRACE_DIR was set at start)
 
 
 class WebSocketChannel:
@@ -65,12 +68,22 @@ class WebSocketChannel:
         self._receiving = False
         self._close_sent = False
         self._closed = False
+        if _TRACING:
+            self._trace_ports = _ports(stream)
+            self._trace_sent = self._trace_received = 0
 
     async def send_message(self, message: bytes) -> None:
         if len(message) > CHANNEL_MESSAGE_BYTES_MAX:
             raise LocalProtocolError(f"message of {len(message)} bytes exceeds {CHANNEL_MESSAGE_BYTES_MAX}")
         if self._close_sent or self._closed:
             raise ChannelClosed("websocket is closed")
+        if _TRACING:
+            started = time.monotonic_ns()
+            await self._send_frame(Opcode.BINARY, bytes(message))
+            self._trace_sent += 1
+            message_trace.message("send0", self._trace_ports, self._trace_sent, len(message), started)
+            message_trace.message("send", self._trace_ports, self._trace_sent, len(message))
+            return
         await self._send_frame(Opcode.BINARY, bytes(message))
 
     async def receive_message(self) -> bytes:
@@ -82,6 +95,9 @@ class WebSocketChannel:
                 await self._receive_events()
             finally:
                 self._receiving = False
+        if _TRACING:
+            self._trace_received += 1
+            message_trace.message("recv", self._trace_ports, self._trace_received, len(self._messages[0]))
         return self._messages.popleft()
 
     async def aclose(self) -> None:
@@ -223,6 +239,16 @@ def set_dead_peer_timeouts(sock: trio.socket.SocketType) -> None:
         # apply.
         with contextlib.suppress(OSError):
             sock.setsockopt(level, option, value)
+
+
+def _ports(stream: trio.SocketStream) -> tuple[int, int]:
+    """(local port, peer port) of a TCP stream, (0, 0) when the socket no longer knows them: what names a
+    connection in the latency tracer's records."""
+    try:
+        local, peer = stream.socket.getsockname(), stream.socket.getpeername()
+    except OSError:
+        return (0, 0)
+    return (int(local[1]), int(peer[1])) if isinstance(local, tuple) and isinstance(peer, tuple) else (0, 0)
 
 
 def peer_host(stream: trio.SocketStream) -> str | None:
