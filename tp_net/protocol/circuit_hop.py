@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 import itertools
 import random
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
@@ -53,9 +53,15 @@ from tp_net.protocol.relay_messages import (
 )
 
 CIRCUITS_PER_LINK_MAX = 1024
+# A CREATE (or an EXTEND's CREATE) on a link whose table is full takes the place of the link's circuit idle
+# the longest, if that one has done no work for this long (work: see `_worked`; DROPs are not work). Keeping
+# a full table of circuits younger than this takes CIRCUITS_PER_LINK_MAX / 4 s = 256 new circuits a second,
+# more than one client's CREATE bucket (tp_net.protocol.rate_limits) allows at its entry.
+CIRCUIT_EVICT_IDLE_MIN_S = 4.0
 PENDING_EXTENDS_MAX = 128  # circuits extending at once, all links together
 PENDING_EXTENDS_PER_LINK_MAX = 32  # of those, circuits that came in on one link (one client cannot take all)
 EXTEND_TIMEOUT_S = 10.0
+EVICTION_LOOKS_MAX = 4  # circuits with open streams passed over (and counted as working) per eviction
 CIRCUIT_IDLE_TIMEOUT_S = 600.0
 # DROP (padding) cells are not flow-controlled, so each hop limits those addressed to it, per circuit: a
 # client keeps an idle circuit alive with one a minute; a circuit sending past the burst loses the circuit.
@@ -75,6 +81,9 @@ class _Link:
     peer_id: bytes | None
     we_dialed: bool
     circuits: dict[int, tuple[HopCircuit, Side]] = field(default_factory=dict)
+    # The same circuits by their last work, the one idle the longest first (`_worked` moves one to the end):
+    # the eviction candidate is found in O(1), never by a pass over a full table.
+    by_work: OrderedDict[int, HopCircuit] = field(default_factory=OrderedDict)
 
 
 @dataclass(frozen=True)
@@ -248,17 +257,51 @@ class HopCore:
         peer_is_dialer = not info.we_dialed
         if bool(circuit_id & DIALER_ID_BIT) != peer_is_dialer:
             return [SendCell(link, destroy_cell(circuit_id, DestroyReason.PROTOCOL))]
-        if len(info.circuits) >= CIRCUITS_PER_LINK_MAX or not self._creates.take(link, now):
+        full = len(info.circuits) >= CIRCUITS_PER_LINK_MAX
+        victim = self._eviction_candidate(info, now) if full else None
+        if (full and victim is None) or not self._creates.take(link, now):
             return [SendCell(link, destroy_cell(circuit_id, DestroyReason.RESOURCE_LIMIT))]
         answer = self._answer_handshake(cell)
         if answer is None:
             return [SendCell(link, destroy_cell(circuit_id, DestroyReason.HANDSHAKE_FAILED))]
+        outputs = self._teardown(victim, DestroyReason.RESOURCE_LIMIT) if victim is not None else []
         reply, layer = answer
         drops = TokenBucket(DROP_CELLS_PER_CIRCUIT_RATE_PER_S, DROP_CELLS_PER_CIRCUIT_BURST)
-        circuit = HopCircuit(prev=(link, circuit_id), layer=layer, last_active=now, drops=drops)
+        circuit = HopCircuit(
+            prev=(link, circuit_id), layer=layer, last_active=now, last_work=now, drops=drops
+        )
         info.circuits[circuit_id] = (circuit, Side.TOWARDS_CLIENT)
+        info.by_work[circuit_id] = circuit
         self._circuits[circuit.prev] = circuit
-        return [SendCell(link, handshake_cell(circuit_id, CellCommand.CREATED, reply))]
+        return [*outputs, SendCell(link, handshake_cell(circuit_id, CellCommand.CREATED, reply))]
+
+    def _eviction_candidate(self, info: _Link, now: float) -> HopCircuit | None:
+        """The circuit a new one on the full link `info` may take the place of: the one idle the longest, if
+        it has done no work for CIRCUIT_EVICT_IDLE_MIN_S. A circuit with open streams at this hop is working
+        (a node's answer may take a while between the client's cells): it counts as worked now and the next
+        is looked at, at most EVICTION_LOOKS_MAX of them, so a CREATE never costs a pass over the table."""
+        for _ in range(EVICTION_LOOKS_MAX):
+            if not info.by_work:
+                return None
+            circuit = next(iter(info.by_work.values()))
+            if now - circuit.last_work < CIRCUIT_EVICT_IDLE_MIN_S:
+                return None
+            if circuit.edge is None or not circuit.edge.stream_count:
+                return circuit
+            self._worked(circuit, now)
+        return None
+
+    def _worked(self, circuit: HopCircuit, now: float) -> None:
+        """The circuit did work: a stream message for this hop, a cell back from the next hop (a relay cannot
+        read what it passes forward, which may be a later hop's DROP), or an extend. DROP and padding cells,
+        which a stranger sends for free, are not work: they keep a circuit from the idle timeout, not from
+        eviction."""
+        circuit.last_work = now
+        for ref in (circuit.prev, circuit.next):
+            if ref is not None:
+                info = self._links.get(ref[0])
+                if info is not None and ref[1] in info.by_work:
+                    info.by_work.move_to_end(ref[1])
 
     def _answer_handshake(self, cell: Cell) -> tuple[bytes, HopLayer] | None:
         try:
@@ -287,8 +330,10 @@ class HopCore:
             extended = RelayExtended(handshake_message(cell))
             extended.check()  # a reply too long for a relay message is the next hop's fault
             self._extend_ended(circuit)
+            self._worked(circuit, now)
             return self._originate(circuit, extended)
         if action is HopAction.PASS_BACKWARD:
+            self._worked(circuit, now)
             if self.observe is not None:
                 self.observe(cell.body)
             body = circuit.layer.backward.wrap(cell.body)
@@ -339,6 +384,7 @@ class HopCore:
             assert isinstance(message, RelayExtend)
             return self._extend(circuit, message, now)
         assert action is HopAction.SERVE_STREAM, action  # the table's only other action for a message
+        self._worked(circuit, now)
         return self.streams.receive(circuit, message)
 
     def _extend(self, circuit: HopCircuit, message: RelayExtend, now: float) -> list[HopOutput]:
@@ -378,13 +424,23 @@ class HopCore:
     def _linked(self, circuit: HopCircuit, link: LinkId, handshake: bytes) -> list[HopOutput]:
         """A link to the next hop is up: CREATE goes on it (unless the link has no circuit id left)."""
         info = self._links[link]
+        asked = (
+            circuit.extend_started
+        )  # when the client asked: the time of its last work (and of now, or less)
+        assert asked is not None  # DIALING
+        outputs: list[HopOutput] = []
         if len(info.circuits) >= CIRCUITS_PER_LINK_MAX:
-            return self._teardown(circuit, DestroyReason.RESOURCE_LIMIT, notify_both=True)
+            victim = self._eviction_candidate(info, asked)
+            if victim is None:
+                return self._teardown(circuit, DestroyReason.RESOURCE_LIMIT, notify_both=True)
+            outputs = self._teardown(victim, DestroyReason.RESOURCE_LIMIT)
         circuit.step(HopEvent.LINKED)
         circuit_id = new_circuit_id(self._rng, link_dialer=info.we_dialed, in_use=info.circuits)
         info.circuits[circuit_id] = (circuit, Side.AWAY_FROM_CLIENT)
+        info.by_work[circuit_id] = circuit
         circuit.next = (link, circuit_id)
-        return [SendCell(link, handshake_cell(circuit_id, CellCommand.CREATE, handshake))]
+        self._worked(circuit, asked)
+        return [*outputs, SendCell(link, handshake_cell(circuit_id, CellCommand.CREATE, handshake))]
 
     def _originate(self, circuit: HopCircuit, message: Frame) -> list[HopOutput]:
         """A message from this hop to the client."""
@@ -410,6 +466,7 @@ class HopCore:
             link = self._links.get(ref[0])
             if link is not None:
                 link.circuits.pop(ref[1], None)
+                link.by_work.pop(ref[1], None)
                 if notify_both or side is not skip:
                     outputs.append(SendCell(ref[0], destroy_cell(ref[1], reason)))
         return outputs + self.streams.close(circuit)

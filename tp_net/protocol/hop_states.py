@@ -158,13 +158,14 @@ class HopCircuit:
 
     prev: CircuitRef
     layer: HopLayer
-    last_active: float
+    last_active: float  # the last cell of any kind (the idle timeout)
     drops: TokenBucket  # DROP cells addressed to this hop
     state: HopState = HopState.LAST_HOP
     next: CircuitRef | None = None
     extend_started: float | None = None  # while DIALING or AWAITING_CREATED
     edge: CircuitEdge | None = None  # the local services' streams, once one is opened
     early_cells: int = 0  # RELAY_EARLY cells seen from the client side
+    last_work: float = float("-inf")  # the last work, which protects it from eviction (circuit_hop._worked)
 
     def step(self, event: HopEvent) -> HopAction:
         """Move to the state the table names for `event`; returns the action to carry out."""
