@@ -58,6 +58,7 @@ CIRCUITS_PER_LINK_MAX = 1024
 # a full table of circuits younger than this takes CIRCUITS_PER_LINK_MAX / 4 s = 256 new circuits a second,
 # more than one client's CREATE bucket (tp_net.protocol.rate_limits) allows at its entry.
 CIRCUIT_EVICT_IDLE_MIN_S = 4.0
+WORK_RESOLUTION_S = 0.25  # a circuit's last work is recorded this coarsely (a circuit's cells cost less)
 PENDING_EXTENDS_MAX = 128  # circuits extending at once, all links together
 PENDING_EXTENDS_PER_LINK_MAX = 32  # of those, circuits that came in on one link (one client cannot take all)
 EXTEND_TIMEOUT_S = 10.0
@@ -295,7 +296,9 @@ class HopCore:
         """The circuit did work: a stream message for this hop, a cell back from the next hop (a relay cannot
         read what it passes forward, which may be a later hop's DROP), or an extend. DROP and padding cells,
         which a stranger sends for free, are not work: they keep a circuit from the idle timeout, not from
-        eviction."""
+        eviction. Recorded at most every WORK_RESOLUTION_S: a relay passes most cells back within that."""
+        if now - circuit.last_work < WORK_RESOLUTION_S:
+            return
         circuit.last_work = now
         for ref in (circuit.prev, circuit.next):
             if ref is not None:
