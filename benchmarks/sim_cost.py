@@ -112,19 +112,24 @@ def _child(machines: int, requests_s: float, profile: Path | None, sample: bool)
     print(json.dumps(result, default=str), flush=True)
 
 
-def after_warmup(progress: list[dict[str, float]], warmup_s: float, drain_s: float) -> dict[str, float]:
-    """CPU per simulated second from the first progress point past the warm-up to the last one, and the
-    CPU a run with the full hour of requests would take at that rate."""
-    past = [point for point in progress if point["simulated_s"] >= warmup_s]
-    if len(past) < 2:
+def after_warmup(progress: list[dict[str, float]], scenario: Scenario) -> dict[str, float]:
+    """CPU per simulated second while requests come (from the first progress point past the warm-up to
+    the last one before the drain), and what a run with the full hour of requests would take: the same
+    warm-up, 3,600 s at that rate, and the drain as measured (or at that rate, for a run cut short)."""
+    requests_end_s = scenario.duration_s - scenario.drain_s
+    past = [point for point in progress if point["simulated_s"] >= scenario.warmup_s]
+    during = [point for point in past if point["simulated_s"] <= requests_end_s]
+    if len(during) < 2:
         return {}
-    first, last = past[0], past[-1]
+    first, last = during[0], during[-1]
     rate = (last["cpu_s"] - first["cpu_s"]) / (last["simulated_s"] - first["simulated_s"])
-    full_end_s = warmup_s + FULL_REQUESTS_S + drain_s
+    ended = past[-1]["simulated_s"] >= scenario.duration_s
+    drain_cpu_s = past[-1]["cpu_s"] - last["cpu_s"] if ended else rate * scenario.drain_s
     return {
         "cpu_at_warmup_s": first["cpu_s"],
         "cpu_per_simulated_s": round(rate, 3),
-        "projected_full_hour_cpu_s": round(first["cpu_s"] + rate * (full_end_s - first["simulated_s"])),
+        "drain_cpu_s": round(drain_cpu_s, 1),
+        "projected_full_hour_cpu_s": round(first["cpu_s"] + rate * FULL_REQUESTS_S + drain_cpu_s),
     }
 
 
@@ -171,7 +176,8 @@ def measure(
         "cpu_system_s": round(usage.ru_stime, 1),
         "max_rss_mb": round(usage.ru_maxrss / 1024, 1),
         "load_average_end": os.getloadavg(),
-        **after_warmup(progress, scenario.warmup_s, scenario.drain_s),
+        **after_warmup(progress, scenario),
+        "progress": [[point["simulated_s"], point["cpu_s"], point["max_rss_mb"]] for point in progress],
     }
     if result is None:
         if not progress or process.returncode != -9:

@@ -16,18 +16,21 @@ def test_a_scaled_run_keeps_scale_10ks_shares_and_rate() -> None:
     assert scenario.requests == 500  # one request per machine per simulated hour
 
 
-def test_the_projection_uses_only_the_cpu_after_the_warm_up() -> None:
+def test_the_projection_uses_the_cpu_while_requests_come() -> None:
+    scenario = scaled(1000, 100.0)  # requests from 700 to 800 s, drain to 860 s
     progress = [
         {"simulated_s": 600.0, "cpu_s": 50.0},  # warm-up: not part of the rate
         {"simulated_s": 710.0, "cpu_s": 100.0},
-        {"simulated_s": 810.0, "cpu_s": 150.0},
+        {"simulated_s": 790.0, "cpu_s": 140.0},
+        {"simulated_s": 860.0, "cpu_s": 150.0},  # the drain: measured, not at the rate
     ]
-    figures = after_warmup(progress, 700.0, 60.0)
+    figures = after_warmup(progress, scenario)
     assert figures["cpu_per_simulated_s"] == 0.5
-    assert figures["cpu_at_warmup_s"] == 100.0
-    full_end_s = 700.0 + FULL_REQUESTS_S + 60.0
-    assert figures["projected_full_hour_cpu_s"] == round(100.0 + 0.5 * (full_end_s - 710.0))
-    assert after_warmup(progress[:2], 700.0, 60.0) == {}  # one point past the warm-up: no rate
+    assert (figures["cpu_at_warmup_s"], figures["drain_cpu_s"]) == (100.0, 10.0)
+    assert figures["projected_full_hour_cpu_s"] == round(100.0 + 0.5 * FULL_REQUESTS_S + 10.0)
+    cut_short = after_warmup(progress[:3], scenario)  # killed before the drain: the drain at the rate
+    assert cut_short["drain_cpu_s"] == 0.5 * scenario.drain_s
+    assert after_warmup(progress[:2], scenario) == {}  # one point past the warm-up: no rate
 
 
 def _spin_here(seconds: float) -> None:
