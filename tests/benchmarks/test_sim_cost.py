@@ -49,8 +49,9 @@ def test_the_sampler_sees_where_the_main_thread_spends_its_time() -> None:
     summary = sampler.summary()
     assert sampler.samples >= 20
     assert set(summary) == {"interval_s", "start", "later"}
-    run = summary["start"]
+    run, later = summary["start"], summary["later"]
     assert isinstance(run, dict) and run["samples"] > 0
+    assert isinstance(later, dict) and later["samples"] > 0  # after phase(): counted in the new phase
     own_top = run["own_top"]
     assert isinstance(own_top, dict)
     assert next(iter(own_top)).endswith("test_sim_cost.py:_spin_here")
