@@ -14,7 +14,6 @@ from collections.abc import Callable
 from typing import Any
 
 import trio
-import trio.testing
 
 from simulations.adversary import Coalition
 from simulations.clients import DirectoryFeed, RequestRecord, SimClient
@@ -23,6 +22,7 @@ from simulations.determinism import seeded_trio_scheduler, shared_verifier
 from simulations.invariants import InvariantChecker, SentinelLogHandler, SimulationViolation, sentinel
 from simulations.metrics import anonymity, load_spread, request_metrics
 from simulations.netsim import MBPS, SIM_EPOCH_S, Machine, SimNetwork
+from simulations.virtual_clock import VirtualClock
 from simulations.world import START_SPREAD_S, SimMachine, World
 from tp_net.protocol.bandwidth_weights import WEIGHT_MIN, unmeasured_weight
 from tp_net.protocol.descriptors import NodeDescriptor, RelayDescriptor
@@ -66,7 +66,7 @@ def run_once(
     sim = _Simulation(scenario, seed, checker, progress, leaky_relay)
     try:
         with seeded_trio_scheduler(seed):
-            trio.run(sim.main, clock=trio.testing.MockClock(autojump_threshold=0))
+            trio.run(sim.main, clock=VirtualClock())
     finally:
         root.removeHandler(handler)
         root.setLevel(saved_level)
