@@ -2,6 +2,11 @@
 the processes of the suite's network (gateway, guard, middle, the node's home relay, node).
 
     .venv/bin/python -m benchmarks.latency_trace [--requests 200] [--response-shaping off] [--out DIR]
+        [--also-tokens 1] [--ab MODULE:ATTRIBUTE] [--analyse DIR]
+
+`--ab` measures a change A/B, interleaved per request: every process of the network switches the module's
+bool attribute on (SIGRTMIN+1) and off (SIGRTMIN+2) between requests, and each arm is reported apart with
+the network's CPU per request (/proc).
 
 Every process of the network runs with the latency tracer on (tp_net.trio.message_trace: TP_TRACE_DIR, and a
 `sitecustomize` this script puts first on the children's PYTHONPATH that writes a process's records on
