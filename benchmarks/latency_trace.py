@@ -2,6 +2,11 @@
 the processes of the suite's network (gateway, guard, middle, the node's home relay, node).
 
     .venv/bin/python -m benchmarks.latency_trace [--requests 200] [--response-shaping off] [--out DIR]
+        [--also-tokens 1] [--ab MODULE:ATTRIBUTE] [--analyse DIR]
+
+`--ab` measures a change A/B, interleaved per request: every process of the network switches the module's
+bool attribute on (SIGRTMIN+1) and off (SIGRTMIN+2) between requests, and each arm is reported apart with
+the network's CPU per request (/proc).
 
 Every process of the network runs with the latency tracer on (tp_net.trio.message_trace: TP_TRACE_DIR, and a
 `sitecustomize` this script puts first on the children's PYTHONPATH that writes a process's records on
@@ -45,10 +50,18 @@ from tp_net.trio.message_trace import TRACE_DIR_ENV
 
 WARMUP_REQUESTS = 20
 TRACE_WRITE_S = 2.0
+SWITCH_S = 0.02  # after signalling the processes to switch the --ab attribute, before the next request
+# --ab: "module:attribute", a bool that SIGRTMIN+1 sets and SIGRTMIN+2 clears in every process of the network.
+AB_ENV = "TP_TRACE_AB"
 # A hop forwards within this long, or the match is taken as lost (another message, a broken record).
 FORWARD_WITHIN_NS = 200_000_000
 SITECUSTOMIZE = f"""
-import os, signal
+import importlib, os, signal
+if ":" in os.environ.get("{AB_ENV}", ""):
+    _module, _name = os.environ["{AB_ENV}"].split(":")
+    _module = importlib.import_module(_module)
+    signal.signal(signal.SIGRTMIN + 1, lambda *_: setattr(_module, _name, True))
+    signal.signal(signal.SIGRTMIN + 2, lambda *_: setattr(_module, _name, False))
 if os.environ.get("{TRACE_DIR_ENV}"):
     from tp_net.trio import message_trace
     signal.signal(signal.SIGUSR1, lambda *_: message_trace.clear())
@@ -299,6 +312,8 @@ async def run(args: argparse.Namespace) -> None:
     site = Path(tempfile.mkdtemp(prefix="tp-trace-site-"))
     (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
     os.environ[TRACE_DIR_ENV] = str(out.resolve())
+    if args.ab:
+        os.environ[AB_ENV] = args.ab
     os.environ["PYTHONPATH"] = os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])
     with tempfile.TemporaryDirectory() as state:
         async with bench_network(Path(state), response_shaping=args.response_shaping) as bench:
@@ -308,20 +323,33 @@ async def run(args: argparse.Namespace) -> None:
             for index, relay in enumerate(bench.network.relays):
                 roles[relay.process.pid] = f"relay {index + 1}"
             token_counts = [args.max_tokens, *([args.also_tokens] if args.also_tokens else [])]
+            variants = [" on", " off"] if args.ab else [""]
+            network = [pid for pid, role in roles.items() if role != "direct"]
             arms = [
-                (f"{kind} {tokens}", url, chat_body(bench.model, tokens, stream=True))
+                (f"{kind}{variant} {tokens}", url, chat_body(bench.model, tokens, stream=True), variant)
                 for tokens in token_counts
-                for kind, url in (("overlay", bench.gateway_url), ("direct", bench.direct_url))
+                for kind, url, variant in [
+                    *(("overlay", bench.gateway_url, variant) for variant in variants),
+                    ("direct", bench.direct_url, ""),
+                ]
             ]
 
-            def measure(rounds: int) -> dict[str, list[tuple[int, float]]]:
-                """`rounds` requests of each arm, in an order reversed every other round."""
-                samples: dict[str, list[tuple[int, float]]] = {name: [] for name, _, _ in arms}
+            def measure(rounds: int) -> dict[str, list[tuple[int, float, float]]]:
+                """`rounds` requests of each arm, in an order reversed every other round: (start ns, TTFT ms,
+                the network's CPU ms during the request)."""
+                samples: dict[str, list[tuple[int, float, float]]] = {arm[0]: [] for arm in arms}
+                current = ""
                 with httpx.Client(timeout=HTTP_TIMEOUT_S) as client:
                     for index in range(rounds):
-                        for name, url, body in arms if index % 2 == 0 else arms[::-1]:
+                        for name, url, body, variant in arms if index % 2 == 0 else arms[::-1]:
+                            if variant and variant != current:
+                                number = signal.SIGRTMIN + (1 if variant == " on" else 2)
+                                _signal_all(dict.fromkeys(network, ""), number)
+                                time.sleep(SWITCH_S)
+                                current = variant
+                            cpu = _cpu_ms(network)
                             t0, timing = _timed(client, url, body)
-                            samples[name].append((t0, timing.first_token_ms))
+                            samples[name].append((t0, timing.first_token_ms, _cpu_ms(network) - cpu))
                 return samples
 
             await trio.to_thread.run_sync(measure, WARMUP_REQUESTS)
@@ -329,7 +357,13 @@ async def run(args: argparse.Namespace) -> None:
             samples = await trio.to_thread.run_sync(measure, args.requests)
             _signal_all(roles, signal.SIGUSR2)
             await trio.sleep(TRACE_WRITE_S)
-    client = {"roles": {str(pid): role for pid, role in roles.items()}, "tokens": token_counts, **samples}
+    client = {
+        "roles": {str(pid): role for pid, role in roles.items()},
+        "tokens": token_counts,
+        "variants": variants,
+        "ab": args.ab,
+        **samples,
+    }
     (out / "client.json").write_text(json.dumps(client))
     print(f"records in {out}")
     print(analyse(out))
@@ -344,20 +378,26 @@ def analyse(out: Path) -> str:
     node = next(pid for pid, role in roles.items() if role == "node")
     direct = processes[next(pid for pid, role in roles.items() if role == "direct")]
     lines = []
-    for tokens in client["tokens"]:
-        overlay, baseline = client[f"overlay {tokens}"], client[f"direct {tokens}"]
+    for tokens, variant in [(t, v) for t in client["tokens"] for v in client.get("variants", [""])]:
+        overlay, baseline = client[f"overlay{variant} {tokens}"], client[f"direct {tokens}"]
         followed = []
-        for t0, first_ms in overlay:
+        for t0, first_ms, *_ in overlay:
             first = t0 + round(first_ms * 1e6)
             walk = anatomy(t0, first, gateway=gateway, node=node, processes=processes, port_owner=port_owner)
             if walk is not None:
                 followed.append(walk)
-        ttft = [first_ms for _, first_ms in overlay]
-        direct_ms = [first_ms for _, first_ms in baseline]
-        lines += [f"## {tokens}-token answers", report(followed, ttft, direct_ms, len(ttft) - len(followed))]
+        ttft = [sample[1] for sample in overlay]
+        direct_ms = [sample[1] for sample in baseline]
+        title = f"## {tokens}-token answers" + (f", {client['ab']}{variant}" if variant else "")
+        cpu = [sample[2] for sample in overlay if len(sample) > 2]
+        if cpu:
+            title += f"; the network's CPU per request (mean of {len(cpu)}): {statistics.fmean(cpu):.2f} ms"
+        lines += [title, report(followed, ttft, direct_ms, len(ttft) - len(followed))]
+        if variant != client.get("variants", [""])[-1]:
+            continue  # the direct server's report once per answer length, after the last arm
         walks = [
             walk
-            for t0, first_ms in baseline
+            for t0, first_ms, *_ in baseline
             if (walk := direct_anatomy(t0, t0 + round(first_ms * 1e6), direct)) is not None
         ]
         lines += [
@@ -383,6 +423,15 @@ def direct_anatomy(t0: int, first: int, direct: Process) -> _Walk | None:
     return walk
 
 
+def _cpu_ms(pids: list[int]) -> float:
+    """User + system CPU of these processes so far, ms (Linux /proc, in clock ticks)."""
+    total = 0
+    for pid in pids:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total * 1000 / os.sysconf("SC_CLK_TCK")
+
+
 def _signal_all(roles: dict[int, str], number: int) -> None:
     for pid in roles:
         os.kill(pid, number)
@@ -394,6 +443,11 @@ def main() -> None:
     parser.add_argument("--response-shaping", choices=("on", "off"), default="off")
     parser.add_argument(
         "--max-tokens", type=int, default=SHORT_MAX_TOKENS, help="tokens per answer (ttft's 16)"
+    )
+    parser.add_argument(
+        "--ab",
+        default="",
+        help="MODULE:ATTRIBUTE, a bool switched in every process between requests (interleaved A/B)",
     )
     parser.add_argument("--also-tokens", type=int, default=0, help="interleave requests for this many tokens")
     parser.add_argument("--out", type=Path, default=None, help="where the processes write their records")

@@ -1,13 +1,20 @@
 """benchmarks/latency_trace.py follows one request's first token through synthetic trace records: across each
 connection by its ports and sequence numbers, inside each hop to the forward (a larger message on another
-connection wins over a small one sent first), and its segments add up to the request's time exactly."""
+connection wins over a small one sent first), and its segments add up to the request's time exactly; an A/B
+run (--ab) reports each arm, and its signals switch the named attribute."""
 
 from __future__ import annotations
 
 import json
+import signal
+import sys
+import types
 from pathlib import Path
 
-from benchmarks.latency_trace import anatomy, load
+import pytest
+
+from benchmarks.latency_trace import AB_ENV, SITECUSTOMIZE, analyse, anatomy, load
+from tp_net.trio.message_trace import TRACE_DIR_ENV
 
 GATEWAY, GUARD, MIDDLE, HOME, NODE = 1, 2, 3, 4, 5
 ROLES = {GATEWAY: "gateway", GUARD: "relay 1", MIDDLE: "relay 2", HOME: "relay 3", NODE: "node"}
@@ -89,3 +96,54 @@ def test_a_missing_record_leaves_the_request_out(tmp_path: Path) -> None:
         (tmp_path / f"trace-{pid}.json").write_text(json.dumps({"pid": pid, "records": kept}))
     processes, port_owner = load(tmp_path, ROLES)
     assert anatomy(0, 2600, gateway=GATEWAY, node=NODE, processes=processes, port_owner=port_owner) is None
+
+
+def _write_run(tmp_path: Path, client: dict[str, object]) -> None:
+    roles = {**ROLES, 6: "direct"}
+    records = {**_records(), 6: [[100, "gw_http_in", 0, 0, 0, 0], [300, "gw_first_chunk", 0, 0, 0, 0]]}
+    records[6] += [[400, "gw_body_start", 0, 0, 0, 0], [500, "gw_first_yield", 0, 0, 0, 0]]
+    for pid, kept in records.items():
+        (tmp_path / f"trace-{pid}.json").write_text(json.dumps({"pid": pid, "records": kept}))
+    client = {"roles": {str(pid): role for pid, role in roles.items()}, "tokens": [16], **client}
+    (tmp_path / "client.json").write_text(json.dumps(client))
+
+
+def test_an_ab_run_reports_each_arm_with_the_networks_cpu(tmp_path: Path) -> None:
+    _write_run(
+        tmp_path,
+        {
+            "variants": [" on", " off"],
+            "ab": "tp_net.trio.client:FLAG",
+            "overlay on 16": [[0, 2600 / 1e6, 3.0]],
+            "overlay off 16": [[0, 2600 / 1e6, 5.0]],
+            "direct 16": [[0, 600 / 1e6, 0.0]],
+        },
+    )
+    report = analyse(tmp_path)
+    assert "## 16-token answers, tp_net.trio.client:FLAG on; the network's CPU per request" in report
+    assert "(mean of 1): 3.00 ms" in report and "(mean of 1): 5.00 ms" in report
+    assert report.count("followed end to end 1 (0 not") == 3  # both arms, the direct server once
+
+
+def test_a_run_without_ab_still_analyses(tmp_path: Path) -> None:
+    _write_run(tmp_path, {"overlay 16": [[0, 2600 / 1e6]], "direct 16": [[0, 600 / 1e6]]})
+    report = analyse(tmp_path)
+    assert "## 16-token answers\n" in report and "CPU per request" not in report
+
+
+def test_the_ab_signals_switch_the_named_attribute(monkeypatch: pytest.MonkeyPatch) -> None:
+    module = types.ModuleType("tp_ab_probe")
+    module.FLAG = False  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "tp_ab_probe", module)
+    monkeypatch.setenv(AB_ENV, "tp_ab_probe:FLAG")
+    monkeypatch.delenv(TRACE_DIR_ENV, raising=False)
+    saved = {number: signal.getsignal(number) for number in (signal.SIGRTMIN + 1, signal.SIGRTMIN + 2)}
+    try:
+        exec(SITECUSTOMIZE, {})
+        signal.raise_signal(signal.SIGRTMIN + 1)
+        assert module.FLAG is True
+        signal.raise_signal(signal.SIGRTMIN + 2)
+        assert module.FLAG is False
+    finally:
+        for number, handler in saved.items():
+            signal.signal(number, handler)
