@@ -1,7 +1,7 @@
 """A sampling profiler for one long single-threaded run (no py-spy on this machine): a profiling timer
-(ITIMER_PROF, the process's CPU time) sends SIGPROF every `SAMPLE_INTERVAL_S` of CPU, and the handler, run
-by the main thread between two bytecodes, counts where its stack is. Unlike cProfile it does not slow the
-run down (one stack walk per interval), so a 10k-machine run can be profiled as it is measured.
+(ITIMER_PROF, the process's CPU time) sends SIGPROF every `STACK_SAMPLE_INTERVAL_S` of CPU, and the
+handler, run by the main thread between two bytecodes, counts where its stack is. Unlike cProfile it does
+not slow the run down (one stack walk per interval), so a 10k-machine run can be profiled as it is measured.
 
 A sampling thread would not do: it gets the GIL when the main thread lets it go, and trio's run loop lets
 it go in its (zero-timeout) epoll call on every pass, so a thread's samples land there most of the time
@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
-SAMPLE_INTERVAL_S = 0.01
+STACK_SAMPLE_INTERVAL_S = 0.01
 SAMPLE_TOP = 25
 PACKAGES = ("trio", "tp_net", "tp_crypto", "tp_node", "tp_gateway", "simulations", "nacl", "cryptography")
 
@@ -45,7 +45,7 @@ class StackSampler:
     """Samples by phase: `phase(name)` starts counting into a new phase (e.g. after a run's warm-up).
     Start and stop it from the main thread (signal handlers run there)."""
 
-    def __init__(self, interval_s: float = SAMPLE_INTERVAL_S) -> None:
+    def __init__(self, interval_s: float = STACK_SAMPLE_INTERVAL_S) -> None:
         self._interval_s = interval_s
         self.phases: dict[str, _Counts] = {"start": _Counts()}
         self._counts = self.phases["start"]
