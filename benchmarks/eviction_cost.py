@@ -24,15 +24,6 @@ from tp_net.protocol.hop_states import HopCircuit
 Worked = Callable[[circuit_hop.HopCore, HopCircuit, float], None]
 
 
-def _every_cell(core: circuit_hop.HopCore, circuit: HopCircuit, now: float) -> None:
-    circuit.last_work = now
-    for ref in (circuit.prev, circuit.next):
-        if ref is not None:
-            info = core._links.get(ref[0])
-            if info is not None and ref[1] in info.by_work:
-                info.by_work.move_to_end(ref[1])
-
-
 def _nothing(core: circuit_hop.HopCore, circuit: HopCircuit, now: float) -> None:
     pass
 
@@ -50,7 +41,11 @@ def main() -> None:
     (circuit,) = relay._circuits.values()
     assert circuit.next is not None
     cell = relay_cell(circuit.next[1], bytes(CELL_BODY_BYTES))
-    variants: dict[str, Worked] = {"G": circuit_hop.HopCore._worked, "U": _every_cell, "N": _nothing}
+    variants: dict[str, Worked] = {
+        "G": circuit_hop.HopCore._worked,
+        "U": circuit_hop.HopCore._record_work,
+        "N": _nothing,
+    }
     names = list(variants)
     per_cell: dict[str, list[float]] = {name: [] for name in names}
     now = 0.0

@@ -299,6 +299,10 @@ class HopCore:
         eviction. Recorded at most every WORK_RESOLUTION_S: a relay passes most cells back within that."""
         if now - circuit.last_work < WORK_RESOLUTION_S:
             return
+        self._record_work(circuit, now)
+
+    def _record_work(self, circuit: HopCircuit, now: float) -> None:
+        """`now` is the circuit's last work: it moves to the end of its links' idle order."""
         circuit.last_work = now
         for ref in (circuit.prev, circuit.next):
             if ref is not None:
